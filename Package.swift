@@ -1,0 +1,47 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// FeatureStream: distributed frozen-backbone feature extraction and head training.
+///
+/// C libraries are wrapped in `C*` system-library targets; everything above them is Swift.
+let package = Package(
+    name: "FeatureStream",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "featstream", targets: ["featstream"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+    ],
+    targets: [
+        // MARK: C libraries (Debian -dev packages)
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
+        .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
+        // libpng reports errors by longjmp, which Swift cannot catch: the decode loop lives in C.
+        .target(name: "CPNGShim", dependencies: ["CPNG"], path: "Sources/CPNGShim"),
+
+        // MARK: Swift modules
+        .target(name: "NumpyFormat"),
+        .target(
+            name: "ONNXProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        .target(name: "Backbone", dependencies: ["CDNNL", "ONNXProto"]),
+        .target(name: "ImageInput", dependencies: ["CTurboJPEG", "CPNGShim"]),
+        .target(name: "Extraction", dependencies: ["Backbone", "ImageInput", "NumpyFormat"]),
+        .executableTarget(
+            name: "featstream",
+            dependencies: [
+                "Extraction",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // MARK: Tests
+        .testTarget(name: "BackboneTests", dependencies: ["Backbone", "NumpyFormat"]),
+        .testTarget(name: "ImageInputTests", dependencies: ["ImageInput"]),
+        .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "NumpyFormat"]),
+    ]
+)

@@ -1,0 +1,102 @@
+import CDNNL
+import Foundation
+
+/// A frozen ONNX CNN run on oneDNN, computing named intermediate tensors (the features) for batches of images.
+///
+/// Thread safety: an engine is driven from one thread at a time. oneDNN's OpenMP runtime keeps one
+/// thread team per calling thread, so all calls should come from the same thread for best speed.
+public final class BackboneEngine {
+    /// The graph input fed by `run`.
+    public let inputName: String
+    /// The input's shape per image (the ONNX dims after the batch dimension), in the model's own layout.
+    public let imageShape: [Int]
+    /// The tensors computed by `run`, in order.
+    public let outputNames: [String]
+    /// The width of each output per image (its dims after the batch dimension, multiplied).
+    public let outputWidths: [Int]
+    /// The largest batch `run` accepts.
+    public let maxBatch: Int
+    /// Threads oneDNN uses for each run.
+    public let threads: Int
+
+    private let graph: ONNXGraph
+    private let context: DNNLContext
+    /// Networks are compiled per batch size on first use; the full batch and the current tail are kept.
+    private var networks: [Int: CompiledNetwork] = [:]
+
+    /// Loads `modelPath` and checks that every op between `input` and `outputs` is supported.
+    ///
+    /// - Parameters:
+    ///   - input: the graph input to feed; `nil` picks the graph's only non-constant input.
+    ///   - outputs: tensor names to compute (for example the pooled-features node).
+    ///   - maxBatch: the largest batch `run` will be given.
+    ///   - threads: oneDNN threads; `nil` keeps the OpenMP default (all cores).
+    /// - Throws: `BackboneError.unsupportedOp` naming the op and node when the graph needs an op the engine lacks.
+    public init(modelPath: String, input: String? = nil, outputs: [String], maxBatch: Int = 16, threads: Int? = nil) throws {
+        guard maxBatch >= 1 else { throw BackboneError.invalidBatch("maxBatch must be at least 1") }
+        graph = try ONNXGraph(contentsOf: URL(fileURLWithPath: modelPath))
+        if let input {
+            inputName = input
+        } else {
+            guard graph.inputs.count == 1 else {
+                throw BackboneError.invalidGraph("the model has \(graph.inputs.count) inputs; name the one to feed")
+            }
+            inputName = graph.inputs[0].name
+        }
+        if let threads { omp_set_num_threads(Int32(threads)) }
+        self.threads = threads ?? Int(omp_get_max_threads())
+        context = try DNNLContext()
+        self.maxBatch = maxBatch
+        // Planning the full batch validates the graph now, so unsupported ops fail at load, not mid-job.
+        let plan = try Plan(graph: graph, input: inputName, outputs: outputs, batch: maxBatch)
+        imageShape = Array(plan.shapes[plan.input]!.dropFirst())
+        outputNames = outputs
+        outputWidths = plan.outputs.map { plan.shapes[$0]!.dropFirst().reduce(1, *) }
+        networks[maxBatch] = try CompiledNetwork(plan: plan, context: context)
+    }
+
+    /// Floats per image in the input buffer.
+    public var imageElementCount: Int { imageShape.reduce(1, *) }
+
+    /// Primitives that fell back to oneDNN's reference kernels (a silent 10x slowdown), for the full batch.
+    public var referenceKernels: [String] { networks[maxBatch]?.referenceKernels ?? [] }
+
+    /// Each primitive of the full-batch network with the implementation oneDNN chose.
+    public var implementations: [(step: String, implementation: String)] { networks[maxBatch]?.implementations ?? [] }
+
+    /// Computes the outputs for `batch` images.
+    ///
+    /// - Parameters:
+    ///   - input: `batch * imageElementCount` floats, dense, in the model's input layout.
+    ///   - batch: 1...maxBatch.
+    /// - Returns: one `[batch * outputWidths[i]]` array per output, row-major `[batch, width]`.
+    public func run(_ input: UnsafeBufferPointer<Float>, batch: Int) throws -> [[Float]] {
+        guard (1...maxBatch).contains(batch) else {
+            throw BackboneError.invalidBatch("batch \(batch) is outside 1...\(maxBatch)")
+        }
+        guard input.count >= batch * imageElementCount else {
+            throw BackboneError.invalidBatch("\(input.count) floats given, \(batch * imageElementCount) needed")
+        }
+        let network = try network(for: batch)
+        let buffers = outputWidths.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * $0) }
+        defer { buffers.forEach { $0.deallocate() } }
+        try network.run(input: UnsafeRawPointer(input.baseAddress!), outputs: buffers.map { UnsafeMutableRawPointer($0.baseAddress!) })
+        return buffers.map { Array($0) }
+    }
+
+    /// Runs one full batch of zeros, because the first run of each primitive is much slower.
+    public func warmUp() throws {
+        let zeros = [Float](repeating: 0, count: maxBatch * imageElementCount)
+        _ = try zeros.withUnsafeBufferPointer { try run($0, batch: maxBatch) }
+    }
+
+    private func network(for batch: Int) throws -> CompiledNetwork {
+        if let network = networks[batch] { return network }
+        let plan = try Plan(graph: graph, input: inputName, outputs: outputNames, batch: batch)
+        let network = try CompiledNetwork(plan: plan, context: context)
+        // Keep the full-batch network and only the most recent tail size, to bound memory.
+        networks = networks.filter { $0.key == maxBatch }
+        networks[batch] = network
+        return network
+    }
+}

@@ -1,0 +1,455 @@
+import CDNNL
+import Foundation
+
+/// A `Plan` lowered to oneDNN primitives for one batch size: the only place where ops meet oneDNN.
+///
+/// Layout policy: convolutions write channel-blocked tensors (nChw16c on AVX-512, nChw8c otherwise),
+/// which is measurably faster than letting oneDNN pick; every other op works in whatever layout its
+/// input has, and a reorder is inserted only where an op needs a different one. Intermediate buffers
+/// come from a pool and are reused as soon as their last reader has run.
+final class CompiledNetwork {
+    /// Input elements expected per call, in the ONNX input's own layout.
+    let inputShape: [Int]
+    /// For each requested output, its shape flattened to `[batch, features]`.
+    let outputShapes: [[Int]]
+    /// The implementation picked for each primitive, in execution order (for diagnostics and tests).
+    private(set) var implementations: [(step: String, implementation: String)] = []
+
+    private let context: DNNLContext
+    private var executions: [(primitive: dnnl_primitive_t, args: [dnnl_exec_arg_t])] = []
+    private var outputMemories: [dnnl_memory_t] = []
+
+    // Everything below is owned, and released in deinit.
+    private var memories: [dnnl_memory_t] = []
+    private var buffers: [UnsafeMutableRawPointer] = []
+    private var primitiveDescs: [PrimitiveDesc] = []
+
+    /// A tensor during lowering: its layout, its oneDNN memory object, and the pool slot behind it.
+    private struct Value {
+        var md: MemoryDesc
+        var memory: dnnl_memory_t
+        /// `nil` for memory the caller owns (the input) or constants.
+        var slot: Int?
+    }
+
+    private struct Slot {
+        var pointer: UnsafeMutableRawPointer
+        var capacity: Int
+        /// How many live values view this slot; it returns to the pool at zero.
+        var views: Int
+    }
+
+    private var values: [String: Value] = [:]
+    private var slots: [Slot] = []
+    private var freeSlots: [Int] = []
+    /// Slots holding reordered copies that only the step being lowered reads.
+    private var temporaries: [Int] = []
+    /// The input memory and every view of it: their data handle is the caller's buffer, set per run.
+    private var inputViews: [dnnl_memory_t] = []
+
+    init(plan: Plan, context: DNNLContext) throws {
+        self.context = context
+        inputShape = plan.shapes[plan.input]!
+        outputShapes = plan.outputs.map { name in
+            let shape = plan.shapes[name]!
+            return [shape[0], shape.dropFirst().reduce(1, *)]
+        }
+
+        var lastUse: [String: Int] = [:]
+        for (index, step) in plan.steps.enumerated() {
+            for name in step.inputs { lastUse[name] = index }
+        }
+        for name in plan.outputs { lastUse[name] = Int.max }
+
+        let inputMD = try MemoryDesc.plain(inputShape)
+        let input = try makeMemory(inputMD, pointer: nil)
+        inputViews = [input]
+        values[plan.input] = Value(md: inputMD, memory: input, slot: nil)
+
+        for (index, step) in plan.steps.enumerated() {
+            let isLastUse = { (name: String) in lastUse[name] == index }
+            do {
+                try lower(step, index: index, isLastUse: isLastUse, shapes: plan.shapes)
+            } catch BackboneError.dnnl(let call, let status) {
+                throw BackboneError.dnnl(call: "\(call) for \(step.opType) node '\(step.node)'", status: status)
+            }
+            if let outputIndex = plan.outputs.firstIndex(of: step.output) {
+                try emitOutput(step.output, index: outputIndex)
+            }
+            for name in Set(step.inputs) where isLastUse(name) { release(name) }
+            for slot in temporaries {
+                slots[slot].views = 0
+                freeSlots.append(slot)
+            }
+            temporaries.removeAll()
+            if lastUse[step.output] == nil { release(step.output) }
+        }
+        if plan.outputs.contains(plan.input) {
+            try emitOutput(plan.input, index: plan.outputs.firstIndex(of: plan.input)!)
+        }
+    }
+
+    deinit {
+        for execution in executions { dnnl_primitive_destroy(execution.primitive) }
+        for memory in memories { dnnl_memory_destroy(memory) }
+        for buffer in buffers { free(buffer) }
+    }
+
+    /// Primitives whose implementation is oneDNN's slow reference kernel.
+    var referenceKernels: [String] {
+        implementations.filter { $0.implementation.hasPrefix("ref") }.map { "\($0.step): \($0.implementation)" }
+    }
+
+    /// Runs the network on `input` (dense, ONNX layout) and writes each output to `outputs[i]` as `[batch, features]`.
+    func run(input: UnsafeRawPointer, outputs: [UnsafeMutableRawPointer]) throws {
+        for view in inputViews {
+            try dnnlCheck(dnnl_memory_set_data_handle(view, UnsafeMutableRawPointer(mutating: input)), "memory_set_data_handle")
+        }
+        for (memory, pointer) in zip(outputMemories, outputs) {
+            try dnnlCheck(dnnl_memory_set_data_handle(memory, pointer), "memory_set_data_handle")
+        }
+        for execution in executions {
+            try execution.args.withUnsafeBufferPointer { args in
+                try dnnlCheck(dnnl_primitive_execute(execution.primitive, context.stream, Int32(args.count), args.baseAddress),
+                              "primitive_execute")
+            }
+        }
+        try dnnlCheck(dnnl_stream_wait(context.stream), "stream_wait")
+    }
+
+    // MARK: - Lowering, one case per op
+
+    private func lower(_ step: Step, index: Int, isLastUse: (String) -> Bool, shapes: [String: [Int]]) throws {
+        let outputDims = shapes[step.output]!
+        switch step.op {
+        case .convolution(let conv):
+            try lowerConvolution(conv, step: step, outputDims: outputDims, isLastUse: isLastUse)
+
+        case let .batchNorm(scale, shift, mean, variance, epsilon):
+            let src = values[step.inputs[0]]!
+            var desc = dnnl_batch_normalization_desc_t()
+            var md = src.md
+            let flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+            try dnnlCheck(dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_inference, &md, epsilon, flags),
+                          "batch_normalization_forward_desc_init")
+            let pd = try PrimitiveDesc(&desc, context: context, call: "primitive_desc_create(batch_norm)")
+            let dst = try output(step.output, md: src.md, reusing: step.inputs[0], isLastUse: isLastUse)
+            try execute(pd, label: step.label, [
+                (DNNL_ARG_SRC, src.memory), (DNNL_ARG_DST, dst.memory),
+                (DNNL_ARG_MEAN, try constant(mean)), (DNNL_ARG_VARIANCE, try constant(variance)),
+                (DNNL_ARG_SCALE, try constant(scale)), (DNNL_ARG_SHIFT, try constant(shift)),
+            ])
+
+        case .activation(let activations):
+            var src = values[step.inputs[0]]!
+            let dst = try output(step.output, md: src.md, reusing: step.inputs[0], isLastUse: isLastUse)
+            for activation in activations {
+                var desc = dnnl_eltwise_desc_t()
+                var md = dst.md
+                let (alg, alpha, beta) = activation.dnnl
+                try dnnlCheck(dnnl_eltwise_forward_desc_init(&desc, dnnl_forward_inference, alg, &md, alpha, beta),
+                              "eltwise_forward_desc_init")
+                let pd = try PrimitiveDesc(&desc, context: context, call: "primitive_desc_create(eltwise)")
+                try execute(pd, label: step.label, [(DNNL_ARG_SRC, src.memory), (DNNL_ARG_DST, dst.memory)])
+                // Later activations of the chain run in place.
+                src = dst
+            }
+
+        case let .binary(kind, constantOperand):
+            var src0 = values[step.inputs[0]]!
+            var src1: Value
+            var src0Name = step.inputs[0]
+            if let c = constantOperand {
+                let dims = [Int](repeating: 1, count: max(0, outputDims.count - c.shape.count)) + c.shape
+                let md = try MemoryDesc.plain(dims)
+                src1 = Value(md: md, memory: try constant(c.floats, md: md), slot: nil)
+            } else {
+                src1 = values[step.inputs[1]]!
+                if src0.md.shape != outputDims {
+                    // Both kinds commute; oneDNN broadcasts only the second operand.
+                    swap(&src0, &src1)
+                    src0Name = step.inputs[1]
+                }
+                if src1.md.shape == src0.md.shape {
+                    src1 = try reorder(src1, to: src0.md, label: step.label)
+                }
+            }
+            guard src0.md.shape == outputDims else {
+                throw BackboneError.unsupportedOp(op: step.opType, node: step.node,
+                                                  detail: "broadcasting both operands (\(src0.md.shape), \(src1.md.shape)) is not supported")
+            }
+            var desc = dnnl_binary_desc_t()
+            var md0 = src0.md, md1 = src1.md, dstMD = src0.md
+            try dnnlCheck(dnnl_binary_desc_init(&desc, kind == .add ? dnnl_binary_add : dnnl_binary_mul, &md0, &md1, &dstMD),
+                          "binary_desc_init")
+            let pd = try PrimitiveDesc(&desc, context: context, call: "primitive_desc_create(binary)")
+            let dst = try output(step.output, md: src0.md, reusing: src0Name, isLastUse: isLastUse)
+            try execute(pd, label: step.label, [(DNNL_ARG_SRC_0, src0.memory), (DNNL_ARG_SRC_1, src1.memory), (DNNL_ARG_DST, dst.memory)])
+
+        case .maxPool(let window):
+            try lowerPooling(dnnl_pooling_max, window, step: step, outputDims: outputDims)
+        case let .averagePool(window, countIncludePad):
+            try lowerPooling(countIncludePad ? dnnl_pooling_avg_include_padding : dnnl_pooling_avg_exclude_padding,
+                             window, step: step, outputDims: outputDims)
+        case .globalAveragePool:
+            let dims = values[step.inputs[0]]!.md.shape
+            let window = Pooling(kernel: [dims[2], dims[3]], strides: [1, 1], padsBegin: [0, 0], padsEnd: [0, 0], dilations: [1, 1])
+            try lowerPooling(dnnl_pooling_avg_exclude_padding, window, step: step, outputDims: outputDims)
+
+        case .reshape(let dims):
+            let src = try reorder(values[step.inputs[0]]!, to: try .plain(values[step.inputs[0]]!.md.shape), label: step.label)
+            try alias(step.output, of: src, md: try .plain(dims))
+
+        case .transpose(let permutation):
+            let src = try reorder(values[step.inputs[0]]!, to: try .plain(values[step.inputs[0]]!.md.shape), label: step.label)
+            let strides = src.md.plainStrides!
+            let md = try MemoryDesc.strided(permutation.map { src.md.shape[$0] }, strides: permutation.map { strides[$0] })
+            try alias(step.output, of: src, md: md)
+
+        case let .innerProduct(weights, bias, m):
+            let srcDims = values[step.inputs[0]]!.md.shape
+            var srcMD = try MemoryDesc.plain(srcDims)
+            var weightsMD = try MemoryDesc.any([m, srcDims[1]])
+            var biasMD = try MemoryDesc.plain([m])
+            var dstMD = try MemoryDesc.plain(outputDims)
+            var desc = dnnl_inner_product_desc_t()
+            try dnnlCheck(dnnl_inner_product_forward_desc_init(&desc, dnnl_forward_inference, &srcMD, &weightsMD, &biasMD, &dstMD),
+                          "inner_product_forward_desc_init")
+            let pd = try PrimitiveDesc(&desc, context: context, call: "primitive_desc_create(inner_product)")
+            let src = try reorder(values[step.inputs[0]]!, to: srcMD, label: step.label)
+            let packed = try constant(weights, md: try .plain([m, srcDims[1]]), as: pd.md(dnnl_query_weights_md))
+            let dst = try output(step.output, md: dstMD)
+            try execute(pd, label: step.label, [(DNNL_ARG_SRC, src.memory), (DNNL_ARG_WEIGHTS, packed),
+                                         (DNNL_ARG_BIAS, try constant(bias)), (DNNL_ARG_DST, dst.memory)])
+
+        case .concat(let axis):
+            var sources = step.inputs.map { values[$0]! }
+            var pd: PrimitiveDesc
+            do {
+                pd = try makeConcat(sources.map(\.md), axis: axis)
+            } catch {
+                // Blocked layouts cannot be concatenated along a partially filled channel block.
+                sources = try sources.map { try reorder($0, to: try .plain($0.md.shape), label: step.label) }
+                pd = try makeConcat(sources.map(\.md), axis: axis)
+            }
+            let dst = try output(step.output, md: pd.md(dnnl_query_dst_md))
+            var args = sources.enumerated().map { (DNNL_ARG_MULTIPLE_SRC + Int32($0.offset), $0.element.memory) }
+            args.append((DNNL_ARG_DST, dst.memory))
+            try execute(pd, label: step.label, args)
+
+        case .pad:
+            throw BackboneError.unsupportedOp(op: "Pad", node: step.node,
+                                              detail: "only zero padding that feeds a Conv is supported")
+        }
+    }
+
+    private func lowerConvolution(_ conv: Convolution, step: Step, outputDims: [Int], isLastUse: (String) -> Bool) throws {
+        let src = values[step.inputs[0]]!
+        let groups = conv.groups
+        let weightDims = groups == 1 ? conv.weightShape
+            : [groups, conv.outChannels / groups] + conv.weightShape.dropFirst()
+        let sumValue = conv.sumInput.map { values[$0]! }
+
+        func describe(dst dstChoice: MemoryDesc) throws -> PrimitiveDesc {
+            var srcMD = src.md.isChannelBlocked ? src.md : try MemoryDesc.any(src.md.shape)
+            var weightsMD = try MemoryDesc.any(weightDims)
+            var biasMD = try MemoryDesc.plain([conv.outChannels])
+            var dstMD = dstChoice
+            var desc = dnnl_convolution_desc_t()
+            try dnnlCheck(dnnl_dilated_convolution_forward_desc_init(
+                &desc, dnnl_forward_inference, dnnl_convolution_auto, &srcMD, &weightsMD, &biasMD, &dstMD,
+                dnnlDims(conv.strides), dnnlDims(conv.dilations.map { $0 - 1 }),
+                dnnlDims(conv.padsBegin), dnnlDims(conv.padsEnd)), "convolution_forward_desc_init")
+            return try PrimitiveDesc(&desc, postOps: conv.postOps, context: context, call: "primitive_desc_create(convolution)")
+        }
+        var pd: PrimitiveDesc
+        if let sum = sumValue, sum.md.isChannelBlocked, let chosen = try? describe(dst: sum.md) {
+            pd = chosen
+        } else if let chosen = try? describe(dst: try .tagged(outputDims, DNNLContext.blockedTag)) {
+            pd = chosen
+        } else {
+            pd = try describe(dst: try .any(outputDims))
+        }
+        let input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label)
+        let userWeights = try MemoryDesc.plain(weightDims)
+        let weights = try constant(conv.weights, md: userWeights, as: pd.md(dnnl_query_weights_md))
+        let dstMD = pd.md(dnnl_query_dst_md)
+        let dst: Value
+        if let sum = sumValue, let name = conv.sumInput {
+            // The sum post-op adds what is already in dst: the residual lands there, in place if it is dead.
+            if let slot = sum.slot, isLastUse(name), slots[slot].views == 1, sum.md.same(as: dstMD) {
+                dst = try alias(step.output, of: sum, md: dstMD)
+            } else {
+                dst = try output(step.output, md: dstMD)
+                try emitReorder(from: sum, to: dst, label: step.label)
+            }
+        } else {
+            dst = try output(step.output, md: dstMD)
+        }
+        try execute(pd, label: step.label, [(DNNL_ARG_SRC, input.memory), (DNNL_ARG_WEIGHTS, weights),
+                                     (DNNL_ARG_BIAS, try constant(conv.bias)), (DNNL_ARG_DST, dst.memory)])
+    }
+
+    private func lowerPooling(_ alg: dnnl_alg_kind_t, _ window: Pooling, step: Step, outputDims: [Int]) throws {
+        let src = values[step.inputs[0]]!
+        var srcMD = src.md
+        var dstMD = try MemoryDesc.any(outputDims)
+        var desc = dnnl_pooling_v2_desc_t()
+        try dnnlCheck(dnnl_pooling_v2_forward_desc_init(
+            &desc, dnnl_forward_inference, alg, &srcMD, &dstMD, dnnlDims(window.strides), dnnlDims(window.kernel),
+            dnnlDims(window.dilations.map { $0 - 1 }), dnnlDims(window.padsBegin), dnnlDims(window.padsEnd)),
+            "pooling_v2_forward_desc_init")
+        let pd = try PrimitiveDesc(&desc, context: context, call: "primitive_desc_create(pooling)")
+        let dst = try output(step.output, md: pd.md(dnnl_query_dst_md))
+        var args: [(Int32, dnnl_memory_t)] = [(DNNL_ARG_SRC, src.memory), (DNNL_ARG_DST, dst.memory)]
+        let workspace = pd.md(dnnl_query_workspace_md)
+        if workspace.byteCount > 0 { args.append((DNNL_ARG_WORKSPACE, try scratch(workspace))) }
+        try execute(pd, label: step.label, args)
+    }
+
+    private func makeConcat(_ mds: [MemoryDesc], axis: Int) throws -> PrimitiveDesc {
+        var pd: dnnl_primitive_desc_t?
+        try mds.withUnsafeBufferPointer { buffer in
+            try dnnlCheck(dnnl_concat_primitive_desc_create(&pd, nil, Int32(mds.count), Int32(axis), buffer.baseAddress, nil, context.engine),
+                          "concat_primitive_desc_create")
+        }
+        let owned = PrimitiveDesc(owning: pd!)
+        primitiveDescs.append(owned)
+        return owned
+    }
+
+    // MARK: - Values and buffers
+
+    private func makeMemory(_ md: MemoryDesc, pointer: UnsafeMutableRawPointer?) throws -> dnnl_memory_t {
+        var md = md
+        var memory: dnnl_memory_t?
+        try dnnlCheck(dnnl_memory_create(&memory, &md, context.engine, pointer), "memory_create")
+        memories.append(memory!)
+        return memory!
+    }
+
+    private func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+        let pointer = UnsafeMutableRawPointer(aligned64: max(bytes, 64))
+        buffers.append(pointer)
+        return pointer
+    }
+
+    /// A pool slot of at least `bytes`: the smallest free one that fits, or a new one.
+    private func takeSlot(_ bytes: Int) -> Int {
+        if let best = freeSlots.filter({ slots[$0].capacity >= bytes }).min(by: { slots[$0].capacity < slots[$1].capacity }) {
+            freeSlots.removeAll { $0 == best }
+            slots[best].views = 1
+            return best
+        }
+        slots.append(Slot(pointer: allocate(bytes), capacity: bytes, views: 1))
+        return slots.count - 1
+    }
+
+    /// A fresh value for `name`; when `reusing` names a dead input with the same layout, its buffer is reused in place.
+    @discardableResult
+    private func output(_ name: String, md: MemoryDesc, reusing source: String? = nil,
+                        isLastUse: (String) -> Bool = { _ in false }) throws -> Value {
+        if let source, let value = values[source], let slot = value.slot, isLastUse(source),
+           slots[slot].views == 1, value.md.same(as: md) {
+            return try alias(name, of: value, md: md)
+        }
+        let slot = takeSlot(md.byteCount)
+        let value = Value(md: md, memory: try makeMemory(md, pointer: slots[slot].pointer), slot: slot)
+        values[name] = value
+        return value
+    }
+
+    /// A second view of the same bytes under a new name and layout.
+    @discardableResult
+    private func alias(_ name: String, of value: Value, md: MemoryDesc) throws -> Value {
+        var pointer: UnsafeMutableRawPointer?
+        try dnnlCheck(dnnl_memory_get_data_handle(value.memory, &pointer), "memory_get_data_handle")
+        if let slot = value.slot { slots[slot].views += 1 }
+        let view = Value(md: md, memory: try makeMemory(md, pointer: pointer), slot: value.slot)
+        if inputViews.contains(value.memory) { inputViews.append(view.memory) }
+        values[name] = view
+        return view
+    }
+
+    private func release(_ name: String) {
+        guard let value = values.removeValue(forKey: name), let slot = value.slot else { return }
+        slots[slot].views -= 1
+        if slots[slot].views == 0 { freeSlots.append(slot) }
+    }
+
+    /// `value` in layout `md`, converting through a pooled buffer when the layouts differ.
+    private func reorder(_ value: Value, to md: MemoryDesc, label: String) throws -> Value {
+        if value.md.same(as: md) { return value }
+        let slot = takeSlot(md.byteCount)
+        let converted = Value(md: md, memory: try makeMemory(md, pointer: slots[slot].pointer), slot: slot)
+        try emitReorder(from: value, to: converted, label: label)
+        // Only the current step reads the converted copy; its slot is freed once the step is lowered.
+        temporaries.append(slot)
+        return converted
+    }
+
+    private func emitReorder(from source: Value, to target: Value, label: String) throws {
+        var pd: dnnl_primitive_desc_t?
+        var from = source.md, to = target.md
+        try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &from, context.engine, &to, context.engine, nil), "reorder_primitive_desc_create")
+        let owned = PrimitiveDesc(owning: pd!)
+        try execute(owned, label: "reorder for \(label)", [(DNNL_ARG_FROM, source.memory), (DNNL_ARG_TO, target.memory)])
+    }
+
+    private func emitOutput(_ name: String, index: Int) throws {
+        let value = values[name]!
+        let md = try MemoryDesc.plain(value.md.shape)
+        let memory = try makeMemory(md, pointer: nil)
+        outputMemories.append(memory)
+        try emitReorder(from: value, to: Value(md: md, memory: memory, slot: nil), label: "output '\(name)'")
+    }
+
+    /// A constant (weights, bias) kept for the network's lifetime, optionally converted to the layout a primitive wants.
+    private func constant(_ data: [Float], md: MemoryDesc? = nil, as packed: MemoryDesc? = nil) throws -> dnnl_memory_t {
+        let md = try md ?? MemoryDesc.plain([data.count])
+        let pointer = allocate(md.byteCount)
+        data.withUnsafeBytes { pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        let memory = try makeMemory(md, pointer: pointer)
+        guard let packed, !packed.same(as: md) else { return memory }
+        let target = try makeMemory(packed, pointer: allocate(packed.byteCount))
+        // Weights are converted once, now, rather than on every run.
+        var pd: dnnl_primitive_desc_t?
+        var from = md, to = packed
+        try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &from, context.engine, &to, context.engine, nil), "reorder_primitive_desc_create")
+        let owned = PrimitiveDesc(owning: pd!)
+        var primitive: dnnl_primitive_t?
+        try dnnlCheck(dnnl_primitive_create(&primitive, owned.handle), "primitive_create(reorder)")
+        defer { dnnl_primitive_destroy(primitive) }
+        let args = [dnnl_exec_arg_t(arg: DNNL_ARG_FROM, memory: memory), dnnl_exec_arg_t(arg: DNNL_ARG_TO, memory: target)]
+        try dnnlCheck(dnnl_primitive_execute(primitive, context.stream, 2, args), "primitive_execute(reorder)")
+        try dnnlCheck(dnnl_stream_wait(context.stream), "stream_wait")
+        return target
+    }
+
+    private func scratch(_ md: MemoryDesc) throws -> dnnl_memory_t {
+        try makeMemory(md, pointer: allocate(md.byteCount))
+    }
+
+    private func execute(_ pd: PrimitiveDesc, label: String, _ args: [(Int32, dnnl_memory_t)]) throws {
+        var primitive: dnnl_primitive_t?
+        try dnnlCheck(dnnl_primitive_create(&primitive, pd.handle), "primitive_create")
+        var execArgs = args.map { dnnl_exec_arg_t(arg: $0.0, memory: $0.1) }
+        let scratchpad = pd.md(dnnl_query_scratchpad_md)
+        if scratchpad.byteCount > 0 {
+            execArgs.append(dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: try scratch(scratchpad)))
+        }
+        executions.append((primitive!, execArgs))
+        implementations.append((step: label, implementation: pd.implementation))
+    }
+}
+
+extension UnsafeMutableRawPointer {
+    /// 64-byte aligned memory, as oneDNN's vector kernels prefer.
+    init(aligned64 bytes: Int) {
+        var pointer: UnsafeMutableRawPointer?
+        guard posix_memalign(&pointer, 64, bytes) == 0, let pointer else {
+            fatalError("out of memory allocating \(bytes) bytes")
+        }
+        self = pointer
+    }
+}
