@@ -26,7 +26,8 @@ let package = Package(
         .target(name: "NumpyFormat"),
         .target(
             name: "ONNXProto",
-            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["regenerate.sh"]
         ),
         .target(name: "Backbone", dependencies: ["CDNNL", "ONNXProto"]),
         .target(name: "ImageInput", dependencies: ["CTurboJPEG", "CPNGShim"]),
@@ -34,14 +35,14 @@ let package = Package(
         .executableTarget(
             name: "featstream",
             dependencies: [
-                "Extraction",
+                "Extraction", "Backbone", "ImageInput",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         // MARK: Tests
         .testTarget(name: "BackboneTests", dependencies: ["Backbone", "NumpyFormat"]),
-        .testTarget(name: "ImageInputTests", dependencies: ["ImageInput"]),
+        .testTarget(name: "ImageInputTests", dependencies: ["ImageInput"], exclude: ["Fixtures"]),
         .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "NumpyFormat"]),
     ]
 )

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Backbone-only throughput of FeatureStream's oneDNN engine against onnxruntime, as ratios from one run.
+
+The machines are shared and noisy, so the two sides alternate: each round runs onnxruntime, then
+`featstream bench backbone`, each in its own process for the same number of seconds, with the same
+model, batch size, thread count and a constant input. The reported figure per side is the median
+over rounds, and the ratio is swift/onnxruntime.
+
+Usage:
+  python3 Benchmarks/backbone_vs_ort.py --featstream .build/release/featstream \
+      [--models open-nsfw efficientnet-lite0] [--batches 16 1] [--threads 2] [--seconds 4] [--rounds 3]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HOME = os.environ.get("FEATSTREAM_HOME") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".featstream")
+
+ORT_SNIPPET = r"""
+import json, sys, time
+import numpy as np, onnxruntime as ort
+path, name, batch, threads, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+options = ort.SessionOptions()
+options.intra_op_num_threads = threads
+options.inter_op_num_threads = 1
+session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+shape = [batch] + list(session.get_inputs()[0].shape[1:])
+x = np.full(shape, 0.5, np.float32)
+for _ in range(3):
+    session.run(None, {name: x})
+images, start = 0, time.perf_counter()
+while time.perf_counter() - start < seconds:
+    session.run(None, {name: x})
+    images += batch
+print(json.dumps({"imagesPerSecond": images / (time.perf_counter() - start)}))
+"""
+
+
+def ort_rate(model_dir, batch, threads, seconds):
+    config = json.load(open(os.path.join(model_dir, "model.json")))
+    out = subprocess.run([sys.executable, "-c", ORT_SNIPPET, os.path.join(model_dir, config["onnx"]),
+                          config["input"]["name"], str(batch), str(threads), str(seconds)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["imagesPerSecond"]
+
+
+def swift_rate(featstream, model_dir, batch, threads, seconds):
+    out = subprocess.run([featstream, "bench", "backbone", "--model", model_dir, "--batch", str(batch),
+                          "--threads", str(threads), "--seconds", str(seconds)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["imagesPerSecond"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--featstream", required=True, help="path to a release build of featstream")
+    parser.add_argument("--models", nargs="+", default=["open-nsfw", "efficientnet-lite0"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[16, 1])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    print(f"| model | batch | onnxruntime img/s | featstream img/s | ratio |")
+    print(f"|---|---|---|---|---|")
+    for model in args.models:
+        model_dir = os.path.join(HOME, "models", model)
+        for batch in args.batches:
+            ort, swift = [], []
+            for _ in range(args.rounds):
+                ort.append(ort_rate(model_dir, batch, args.threads, args.seconds))
+                swift.append(swift_rate(args.featstream, model_dir, batch, args.threads, args.seconds))
+            o, s = statistics.median(ort), statistics.median(swift)
+            print(f"| {model} | {batch} | {o:.1f} | {s:.1f} | {s / o:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+import Backbone
+import Foundation
+import ImageInput
+
+/// The features of one batch of images, in dataset order, with the items that could not be decoded.
+public struct ExtractedBatch: Sendable {
+    /// The images that produced features, in dataset order; row `i` of `features` belongs to `items[i]`.
+    public var items: [DatasetItem]
+    /// `items.count * featureWidth` floats, row-major.
+    public var features: [Float]
+    /// `items.count * logitsWidth` floats when logits were requested.
+    public var logits: [Float]?
+    /// Items of this batch that were skipped, with the reason.
+    public var deadLetters: [DeadLetter]
+}
+
+/// Decodes images on background threads and runs the backbone on the calling thread, batch by batch.
+///
+/// Decoding overlaps the backbone: while the engine runs batch `k`, decoder threads fill batches
+/// `k+1…`. Memory is bounded by a fixed pool of batch buffers; a decoder waits for a free buffer
+/// before it claims the next batch, so the batch the engine needs next always has a buffer.
+public final class FeatureExtractor {
+    /// The model config in use.
+    public let config: ModelConfig
+    /// The backbone engine (built for `batchSize`).
+    public let engine: BackboneEngine
+    /// Images per engine run.
+    public let batchSize: Int
+    /// Floats per image in the feature output.
+    public var featureWidth: Int { engine.outputWidths[0] }
+    /// Floats per image in the logits output, when requested.
+    public var logitsWidth: Int? { engine.outputWidths.count > 1 ? engine.outputWidths[1] : nil }
+
+    private let preprocessor: ImagePreprocessor
+    private let pixelLimit: Int
+
+    /// Loads the backbone and checks that the config's input matches the model.
+    ///
+    /// - Parameters:
+    ///   - threads: oneDNN threads (`nil`: all cores).
+    ///   - includeLogits: also compute the config's `logitsNode`.
+    ///   - pixelLimit: images whose header claims more pixels are dead-lettered before decoding.
+    public init(config: ModelConfig, batchSize: Int = 16, threads: Int? = nil, includeLogits: Bool = false,
+                pixelLimit: Int = 100_000_000) throws {
+        self.config = config
+        self.batchSize = batchSize
+        self.pixelLimit = pixelLimit
+        var outputs = [config.featureNode]
+        if includeLogits {
+            guard let logits = config.logitsNode else {
+                throw ModelConfigError(path: config.onnxPath, reason: "logits were requested but the config names no logitsNode")
+            }
+            outputs.append(logits)
+        }
+        engine = try BackboneEngine(modelPath: config.onnxPath, input: config.input.name, outputs: outputs,
+                                    maxBatch: batchSize, threads: threads)
+        let crop = config.preprocess.crop
+        let expected = config.input.layout == .nchw ? [3, crop, crop] : [crop, crop, 3]
+        guard engine.imageShape == expected else {
+            throw ModelConfigError(path: config.onnxPath,
+                                   reason: "the model input \(config.input.name) is \(engine.imageShape), but the config's \(config.input.layout.rawValue) crop \(crop) gives \(expected)")
+        }
+        preprocessor = try ImagePreprocessor(config.preprocess)
+    }
+
+    /// Runs `items` through decode and the backbone, calling `sink` with each batch in dataset order.
+    ///
+    /// Bad images never stop the run: each becomes a `DeadLetter` in its batch. `sink` runs on the
+    /// calling thread; if it throws, decoding stops and the error is rethrown.
+    public func extract(_ items: [DatasetItem], from dataset: DatasetIndex, decodeThreads: Int = 1,
+                        sink: (ExtractedBatch) throws -> Void) throws {
+        let batchCount = (items.count + batchSize - 1) / batchSize
+        guard batchCount > 0 else { return }
+        let imageFloats = engine.imageElementCount
+        let pool = BatchPool(buffers: max(2, decodeThreads + 1), floats: batchSize * imageFloats)
+        let decoders = max(1, decodeThreads)
+        for _ in 0..<decoders {
+            let thread = Thread { [preprocessor, pixelLimit, batchSize, layout = config.input.layout] in
+                let decoder = ImageDecoder(pixelLimit: pixelLimit)
+                while let (number, buffer) = pool.claim(batchCount: batchCount) {
+                    let range = (number * batchSize)..<min(items.count, (number + 1) * batchSize)
+                    var decoded: [DatasetItem] = []
+                    var dead: [DeadLetter] = []
+                    for item in items[range] {
+                        do {
+                            let bytes = try dataset.bytes(of: item)
+                            try bytes.withUnsafeBytes { raw in
+                                try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.pointer,
+                                                        slot: decoded.count, layout: layout)
+                            }
+                            decoded.append(item)
+                        } catch {
+                            dead.append(DeadLetter(key: item.key, reason: Self.reason(error)))
+                        }
+                    }
+                    buffer.items = decoded
+                    buffer.deadLetters = dead
+                    pool.finish(number, buffer)
+                }
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        defer { pool.cancel() }
+        for number in 0..<batchCount {
+            let buffer = pool.next(number)
+            var batch = ExtractedBatch(items: buffer.items, features: [], logits: nil, deadLetters: buffer.deadLetters)
+            if !buffer.items.isEmpty {
+                let outputs = try engine.run(UnsafeBufferPointer(start: buffer.pointer, count: buffer.items.count * imageFloats),
+                                             batch: buffer.items.count)
+                batch.features = outputs[0]
+                if outputs.count > 1 { batch.logits = outputs[1] }
+            }
+            pool.release(buffer)
+            try sink(batch)
+        }
+    }
+
+    static func reason(_ error: Error) -> String {
+        if let error = error as? ImageDecodeError { return error.reason }
+        return "\(error)"
+    }
+}
+
+/// A fixed set of batch buffers handed between decoder threads and the engine thread.
+final class BatchPool: @unchecked Sendable {
+    final class Buffer: @unchecked Sendable {
+        let pointer: UnsafeMutablePointer<Float>
+        var items: [DatasetItem] = []
+        var deadLetters: [DeadLetter] = []
+        init(floats: Int) { pointer = .allocate(capacity: floats) }
+        deinit { pointer.deallocate() }
+    }
+
+    private let condition = NSCondition()
+    private var free: [Buffer]
+    private var done: [Int: Buffer] = [:]
+    private var nextToClaim = 0
+    private var cancelled = false
+
+    init(buffers: Int, floats: Int) {
+        free = (0..<buffers).map { _ in Buffer(floats: floats) }
+    }
+
+    /// A decoder takes a free buffer first and only then the next batch number, so the lowest
+    /// unfinished batch always holds a buffer and the engine can never wait on it forever.
+    func claim(batchCount: Int) -> (Int, Buffer)? {
+        condition.lock()
+        defer { condition.unlock() }
+        while !cancelled && nextToClaim < batchCount && free.isEmpty { condition.wait() }
+        guard !cancelled, nextToClaim < batchCount else { return nil }
+        let number = nextToClaim
+        nextToClaim += 1
+        return (number, free.removeLast())
+    }
+
+    func finish(_ number: Int, _ buffer: Buffer) {
+        condition.lock()
+        done[number] = buffer
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits for batch `number` to be decoded.
+    func next(_ number: Int) -> Buffer {
+        condition.lock()
+        defer { condition.unlock() }
+        while done[number] == nil { condition.wait() }
+        return done.removeValue(forKey: number)!
+    }
+
+    func release(_ buffer: Buffer) {
+        condition.lock()
+        buffer.items = []
+        buffer.deadLetters = []
+        free.append(buffer)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Stops decoders at their next claim (the engine side failed or finished).
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        condition.broadcast()
+        condition.unlock()
+    }
+}

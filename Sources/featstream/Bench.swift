@@ -1,0 +1,64 @@
+import ArgumentParser
+import Backbone
+import Extraction
+import Foundation
+import ImageInput
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure this machine: backbone-only and decode+preprocess throughput.",
+        discussion: "Benchmarks/run.sh compares these against onnxruntime and Pillow in one run.",
+        subcommands: [Backbone.self, Decode.self]
+    )
+
+    struct Backbone: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Backbone-only images/s on a fixed input (one JSON line).")
+
+        @Option(help: "Model folder, config or .onnx.") var model: String
+        @Option(help: "Images per run.") var batch = 16
+        @Option(help: "oneDNN threads.") var threads = 2
+        @Option(help: "Seconds to measure, after warm-up.") var seconds = 5.0
+
+        func run() throws {
+            let config = try ModelConfig.load(model)
+            let engine = try BackboneEngine(modelPath: config.onnxPath, input: config.input.name,
+                                            outputs: [config.featureNode], maxBatch: batch, threads: threads)
+            if !engine.referenceKernels.isEmpty {
+                printError("warning: reference kernels in use: \(engine.referenceKernels.joined(separator: "; "))")
+            }
+            // Real pixel statistics do not matter for speed, but denormals would; use a plain value.
+            let input = [Float](repeating: 0.5, count: batch * engine.imageElementCount)
+            // The first runs are 1.3-2x slower (JIT, page faults); they are not measured.
+            for _ in 0..<3 { _ = try input.withUnsafeBufferPointer { try engine.run($0, batch: batch) } }
+            var images = 0
+            let start = Date()
+            while Date().timeIntervalSince(start) < seconds {
+                _ = try input.withUnsafeBufferPointer { try engine.run($0, batch: batch) }
+                images += batch
+            }
+            let elapsed = Date().timeIntervalSince(start)
+            print(String(format: "{\"model\": \"%@\", \"batch\": %d, \"threads\": %d, \"images\": %d, \"seconds\": %.3f, \"imagesPerSecond\": %.2f}",
+                         config.name, batch, threads, images, elapsed, Double(images) / elapsed))
+        }
+    }
+
+    struct Decode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Decode + resize + crop + normalise images/s, one thread, files in memory.")
+
+        @Option(help: "Passes over the files.") var iterations = 20
+        @Option(help: "Shorter side after resizing.") var resize = 256
+        @Option(help: "Centre crop side.") var crop = 224
+        @Flag(help: "Bicubic instead of bilinear.") var bicubic = false
+        @Argument(help: "Image files.") var files: [String]
+
+        func run() throws {
+            let result = try benchmarkDecode(
+                files: files,
+                preprocessing: Preprocessing(resizeShorterSide: resize, crop: crop, filter: bicubic ? .bicubic : .bilinear),
+                iterations: iterations)
+            print(String(format: "swift: %.1f images/s (%d images, %d failures)", result.imagesPerSecond, result.images, result.failures))
+        }
+    }
+}

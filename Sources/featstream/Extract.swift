@@ -1,0 +1,110 @@
+import ArgumentParser
+import Extraction
+import Foundation
+import ImageInput
+
+extension DatasetFormat: ExpressibleByArgument {}
+extension FeatureDType: ExpressibleByArgument {}
+
+struct Extract: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Extract one feature vector per image on this host.",
+        discussion: """
+        Reads an ImageFolder (class subfolders, optional train/ and val/), WebDataset tar shards, or a
+        CSV/JSONL manifest of path,label. Corrupt, truncated, empty, oversized and non-image files are
+        skipped and listed in dead_letters.csv with the reason; the run goes on. Output rows follow the
+        dataset's deterministic order.
+        """
+    )
+
+    @Option(help: "Model folder, model config (.json) or .onnx file with a config beside it.")
+    var model: String
+
+    @Option(help: "Dataset: ImageFolder root, .tar shard or folder of shards, or .csv/.jsonl manifest.")
+    var data: String
+
+    @Option(help: "Dataset format (imagefolder, webdataset, manifest); detected from the path when omitted.")
+    var format: DatasetFormat?
+
+    @Option(help: "Output folder.")
+    var out: String
+
+    @Option(help: "Images per backbone run.")
+    var batch = 16
+
+    @Option(help: "oneDNN threads (default: all cores).")
+    var threads: Int?
+
+    @Option(help: "Decoder threads; decoding overlaps the backbone.")
+    var decodeThreads = 1
+
+    @Option(help: "Feature element type in features.npy: f32 or f16.")
+    var dtype: FeatureDType = .f32
+
+    @Option(help: "Only this split (train or val) of an ImageFolder or manifest.")
+    var split: String?
+
+    @Option(help: "Stop after this many images (in dataset order).")
+    var limit: Int?
+
+    @Option(help: "Images whose header claims more pixels are dead-lettered without decoding.")
+    var maxPixels = 100_000_000
+
+    @Flag(help: "Also write the model's own logits (the config's logitsNode) to logits.npy.")
+    var logits = false
+
+    func validate() throws {
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard decodeThreads >= 1 else { throw ValidationError("--decode-threads must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        do {
+            try extract()
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            printError("featstream extract: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    private func extract() throws {
+        let config = try ModelConfig.load(model)
+        let dataset = try DatasetIndex.open(path: data, format: format)
+        var items = dataset.items
+        if let split {
+            items = items.filter { $0.split == split }
+            guard !items.isEmpty else {
+                throw DatasetError(reason: "no items in split '\(split)' of \(data) (splits: \(Set(dataset.items.compactMap(\.split)).sorted()))")
+            }
+        }
+        if let limit { items = Array(items.prefix(limit)) }
+        let extractor = try FeatureExtractor(config: config, batchSize: batch, threads: threads,
+                                             includeLogits: logits, pixelLimit: maxPixels)
+        let writer = try ExtractionWriter(directory: URL(fileURLWithPath: out), dtype: dtype,
+                                          featureWidth: extractor.featureWidth, logitsWidth: extractor.logitsWidth,
+                                          classes: dataset.classes)
+        writer.record(dataset.deadLetters)
+        try extractor.engine.warmUp()
+        let progress = ProgressLine(total: items.count, label: "extract")
+        let start = Date()
+        var done = 0
+        try extractor.extract(items, from: dataset, decodeThreads: decodeThreads) { batch in
+            try writer.append(batch)
+            done += batch.items.count + batch.deadLetters.count
+            progress.update(done: done, deadLetters: writer.deadLetters.count)
+        }
+        let seconds = Date().timeIntervalSince(start)
+        let rate = seconds > 0 ? Double(items.count) / seconds : 0
+        try writer.finish(summary: [
+            "model": config.name, "featureNode": config.featureNode, "featureWidth": extractor.featureWidth,
+            "dtype": dtype.rawValue, "dataset": data, "format": dataset.format.rawValue,
+            "images": items.count, "features": writer.rows, "deadLetters": writer.deadLetters.count,
+            "seconds": seconds, "imagesPerSecond": rate, "batch": batch, "threads": extractor.engine.threads,
+        ])
+        print(String(format: "extracted %d features (%d-d %@) from %d images, %d dead letters, %.1f img/s -> %@",
+                     writer.rows, extractor.featureWidth, dtype.rawValue, items.count, writer.deadLetters.count, rate, out))
+    }
+}

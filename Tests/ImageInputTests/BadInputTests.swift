@@ -1,0 +1,158 @@
+import CPNGShim
+import Foundation
+import XCTest
+@testable import ImageInput
+
+/// Calls the C shim directly with a tiny destination, to prove its own limit check runs before it needs one.
+private func shimDecodeStatus(_ buffer: UnsafeRawBufferPointer, limit: UInt64, width: inout UInt32,
+                              height: inout UInt32, message: inout [CChar]) -> Int32 {
+    var sink = [UInt8](repeating: 0, count: 16)
+    return pngshim_decode_rgb8(buffer.baseAddress, buffer.count, limit, &sink, sink.count,
+                               &width, &height, &message, message.count)
+}
+
+final class BadInputTests: XCTestCase {
+    private func decodeError(_ bytes: [UInt8], limit: Int = 100_000_000) -> ImageDecodeError? {
+        do {
+            _ = try ImageDecoder(pixelLimit: limit).decode(bytes, name: "input")
+            return nil
+        } catch let error as ImageDecodeError {
+            return error
+        } catch {
+            XCTFail("unexpected error type \(error)")
+            return nil
+        }
+    }
+
+    /// A syntactically valid PNG header (signature + IHDR with correct CRC) and nothing else.
+    private func pngHeader(width: UInt32, height: UInt32) -> [UInt8] {
+        let body = Array("IHDR".utf8) + bigEndian(width) + bigEndian(height) + [8, 2, 0, 0, 0]
+        return [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + bigEndian(13) + body + bigEndian(crc32(body))
+    }
+
+    func testEmptyFile() {
+        XCTAssertEqual(decodeError([])?.kind, .emptyFile)
+        XCTAssertEqual(decodeError([])?.reason, "empty file")
+    }
+
+    func testTruncatedJPEGIsAnErrorNotAGreyImage() throws {
+        let full = try Fixtures.bytes("baseline.jpg")
+        let error = decodeError(Array(full.prefix(full.count / 2)))
+        XCTAssertEqual(error?.kind, .truncated)
+        XCTAssertTrue(error?.reason.hasPrefix("truncated JPEG:") ?? false, error?.reason ?? "no error")
+        // Header-only truncation must fail too.
+        XCTAssertNotNil(decodeError(Array(full.prefix(20))))
+    }
+
+    func testTruncatedPNG() throws {
+        let full = try Fixtures.bytes("rgb16.png")
+        let error = decodeError(Array(full.prefix(full.count * 2 / 3)))
+        XCTAssertEqual(error?.kind, .truncated)
+        XCTAssertTrue(error?.reason.hasPrefix("truncated PNG:") ?? false, error?.reason ?? "no error")
+    }
+
+    func testCorruptPNGChecksumIsReportedNotFatal() throws {
+        var bytes = try Fixtures.bytes("rgb8.png")
+        bytes[20] ^= 0xFF   // inside IHDR data: CRC no longer matches
+        let error = decodeError(bytes)
+        XCTAssertEqual(error?.kind, .corrupt)
+        XCTAssertTrue(error?.reason.hasPrefix("corrupt PNG:") ?? false, error?.reason ?? "no error")
+    }
+
+    func testRandomBytesWithJPEGExtension() {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = (0..<4096).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        bytes[0] = 0x00   // make sure it cannot accidentally start with a real signature
+        let error = decodeError(bytes)
+        XCTAssertEqual(error?.kind, .unknownSignature)
+        XCTAssertEqual(error?.reason, "not an image (unknown signature)")
+    }
+
+    func testJPEGSignatureFollowedByGarbage() {
+        let bytes: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + [UInt8](repeating: 0x41, count: 200)
+        let error = decodeError(bytes)
+        XCTAssertNotNil(error)
+        XCTAssertTrue([.corrupt, .truncated].contains(error!.kind), error!.reason)
+    }
+
+    func testTextFileWithPNGExtension() {
+        XCTAssertEqual(decodeError(Array("hello, I am not a picture\n".utf8))?.kind, .unknownSignature)
+    }
+
+    func testUnsupportedFormatsAreNamed() {
+        let gif = Array("GIF89a".utf8) + [1, 0, 1, 0, 0, 0, 0, 0x3B]
+        XCTAssertEqual(decodeError(gif)?.reason, "unsupported image format GIF")
+        let bmp = Array("BM".utf8) + [UInt8](repeating: 0, count: 60)
+        XCTAssertEqual(decodeError(bmp)?.reason, "unsupported image format BMP")
+        XCTAssertEqual(decodeError(bmp)?.kind, .unsupportedFormat)
+    }
+
+    // 20000×20000×3 would be 1.2 GB: the header check must fire before any buffer exists,
+    // which the 50 MB resident-set bound below would notice if the buffer were touched.
+    func testPixelLimitRejectsHugePNGHeaderBeforeAllocating() {
+        let before = residentMegabytes()
+        let error = decodeError(pngHeader(width: 20000, height: 20000))
+        XCTAssertEqual(error?.kind, .exceedsPixelLimit)
+        XCTAssertEqual(error?.reason, "image 20000x20000 exceeds pixel limit 100000000")
+        XCTAssertLessThan(residentMegabytes() - before, 50)
+        // The C shim enforces the limit on its own too, for callers that skip the Swift header check.
+        var width: UInt32 = 0, height: UInt32 = 0
+        XCTAssertEqual(pngHeader(width: 20000, height: 20000).withUnsafeBytes { buffer in
+            var message = [CChar](repeating: 0, count: 128)
+            return shimDecodeStatus(buffer, limit: 1000, width: &width, height: &height, message: &message)
+        }, Int32(PNGSHIM_TOO_LARGE.rawValue))
+    }
+
+    func testPixelLimitRejectsHugeJPEGHeader() throws {
+        var bytes = try Fixtures.bytes("baseline.jpg")
+        // Rewrite the SOF0 frame size to 20000×20000.
+        let sof = try XCTUnwrap((0..<(bytes.count - 9)).first { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xC0 })
+        bytes[sof + 5] = 0x4E; bytes[sof + 6] = 0x20
+        bytes[sof + 7] = 0x4E; bytes[sof + 8] = 0x20
+        let error = decodeError(bytes)
+        XCTAssertEqual(error?.kind, .exceedsPixelLimit)
+        XCTAssertEqual(error?.reason, "image 20000x20000 exceeds pixel limit 100000000")
+        XCTAssertEqual(decodeError(try Fixtures.bytes("baseline.jpg"), limit: 100)?.kind, .exceedsPixelLimit)
+    }
+
+    // The dead-letter path: a folder of bad files yields one reason per file and no crash.
+    func testBadCorpusBecomesDeadLettersThroughTheDatasetPath() throws {
+        let dir = try TemporaryDirectory()
+        let jpeg = try Fixtures.bytes("baseline.jpg")
+        try dir.write("junk/empty.jpg", [])
+        try dir.write("junk/truncated.jpg", Array(jpeg.prefix(jpeg.count / 2)))
+        try dir.write("junk/text.png", text: "not a png")
+        try dir.write("junk/huge.png", pngHeader(width: 20000, height: 20000))
+        try dir.write("junk/anim.png", Array("GIF89a".utf8) + [1, 0, 1, 0])
+        try dir.write("junk/good.jpg", jpeg)
+        let index = try DatasetIndex.open(path: dir.path)
+        XCTAssertEqual(index.items.count, 6)
+        let decoder = ImageDecoder()
+        var letters: [DeadLetter] = []
+        var decoded = 0
+        for item in index.items {
+            do {
+                _ = try decoder.decode(try index.bytes(of: item), name: item.key)
+                decoded += 1
+            } catch let error as ImageDecodeError {
+                letters.append(DeadLetter(key: item.key, reason: error.reason))
+            }
+        }
+        XCTAssertEqual(decoded, 1)
+        let reasons = Dictionary(uniqueKeysWithValues: letters.map { ($0.key, $0.reason) })
+        XCTAssertEqual(reasons["junk/empty.jpg"], "empty file")
+        XCTAssertEqual(reasons["junk/text.png"], "not an image (unknown signature)")
+        XCTAssertEqual(reasons["junk/anim.png"], "unsupported image format GIF")
+        XCTAssertEqual(reasons["junk/huge.png"], "image 20000x20000 exceeds pixel limit 100000000")
+        XCTAssertTrue(reasons["junk/truncated.jpg"]?.hasPrefix("truncated JPEG") ?? false)
+        // Dead letters round-trip through JSON for the dead-letter file.
+        let data = try JSONEncoder().encode(letters)
+        XCTAssertEqual(try JSONDecoder().decode([DeadLetter].self, from: data), letters)
+    }
+
+    private func residentMegabytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+              let pages = Int(status.split(separator: " ")[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
+    }
+}
