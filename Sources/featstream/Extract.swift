@@ -10,10 +10,12 @@ struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Extract one feature vector per image on this host.",
         discussion: """
-        Reads an ImageFolder (class subfolders, optional train/ and val/), WebDataset tar shards, or a
-        CSV/JSONL manifest of path,label. Corrupt, truncated, empty, oversized and non-image files are
-        skipped and listed in dead_letters.csv with the reason; the run goes on. Output rows follow the
-        dataset's deterministic order.
+        Datasets: an ImageFolder (class subfolders, optional train/ and
+        val/), WebDataset tar shards, or a CSV/JSONL manifest (path,label).
+
+        Corrupt, truncated, empty, oversized and non-image files are skipped
+        and listed in dead_letters.csv with the reason; the run goes on.
+        Output rows follow the dataset's deterministic order.
         """
     )
 

@@ -5,17 +5,21 @@ import Foundation
 struct FeatStream: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "featstream",
-        abstract: "Extract features from an image corpus with a frozen ONNX CNN, and train a head on them.",
+        abstract: "Features from a frozen ONNX CNN over an image corpus, for a head to train on.",
         discussion: """
-        One binary plays every role of a FeatureStream job:
+        One binary plays every role of a FeatureStream job.
 
-          extract      One host, no cluster: decode images, run the backbone, write features.npy,
-                       metadata.csv, classes.txt and dead_letters.csv to a folder.
-          bench        Measure the backbone and the decoder on this machine (see Benchmarks/).
+        Available now:
+          extract   One host, no cluster: decode images, run the backbone,
+                    write features.npy, metadata.csv, classes.txt and
+                    dead_letters.csv to a folder.
+          bench     Measure the backbone and the decoder on this machine.
 
-        The distributed roles (coordinator: shards the dataset and leases shards; worker: decodes and
-        runs the backbone; head: stores features and trains the classifier; run: all of them on one
-        host) are built on `extract`'s pipeline and are described in Protocols/.
+        The distributed roles are built on extract's pipeline:
+          coordinator  cuts the dataset into shards and leases them out;
+          worker       decodes images and runs the frozen backbone;
+          head         stores the features and trains the classifier;
+          run          starts all of them on one host.
         """,
         subcommands: [Extract.self, Bench.self]
     )
