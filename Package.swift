@@ -21,6 +21,8 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         // libpng reports errors by longjmp, which Swift cannot catch: the decode loop lives in C.
         .target(name: "CPNGShim", dependencies: ["CPNG"], path: "Sources/CPNGShim"),
+        .systemLibrary(name: "CLZ4", path: "Sources/CLZ4"),
+        .systemLibrary(name: "CZMQ", path: "Sources/CZMQ"),
 
         // MARK: Swift modules
         .target(name: "NumpyFormat"),
@@ -32,10 +34,23 @@ let package = Package(
         .target(name: "Backbone", dependencies: ["CDNNL", "ONNXProto"]),
         .target(name: "ImageInput", dependencies: ["CTurboJPEG", "CPNGShim"]),
         .target(name: "Extraction", dependencies: ["Backbone", "ImageInput", "NumpyFormat"]),
+
+        // MARK: The cluster: sans-I/O cores, then the ZeroMQ shell around them
+        .target(name: "WireProtocol"),
+        // libFuzzer target for the frame decoder: Protocols/fuzz.sh builds it with -sanitize=fuzzer.
+        .executableTarget(name: "FrameFuzz", dependencies: ["WireProtocol"]),
+        .target(name: "FeatureCodec", dependencies: ["CLZ4", "WireProtocol"]),
+        .target(name: "Coordination", dependencies: ["WireProtocol"]),
+        .target(name: "FeatureStore", dependencies: ["WireProtocol"]),
+        .target(name: "Transport", dependencies: ["CZMQ"]),
+        .target(
+            name: "ClusterRoles",
+            dependencies: ["Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput"]
+        ),
         .executableTarget(
             name: "featstream",
             dependencies: [
-                "Extraction", "Backbone", "ImageInput",
+                "Extraction", "Backbone", "ImageInput", "ClusterRoles", "FeatureStore", "FeatureCodec", "WireProtocol", "NumpyFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -44,5 +59,13 @@ let package = Package(
         .testTarget(name: "BackboneTests", dependencies: ["Backbone", "NumpyFormat"]),
         .testTarget(name: "ImageInputTests", dependencies: ["ImageInput"], exclude: ["Fixtures"]),
         .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "NumpyFormat"]),
+        .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
+        .testTarget(name: "FeatureCodecTests", dependencies: ["FeatureCodec", "WireProtocol"]),
+        .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "WireProtocol"]),
+        .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "WireProtocol"]),
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat"]
+        ),
     ]
 )

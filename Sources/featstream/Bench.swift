@@ -1,14 +1,16 @@
 import ArgumentParser
 import Backbone
 import Extraction
+import FeatureCodec
 import Foundation
 import ImageInput
+import NumpyFormat
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure this machine: backbone-only and decode+preprocess throughput.",
+        abstract: "Measure this machine: backbone, decode+preprocess and feature codecs.",
         discussion: "Benchmarks/run.sh compares these against onnxruntime and Pillow in one run.",
-        subcommands: [Backbone.self, Decode.self]
+        subcommands: [Backbone.self, Decode.self, Codec.self]
     )
 
     struct Backbone: ParsableCommand {
@@ -59,6 +61,22 @@ struct Bench: ParsableCommand {
                 preprocessing: Preprocessing(resizeShorterSide: resize, crop: crop, filter: bicubic ? .bicubic : .bilinear),
                 iterations: iterations)
             print(String(format: "swift: %.1f images/s (%d images, %d failures)", result.imagesPerSecond, result.images, result.failures))
+        }
+    }
+
+    struct Codec: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Ratio and single-thread encode/decode speed of every feature dtype x codec on real features.")
+
+        @Option(help: "features.npy from `featstream extract` ([rows, dimension] float32).") var features: String
+        @Option(help: "Seconds of measurement in total.") var seconds = 6.0
+        @Option(help: "Rows per batch, as workers send them.") var batchRows = 256
+
+        func run() throws {
+            let array = try NumpyArray(contentsOf: URL(fileURLWithPath: features))
+            guard array.shape.count == 2 else { throw ValidationError("expected [rows, dimension], got shape \(array.shape)") }
+            let reports = benchmarkCodecs(features: array.values, dimension: array.shape[1], seconds: seconds, batchRows: batchRows)
+            print(CodecReport.table(reports))
         }
     }
 }

@@ -7,21 +7,22 @@ struct FeatStream: ParsableCommand {
         commandName: "featstream",
         abstract: "Features from a frozen ONNX CNN over an image corpus, for a head to train on.",
         discussion: """
-        One binary plays every role of a FeatureStream job.
+        One binary plays every role of a FeatureStream job:
 
-        Available now:
-          extract   One host, no cluster: decode images, run the backbone,
-                    write features.npy, metadata.csv, classes.txt and
-                    dead_letters.csv to a folder.
-          bench     Measure the backbone and the decoder on this machine.
-
-        The distributed roles are built on extract's pipeline:
-          coordinator  cuts the dataset into shards and leases them out;
-          worker       decodes images and runs the frozen backbone;
-          head         stores the features and trains the classifier;
-          run          starts all of them on one host.
+          run          (default) a whole cluster on this host: coordinator,
+                       head and N workers as child processes.
+          coordinator  cuts the dataset into shards and leases them to
+                       workers; journals the head's commits.
+          worker       decodes images, runs the frozen backbone and streams
+                       LZ4-compressed feature batches to the head.
+          head         verifies, deduplicates and stores the features,
+                       committing each shard atomically.
+          extract      one host, no cluster: features straight to .npy.
+          store        inspect a head's feature store.
+          bench        measure the backbone, decoder and codecs.
         """,
-        subcommands: [Extract.self, Bench.self]
+        subcommands: [Run.self, Extract.self, Coordinator.self, Worker.self, Head.self, Store.self, Bench.self],
+        defaultSubcommand: Run.self
     )
 }
 

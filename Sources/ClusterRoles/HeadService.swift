@@ -1,0 +1,203 @@
+import FeatureCodec
+import FeatureStore
+import Foundation
+import Transport
+import WireProtocol
+
+/// Settings of the head role.
+public struct HeadOptions: Sendable {
+    /// `tcp://host:port` to bind the data socket workers stream to.
+    public var bind: String
+    /// The coordinator's control address.
+    public var coordinator: String
+    /// The feature store folder; reopened on restart.
+    public var storePath: String
+    /// Element type the store keeps (fixed when the store is created).
+    public var dtype: FeatureDTypeCode = .f16
+    /// Batches each worker may have in flight to this head.
+    public var creditWindow: UInt32 = 4
+    public var heartbeatMs: UInt64 = 500
+
+    public init(bind: String, coordinator: String, storePath: String) {
+        self.bind = bind
+        self.coordinator = coordinator
+        self.storePath = storePath
+    }
+}
+
+/// What the head saw over a run, written to `ingest.json` in the store.
+public struct HeadStatistics: Codable, Sendable {
+    public var batches = 0
+    /// Feature rows that arrived, duplicates included (what crossed the wire).
+    public var rows = 0
+    public var deadLetters = 0
+    public var duplicateRows = 0
+    public var discardedBatches = 0
+    public var rejectedBatches = 0
+    public var corruptPayloads = 0
+    public var rejectedFrames = 0
+    public var payloadBytes = 0
+    public var rawBytes = 0
+    public var committedShards = 0
+}
+
+/// The head: verifies, decompresses and deduplicates feature batches, commits shards atomically to
+/// the store, grants credits, and reports commits to the coordinator. A thin shell around
+/// `ShardLedger` and `FeatureStore`.
+public final class HeadService {
+    let options: HeadOptions
+    let log = RoleLog(role: "head")
+    let epoch = newEpoch()
+    private let context = ZMQContext()
+    private let data: MessageSocket
+    private let control: MessageSocket
+    private var store: FeatureStore?
+    private var ledger: ShardLedger?
+    /// Credits granted and not yet used, per worker identity.
+    private var outstanding: [[UInt8]: UInt32] = [:]
+    private var coordinatorEpoch: UInt64 = 0
+    private var lastBeat: UInt64 = 0
+    private var lastHello: UInt64 = 0
+    private(set) var statistics = HeadStatistics()
+
+    /// Opens (or prepares to create) the store and binds the data socket.
+    public init(options: HeadOptions) throws {
+        self.options = options
+        if FileManager.default.fileExists(atPath: URL(fileURLWithPath: options.storePath).appendingPathComponent("store.json").path) {
+            let store = try FeatureStore.open(at: URL(fileURLWithPath: options.storePath))
+            self.store = store
+            ledger = ShardLedger(dimension: store.dimension, committed: store.committedShards)
+            log.event("reopened store \(options.storePath): \(store.committedShards.count) shards committed")
+        }
+        let router = try ZMQSocket(context, .router, highWaterMark: 1000)
+        try router.bind(options.bind)
+        data = MessageSocket(router, log: log)
+        let dealer = try ZMQSocket(context, .dealer, highWaterMark: 1000)
+        try dealer.connect(options.coordinator)
+        control = MessageSocket(dealer, log: log)
+        log.event("listening for features on \(options.bind); coordinator \(options.coordinator)")
+    }
+
+    private var committed: [UInt32] { store.map { Array($0.committedShards).sorted() } ?? [] }
+
+    /// Serves until the coordinator says the job is complete.
+    public func run() throws -> HeadStatistics {
+        while true {
+            let now = nowMs()
+            let ready = try waitForInput([data.socket, control.socket], timeoutMs: 50)
+            if ready[1] {
+                while let (_, message) = control.receive() {
+                    if try handleControl(message) { return finish() }
+                }
+            }
+            if ready[0] {
+                while let (identity, message) = data.receive() { try handleData(message, from: identity!) }
+            }
+            if now - lastBeat >= options.heartbeatMs {
+                lastBeat = now
+                control.send(.heartbeat(epoch: epoch, sequence: now))
+                for identity in outstanding.keys { data.send(.heartbeat(epoch: epoch, sequence: now), to: identity) }
+            }
+            // Until the coordinator has answered, keep introducing ourselves (it may not be up yet).
+            if coordinatorEpoch == 0, now - lastHello >= options.heartbeatMs {
+                lastHello = now
+                control.send(.headHello(epoch: epoch, committed: committed))
+            }
+        }
+    }
+
+    /// Returns true when the job is over.
+    private func handleControl(_ message: Message) throws -> Bool {
+        switch message {
+        case .heartbeat(let peerEpoch, _):
+            if peerEpoch != coordinatorEpoch {
+                // A new coordinator incarnation: tell it everything we have, in case its journal missed a commit.
+                coordinatorEpoch = peerEpoch
+                control.send(.headHello(epoch: epoch, committed: committed))
+                log.event("coordinator epoch \(String(peerEpoch, radix: 16)); reported \(committed.count) committed shards")
+            }
+        case .shutdown(let reason):
+            log.event("shutdown: \(reason)")
+            return true
+        case .welcome:
+            break
+        default:
+            control.counters.unexpectedMessages += 1
+        }
+        return false
+    }
+
+    private func handleData(_ message: Message, from identity: [UInt8]) throws {
+        switch message {
+        case .hello(let workerID, _, _, _):
+            let have = outstanding[identity] ?? 0
+            let grant = options.creditWindow > have ? options.creditWindow - have : 0
+            outstanding[identity] = have + grant
+            if have == 0 { log.event("worker \(workerID) streaming; granted \(grant) credits") }
+            data.send(.credit(epoch: epoch, grant: grant), to: identity)
+        case .heartbeat:
+            break
+        case .featureBatch(let batch):
+            if let have = outstanding[identity], have > 0 { outstanding[identity] = have - 1 }
+            try ingest(batch)
+            outstanding[identity, default: 0] += 1
+            data.send(.credit(epoch: epoch, grant: 1), to: identity)
+        default:
+            data.counters.unexpectedMessages += 1
+        }
+    }
+
+    private func ingest(_ batch: FeatureBatch) throws {
+        statistics.batches += 1
+        statistics.rows += batch.offsets.count
+        statistics.payloadBytes += batch.payload.count
+        statistics.rawBytes += Int(batch.rawLength)
+        let features: [Float]
+        do {
+            features = try batch.payload.withUnsafeBytes {
+                try FeatureCodec.decode($0, dtype: batch.dtype, codec: batch.codec, rawLength: Int(batch.rawLength))
+            }
+        } catch {
+            statistics.corruptPayloads += 1
+            log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(error)")
+            return
+        }
+        if store == nil {
+            let created = try FeatureStore.create(at: URL(fileURLWithPath: options.storePath), dtype: options.dtype,
+                                                  dimension: Int(batch.dimension))
+            store = created
+            ledger = ShardLedger(dimension: Int(batch.dimension), committed: [])
+            log.event("created store \(options.storePath) (\(batch.dimension)-d)")
+        }
+        let decoded = DecodedBatch(shardID: batch.shardID, attempt: batch.attempt, shardItemCount: batch.shardItemCount,
+                                   offsets: batch.offsets, indexes: batch.indexes, labels: batch.labels, keys: batch.keys,
+                                   deadLetters: batch.deadLetters, features: features)
+        switch ledger!.receive(decoded) {
+        case let .accepted(_, duplicates):
+            statistics.duplicateRows += duplicates
+        case .completed(let contents):
+            _ = try store!.commit(contents, shardID: batch.shardID, attempt: batch.attempt)
+            ledger!.markCommitted(batch.shardID)
+            statistics.committedShards += 1
+            statistics.deadLetters += contents.deadLetters.count
+            control.send(.shardCommitted(shardID: batch.shardID, attempt: batch.attempt,
+                                         items: UInt32(contents.indexes.count), deadLetters: UInt32(contents.deadLetters.count)))
+        case .alreadyCommitted:
+            statistics.discardedBatches += 1
+        case .rejected(let reason):
+            statistics.rejectedBatches += 1
+            log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(reason)")
+        }
+    }
+
+    private func finish() -> HeadStatistics {
+        statistics.rejectedFrames = data.counters.rejectedTotal + control.counters.rejectedTotal
+        if let store {
+            let url = URL(fileURLWithPath: options.storePath).appendingPathComponent("ingest.json")
+            if let json = try? JSONEncoder().encode(statistics) { try? json.write(to: url, options: .atomic) }
+            log.event("store: \(store.inspect().description.replacingOccurrences(of: "\n", with: "; "))")
+        }
+        log.event("ingested \(statistics.batches) batches, \(statistics.rejectedFrames) rejected frames, \(statistics.corruptPayloads) corrupt payloads, \(statistics.discardedBatches) late batches discarded")
+        return statistics
+    }
+}

@@ -1,0 +1,103 @@
+import WireProtocol
+
+/// A contiguous run of dataset items leased and committed as one unit.
+public struct Shard: Equatable, Hashable, Sendable {
+    /// Position of the shard in its plan (0-based, dense); stable for a given item list and shard size.
+    public var id: UInt32
+    /// The items, in dataset order; the shard's item offsets are positions in this array.
+    public var items: [ItemRef]
+
+    /// Makes a shard; `ShardPlan.cut` is the usual source of shards.
+    public init(id: UInt32, items: [ItemRef]) {
+        self.id = id
+        self.items = items
+    }
+}
+
+/// How a dataset is cut into shards, and a fingerprint that changes whenever the cut or the data would.
+public struct ShardPlan: Equatable, Sendable {
+    /// Format tag mixed into the fingerprint so a change of the algorithm below invalidates old journals.
+    private static let fingerprintTag = "featurestream.shardplan.v1"
+
+    /// The shards, ids `0..<shards.count` in order.
+    public let shards: [Shard]
+    /// Items per shard (the last shard may hold fewer).
+    public let shardSize: Int
+    /// Items over all shards.
+    public let itemCount: Int
+    /// 64-bit FNV-1a over the shard count, shard size, item count and every item (index, key, label):
+    /// equal for the same items and shard size on every platform and run, different (barring collision)
+    /// if anything a shard would contain changed.
+    public let fingerprint: UInt64
+
+    /// Cuts `items` into shards of `shardSize` (at least 1) and fingerprints the result.
+    public init(items: [ItemRef], shardSize: Int) {
+        let shards = ShardPlan.cut(items, shardSize: shardSize)
+        self.shards = shards
+        self.shardSize = shardSize
+        self.itemCount = items.count
+        self.fingerprint = ShardPlan.fingerprint(shards, shardSize: shardSize)
+    }
+
+    /// Cuts `items` in their given order into consecutive shards of `shardSize` items (the last one may be
+    /// shorter), numbered from 0; the same input always yields the same shards. `shardSize` must be positive.
+    public static func cut(_ items: [ItemRef], shardSize: Int) -> [Shard] {
+        precondition(shardSize > 0, "shardSize must be positive, got \(shardSize)")
+        precondition(items.count / shardSize < Int(UInt32.max), "too many shards for 32-bit shard ids")
+        var shards: [Shard] = []
+        shards.reserveCapacity((items.count + shardSize - 1) / shardSize)
+        var start = 0
+        while start < items.count {
+            let end = min(start + shardSize, items.count)
+            shards.append(Shard(id: UInt32(shards.count), items: Array(items[start..<end])))
+            start = end
+        }
+        return shards
+    }
+
+    /// The fingerprint of an already cut plan (see `fingerprint`); exposed so a journal can be checked
+    /// against shards that were not made by `init(items:shardSize:)`.
+    public static func fingerprint(_ shards: [Shard], shardSize: Int) -> UInt64 {
+        var hash = FNV1a64()
+        hash.add(bytes: Array(fingerprintTag.utf8))
+        hash.add(UInt64(shards.count))
+        hash.add(UInt64(shardSize))
+        hash.add(UInt64(shards.reduce(0) { $0 + $1.items.count }))
+        for shard in shards {
+            // Shard boundaries matter even when the flattened items are equal.
+            hash.add(UInt64(shard.id))
+            hash.add(UInt64(shard.items.count))
+            for item in shard.items {
+                hash.add(item.index)
+                let key = Array(item.key.utf8)
+                // Length prefix keeps ("ab","c") and ("a","bc") apart.
+                hash.add(UInt64(key.count))
+                hash.add(bytes: key)
+                hash.add(UInt64(UInt32(bitPattern: item.label)))
+            }
+        }
+        return hash.value
+    }
+}
+
+/// 64-bit FNV-1a; chosen because it is tiny, dependency-free and identical on every platform.
+struct FNV1a64 {
+    private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    mutating func add(bytes: [UInt8]) {
+        for byte in bytes {
+            value ^= UInt64(byte)
+            value = value &* 0x0000_0100_0000_01b3
+        }
+    }
+
+    /// Little-endian, so the hash does not depend on the host's byte order.
+    mutating func add(_ word: UInt64) {
+        var word = word
+        for _ in 0..<8 {
+            value ^= word & 0xff
+            value = value &* 0x0000_0100_0000_01b3
+            word >>= 8
+        }
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import WireProtocol
+
+/// Little-endian conversions between `Float` and the stored element types.
+enum FeatureEncoding {
+    static func width(of dtype: FeatureDTypeCode) -> Int {
+        switch dtype {
+        case .f32: 4
+        case .f16: 2
+        }
+    }
+
+    static func name(of dtype: FeatureDTypeCode) -> String {
+        switch dtype {
+        case .f32: "f32"
+        case .f16: "f16"
+        }
+    }
+
+    static func dtype(named name: String) -> FeatureDTypeCode? {
+        switch name {
+        case "f32": .f32
+        case "f16": .f16
+        default: nil
+        }
+    }
+
+    static func littleEndianBytes(of values: [Float], dtype: FeatureDTypeCode) -> Data {
+        var data = Data(count: values.count * width(of: dtype))
+        data.withUnsafeMutableBytes { raw in
+            switch dtype {
+            case .f32:
+                for (i, value) in values.enumerated() {
+                    raw.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: i * 4, as: UInt32.self)
+                }
+            case .f16:
+                for (i, value) in values.enumerated() {
+                    raw.storeBytes(of: Float16(value).bitPattern.littleEndian, toByteOffset: i * 2, as: UInt16.self)
+                }
+            }
+        }
+        return data
+    }
+
+    /// Nil when `bytes` is not a whole number of values.
+    static func floats<Bytes: Collection>(fromLittleEndian bytes: Bytes, dtype: FeatureDTypeCode) -> [Float]?
+    where Bytes.Element == UInt8 {
+        let width = width(of: dtype)
+        guard bytes.count % width == 0 else { return nil }
+        let count = bytes.count / width
+        let decode = { (raw: UnsafeRawBufferPointer) -> [Float] in
+            switch dtype {
+            case .f32:
+                (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+            case .f16:
+                (0..<count).map { Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))) }
+            }
+        }
+        if let result = bytes.withContiguousStorageIfAvailable({ decode(UnsafeRawBufferPointer($0)) }) {
+            return result
+        }
+        return Array(bytes).withUnsafeBytes(decode)
+    }
+
+    static func bytes<T: FixedWidthInteger>(ofLittleEndian values: [T]) -> Data {
+        var data = Data(count: values.count * MemoryLayout<T>.size)
+        data.withUnsafeMutableBytes { raw in
+            for (i, value) in values.enumerated() {
+                raw.storeBytes(of: value.littleEndian, toByteOffset: i * MemoryLayout<T>.size, as: T.self)
+            }
+        }
+        return data
+    }
+
+    static func integers<T: FixedWidthInteger>(fromLittleEndian data: Data, as: T.Type) -> [T] {
+        let size = MemoryLayout<T>.size
+        return data.withUnsafeBytes { raw in
+            (0..<(raw.count / size)).map { T(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * size, as: T.self)) }
+        }
+    }
+
+    /// Keys may contain any character, yet keys.txt holds one per line: backslash, newline and CR are escaped.
+    static func escapeKey(_ key: String) -> String {
+        var escaped = ""
+        escaped.reserveCapacity(key.utf8.count)
+        for character in key.unicodeScalars {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\n": escaped += "\\n"
+            case "\r": escaped += "\\r"
+            default: escaped.unicodeScalars.append(character)
+            }
+        }
+        return escaped
+    }
+
+    static func unescapeKey(_ line: Substring) -> String {
+        var key = ""
+        var escaping = false
+        for character in line.unicodeScalars {
+            if escaping {
+                switch character {
+                case "n": key += "\n"
+                case "r": key += "\r"
+                default: key.unicodeScalars.append(character)
+                }
+                escaping = false
+            } else if character == "\\" {
+                escaping = true
+            } else {
+                key.unicodeScalars.append(character)
+            }
+        }
+        return key
+    }
+}
+
+/// CRC-32 (IEEE 802.3, as zlib and `cksum -o 3`), so stored checksums can be checked with common tools.
+enum CRC32 {
+    private static let table: [UInt32] = (0..<256).map { n -> UInt32 in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = (c & 1) != 0 ? (0xEDB8_8320 ^ (c >> 1)) : (c >> 1) }
+        return c
+    }
+
+    static func checksum(_ data: Data) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        table.withUnsafeBufferPointer { table in
+            data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
+                for byte in bytes {
+                    crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8)
+                }
+            }
+        }
+        return crc ^ 0xFFFF_FFFF
+    }
+}

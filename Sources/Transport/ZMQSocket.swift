@@ -1,0 +1,149 @@
+import CZMQ
+import Foundation
+
+/// A ZeroMQ failure: which call, and libzmq's own message.
+public struct ZMQError: Error, CustomStringConvertible {
+    public let call: String
+    public let errno: Int32
+    public var description: String { "zmq \(call): \(String(cString: zmq_strerror(errno)))" }
+}
+
+/// One libzmq context per process; sockets keep it alive.
+public final class ZMQContext: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer
+
+    /// Creates a context with libzmq's default I/O thread.
+    public init() {
+        handle = zmq_ctx_new()
+    }
+
+    deinit { zmq_ctx_term(handle) }
+}
+
+/// A DEALER or ROUTER socket carrying multipart messages of byte frames.
+///
+/// Not thread-safe, like every ZeroMQ socket: one socket belongs to one thread. Every queue is
+/// bounded by the high-water marks given at creation, so a stalled peer cannot grow memory.
+public final class ZMQSocket {
+    /// The two socket types FeatureStream uses.
+    public enum Kind {
+        /// Connects out; one frame per message at the application level.
+        case dealer
+        /// Binds; each received message is prefixed by the sender's routing identity.
+        case router
+
+        var raw: Int32 { self == .dealer ? ZMQ_DEALER : ZMQ_ROUTER }
+    }
+
+    let handle: UnsafeMutableRawPointer
+    private let context: ZMQContext
+    public let kind: Kind
+
+    /// Creates a socket with bounded queues and no linger on close.
+    ///
+    /// - Parameters:
+    ///   - highWaterMark: messages queued per peer in each direction before sends fail or block.
+    ///   - maxMessageBytes: libzmq drops larger messages before they are buffered (defence in depth;
+    ///     the frame codec enforces the protocol's own limits and counts rejections).
+    public init(_ context: ZMQContext, _ kind: Kind, highWaterMark: Int32 = 64, maxMessageBytes: Int64 = 128 << 20,
+                identity: String? = nil) throws {
+        guard let socket = zmq_socket(context.handle, kind.raw) else { throw ZMQError(call: "socket", errno: zmq_errno()) }
+        handle = socket
+        self.context = context
+        self.kind = kind
+        try set(ZMQ_SNDHWM, highWaterMark)
+        try set(ZMQ_RCVHWM, highWaterMark)
+        try set(ZMQ_LINGER, Int32(0))
+        try set(ZMQ_MAXMSGSIZE, maxMessageBytes)
+        // Reconnect with exponential backoff from 100 ms to 5 s when a peer restarts.
+        try set(ZMQ_RECONNECT_IVL, Int32(100))
+        try set(ZMQ_RECONNECT_IVL_MAX, Int32(5000))
+        if kind == .dealer {
+            // Never queue messages for a peer that is not connected: a restarted peer must not get stale traffic.
+            try set(ZMQ_IMMEDIATE, Int32(1))
+        } else {
+            // Report unroutable replies (a peer that went away) instead of dropping them silently.
+            try set(ZMQ_ROUTER_MANDATORY, Int32(1))
+        }
+        if let identity {
+            try Array(identity.utf8).withUnsafeBytes { raw in
+                guard zmq_setsockopt(handle, ZMQ_ROUTING_ID, raw.baseAddress, raw.count) == 0 else {
+                    throw ZMQError(call: "setsockopt(ROUTING_ID)", errno: zmq_errno())
+                }
+            }
+        }
+    }
+
+    deinit { zmq_close(handle) }
+
+    func set<T: FixedWidthInteger>(_ option: Int32, _ value: T) throws {
+        var value = value
+        guard zmq_setsockopt(handle, option, &value, MemoryLayout<T>.size) == 0 else {
+            throw ZMQError(call: "setsockopt(\(option))", errno: zmq_errno())
+        }
+    }
+
+    /// Binds to `tcp://host:port` (port 0 or `*` picks a free one); returns the bound endpoint.
+    @discardableResult
+    public func bind(_ endpoint: String) throws -> String {
+        guard zmq_bind(handle, endpoint) == 0 else { throw ZMQError(call: "bind(\(endpoint))", errno: zmq_errno()) }
+        var buffer = [CChar](repeating: 0, count: 256)
+        var size = buffer.count
+        guard zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buffer, &size) == 0 else { return endpoint }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Connects to `tcp://host:port`; libzmq keeps reconnecting in the background.
+    public func connect(_ endpoint: String) throws {
+        guard zmq_connect(handle, endpoint) == 0 else { throw ZMQError(call: "connect(\(endpoint))", errno: zmq_errno()) }
+    }
+
+    /// Sends one multipart message without blocking; returns false when it cannot be queued now
+    /// (no connected peer, the peer is gone, or its queue is at the high-water mark).
+    @discardableResult
+    public func send(_ frames: [[UInt8]]) throws -> Bool {
+        for (index, frame) in frames.enumerated() {
+            let flags = ZMQ_DONTWAIT | (index < frames.count - 1 ? ZMQ_SNDMORE : 0)
+            let rc = frame.withUnsafeBytes { zmq_send(handle, $0.baseAddress, $0.count, flags) }
+            if rc < 0 {
+                let error = zmq_errno()
+                // EAGAIN: full or unconnected; EHOSTUNREACH: a ROUTER peer that left. Both are "not now".
+                if error == EAGAIN || error == EHOSTUNREACH { return false }
+                throw ZMQError(call: "send", errno: error)
+            }
+        }
+        return true
+    }
+
+    /// Receives one multipart message if one is waiting.
+    public func receive() throws -> [[UInt8]]? {
+        var frames: [[UInt8]] = []
+        while true {
+            var message = zmq_msg_t()
+            zmq_msg_init(&message)
+            defer { zmq_msg_close(&message) }
+            let rc = zmq_msg_recv(&message, handle, frames.isEmpty ? ZMQ_DONTWAIT : 0)
+            if rc < 0 {
+                let error = zmq_errno()
+                if error == EAGAIN && frames.isEmpty { return nil }
+                throw ZMQError(call: "recv", errno: error)
+            }
+            let size = zmq_msg_size(&message)
+            let data = zmq_msg_data(&message)!
+            frames.append([UInt8](UnsafeRawBufferPointer(start: data, count: size)))
+            if zmq_msg_more(&message) == 0 { return frames }
+        }
+    }
+}
+
+/// Waits up to `timeoutMs` for any of `sockets` to have input; returns which do.
+public func waitForInput(_ sockets: [ZMQSocket], timeoutMs: Int) throws -> [Bool] {
+    var items = sockets.map { zmq_pollitem_t(socket: $0.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+    let rc = zmq_poll(&items, Int32(items.count), timeoutMs)
+    if rc < 0 {
+        let error = zmq_errno()
+        if error == EINTR { return sockets.map { _ in false } }
+        throw ZMQError(call: "poll", errno: error)
+    }
+    return items.map { $0.revents & Int16(ZMQ_POLLIN) != 0 }
+}

@@ -1,0 +1,124 @@
+import ArgumentParser
+import FeatureStore
+import Foundation
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a whole cluster on this host: a coordinator, a head and N workers as child processes.",
+        discussion: """
+        The embedded default. Picks free localhost ports, starts every role, waits for the job to
+        finish and prints a summary. Re-running with the same --out resumes an interrupted job.
+        """)
+
+    @Option(help: "Model folder, config or .onnx.") var model: String
+    @OptionGroup var dataset: DatasetOptions
+    @Option(help: "Worker processes.") var workers = 2
+    @Option(help: "Output folder: store/, coordinator.journal.") var out: String
+    @Option(help: "Items per shard.") var shardSize = 64
+    @Option(help: "Images per backbone run.") var batch = 16
+    @Option(help: "Feature element type on the wire and in the store: f32 or f16.") var dtype = "f16"
+
+    func run() throws {
+        try runRole("run") {
+            guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+            _ = try parseDType(dtype)
+            let outURL = URL(fileURLWithPath: out)
+            try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+            let control = "tcp://127.0.0.1:\(try freePort())"
+            let dataAddress = "tcp://127.0.0.1:\(try freePort())"
+            let cores = ProcessInfo.processInfo.activeProcessorCount
+            let threads = max(1, cores / workers)
+            var datasetArguments = ["--data", dataset.data]
+            if let format = dataset.format { datasetArguments += ["--format", format.rawValue] }
+            if let split = dataset.split { datasetArguments += ["--split", split] }
+            if let limit = dataset.limit { datasetArguments += ["--limit", String(limit)] }
+
+            let start = Date()
+            let coordinator = try spawn(["coordinator", "--bind", control, "--head", dataAddress,
+                                         "--journal", outURL.appendingPathComponent("coordinator.journal").path,
+                                         "--shard-size", String(shardSize)] + datasetArguments)
+            let head = try spawn(["head", "--bind", dataAddress, "--coordinator", control,
+                                  "--store", outURL.appendingPathComponent("store").path, "--dtype", dtype])
+            var workerProcesses: [Process] = []
+            for index in 0..<workers {
+                workerProcesses.append(try spawn(["worker", "--coordinator", control, "--model", model,
+                                                  "--batch", String(batch), "--threads", String(threads),
+                                                  "--dtype", dtype, "--name", "w\(index)"] + datasetArguments))
+            }
+            let everyone = [coordinator, head] + workerProcesses
+            // Ctrl-C or SIGTERM ends the children too; nothing is left behind.
+            let stop = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+            signal(SIGINT, SIG_IGN)
+            stop.setEventHandler {
+                for process in everyone where process.isRunning { kill(process.processIdentifier, SIGTERM) }
+            }
+            stop.resume()
+
+            // The job is over when the coordinator exits; it fails if the coordinator, the head, or every worker dies.
+            while coordinator.isRunning {
+                if !head.isRunning || workerProcesses.allSatisfy({ !$0.isRunning }) { break }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            let deadline = Date().addingTimeInterval(10)
+            while everyone.contains(where: \.isRunning) && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+            for process in everyone where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            for process in everyone { process.waitUntilExit() }
+            let seconds = Date().timeIntervalSince(start)
+            guard coordinator.terminationStatus == 0, head.terminationStatus == 0 else {
+                throw ClusterFailure(message: "coordinator exited with \(coordinator.terminationStatus), head with \(head.terminationStatus)")
+            }
+            try summarize(outURL, seconds: seconds)
+        }
+    }
+
+    private func summarize(_ outURL: URL, seconds: Double) throws {
+        let storeURL = outURL.appendingPathComponent("store")
+        let store = try FeatureStore.open(at: storeURL)
+        let summary = store.inspect()
+        let images = summary.rows + summary.deadLetters
+        var wire = ""
+        if let data = try? Data(contentsOf: storeURL.appendingPathComponent("ingest.json")),
+           let stats = try? JSONDecoder().decode(HeadIngest.self, from: data), stats.payloadBytes > 0 {
+            let f32 = Double(stats.rows) * Double(store.dimension) * 4
+            wire = String(format: ", %.1f MB of features on the wire (%.2fx smaller than raw f32)",
+                          Double(stats.payloadBytes) / 1e6, f32 / Double(stats.payloadBytes))
+        }
+        print(String(format: "run: %d images (%d features, %d dead letters) in %.1f s, %.1f img/s%@; store %@",
+                     images, summary.rows, summary.deadLetters, seconds, Double(images) / seconds, wire, storeURL.path))
+    }
+
+    private func spawn(_ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = arguments
+        try process.run()
+        return process
+    }
+}
+
+/// The fields of the head's `ingest.json` that the summary reports.
+struct HeadIngest: Decodable {
+    var rows: Int
+    var payloadBytes: Int
+}
+
+struct ClusterFailure: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw ClusterFailure(message: "cannot find a free port: errno \(errno)") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}

@@ -1,0 +1,195 @@
+import FeatureStore
+import Foundation
+import NumpyFormat
+import XCTest
+
+/// A real cluster of `featstream` processes on localhost, for fault-injection tests.
+///
+/// Every role is a child process of the test with its own log file; `tearDown` kills whatever is left.
+final class ClusterHarness {
+    static let home = featureStreamHome(anchor: #filePath)
+    let directory: URL
+    let control: String
+    let data: String
+    let items: Int
+    let shardSize: Int
+    var coordinator: Process?
+    var head: Process?
+    var workers: [String: Process] = [:]
+    private var logs: [String: URL] = [:]
+    private var started: [Process] = []
+
+    /// A cluster over the first `items` images of the Fashion-MNIST demo's val split.
+    init(items: Int = 200, shardSize: Int = 8) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("featstream-cluster-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        control = "tcp://127.0.0.1:\(try testFreePort())"
+        data = "tcp://127.0.0.1:\(try testFreePort())"
+        self.items = items
+        self.shardSize = shardSize
+    }
+
+    var datasetArguments: [String] {
+        ["--data", Self.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path,
+         "--split", "val", "--limit", String(items)]
+    }
+
+    var storeURL: URL { directory.appendingPathComponent("store") }
+
+    func startCoordinator() throws {
+        coordinator = try spawn("coordinator", ["coordinator", "--bind", control, "--head", data,
+                                                "--journal", directory.appendingPathComponent("journal").path,
+                                                "--shard-size", String(shardSize), "--heartbeat-ms", "200",
+                                                "--dead-after-beats", "5", "--lease-ms", "4000",
+                                                "--commit-wait-ms", "3000", "--stall-ms", "10000"] + datasetArguments)
+    }
+
+    func startHead(credits: Int = 4) throws {
+        head = try spawn("head", ["head", "--bind", data, "--coordinator", control, "--store", storeURL.path,
+                                  "--credits", String(credits)])
+    }
+
+    func startWorker(_ name: String) throws {
+        workers[name] = try spawn(name, ["worker", "--coordinator", control,
+                                         "--model", Self.home.appendingPathComponent("models/efficientnet-lite0").path,
+                                         "--batch", "4", "--threads", "1", "--name", name] + datasetArguments)
+    }
+
+    /// Waits for the coordinator to finish the job; fails the test with the logs if it does not.
+    func waitForCompletion(timeout: TimeInterval = 180, file: StaticString = #filePath, line: UInt = #line) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while let coordinator, coordinator.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        guard let coordinator, !coordinator.isRunning else {
+            XCTFail("job did not complete in \(timeout) s\n\(logTails())", file: file, line: line)
+            return
+        }
+        XCTAssertEqual(coordinator.terminationStatus, 0, "coordinator failed\n\(logTails())", file: file, line: line)
+        // The head exits on the coordinator's shutdown; give it a moment to write its statistics.
+        let headDeadline = Date().addingTimeInterval(10)
+        while let head, head.isRunning, Date() < headDeadline { Thread.sleep(forTimeInterval: 0.1) }
+    }
+
+    /// Every item of the job is in the store exactly once, as a feature row or a dead letter.
+    func assertExactlyOnce(file: StaticString = #filePath, line: UInt = #line) throws {
+        let store = try FeatureStore.open(at: storeURL)
+        let expected = try expectedIndexes()
+        let report = store.exactlyOnceReport(expectedIndexes: expected)
+        XCTAssertTrue(report.isExactlyOnce, "not exactly once: \(report)\n\(logTails())", file: file, line: line)
+        XCTAssertEqual(store.inspect().rows + store.inspect().deadLetters, items, file: file, line: line)
+    }
+
+    /// The dataset indexes of the job's items, read the way the coordinator reads them.
+    func expectedIndexes() throws -> Set<UInt64> {
+        let run = try runProcess(productsDirectory.appendingPathComponent("featstream"),
+                                 ["extract", "--model", Self.home.appendingPathComponent("models/efficientnet-lite0").path,
+                                  "--out", directory.appendingPathComponent("reference").path, "--batch", "16"] + datasetArguments)
+        XCTAssertEqual(run.status, 0, run.output)
+        let metadata = try String(contentsOf: directory.appendingPathComponent("reference/metadata.csv"), encoding: .utf8)
+        return Set(metadata.split(separator: "\n").dropFirst().compactMap { UInt64($0.split(separator: ",")[1]) })
+    }
+
+    /// Shards committed in the store so far (its `shards/` folder, tmp folders excluded).
+    var committedShards: Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: storeURL.appendingPathComponent("shards").path)) ?? []
+        return names.filter { !$0.hasPrefix(".") }.count
+    }
+
+    /// Waits until at least `count` shards are committed, so a fault lands in the middle of the job.
+    func waitForCommittedShards(_ count: Int, timeout: TimeInterval = 120, file: StaticString = #filePath, line: UInt = #line) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while committedShards < count && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertGreaterThanOrEqual(committedShards, count, "the job did not get going\n\(logTails())", file: file, line: line)
+        XCTAssertLessThan(committedShards, items / shardSize, "the job ended before the fault", file: file, line: line)
+    }
+
+    func kill(_ process: Process?, signal: Int32 = SIGKILL) {
+        guard let process, process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, signal)
+        if signal == SIGKILL { process.waitUntilExit() }
+    }
+
+    /// Resident memory of a process in KiB, from /proc.
+    func residentKiB(_ process: Process) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+    }
+
+    func log(_ name: String) -> String {
+        logs[name].flatMap { try? String(contentsOf: $0, encoding: .utf8) } ?? ""
+    }
+
+    func logTails() -> String {
+        logs.keys.sorted().map { name in
+            let lines = log(name).split(separator: "\n").suffix(15)
+            return "--- \(name)\n" + lines.joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+
+    func shutdown() {
+        for process in started where process.isRunning {
+            Foundation.kill(process.processIdentifier, SIGCONT)
+            Foundation.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func spawn(_ name: String, _ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = productsDirectory.appendingPathComponent("featstream")
+        process.arguments = arguments
+        var logName = name
+        var generation = 1
+        while logs[logName] != nil {
+            generation += 1
+            logName = "\(name)#\(generation)"
+        }
+        let logURL = directory.appendingPathComponent("\(logName).log")
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: logURL)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        logs[logName] = logURL
+        started.append(process)
+        return process
+    }
+}
+
+/// Runs a process to completion, returning its status and combined output.
+func runProcess(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+}
+
+/// The build folder holding the test bundle and the `featstream` executable.
+var productsDirectory: URL {
+    for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
+        return bundle.bundleURL.deletingLastPathComponent()
+    }
+    return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+func testFreePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard ok else { throw NSError(domain: "port", code: Int(errno)) }
+    return Int(UInt16(bigEndian: address.sin_port))
+}

@@ -1,0 +1,155 @@
+import FeatureCodec
+import FeatureStore
+import Foundation
+import Transport
+import WireProtocol
+import XCTest
+
+/// Real processes, real sockets: kill, stop and confuse each role, and check every sample arrives exactly once.
+final class FaultTests: XCTestCase {
+    var cluster: ClusterHarness!
+
+    override func setUpWithError() throws { cluster = try ClusterHarness() }
+    override func tearDown() { cluster.shutdown() }
+
+    func testCleanRunStoresEveryItemExactlyOnce() throws {
+        try cluster.startCoordinator()
+        try cluster.startHead()
+        try cluster.startWorker("w0")
+        try cluster.startWorker("w1")
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+    }
+
+    /// kill -9 a worker at a random point, several times over; the others (and a replacement) finish the job.
+    func testWorkerKilledAtRandomPoints() throws {
+        var generator = SystemRandomNumberGenerator()
+        for trial in 0..<3 {
+            if trial > 0 {
+                cluster.shutdown()
+                cluster = try ClusterHarness()
+            }
+            try cluster.startCoordinator()
+            try cluster.startHead()
+            try cluster.startWorker("w0")
+            try cluster.startWorker("w1")
+            cluster.waitForCommittedShards(Int.random(in: 1...12, using: &generator))
+            let victim = ["w0", "w1"].randomElement(using: &generator)!
+            cluster.kill(cluster.workers[victim])
+            if trial % 2 == 0 { try cluster.startWorker("w2") }
+            cluster.waitForCompletion()
+            try cluster.assertExactlyOnce()
+        }
+    }
+
+    func testCoordinatorKilledAndRestarted() throws {
+        try cluster.startCoordinator()
+        try cluster.startHead()
+        try cluster.startWorker("w0")
+        try cluster.startWorker("w1")
+        cluster.waitForCommittedShards(6)
+        cluster.kill(cluster.coordinator)
+        Thread.sleep(forTimeInterval: 1)
+        try cluster.startCoordinator()
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+        XCTAssertTrue(cluster.log("coordinator#2").contains("already committed"), cluster.logTails())
+    }
+
+    func testHeadKilledAndRestarted() throws {
+        try cluster.startCoordinator()
+        try cluster.startHead()
+        try cluster.startWorker("w0")
+        try cluster.startWorker("w1")
+        cluster.waitForCommittedShards(6)
+        cluster.kill(cluster.head)
+        Thread.sleep(forTimeInterval: 1)
+        try cluster.startHead()
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+        XCTAssertTrue(cluster.log("head#2").contains("reopened store"), cluster.logTails())
+    }
+
+    /// SIGSTOP the head: workers run out of credits and wait, their memory does not grow; after SIGCONT the job ends.
+    func testStoppedHeadHoldsWorkersWithinCredits() throws {
+        try cluster.startCoordinator()
+        try cluster.startHead(credits: 2)
+        try cluster.startWorker("w0")
+        try cluster.startWorker("w1")
+        cluster.waitForCommittedShards(4)
+        kill(cluster.head!.processIdentifier, SIGSTOP)
+        Thread.sleep(forTimeInterval: 1.5)
+        let before = cluster.workers.values.map { cluster.residentKiB($0) }
+        Thread.sleep(forTimeInterval: 4)
+        let after = cluster.workers.values.map { cluster.residentKiB($0) }
+        kill(cluster.head!.processIdentifier, SIGCONT)
+        for (b, a) in zip(before, after) {
+            // A batch of 4 Lite0 features is 20 KB; 16 MB of growth would mean an unbounded queue.
+            XCTAssertLessThan(a - b, 16 * 1024, "worker memory grew from \(b) to \(a) KiB while the head was stopped")
+        }
+        XCTAssertTrue(cluster.workers.values.allSatisfy(\.isRunning), cluster.logTails())
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+    }
+
+    /// Garbage and malformed frames on the coordinator's and the head's sockets are rejected and counted;
+    /// nothing crashes, and the job still completes exactly once afterwards.
+    func testMalformedFramesAreRejectedAndCounted() throws {
+        try cluster.startCoordinator()
+        try cluster.startHead()
+        Thread.sleep(forTimeInterval: 1)
+        let context = ZMQContext()
+        var sent = 0
+        for address in [cluster.control, cluster.data] {
+            let socket = try ZMQSocket(context, .dealer)
+            try socket.connect(address)
+            Thread.sleep(forTimeInterval: 0.3)
+            for frame in malformedFrames() {
+                XCTAssertTrue(try socket.send([frame]), "could not send to \(address)")
+                sent += 1
+            }
+            // A well-formed frame with a corrupt LZ4 payload: decodes as a frame, fails as features.
+            XCTAssertTrue(try socket.send([FrameCodec.encode(.featureBatch(corruptPayloadBatch()))]))
+            // Several frames in one message are not a protocol message either.
+            XCTAssertTrue(try socket.send([[1, 2, 3], [4, 5, 6]]))
+        }
+        Thread.sleep(forTimeInterval: 1)
+        XCTAssertTrue(cluster.coordinator!.isRunning, cluster.logTails())
+        XCTAssertTrue(cluster.head!.isRunning, cluster.logTails())
+        try cluster.startWorker("w0")
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+        let coordinatorLog = cluster.log("coordinator"), headLog = cluster.log("head")
+        XCTAssertGreaterThanOrEqual(coordinatorLog.components(separatedBy: "rejected").count - 1, sent / 2, coordinatorLog)
+        XCTAssertGreaterThanOrEqual(headLog.components(separatedBy: "rejected").count - 1, sent / 2, headLog)
+        let stats = try JSONDecoder().decode(HeadIngestStatistics.self,
+                                             from: Data(contentsOf: cluster.storeURL.appendingPathComponent("ingest.json")))
+        XCTAssertGreaterThanOrEqual(stats.rejectedFrames, sent / 2)
+        XCTAssertEqual(stats.corruptPayloads, 1)
+    }
+
+    func malformedFrames() -> [[UInt8]] {
+        let valid = FrameCodec.encode(.heartbeat(epoch: 7, sequence: 1))
+        var badVersion = valid
+        badVersion[2] = 99
+        var badChecksum = valid
+        badChecksum[badChecksum.count - 1] ^= 0xff
+        var oversized = valid
+        // The body length field claims 3 GiB.
+        for offset in 0..<4 where 6 + offset < oversized.count { oversized[6 + offset] = 0xC0 }
+        var random = SystemRandomNumberGenerator()
+        let garbage = (0..<256).map { _ in UInt8.random(in: 0...255, using: &random) }
+        return [[], [0x46], Array(valid.prefix(5)), badVersion, badChecksum, oversized, garbage, Array(repeating: 0, count: 64)]
+    }
+
+    func corruptPayloadBatch() -> FeatureBatch {
+        FeatureBatch(shardID: 0, attempt: 99, shardItemCount: 8, offsets: [0], indexes: [1000], labels: [0], keys: ["x"],
+                     deadLetters: [], dtype: .f16, dimension: 1280, codec: .shuffleLZ4, rawLength: 2560,
+                     payload: Array(repeating: 0xFF, count: 300))
+    }
+}
+
+struct HeadIngestStatistics: Decodable {
+    var rejectedFrames: Int
+    var corruptPayloads: Int
+}

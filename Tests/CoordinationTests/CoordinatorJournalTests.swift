@@ -1,0 +1,153 @@
+import XCTest
+import Foundation
+import WireProtocol
+@testable import Coordination
+
+final class CoordinatorJournalTests: XCTestCase {
+    var directory: URL!
+    var path: String { directory.appendingPathComponent("coordinator.journal").path }
+    let plan = ShardPlan(items: makeItems(40), shardSize: 4)
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("coordination-journal-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func fileBytes() throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
+    private func writeFile(_ bytes: [UInt8]) throws { try Data(bytes).write(to: URL(fileURLWithPath: path)) }
+
+    /// Writes three commits and a reservation, then "crashes" (drops the journal without any shutdown step).
+    private func writeSomeHistory() throws {
+        let journal = try CoordinatorJournal.open(path: path, plan: plan)
+        try journal.append(shardID: 3, attempt: 5)
+        try journal.reserveAttempts(through: 64)
+        try journal.append(shardID: 0, attempt: 9)
+        try journal.append(shardID: 7, attempt: 12)
+    }
+
+    func testCRC32MatchesTheStandardCheckValue() {
+        var crc = CRC32()
+        crc.update(Array("123456789".utf8))
+        XCTAssertEqual(crc.value, 0xCBF4_3926)
+    }
+
+    func testNewJournalIsEmptyAndReopensEmpty() throws {
+        do {
+            let journal = try CoordinatorJournal.open(path: path, plan: plan)
+            XCTAssertEqual(journal.committed, [])
+            XCTAssertEqual(journal.attemptsReservedThrough, 0)
+        }
+        let reopened = try CoordinatorJournal.open(path: path, plan: plan)
+        XCTAssertEqual(reopened.committed, [])
+        XCTAssertEqual(reopened.discardedTailBytes, 0)
+    }
+
+    func testReplayAfterCrashRestoresCommitsAndReservations() throws {
+        try writeSomeHistory()
+        let journal = try CoordinatorJournal.open(path: path, plan: plan)
+        XCTAssertEqual(journal.committedAttempts, [3: 5, 0: 9, 7: 12])
+        XCTAssertEqual(journal.attemptsReservedThrough, 64)
+        XCTAssertEqual(journal.discardedTailBytes, 0)
+        try journal.append(shardID: 9, attempt: 70)
+        journal.close()
+        let again = try CoordinatorJournal.open(path: path, plan: plan)
+        XCTAssertEqual(again.committed, [0, 3, 7, 9])
+        XCTAssertEqual(again.attemptsReservedThrough, 70, "a journaled commit's attempt was issued, hence reserved")
+    }
+
+    func testSecondOpenWhileLockedIsRefused() throws {
+        let journal = try CoordinatorJournal.open(path: path, plan: plan)
+        XCTAssertThrowsError(try CoordinatorJournal.open(path: path, plan: plan)) { error in
+            XCTAssertEqual(error as? JournalError, .inUse(path: path))
+        }
+        journal.close()
+        XCTAssertNoThrow(try CoordinatorJournal.open(path: path, plan: plan))
+    }
+
+    func testTornFinalRecordIsTruncatedAway() throws {
+        try writeSomeHistory()
+        let intact = try fileBytes()
+        for cut in 1...16 {
+            try writeFile(Array(intact.dropLast(cut)))
+            let journal = try CoordinatorJournal.open(path: path, plan: plan)
+            XCTAssertEqual(journal.committedAttempts, [3: 5, 0: 9], "cut \(cut)")
+            XCTAssertEqual(journal.discardedTailBytes, 17 - cut, "cut \(cut)")
+            // Appending after the repair must produce a clean file.
+            try journal.append(shardID: 7, attempt: 12)
+            journal.close()
+            XCTAssertEqual(try fileBytes(), intact, "cut \(cut)")
+        }
+    }
+
+    func testZeroFilledOrGarbledFinalRecordIsTreatedAsTorn() throws {
+        try writeSomeHistory()
+        let intact = try fileBytes()
+        try writeFile(intact + [UInt8](repeating: 0, count: 40))
+        XCTAssertEqual(try CoordinatorJournal.open(path: path, plan: plan).committed, [0, 3, 7])
+        XCTAssertEqual(try fileBytes(), intact)
+
+        var garbled = intact
+        garbled[garbled.count - 2] ^= 0x40
+        try writeFile(garbled)
+        let journal = try CoordinatorJournal.open(path: path, plan: plan)
+        XCTAssertEqual(journal.committed, [0, 3])
+        XCTAssertEqual(journal.discardedTailBytes, 17)
+    }
+
+    func testTornHeaderStartsOver() throws {
+        do { _ = try CoordinatorJournal.open(path: path, plan: plan) }
+        let header = try fileBytes()
+        try writeFile(Array(header.prefix(10)))
+        XCTAssertEqual(try CoordinatorJournal.open(path: path, plan: plan).committed, [])
+        XCTAssertEqual(try fileBytes(), header)
+    }
+
+    func testMidFileCorruptionIsRejectedNamingTheFile() throws {
+        try writeSomeHistory()
+        var bytes = try fileBytes()
+        let headerLength = 8 + 25
+        bytes[headerLength + 8 + 2] ^= 0x01  // inside the first commit's payload
+        try writeFile(bytes)
+        XCTAssertThrowsError(try CoordinatorJournal.open(path: path, plan: plan)) { error in
+            guard case let .corrupt(errorPath, offset, _)? = error as? JournalError else { return XCTFail("\(error)") }
+            XCTAssertEqual(errorPath, path)
+            XCTAssertEqual(offset, headerLength)
+            XCTAssertTrue("\(error)".contains(path), "\(error)")
+        }
+        XCTAssertEqual(try fileBytes(), bytes, "a rejected journal is left untouched")
+
+        var badLength = try fileBytes()
+        badLength[headerLength + 8 + 2] ^= 0x01
+        badLength[headerLength + 1] = 0x7f  // an absurd length in the middle is not a torn tail
+        try writeFile(badLength)
+        XCTAssertThrowsError(try CoordinatorJournal.open(path: path, plan: plan)) { error in
+            guard case .corrupt? = error as? JournalError else { return XCTFail("\(error)") }
+        }
+    }
+
+    func testFingerprintMismatchIsRejectedNamingTheFile() throws {
+        try writeSomeHistory()
+        var changed = makeItems(40)
+        changed[17].key = "replaced.jpg"
+        for other in [ShardPlan(items: changed, shardSize: 4), ShardPlan(items: makeItems(40), shardSize: 5)] {
+            XCTAssertThrowsError(try CoordinatorJournal.open(path: path, plan: other)) { error in
+                guard case let .planMismatch(errorPath, _)? = error as? JournalError else { return XCTFail("\(error)") }
+                XCTAssertEqual(errorPath, path)
+                XCTAssertTrue("\(error)".contains(path), "\(error)")
+            }
+        }
+        XCTAssertEqual(try CoordinatorJournal.open(path: path, plan: plan).committed, [0, 3, 7])
+    }
+
+    func testForeignFileIsRejected() throws {
+        try writeFile(Array("this is not a journal at all, just some text\n".utf8))
+        XCTAssertThrowsError(try CoordinatorJournal.open(path: path, plan: plan)) { error in
+            guard case .corrupt? = error as? JournalError else { return XCTFail("\(error)") }
+        }
+    }
+}
