@@ -41,7 +41,7 @@ let package = Package(
         .executableTarget(name: "FrameFuzz", dependencies: ["WireProtocol"]),
         .target(name: "FeatureCodec", dependencies: ["CLZ4", "WireProtocol"]),
         .target(name: "Coordination", dependencies: ["WireProtocol"]),
-        .target(name: "FeatureStore", dependencies: ["WireProtocol"]),
+        .target(name: "FeatureStore", dependencies: ["WireProtocol", "FeatureCodec"]),
         .target(name: "Transport", dependencies: ["CZMQ"]),
         .target(
             name: "ClusterRoles",

@@ -14,3 +14,6 @@ echo "### 20 ImageNet JPEGs (foolbox samples)"
 python3 Benchmarks/decode_vs_pillow.py --swift "$bin bench decode" .featstream/data/imagenet-samples/*.jpg
 echo "### 200 Fashion-MNIST PNGs"
 python3 Benchmarks/decode_vs_pillow.py --swift "$bin bench decode" $(ls .featstream/data/fashion-mnist-demo/imagefolder/val/*/*.png | head -200)
+echo
+echo "## The cluster: worker end-to-end, head ingest, codecs, wire bytes"
+python3 Benchmarks/cluster_bench.py --featstream "$bin"

@@ -39,6 +39,87 @@ public struct HeadStatistics: Codable, Sendable {
     public var payloadBytes = 0
     public var rawBytes = 0
     public var committedShards = 0
+    /// Frame bytes received on the data socket (headers, metadata and payload).
+    public var wireBytes = 0
+}
+
+/// The head's ingest path without sockets: payload decoding, deduplication and atomic shard commits.
+///
+/// `HeadService` feeds it every feature batch; `benchmarkIngest` feeds it frames from memory.
+public final class BatchIngest {
+    private let storeURL: URL
+    private let dtype: FeatureDTypeCode
+    private let log: RoleLog
+    /// The store, once the first batch fixed its dimension (or reopened from disk).
+    public private(set) var store: FeatureStore?
+    private var ledger: ShardLedger?
+    /// Counts of everything received.
+    public private(set) var statistics = HeadStatistics()
+
+    /// Reopens the store at `storeURL` if one exists; otherwise it is created by the first batch.
+    public init(storeURL: URL, dtype: FeatureDTypeCode, log: RoleLog) throws {
+        self.storeURL = storeURL
+        self.dtype = dtype
+        self.log = log
+        if FileManager.default.fileExists(atPath: storeURL.appendingPathComponent("store.json").path) {
+            let store = try FeatureStore.open(at: storeURL)
+            self.store = store
+            ledger = ShardLedger(dimension: store.dimension, committed: store.committedShards)
+            log.event("reopened store \(storeURL.path): \(store.committedShards.count) shards committed")
+        }
+    }
+
+    /// Shards durably in the store, ascending.
+    public var committedShards: [UInt32] { store.map { Array($0.committedShards).sorted() } ?? [] }
+
+    /// Takes one batch; returns the `shardCommitted` message to send when it completed a shard.
+    public func receive(_ batch: FeatureBatch) throws -> Message? {
+        statistics.batches += 1
+        statistics.rows += batch.offsets.count
+        statistics.payloadBytes += batch.payload.count
+        statistics.rawBytes += Int(batch.rawLength)
+        let features: [Float]
+        do {
+            features = try batch.payload.withUnsafeBytes {
+                try FeatureCodec.decode($0, dtype: batch.dtype, codec: batch.codec, rawLength: Int(batch.rawLength))
+            }
+        } catch {
+            statistics.corruptPayloads += 1
+            log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(error)")
+            return nil
+        }
+        if store == nil {
+            store = try FeatureStore.create(at: storeURL, dtype: dtype, dimension: Int(batch.dimension))
+            ledger = ShardLedger(dimension: Int(batch.dimension), committed: [])
+            log.event("created store \(storeURL.path) (\(batch.dimension)-d)")
+        }
+        let decoded = DecodedBatch(shardID: batch.shardID, attempt: batch.attempt, shardItemCount: batch.shardItemCount,
+                                   offsets: batch.offsets, indexes: batch.indexes, labels: batch.labels, keys: batch.keys,
+                                   deadLetters: batch.deadLetters, features: features)
+        switch ledger!.receive(decoded) {
+        case let .accepted(_, duplicates):
+            statistics.duplicateRows += duplicates
+        case .completed(let contents):
+            do {
+                _ = try store!.commit(contents, shardID: batch.shardID, attempt: batch.attempt)
+            } catch {
+                // Another attempt may still complete the shard; the store stays consistent either way.
+                ledger!.commitFailed(batch.shardID)
+                throw error
+            }
+            ledger!.markCommitted(batch.shardID)
+            statistics.committedShards += 1
+            statistics.deadLetters += contents.deadLetters.count
+            return .shardCommitted(shardID: batch.shardID, attempt: batch.attempt,
+                                   items: UInt32(contents.rowCount), deadLetters: UInt32(contents.deadLetters.count))
+        case .alreadyCommitted:
+            statistics.discardedBatches += 1
+        case .rejected(let reason):
+            statistics.rejectedBatches += 1
+            log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(reason)")
+        }
+        return nil
+    }
 }
 
 /// The head: verifies, decompresses and deduplicates feature batches, commits shards atomically to
@@ -51,24 +132,17 @@ public final class HeadService {
     private let context = ZMQContext()
     private let data: MessageSocket
     private let control: MessageSocket
-    private var store: FeatureStore?
-    private var ledger: ShardLedger?
+    private let ingest: BatchIngest
     /// Credits granted and not yet used, per worker identity.
     private var outstanding: [[UInt8]: UInt32] = [:]
     private var coordinatorEpoch: UInt64 = 0
     private var lastBeat: UInt64 = 0
     private var lastHello: UInt64 = 0
-    private(set) var statistics = HeadStatistics()
 
     /// Opens (or prepares to create) the store and binds the data socket.
     public init(options: HeadOptions) throws {
         self.options = options
-        if FileManager.default.fileExists(atPath: URL(fileURLWithPath: options.storePath).appendingPathComponent("store.json").path) {
-            let store = try FeatureStore.open(at: URL(fileURLWithPath: options.storePath))
-            self.store = store
-            ledger = ShardLedger(dimension: store.dimension, committed: store.committedShards)
-            log.event("reopened store \(options.storePath): \(store.committedShards.count) shards committed")
-        }
+        ingest = try BatchIngest(storeURL: URL(fileURLWithPath: options.storePath), dtype: options.dtype, log: log)
         let router = try ZMQSocket(context, .router, highWaterMark: 1000)
         try router.bind(options.bind)
         data = MessageSocket(router, log: log)
@@ -78,7 +152,7 @@ public final class HeadService {
         log.event("listening for features on \(options.bind); coordinator \(options.coordinator)")
     }
 
-    private var committed: [UInt32] { store.map { Array($0.committedShards).sorted() } ?? [] }
+    private var committed: [UInt32] { ingest.committedShards }
 
     /// Serves until the coordinator says the job is complete.
     public func run() throws -> HeadStatistics {
@@ -139,7 +213,7 @@ public final class HeadService {
             break
         case .featureBatch(let batch):
             if let have = outstanding[identity], have > 0 { outstanding[identity] = have - 1 }
-            try ingest(batch)
+            if let commit = try ingest.receive(batch) { control.send(commit) }
             outstanding[identity, default: 0] += 1
             data.send(.credit(epoch: epoch, grant: 1), to: identity)
         default:
@@ -147,52 +221,11 @@ public final class HeadService {
         }
     }
 
-    private func ingest(_ batch: FeatureBatch) throws {
-        statistics.batches += 1
-        statistics.rows += batch.offsets.count
-        statistics.payloadBytes += batch.payload.count
-        statistics.rawBytes += Int(batch.rawLength)
-        let features: [Float]
-        do {
-            features = try batch.payload.withUnsafeBytes {
-                try FeatureCodec.decode($0, dtype: batch.dtype, codec: batch.codec, rawLength: Int(batch.rawLength))
-            }
-        } catch {
-            statistics.corruptPayloads += 1
-            log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(error)")
-            return
-        }
-        if store == nil {
-            let created = try FeatureStore.create(at: URL(fileURLWithPath: options.storePath), dtype: options.dtype,
-                                                  dimension: Int(batch.dimension))
-            store = created
-            ledger = ShardLedger(dimension: Int(batch.dimension), committed: [])
-            log.event("created store \(options.storePath) (\(batch.dimension)-d)")
-        }
-        let decoded = DecodedBatch(shardID: batch.shardID, attempt: batch.attempt, shardItemCount: batch.shardItemCount,
-                                   offsets: batch.offsets, indexes: batch.indexes, labels: batch.labels, keys: batch.keys,
-                                   deadLetters: batch.deadLetters, features: features)
-        switch ledger!.receive(decoded) {
-        case let .accepted(_, duplicates):
-            statistics.duplicateRows += duplicates
-        case .completed(let contents):
-            _ = try store!.commit(contents, shardID: batch.shardID, attempt: batch.attempt)
-            ledger!.markCommitted(batch.shardID)
-            statistics.committedShards += 1
-            statistics.deadLetters += contents.deadLetters.count
-            control.send(.shardCommitted(shardID: batch.shardID, attempt: batch.attempt,
-                                         items: UInt32(contents.indexes.count), deadLetters: UInt32(contents.deadLetters.count)))
-        case .alreadyCommitted:
-            statistics.discardedBatches += 1
-        case .rejected(let reason):
-            statistics.rejectedBatches += 1
-            log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(reason)")
-        }
-    }
-
     private func finish() -> HeadStatistics {
+        var statistics = ingest.statistics
         statistics.rejectedFrames = data.counters.rejectedTotal + control.counters.rejectedTotal
-        if let store {
+        statistics.wireBytes = data.counters.bytesIn
+        if let store = ingest.store {
             let url = URL(fileURLWithPath: options.storePath).appendingPathComponent("ingest.json")
             if let json = try? JSONEncoder().encode(statistics) { try? json.write(to: url, options: .atomic) }
             log.event("store: \(store.inspect().description.replacingOccurrences(of: "\n", with: "; "))")

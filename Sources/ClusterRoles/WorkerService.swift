@@ -56,6 +56,9 @@ public final class WorkerService {
     /// Bytes of feature payload sent, and the raw bytes they stand for.
     public private(set) var sentPayload = 0
     public private(set) var sentRaw = 0
+    /// Images (features and dead letters) extracted, and the wall time spent on shards.
+    public private(set) var imagesDone = 0
+    public private(set) var shardSeconds = 0.0
 
     /// Loads the model and dataset and connects to the coordinator.
     public init(options: WorkerOptions) throws {
@@ -94,6 +97,11 @@ public final class WorkerService {
         } catch WorkerStop.shutdown(let reason) {
             log.event("shutdown: \(reason)")
         }
+        if imagesDone > 0 {
+            log.event(String(format: "extracted %d images in %.2f s on shards: %.1f img/s; %.2f MB of features sent (%.2fx smaller than f32)",
+                             imagesDone, shardSeconds, Double(imagesDone) / shardSeconds, Double(sentPayload) / 1e6,
+                             Double(sentRaw) / Double(max(sentPayload, 1))))
+        }
         var counters = control.counters
         if let data { counters.rejectedFrames.merge(data.counters.rejectedFrames, uniquingKeysWith: +) }
         return counters
@@ -121,6 +129,11 @@ public final class WorkerService {
         var offsets: [String: UInt32] = [:]
         for (offset, item) in items.enumerated() { offsets[item.key] = UInt32(offset) }
         var rows = 0, dead = 0
+        let started = Date()
+        defer {
+            shardSeconds += Date().timeIntervalSince(started)
+            imagesDone += rows + dead
+        }
         try extractor.extract(items, from: dataset, decodeThreads: options.decodeThreads) { batch in
             let (payload, rawLength) = batch.features.withUnsafeBufferPointer {
                 FeatureCodec.encode($0, dtype: options.dtype, codec: options.codec)

@@ -1,3 +1,4 @@
+import FeatureCodec
 import Foundation
 import WireProtocol
 
@@ -34,9 +35,8 @@ enum FeatureEncoding {
                     raw.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: i * 4, as: UInt32.self)
                 }
             case .f16:
-                for (i, value) in values.enumerated() {
-                    raw.storeBytes(of: Float16(value).bitPattern.littleEndian, toByteOffset: i * 2, as: UInt16.self)
-                }
+                // The scalar Float16 initializer is a library call per value; this path is vectorised.
+                values.withUnsafeBufferPointer { HalfConversion.toHalf($0.baseAddress!, into: raw.baseAddress!, count: values.count) }
             }
         }
         return data
@@ -53,7 +53,10 @@ enum FeatureEncoding {
             case .f32:
                 (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
             case .f16:
-                (0..<count).map { Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))) }
+                [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                    HalfConversion.toFloat(raw.baseAddress!, into: buffer.baseAddress!, count: count)
+                    initialized = count
+                }
             }
         }
         if let result = bytes.withContiguousStorageIfAvailable({ decode(UnsafeRawBufferPointer($0)) }) {
@@ -115,23 +118,3 @@ enum FeatureEncoding {
     }
 }
 
-/// CRC-32 (IEEE 802.3, as zlib and `cksum -o 3`), so stored checksums can be checked with common tools.
-enum CRC32 {
-    private static let table: [UInt32] = (0..<256).map { n -> UInt32 in
-        var c = UInt32(n)
-        for _ in 0..<8 { c = (c & 1) != 0 ? (0xEDB8_8320 ^ (c >> 1)) : (c >> 1) }
-        return c
-    }
-
-    static func checksum(_ data: Data) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        table.withUnsafeBufferPointer { table in
-            data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
-                for byte in bytes {
-                    crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8)
-                }
-            }
-        }
-        return crc ^ 0xFFFF_FFFF
-    }
-}

@@ -143,7 +143,7 @@ public final class FeatureStore {
 
     /// Opens an existing store: validates `store.json`, deletes temporary directories left by interrupted
     /// commits, and verifies every shard's `meta.json` against its file sizes (and, when `verifyChecksums`
-    /// is true, against the CRC-32 of every file). Throws naming the first shard that fails.
+    /// is true, against the CRC-32C of every file). Throws naming the first shard that fails.
     public static func open(at root: URL, verifyChecksums: Bool = false) throws -> FeatureStore {
         let fileManager = FileManager.default
         let manifestURL = root.appendingPathComponent("store.json")
@@ -224,8 +224,8 @@ public final class FeatureStore {
             guard let size else { throw corrupt("\(file) is missing") }
             guard size == digest.bytes else { throw corrupt("\(file) has \(size) bytes, meta.json says \(digest.bytes)") }
             if checksums {
-                let crc = CRC32.checksum(try Data(contentsOf: fileURL, options: .alwaysMapped))
-                guard crc == digest.crc32 else { throw corrupt("\(file) CRC-32 \(crc) ≠ \(digest.crc32) in meta.json") }
+                let crc = try Data(contentsOf: fileURL, options: .alwaysMapped).withUnsafeBytes { CRC32C.checksum($0) }
+                guard crc == digest.crc32c else { throw corrupt("\(file) CRC-32C \(crc) ≠ \(digest.crc32c) in meta.json") }
             }
         }
         return meta
@@ -271,7 +271,7 @@ public final class FeatureStore {
         var files: [String: FileDigest] = [:]
         func store(_ data: Data, as file: String) throws {
             try Durable.writeFile(data, to: staging.appendingPathComponent(file))
-            files[file] = FileDigest(bytes: data.count, crc32: CRC32.checksum(data))
+            files[file] = FileDigest(bytes: data.count, crc32c: data.withUnsafeBytes { CRC32C.checksum($0) })
         }
         try store(FeatureEncoding.littleEndianBytes(of: contents.features, dtype: dtype), as: Self.featuresFile)
         commitStageObserver?(.featuresWritten)
@@ -507,7 +507,7 @@ struct StoreManifest: Codable {
 
 struct FileDigest: Codable, Equatable {
     var bytes: Int
-    var crc32: UInt32
+    var crc32c: UInt32
 }
 
 struct ShardMeta: Codable, Equatable {

@@ -186,6 +186,13 @@ public struct ShardLedger: Sendable {
             // Evict before inserting so the bound holds even transiently.
             while attempts.count >= maxOpenAttempts { evictLeastRecentlyTouched() }
             partial = PartialAttempt(shardItemCount: batch.shardItemCount, lastTouched: clock)
+            // One allocation per attempt instead of repeated regrowth while rows stream in.
+            let expectedRows = Int(batch.shardItemCount)
+            partial.features.reserveCapacity(expectedRows * dimension)
+            partial.indexes.reserveCapacity(expectedRows)
+            partial.labels.reserveCapacity(expectedRows)
+            partial.keys.reserveCapacity(expectedRows)
+            partial.rowSlotByOffset.reserveCapacity(expectedRows)
         }
         partial.lastTouched = clock
 
@@ -259,6 +266,13 @@ public struct ShardLedger: Sendable {
 
     private func contents(of partial: PartialAttempt) -> ShardContents {
         let ordered = partial.rowSlotByOffset.sorted { $0.key < $1.key }
+        let deadLetters = partial.deadLetterByOffset.values.sorted { $0.offset < $1.offset }
+        if ordered.enumerated().allSatisfy({ $0.offset == $0.element.value }) {
+            // Rows arrived in offset order (the usual case): the buffers are already sorted, no copy needed.
+            return ShardContents(shardItemCount: partial.shardItemCount, dimension: dimension, offsets: ordered.map(\.key),
+                                 indexes: partial.indexes, labels: partial.labels, keys: partial.keys,
+                                 features: partial.features, deadLetters: deadLetters)
+        }
         var features: [Float] = []
         features.reserveCapacity(ordered.count * dimension)
         for (_, slot) in ordered {
@@ -272,6 +286,6 @@ public struct ShardLedger: Sendable {
             labels: ordered.map { partial.labels[$0.value] },
             keys: ordered.map { partial.keys[$0.value] },
             features: features,
-            deadLetters: partial.deadLetterByOffset.values.sorted { $0.offset < $1.offset })
+            deadLetters: deadLetters)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Backbone
+import ClusterRoles
 import Extraction
 import FeatureCodec
 import Foundation
@@ -10,7 +11,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure this machine: backbone, decode+preprocess and feature codecs.",
         discussion: "Benchmarks/run.sh compares these against onnxruntime and Pillow in one run.",
-        subcommands: [Backbone.self, Decode.self, Codec.self]
+        subcommands: [Backbone.self, Decode.self, Codec.self, Ingest.self]
     )
 
     struct Backbone: ParsableCommand {
@@ -77,6 +78,30 @@ struct Bench: ParsableCommand {
             guard array.shape.count == 2 else { throw ValidationError("expected [rows, dimension], got shape \(array.shape)") }
             let reports = benchmarkCodecs(features: array.values, dimension: array.shape[1], seconds: seconds, batchRows: batchRows)
             print(CodecReport.table(reports))
+        }
+    }
+
+    struct Ingest: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Head ingest vectors/s on one thread: frame decode, LZ4, dedup and fsync'd shard commits.")
+
+        @Option(help: "features.npy from `featstream extract` ([rows, dimension] float32).") var features: String
+        @Option(help: "Vectors to ingest (real features, cycled).") var vectors = 200_000
+        @Option(help: "Rows per feature batch, as workers send them.") var batchRows = 16
+        @Option(help: "Items per shard (one fsync'd commit each).") var shardSize = 1024
+        @Option(help: "f16 or f32 on the wire.") var dtype = "f16"
+
+        func run() throws {
+            let array = try NumpyArray(contentsOf: URL(fileURLWithPath: features))
+            guard array.shape.count == 2 else { throw ValidationError("expected [rows, dimension], got shape \(array.shape)") }
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("featstream-ingest-\(getpid())")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let result = try benchmarkIngest(features: array.values, dimension: array.shape[1], vectors: vectors,
+                                             rowsPerBatch: batchRows, shardSize: shardSize, dtype: try parseDType(dtype),
+                                             directory: directory)
+            print(String(format: "{\"vectors\": %d, \"dimension\": %d, \"seconds\": %.3f, \"vectorsPerSecond\": %.0f, \"wireBytesPerVector\": %.1f, \"ratioVersusRawF32\": %.2f}",
+                         result.vectors, array.shape[1], result.seconds, result.vectorsPerSecond, result.wireBytesPerVector,
+                         result.ratioVersusRawF32))
         }
     }
 }

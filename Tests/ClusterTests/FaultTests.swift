@@ -128,6 +128,71 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(stats.corruptPayloads, 1)
     }
 
+    /// SIGTERM makes a worker finish (or hand back) its shard and exit cleanly; the job still completes exactly once.
+    func testSIGTERMDrainsAWorker() throws {
+        try cluster.startCoordinator()
+        try cluster.startHead()
+        try cluster.startWorker("w0")
+        try cluster.startWorker("w1")
+        cluster.waitForCommittedShards(3)
+        let worker = cluster.workers["w0"]!
+        kill(worker.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(30)
+        while worker.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertFalse(worker.isRunning, "worker ignored SIGTERM\n\(cluster.logTails())")
+        XCTAssertEqual(worker.terminationStatus, 0, cluster.logTails())
+        XCTAssertTrue(cluster.log("w0").contains("drained after SIGTERM"), cluster.log("w0"))
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+    }
+
+    /// A worker fed garbage by its coordinator and its head rejects and counts it, and keeps working.
+    func testWorkerRejectsGarbageFromBothPeers() throws {
+        let context = ZMQContext()
+        let fakeCoordinator = try ZMQSocket(context, .router)
+        try fakeCoordinator.bind(cluster.control)
+        let fakeHead = try ZMQSocket(context, .router)
+        try fakeHead.bind(cluster.data)
+        try cluster.startWorker("w0")
+        func receive(_ socket: ZMQSocket, timeout: TimeInterval = 30) throws -> (identity: [UInt8], message: Message)? {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if try waitForInput([socket], timeoutMs: 100)[0], let frames = try socket.receive(), frames.count == 2,
+                   let message = try? FrameCodec.decode(frames[1]) {
+                    return (frames[0], message)
+                }
+            }
+            return nil
+        }
+        // Wait for the worker's hello, answer with garbage first, then a real welcome.
+        var hello: (identity: [UInt8], message: Message)?
+        repeat { hello = try receive(fakeCoordinator) } while hello != nil && !isHello(hello!.message)
+        let worker = try XCTUnwrap(hello, "the worker never said hello\n\(cluster.logTails())")
+        for frame in malformedFrames() { _ = try fakeCoordinator.send([worker.identity, frame]) }
+        _ = try fakeCoordinator.send([worker.identity, FrameCodec.encode(.welcome(epoch: 1, headAddress: cluster.data,
+                                                                                 heartbeatIntervalMs: 200, deadAfterBeats: 50))])
+        // On the data plane: garbage in reply to its hello, then a credit and a heartbeat.
+        var dataHello: (identity: [UInt8], message: Message)?
+        repeat { dataHello = try receive(fakeHead) } while dataHello != nil && !isHello(dataHello!.message)
+        let streamer = try XCTUnwrap(dataHello, "the worker never opened a data session\n\(cluster.logTails())")
+        for frame in malformedFrames() { _ = try fakeHead.send([streamer.identity, frame]) }
+        _ = try fakeHead.send([streamer.identity, FrameCodec.encode(.credit(epoch: 2, grant: 1))])
+        Thread.sleep(forTimeInterval: 1)
+        XCTAssertTrue(cluster.workers["w0"]!.isRunning, cluster.logTails())
+        // It still obeys a well-formed shutdown.
+        _ = try fakeCoordinator.send([worker.identity, FrameCodec.encode(.shutdown(reason: "test over"))])
+        let deadline = Date().addingTimeInterval(20)
+        while cluster.workers["w0"]!.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertEqual(cluster.workers["w0"]!.terminationStatus, 0, cluster.logTails())
+        let rejected = cluster.log("w0").components(separatedBy: "rejected frame").count - 1
+        XCTAssertGreaterThanOrEqual(rejected, 2 * (malformedFrames().count - 1), cluster.log("w0"))
+    }
+
+    func isHello(_ message: Message) -> Bool {
+        if case .hello = message { return true }
+        return false
+    }
+
     func malformedFrames() -> [[UInt8]] {
         let valid = FrameCodec.encode(.heartbeat(epoch: 7, sequence: 1))
         var badVersion = valid

@@ -153,7 +153,7 @@ final class FeatureStoreTests: XCTestCase {
         try bytes.write(to: indexes)
         XCTAssertNoThrow(try FeatureStore.open(at: root), "sizes alone still match")
         XCTAssertThrowsError(try FeatureStore.open(at: root, verifyChecksums: true)) { error in
-            XCTAssertTrue("\(error)".contains("indexes.bin CRC-32"), "\(error)")
+            XCTAssertTrue("\(error)".contains("indexes.bin CRC-32C"), "\(error)")
         }
     }
 

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""The cluster's benchmarks from one run: worker end-to-end vs backbone-only, head ingest, codecs, wire bytes.
+
+- Worker end-to-end: `featstream run --workers 1` on the Fashion-MNIST demo train split (the worker logs
+  images/s over the time it spent on shards), alternated with `featstream bench backbone` at the same
+  batch and threads, median of the rounds; the ratio is end-to-end / backbone-only.
+- Head ingest: `featstream bench ingest` pinned to one core (frame decode, CRC, LZ4, dedup, fsync'd commits).
+- Codecs: `featstream bench codec` on real Lite0 features of the demo subset.
+- Wire bytes per vector: from the head's ingest.json of the end-to-end run (frame bytes / rows).
+
+Usage: python3 Benchmarks/cluster_bench.py --featstream .build/release/featstream [--rounds 3]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HOME = os.environ.get("FEATSTREAM_HOME") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".featstream")
+MODEL = os.path.join(HOME, "models", "efficientnet-lite0")
+DATA = os.path.join(HOME, "data", "fashion-mnist-demo", "imagefolder")
+
+
+def backbone(featstream, threads):
+    out = subprocess.run([featstream, "bench", "backbone", "--model", MODEL, "--batch", "16", "--threads", str(threads),
+                          "--seconds", "4"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["imagesPerSecond"]
+
+
+def end_to_end(featstream, scratch):
+    out_dir = os.path.join(scratch, "run")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    run = subprocess.run([featstream, "run", "--model", MODEL, "--data", DATA, "--split", "train", "--workers", "1",
+                          "--batch", "16", "--shard-size", "128", "--out", out_dir],
+                         check=True, capture_output=True, text=True)
+    match = re.search(r"extracted (\d+) images in ([0-9.]+) s on shards: ([0-9.]+) img/s", run.stderr)
+    if not match:
+        sys.exit("no worker rate in the run's log:\n" + run.stderr[-2000:])
+    ingest = json.load(open(os.path.join(out_dir, "store", "ingest.json")))
+    return float(match.group(3)), ingest["wireBytes"] / max(ingest["rows"], 1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--featstream", required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    threads = os.cpu_count() or 2
+    scratch = tempfile.mkdtemp(prefix="featstream-bench-")
+    try:
+        e2e, bb, wire = [], [], []
+        for _ in range(args.rounds):
+            bb.append(backbone(args.featstream, threads))
+            rate, per_vector = end_to_end(args.featstream, scratch)
+            e2e.append(rate)
+            wire.append(per_vector)
+        b, e = statistics.median(bb), statistics.median(e2e)
+        print("| what | measured | goal |")
+        print("|---|---|---|")
+        print(f"| worker end-to-end, Lite0, batch 16, {threads} threads | {e:.1f} img/s = **{e / b:.2f}x** backbone-only ({b:.1f} img/s) | >= 0.9x |")
+        print(f"| wire bytes per 1280-d vector (f16 + shuffle + LZ4, frames included) | {statistics.median(wire):.0f} B (raw f32: 5120 B) | reported |")
+
+        features = os.path.join(scratch, "features")
+        subprocess.run([args.featstream, "extract", "--model", MODEL, "--data", DATA, "--out", features],
+                       check=True, capture_output=True)
+        npy = os.path.join(features, "features.npy")
+        ingest = subprocess.run(["taskset", "-c", "0", args.featstream, "bench", "ingest", "--features", npy,
+                                 "--vectors", "200000"], check=True, capture_output=True, text=True).stdout
+        result = json.loads(ingest.strip().splitlines()[-1])
+        print(f"| head ingest, 1280-d f16 + shuffle + LZ4, one core, fsync'd 1024-item shards | "
+              f"{result['vectorsPerSecond']:.0f} vectors/s | >= 200k/s |")
+        print()
+        print(subprocess.run([args.featstream, "bench", "codec", "--features", npy], check=True,
+                             capture_output=True, text=True).stdout)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

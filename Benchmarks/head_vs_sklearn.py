@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Accuracy and wall time of scikit-learn's LogisticRegression on `featstream extract` output.
+
+The reference for `featstream bench train`: same features, same standardization, same objective.
+Our `l2` and scikit-learn's `C` describe the same objective when C = 1 / (l2 * n_train)
+(scikit-learn minimises 0.5*||W||^2 + C * sum_i CE_i; HeadTraining minimises
+mean_i CE_i + l2/2 * ||W||^2, the former divided by C * n_train).
+
+    python3 Benchmarks/head_vs_sklearn.py --train /tmp/ht-train --test /tmp/ht-val --l2 1e-3
+
+Prints one JSON line. `seconds` covers StandardScaler.fit/transform of the training set plus
+LogisticRegression.fit, the same span the Swift side times; reported as the minimum and the
+median over --repeats runs.
+"""
+import argparse
+import csv
+import json
+import os
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+
+def load(folder):
+    """features.npy rows with the labels metadata.csv gives them (matched on its `row` column)."""
+    features = np.load(os.path.join(folder, "features.npy")).astype(np.float32, copy=False)
+    if features.ndim != 2:
+        raise SystemExit(f"{folder}/features.npy: expected [rows, dimension], got {features.shape}")
+    labels = np.full(features.shape[0], -1, dtype=np.int64)
+    with open(os.path.join(folder, "metadata.csv"), newline="") as handle:
+        for record in csv.DictReader(handle):
+            labels[int(record["row"])] = int(record["label"])
+    if (labels < 0).any():
+        raise SystemExit(f"{folder}: feature row {int(np.argmax(labels < 0))} has no metadata line")
+    return features, labels
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", required=True, help="extract output folder for training")
+    parser.add_argument("--test", required=True, help="extract output folder for testing")
+    parser.add_argument("--l2", type=float, default=1e-4, help="HeadTraining l2; C = 1/(l2*n_train)")
+    parser.add_argument("--tol", type=float, default=1e-4, help="lbfgs gradient tolerance (sklearn default)")
+    parser.add_argument("--max-iter", type=int, default=1000,
+                        help="lbfgs iterations (sklearn's default 100 often stops before convergence)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="limit BLAS threads via threadpoolctl when installed")
+    args = parser.parse_args()
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.exceptions import ConvergenceWarning
+
+    x_train, y_train = load(args.train)
+    x_test, y_test = load(args.test)
+    c = 1.0 / (args.l2 * x_train.shape[0])
+
+    limiter = None
+    if args.threads is not None:
+        try:
+            from threadpoolctl import threadpool_limits
+            limiter = threadpool_limits(limits=args.threads)
+        except ImportError:
+            pass
+
+    times, converged = [], True
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        scaler = StandardScaler().fit(x_train)
+        xs = scaler.transform(x_train)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model = LogisticRegression(C=c, solver="lbfgs", tol=args.tol, max_iter=args.max_iter).fit(xs, y_train)
+        times.append(time.perf_counter() - start)
+        converged = converged and not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+    accuracy = float((model.predict(scaler.transform(x_test)) == y_test).mean())
+    # The objective in HeadTraining's scale, to compare the optimum reached.
+    probabilities = model.predict_proba(xs)
+    cross_entropy = float(-np.log(probabilities[np.arange(len(y_train)), np.searchsorted(model.classes_, y_train)]).mean())
+    objective = cross_entropy + 0.5 * args.l2 * float((model.coef_.astype(np.float64) ** 2).sum())
+    print(json.dumps({
+        "impl": "sklearn", "accuracy": round(accuracy, 4),
+        "seconds_min": round(min(times), 4), "seconds_median": round(statistics.median(times), 4),
+        "iterations": int(np.max(model.n_iter_)), "converged": converged,
+        "train_loss": round(cross_entropy, 6), "objective": round(objective, 6),
+        "C": c, "l2": args.l2, "train_rows": int(x_train.shape[0]), "test_rows": int(x_test.shape[0]),
+        "dimension": int(x_train.shape[1]),
+    }))
+    if limiter is not None:
+        limiter.unregister() if hasattr(limiter, "unregister") else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+import FeatureCodec
+import Foundation
+import WireProtocol
+
+/// What `benchmarkIngest` measured.
+public struct IngestBenchmark: Sendable {
+    public var vectors: Int
+    public var seconds: Double
+    public var vectorsPerSecond: Double { Double(vectors) / seconds }
+    /// Frame bytes per vector, all headers and metadata included.
+    public var wireBytesPerVector: Double
+    /// Raw f32 bytes per vector over frame bytes per vector.
+    public var ratioVersusRawF32: Double
+}
+
+/// Head ingest on one thread, sockets aside: frame decode, CRC, payload decode, deduplication and
+/// atomic shard commits (with fsync) into a fresh store under `directory`.
+///
+/// Frames are built beforehand from `features` (real vectors, cycled to reach `vectors`), so only
+/// the head's own work is timed.
+public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, rowsPerBatch: Int = 16,
+                            shardSize: Int = 1024, dtype: FeatureDTypeCode = .f16, codec: CodecID = .shuffleLZ4,
+                            directory: URL) throws -> IngestBenchmark {
+    let available = features.count / dimension
+    precondition(available > 0 && rowsPerBatch > 0 && shardSize % rowsPerBatch == 0)
+    var frames: [[UInt8]] = []
+    var wireBytes = 0
+    var produced = 0
+    while produced < vectors {
+        let rows = min(rowsPerBatch, vectors - produced)
+        var values = [Float]()
+        values.reserveCapacity(rows * dimension)
+        for row in 0..<rows {
+            let source = (produced + row) % available
+            values.append(contentsOf: features[(source * dimension)..<((source + 1) * dimension)])
+        }
+        let (payload, rawLength) = values.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: dtype, codec: codec) }
+        let shard = produced / shardSize
+        let offsets = (0..<rows).map { UInt32((produced + $0) % shardSize) }
+        let shardItems = min(shardSize, vectors - shard * shardSize)
+        let batch = FeatureBatch(
+            shardID: UInt32(shard), attempt: 1, shardItemCount: UInt32(shardItems), offsets: offsets,
+            indexes: (0..<rows).map { UInt64(produced + $0) }, labels: (0..<rows).map { Int32(($0 + produced) % 10) },
+            keys: (0..<rows).map { "train/\(($0 + produced) % 10)/\(String(format: "%05d", produced + $0)).png" },
+            deadLetters: [], dtype: dtype, dimension: UInt32(dimension), codec: codec, rawLength: UInt32(rawLength),
+            payload: payload)
+        let frame = FrameCodec.encode(.featureBatch(batch))
+        wireBytes += frame.count
+        frames.append(frame)
+        produced += rows
+    }
+    let ingest = try BatchIngest(storeURL: directory, dtype: dtype, log: RoleLog(role: "bench"))
+    let start = Date()
+    for frame in frames {
+        guard case .featureBatch(let batch) = try FrameCodec.decode(frame) else { fatalError("not a feature batch") }
+        _ = try ingest.receive(batch)
+    }
+    let seconds = Date().timeIntervalSince(start)
+    precondition(ingest.statistics.committedShards == (vectors + shardSize - 1) / shardSize, "every shard must commit")
+    let perVector = Double(wireBytes) / Double(vectors)
+    return IngestBenchmark(vectors: vectors, seconds: seconds, wireBytesPerVector: perVector,
+                           ratioVersusRawF32: Double(dimension * 4) / perVector)
+}
