@@ -43,6 +43,9 @@ let package = Package(
         .target(name: "Coordination", dependencies: ["WireProtocol"]),
         .target(name: "FeatureStore", dependencies: ["WireProtocol", "FeatureCodec"]),
         .target(name: "Transport", dependencies: ["CZMQ"]),
+
+        // MARK: The trained head: exports and reports
+        .target(name: "HeadExport", dependencies: ["ONNXProto"]),
         .target(
             name: "ClusterRoles",
             dependencies: ["Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput"]
@@ -63,6 +66,7 @@ let package = Package(
         .testTarget(name: "FeatureCodecTests", dependencies: ["FeatureCodec", "WireProtocol"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "WireProtocol"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "WireProtocol"]),
+        .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto"]),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat"]

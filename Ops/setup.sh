@@ -29,7 +29,7 @@ done
 
 APT_PACKAGES=(
   libzmq3-dev liblz4-dev libdnnl-dev libturbojpeg0-dev libpng-dev libopenblas-dev
-  protobuf-compiler libonnx-dev dataset-fashion-mnist
+  protobuf-compiler libonnx-dev dataset-fashion-mnist chromium
 )
 # Pinned to the versions the goldens were generated and checked with; a different
 # onnxruntime or Pillow changes reference numbers and preprocessed pixels.

@@ -41,6 +41,8 @@ public struct HeadStatistics: Codable, Sendable {
     public var committedShards = 0
     /// Frame bytes received on the data socket (headers, metadata and payload).
     public var wireBytes = 0
+    /// Feature rows received per worker per second since the head started: `[worker: [second: rows]]`.
+    public var rowsPerSecond: [String: [Int: Int]] = [:]
 }
 
 /// The head's ingest path without sockets: payload decoding, deduplication and atomic shard commits.
@@ -133,9 +135,13 @@ public final class HeadService {
     private let data: MessageSocket
     private let control: MessageSocket
     private let ingest: BatchIngest
+    private var throughput: [String: [Int: Int]] = [:]
     /// Credits granted and not yet used, per worker identity.
     private var outstanding: [[UInt8]: UInt32] = [:]
     private var coordinatorEpoch: UInt64 = 0
+    /// Worker names by data-socket identity, from their data-plane hello.
+    private var workerNames: [[UInt8]: String] = [:]
+    private let started = Date()
     private var lastBeat: UInt64 = 0
     private var lastHello: UInt64 = 0
 
@@ -204,6 +210,7 @@ public final class HeadService {
     private func handleData(_ message: Message, from identity: [UInt8]) throws {
         switch message {
         case .hello(let workerID, _, _, _):
+            workerNames[identity] = workerID
             let have = outstanding[identity] ?? 0
             let grant = options.creditWindow > have ? options.creditWindow - have : 0
             outstanding[identity] = have + grant
@@ -214,6 +221,8 @@ public final class HeadService {
         case .featureBatch(let batch):
             if let have = outstanding[identity], have > 0 { outstanding[identity] = have - 1 }
             if let commit = try ingest.receive(batch) { control.send(commit) }
+            let second = Int(Date().timeIntervalSince(started))
+            throughput[workerNames[identity] ?? "unknown", default: [:]][second, default: 0] += batch.offsets.count
             outstanding[identity, default: 0] += 1
             data.send(.credit(epoch: epoch, grant: 1), to: identity)
         default:
@@ -225,6 +234,7 @@ public final class HeadService {
         var statistics = ingest.statistics
         statistics.rejectedFrames = data.counters.rejectedTotal + control.counters.rejectedTotal
         statistics.wireBytes = data.counters.bytesIn
+        statistics.rowsPerSecond = throughput
         if let store = ingest.store {
             let url = URL(fileURLWithPath: options.storePath).appendingPathComponent("ingest.json")
             if let json = try? JSONEncoder().encode(statistics) { try? json.write(to: url, options: .atomic) }

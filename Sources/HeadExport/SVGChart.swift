@@ -21,16 +21,18 @@ enum SVGChart {
         guard !finite.isEmpty else {
             return svg + "<text x=\"\(f(width / 2))\" y=\"\(f(height / 2))\" text-anchor=\"middle\" font-size=\"13\" style=\"fill:#616e7c\">no data</text></svg>"
         }
-        var xTicks = niceTicks(lower: finite.map(\.x).min()!, upper: finite.map(\.x).max()!)
-        if integerX {
-            xTicks = xTicks.filter { $0 == $0.rounded() }
-            if xTicks.isEmpty { xTicks = [finite[0].x.rounded()] }
-        }
+        // The x axis spans exactly the data (time and epochs have no "nice" end worth empty space);
+        // the y axis extends to round ticks so gridlines label the values.
+        let xLower = finite.map(\.x).min()!, xUpper = finite.map(\.x).max()!
+        let xRange = xUpper > xLower ? (xLower, xUpper) : (xLower - 0.5, xLower + 0.5)
+        let slack = (xRange.1 - xRange.0) * 1e-9
+        var xTicks = niceTicks(lower: xRange.0, upper: xRange.1).filter { $0 >= xRange.0 - slack && $0 <= xRange.1 + slack }
+        if integerX { xTicks = xTicks.filter { $0 == $0.rounded() } }
+        if xTicks.isEmpty { xTicks = xUpper > xLower ? [xLower, xUpper] : [xLower] }
         let yTicks = niceTicks(lower: yStartsAtZero ? min(0, finite.map(\.y).min()!) : finite.map(\.y).min()!, upper: finite.map(\.y).max()!)
-        let xRange = (xTicks.first!, max(xTicks.last!, xTicks.first! + 1e-12))
         let yRange = (yTicks.first!, max(yTicks.last!, yTicks.first! + 1e-12))
         func px(_ x: Double) -> Double {
-            xRange.1 == xRange.0 ? left + plotWidth / 2 : left + (x - xRange.0) / (xRange.1 - xRange.0) * plotWidth
+            left + (x - xRange.0) / (xRange.1 - xRange.0) * plotWidth
         }
         func py(_ y: Double) -> Double {
             top + plotHeight - (y - yRange.0) / (yRange.1 - yRange.0) * plotHeight
@@ -105,11 +107,18 @@ enum SVGChart {
         svg += "<defs><linearGradient id=\"heat-scale\" x1=\"0\" y1=\"1\" x2=\"0\" y2=\"0\"><stop offset=\"0\" stop-color=\"\(shade(0))\"/><stop offset=\"0.5\" stop-color=\"\(shade(0.5))\"/><stop offset=\"1\" stop-color=\"\(shade(1))\"/></linearGradient></defs>"
         svg += "<text x=\"\(f(left + cell * Double(n) / 2))\" y=\"16\" text-anchor=\"middle\" font-size=\"12\" font-weight=\"600\">predicted</text>"
         svg += "<text transform=\"translate(12 \(f(top + cell * Double(n) / 2))) rotate(-90)\" text-anchor=\"middle\" font-size=\"12\" font-weight=\"600\">true</text>"
+        // With many classes, drawing every empty cell would make the page grow with n² (a million
+        // rects for ImageNet); one background rect stands in for all the zeros instead.
+        let drawsEmptyCells = n <= 60
+        if !drawsEmptyCells {
+            svg += "<rect x=\"\(f(left))\" y=\"\(f(top))\" width=\"\(f(cell * Double(n)))\" height=\"\(f(cell * Double(n)))\" fill=\"\(shade(0))\"/>"
+        }
         for row in 0..<n {
             let counts = row < matrix.count ? matrix[row] : []
             let total = counts.reduce(0, +)
             for column in 0..<n {
                 let count = column < counts.count ? counts[column] : 0
+                if count == 0 && !drawsEmptyCells { continue }
                 let share = total > 0 ? Double(count) / Double(total) : 0
                 let x = left + Double(column) * cell, y = top + Double(row) * cell
                 svg += "<rect x=\"\(f(x))\" y=\"\(f(y))\" width=\"\(f(cell))\" height=\"\(f(cell))\" fill=\"\(shade(share))\" stroke=\"#ffffff\" stroke-width=\"\(cell >= 8 ? 1 : 0)\">"

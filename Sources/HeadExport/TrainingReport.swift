@@ -218,7 +218,7 @@ private struct ReportRenderer {
     h2 { font-size: 17px; margin: 0 0 12px; }
     section, .cards > div { background: var(--panel); border: 1px solid var(--line); border-radius: 8px; }
     section { padding: 16px 20px; margin: 0 0 16px; }
-    .cards { display: grid; grid-template-columns: repeat(4, 1fr); gap: 12px; margin-bottom: 16px; }
+    .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 12px; margin-bottom: 16px; }
     .cards > div { padding: 12px 16px; }
     .cards .value { font-size: 24px; font-weight: 600; }
     .cards .label { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }

@@ -35,7 +35,7 @@ final class ExportedHeadTests: XCTestCase {
     }
 
     func testProbabilitiesMatchAHandComputedHead() {
-        // Standardised x = [(3-1)/2, (0-0)/1] = [1, 0]; logits = [1·1 + 0, 0 + 1] = [1, 1] before ReLU-free single layer.
+        // Numbers small enough to follow by hand: standardised x = [1, 0], so both logits are 1.
         let head = ExportedHead(
             classNames: ["a", "b"], mean: [1, 0], std: [2, 1],
             layers: [DenseLayer(weights: [1, 0, 0, 1], bias: [0, 1], inputs: 2, outputs: 2)],
@@ -136,7 +136,8 @@ final class SafetensorsTests: XCTestCase {
 
     func testRejectsTruncatedAndForeignFiles() throws {
         let good = try SafetensorsWriter.encode(sampleHead(featureDimension: 3, hidden: nil, classes: 2, seed: 3))
-        XCTAssertThrowsError(try SafetensorsFile.parse(good.dropLast(4))) { XCTAssertTrue("\($0)".contains("cover")) }
+        XCTAssertThrowsError(try SafetensorsFile.parse(good.dropLast(4))) { XCTAssertTrue("\($0)".contains("outside"), "\($0)") }
+        XCTAssertThrowsError(try SafetensorsFile.parse(good + Data([0, 0, 0, 0]))) { XCTAssertTrue("\($0)".contains("cover"), "\($0)") }
         XCTAssertThrowsError(try SafetensorsFile.parse(Data([0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0]) + Data("{}".utf8)))
         XCTAssertThrowsError(try SafetensorsFile.parse(Data(good.prefix(5))))
         let f16 = #"{"x":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}"#
