@@ -46,6 +46,9 @@ let package = Package(
 
         // MARK: The trained head: exports and reports
         .target(name: "HeadExport", dependencies: ["ONNXProto"]),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        .target(name: "HeadTraining", dependencies: ["COpenBLAS"]),
+        .target(name: "HeadJob", dependencies: ["HeadTraining", "HeadExport", "FeatureStore", "Extraction", "ImageInput"]),
         .target(
             name: "ClusterRoles",
             dependencies: ["Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput"]
@@ -54,6 +57,7 @@ let package = Package(
             name: "featstream",
             dependencies: [
                 "Extraction", "Backbone", "ImageInput", "ClusterRoles", "FeatureStore", "FeatureCodec", "WireProtocol", "NumpyFormat",
+                "HeadJob", "HeadTraining", "HeadExport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -17,6 +17,8 @@ public struct HeadOptions: Sendable {
     /// Batches each worker may have in flight to this head.
     public var creditWindow: UInt32 = 4
     public var heartbeatMs: UInt64 = 500
+    /// Recorded in the store when it is created: backbone name and class names.
+    public var metadata = StoreMetadata()
 
     public init(bind: String, coordinator: String, storePath: String) {
         self.bind = bind
@@ -51,6 +53,7 @@ public struct HeadStatistics: Codable, Sendable {
 public final class BatchIngest {
     private let storeURL: URL
     private let dtype: FeatureDTypeCode
+    private let metadata: StoreMetadata
     private let log: RoleLog
     /// The store, once the first batch fixed its dimension (or reopened from disk).
     public private(set) var store: FeatureStore?
@@ -59,8 +62,9 @@ public final class BatchIngest {
     public private(set) var statistics = HeadStatistics()
 
     /// Reopens the store at `storeURL` if one exists; otherwise it is created by the first batch.
-    public init(storeURL: URL, dtype: FeatureDTypeCode, log: RoleLog) throws {
+    public init(storeURL: URL, dtype: FeatureDTypeCode, metadata: StoreMetadata = StoreMetadata(), log: RoleLog) throws {
         self.storeURL = storeURL
+        self.metadata = metadata
         self.dtype = dtype
         self.log = log
         if FileManager.default.fileExists(atPath: storeURL.appendingPathComponent("store.json").path) {
@@ -74,8 +78,9 @@ public final class BatchIngest {
     /// Shards durably in the store, ascending.
     public var committedShards: [UInt32] { store.map { Array($0.committedShards).sorted() } ?? [] }
 
-    /// Takes one batch; returns the `shardCommitted` message to send when it completed a shard.
-    public func receive(_ batch: FeatureBatch) throws -> Message? {
+    /// Takes one batch; when it completed a shard, returns the `shardCommitted` message to send and the
+    /// shard's contents (for the online training pass).
+    public func receive(_ batch: FeatureBatch) throws -> (commit: Message, contents: ShardContents)? {
         statistics.batches += 1
         statistics.rows += batch.offsets.count
         statistics.payloadBytes += batch.payload.count
@@ -91,7 +96,7 @@ public final class BatchIngest {
             return nil
         }
         if store == nil {
-            store = try FeatureStore.create(at: storeURL, dtype: dtype, dimension: Int(batch.dimension))
+            store = try FeatureStore.create(at: storeURL, dtype: dtype, dimension: Int(batch.dimension), metadata: metadata)
             ledger = ShardLedger(dimension: Int(batch.dimension), committed: [])
             log.event("created store \(storeURL.path) (\(batch.dimension)-d)")
         }
@@ -112,8 +117,9 @@ public final class BatchIngest {
             ledger!.markCommitted(batch.shardID)
             statistics.committedShards += 1
             statistics.deadLetters += contents.deadLetters.count
-            return .shardCommitted(shardID: batch.shardID, attempt: batch.attempt,
-                                   items: UInt32(contents.rowCount), deadLetters: UInt32(contents.deadLetters.count))
+            return (.shardCommitted(shardID: batch.shardID, attempt: batch.attempt,
+                                    items: UInt32(contents.rowCount), deadLetters: UInt32(contents.deadLetters.count)),
+                    contents)
         case .alreadyCommitted:
             statistics.discardedBatches += 1
         case .rejected(let reason):
@@ -129,12 +135,14 @@ public final class BatchIngest {
 /// `ShardLedger` and `FeatureStore`.
 public final class HeadService {
     let options: HeadOptions
-    let log = RoleLog(role: "head")
+    public let log = RoleLog(role: "head")
     let epoch = newEpoch()
     private let context = ZMQContext()
     private let data: MessageSocket
     private let control: MessageSocket
     private let ingest: BatchIngest
+    /// Called with every newly committed shard, after the commit is durable (the online training pass).
+    public var onCommit: ((ShardContents) -> Void)?
     private var throughput: [String: [Int: Int]] = [:]
     /// Credits granted and not yet used, per worker identity.
     private var outstanding: [[UInt8]: UInt32] = [:]
@@ -148,7 +156,8 @@ public final class HeadService {
     /// Opens (or prepares to create) the store and binds the data socket.
     public init(options: HeadOptions) throws {
         self.options = options
-        ingest = try BatchIngest(storeURL: URL(fileURLWithPath: options.storePath), dtype: options.dtype, log: log)
+        ingest = try BatchIngest(storeURL: URL(fileURLWithPath: options.storePath), dtype: options.dtype,
+                                 metadata: options.metadata, log: log)
         let router = try ZMQSocket(context, .router, highWaterMark: 1000)
         try router.bind(options.bind)
         data = MessageSocket(router, log: log)
@@ -159,6 +168,14 @@ public final class HeadService {
     }
 
     private var committed: [UInt32] { ingest.committedShards }
+
+    /// The file a head writes into its store when the coordinator declares the job complete.
+    public static let completeMarker = "job-complete"
+
+    /// Whether the store at `path` holds a finished job (so serving can be skipped).
+    public static func jobComplete(storePath: String) -> Bool {
+        FileManager.default.fileExists(atPath: URL(fileURLWithPath: storePath).appendingPathComponent(completeMarker).path)
+    }
 
     /// Serves until the coordinator says the job is complete.
     public func run() throws -> HeadStatistics {
@@ -198,6 +215,9 @@ public final class HeadService {
             }
         case .shutdown(let reason):
             log.event("shutdown: \(reason)")
+            // Recorded so that a head restarted after the job (say, killed while training) knows the store is whole.
+            let marker = URL(fileURLWithPath: options.storePath).appendingPathComponent(HeadService.completeMarker)
+            try? Data(reason.utf8).write(to: marker, options: .atomic)
             return true
         case .welcome:
             break
@@ -220,7 +240,10 @@ public final class HeadService {
             break
         case .featureBatch(let batch):
             if let have = outstanding[identity], have > 0 { outstanding[identity] = have - 1 }
-            if let commit = try ingest.receive(batch) { control.send(commit) }
+            if let (commit, contents) = try ingest.receive(batch) {
+                control.send(commit)
+                onCommit?(contents)
+            }
             let second = Int(Date().timeIntervalSince(started))
             throughput[workerNames[identity] ?? "unknown", default: [:]][second, default: 0] += batch.offsets.count
             outstanding[identity, default: 0] += 1

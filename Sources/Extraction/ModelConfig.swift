@@ -36,6 +36,8 @@ public struct ModelConfig: Codable, Sendable {
 
     /// The folder the config was read from; relative paths resolve against it.
     public private(set) var directory: URL = URL(fileURLWithPath: ".")
+    /// The absolute path of the config file itself.
+    public private(set) var configPath: String = ""
 
     private enum CodingKeys: String, CodingKey {
         case name, onnx, input, preprocess, featureNode, logitsNode, classes
@@ -70,7 +72,8 @@ public struct ModelConfig: Codable, Sendable {
         } catch let error as DecodingError {
             throw ModelConfigError(path: configURL.path, reason: "invalid model config: \(describe(error))")
         }
-        config.directory = configURL.deletingLastPathComponent()
+        config.directory = configURL.deletingLastPathComponent().standardizedFileURL
+        config.configPath = configURL.standardizedFileURL.path
         if url.pathExtension == "onnx" { config.onnx = url.path }
         try config.validate(at: configURL.path)
         return config

@@ -69,7 +69,7 @@ func parseCSV(_ text: String) -> [[String]] {
 /// which it runs with `C = 1 / (l2 · train.count)`. `gradientTolerance` is the L-BFGS stopping
 /// test, the same quantity as scikit-learn's `tol`.
 public func benchmarkTraining(train: LabeledFeatures, test: LabeledFeatures, l2: Float,
-                              threads: Int = 2, gradientTolerance: Float = 1e-4) throws -> (accuracy: Double, seconds: Double) {
+                              threads: Int = 1, gradientTolerance: Float = 1e-5) throws -> (accuracy: Double, seconds: Double) {
     var config = TrainingConfig()
     config.l2 = l2
     config.earlyStoppingPatience = nil

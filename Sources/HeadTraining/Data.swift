@@ -144,27 +144,54 @@ public struct Standardizer: Codable, Sendable, Equatable {
 
     /// Column statistics of already-validated values.
     static func fit(rows: [Float], count: Int, dimension: Int) -> Standardizer {
-        // Double accumulators and two passes: float32 single-pass variance loses all digits
-        // when a feature's mean is large relative to its spread.
+        // One pass of double-precision sums of x − x₀ and (x − x₀)², x₀ being the first row: the shift
+        // keeps E[x²] − E[x]² from cancelling when a feature's mean is large relative to its spread.
         var sum = [Double](repeating: 0, count: dimension)
-        rows.withUnsafeBufferPointer { x in
-            for row in 0..<count {
-                let base = row * dimension
-                for column in 0..<dimension { sum[column] += Double(x[base + column]) }
-            }
-        }
-        let mean = sum.map { $0 / Double(count) }
         var squares = [Double](repeating: 0, count: dimension)
         rows.withUnsafeBufferPointer { x in
-            for row in 0..<count {
-                let base = row * dimension
-                for column in 0..<dimension {
-                    let deviation = Double(x[base + column]) - mean[column]
-                    squares[column] += deviation * deviation
+            sum.withUnsafeMutableBufferPointer { sum in
+                squares.withUnsafeMutableBufferPointer { squares in
+                    for row in 0..<count {
+                        let base = row * dimension
+                        for column in 0..<dimension {
+                            let deviation = Double(x[base + column]) - Double(x[column])
+                            sum[column] += deviation
+                            squares[column] += deviation * deviation
+                        }
+                    }
                 }
             }
         }
-        return Standardizer(mean: mean.map { Float($0) }, std: squares.map { Float(($0 / Double(count)).squareRoot()) })
+        let n = Double(count)
+        var mean = [Float](repeating: 0, count: dimension)
+        var std = [Float](repeating: 0, count: dimension)
+        for column in 0..<dimension {
+            let shiftedMean = sum[column] / n
+            mean[column] = Float(Double(rows[column]) + shiftedMean)
+            std[column] = Float(max(0, squares[column] / n - shiftedMean * shiftedMean).squareRoot())
+        }
+        return Standardizer(mean: mean, std: std)
+    }
+
+    /// Standardized copy of already-validated rows, written in one pass (no copy-then-modify).
+    func standardized(_ features: [Float], dimension: Int) -> [Float] {
+        let scale = std.map { 1 / $0 }
+        return [Float](unsafeUninitializedCapacity: features.count) { destination, initialized in
+            features.withUnsafeBufferPointer { x in
+                mean.withUnsafeBufferPointer { mean in
+                    scale.withUnsafeBufferPointer { scale in
+                        var base = 0
+                        while base < x.count {
+                            for column in 0..<dimension {
+                                destination[base + column] = (x[base + column] - mean[column]) * scale[column]
+                            }
+                            base += dimension
+                        }
+                    }
+                }
+            }
+            initialized = features.count
+        }
     }
 
     /// Standardizes `features` (rows of `dimension` values) in place.
@@ -175,18 +202,7 @@ public struct Standardizer: Codable, Sendable, Equatable {
             throw TrainingError.malformedFeatures("\(features.count) values is not a whole number of \(dimension)-wide rows")
         }
         if let row = firstNonFiniteRow(features, dimension: dimension) { throw TrainingError.nonFiniteFeature(row: row) }
-        let scale = std.map { 1 / $0 }
-        features.withUnsafeMutableBufferPointer { x in
-            mean.withUnsafeBufferPointer { mean in
-                scale.withUnsafeBufferPointer { scale in
-                    var base = 0
-                    while base < x.count {
-                        for column in 0..<dimension { x[base + column] = (x[base + column] - mean[column]) * scale[column] }
-                        base += dimension
-                    }
-                }
-            }
-        }
+        features = standardized(features, dimension: dimension)
     }
 
     /// Standardizes the features of `data` in place; see `apply(_:dimension:)`.

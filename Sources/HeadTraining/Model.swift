@@ -192,55 +192,57 @@ struct Objective {
     func evaluate(parameters: UnsafePointer<Float>, x: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
                   sampleWeights: UnsafePointer<Float>?, rows: Int,
                   gradient: UnsafeMutablePointer<Float>?, workspace: Workspace) -> ObjectiveValue {
-        forward(parameters: parameters, x: x, rows: rows, workspace: workspace)
         let d = layout.dimension, k = layout.classCount
         let inverseRows = 1 / Double(rows)
         var lossSum = 0.0
         var correct = 0
-        workspace.logits.withUnsafeMutableBufferPointer { logits in
-            let z = logits.baseAddress!
-            for row in 0..<rows {
-                let base = z + row * k
-                let label = Int(labels[row])
-                var largest = base[0], best = 0
-                for column in 1..<k where base[column] > largest { largest = base[column]; best = column }
-                if best == label { correct += 1 }
-                // Subtracting the row maximum keeps every exp() ≤ 1, so nothing overflows; the label's
-                // shifted logit is kept because its exp() may underflow to 0 for confident mistakes.
-                let shiftedLabelLogit = base[label] - largest
-                var sum: Float = 0
-                for column in 0..<k {
-                    let e = expf(base[column] - largest)
-                    base[column] = e
-                    sum += e
-                }
-                let weight = sampleWeights.map { $0[row] } ?? 1
-                lossSum += Double(weight) * (Double(logf(sum)) - Double(shiftedLabelLogit))
-                if gradient != nil {
-                    let scale = weight * Float(inverseRows) / sum
-                    for column in 0..<k { base[column] *= scale }
-                    base[label] -= weight * Float(inverseRows)
+        if layout.kind == .softmaxRegression, let gradient {
+            // Row blocks small enough to stay in L2 between the forward and the gradient product:
+            // X is then streamed from memory once per evaluation instead of twice, which halves
+            // the cost of these skinny (classCount-wide), bandwidth-bound products.
+            workspace.reserve(rows: rows, layout: layout)
+            let blockRows = max(8, min(256, 65_536 / d))
+            let w = parameters + layout.layer1Weights.lowerBound
+            let b = parameters + layout.layer1Bias.lowerBound
+            let weightGradient = gradient + layout.layer1Weights.lowerBound
+            let biasGradient = gradient + layout.layer1Bias.lowerBound
+            weightGradient.update(from: w, count: k * d)
+            for column in 0..<k { biasGradient[column] = 0 }
+            workspace.logits.withUnsafeMutableBufferPointer { logits in
+                var first = 0
+                while first < rows {
+                    let count = min(blockRows, rows - first)
+                    let xb = x + first * d, zb = logits.baseAddress! + first * k
+                    BLAS.gemm(transposeA: false, transposeB: true, m: count, n: k, k: d, a: xb, lda: d, b: w, ldb: d, c: zb, ldc: k)
+                    addBias(zb, b, rows: count, columns: k)
+                    let block = crossEntropy(logits: zb, labels: labels + first, sampleWeights: sampleWeights.map { $0 + first },
+                                             rows: count, gradientScale: Float(inverseRows))
+                    lossSum += block.lossSum
+                    correct += block.correct
+                    // beta = l2 on the first block adds the penalty gradient to the copy of W made above.
+                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: d, k: count, a: zb, lda: k, b: xb, ldb: d,
+                              beta: first == 0 ? l2 : 1, c: weightGradient, ldc: d)
+                    for row in 0..<count {
+                        for column in 0..<k { biasGradient[column] += zb[row * k + column] }
+                    }
+                    first += count
                 }
             }
+            return value(lossSum: lossSum, correct: correct, rows: rows, parameters: parameters)
         }
-        var weightNorm = 0.0
-        for range in [layout.layer1Weights, layout.layer2Weights] where !range.isEmpty {
-            weightNorm += BLAS.dot(parameters + range.lowerBound, parameters + range.lowerBound, count: range.count)
-        }
-        let dataLoss = lossSum * inverseRows
-        let value = ObjectiveValue(objective: dataLoss + 0.5 * Double(l2) * weightNorm, dataLoss: dataLoss, correct: correct)
-        guard let gradient else { return value }
 
+        forward(parameters: parameters, x: x, rows: rows, workspace: workspace)
+        workspace.logits.withUnsafeMutableBufferPointer { logits in
+            let result = crossEntropy(logits: logits.baseAddress!, labels: labels, sampleWeights: sampleWeights, rows: rows,
+                                      gradientScale: gradient == nil ? nil : Float(inverseRows))
+            lossSum = result.lossSum
+            correct = result.correct
+        }
+        let value = value(lossSum: lossSum, correct: correct, rows: rows, parameters: parameters)
+        guard let gradient else { return value }
         // workspace.logits now holds dL/dZ = w_i (P − Y) / n.
         workspace.logits.withUnsafeBufferPointer { dz in
             let dzp = dz.baseAddress!
-            if layout.kind == .softmaxRegression {
-                backLinear(dz: dzp, input: x, rows: rows, inputs: d, outputs: k,
-                           weights: parameters + layout.layer1Weights.lowerBound,
-                           weightGradient: gradient + layout.layer1Weights.lowerBound,
-                           biasGradient: gradient + layout.layer1Bias.lowerBound)
-                return
-            }
             let h = layout.hiddenUnits
             workspace.hidden.withUnsafeBufferPointer { hidden in
                 let hp = hidden.baseAddress!
@@ -262,6 +264,50 @@ struct Objective {
             }
         }
         return value
+    }
+
+    /// Objective value from the summed weighted cross-entropy and the weights' L2 norm.
+    private func value(lossSum: Double, correct: Int, rows: Int, parameters: UnsafePointer<Float>) -> ObjectiveValue {
+        var weightNorm = 0.0
+        for range in [layout.layer1Weights, layout.layer2Weights] where !range.isEmpty {
+            weightNorm += BLAS.dot(parameters + range.lowerBound, parameters + range.lowerBound, count: range.count)
+        }
+        let dataLoss = lossSum / Double(rows)
+        return ObjectiveValue(objective: dataLoss + 0.5 * Double(l2) * weightNorm, dataLoss: dataLoss, correct: correct)
+    }
+
+    /// Summed weighted cross-entropy and correct predictions of `rows` logit rows. With a
+    /// `gradientScale`, each row is overwritten by its loss gradient w_i·(p − onehot)·gradientScale.
+    private func crossEntropy(logits z: UnsafeMutablePointer<Float>, labels: UnsafePointer<Int32>,
+                              sampleWeights: UnsafePointer<Float>?, rows: Int,
+                              gradientScale: Float?) -> (lossSum: Double, correct: Int) {
+        let k = layout.classCount
+        var lossSum = 0.0
+        var correct = 0
+        for row in 0..<rows {
+            let base = z + row * k
+            let label = Int(labels[row])
+            var largest = base[0], best = 0
+            for column in 1..<k where base[column] > largest { largest = base[column]; best = column }
+            if best == label { correct += 1 }
+            // Subtracting the row maximum keeps every exp() ≤ 1, so nothing overflows; the label's
+            // shifted logit is kept because its exp() may underflow to 0 for confident mistakes.
+            let shiftedLabelLogit = base[label] - largest
+            var sum: Float = 0
+            for column in 0..<k {
+                let e = expf(base[column] - largest)
+                base[column] = e
+                sum += e
+            }
+            let weight = sampleWeights.map { $0[row] } ?? 1
+            lossSum += Double(weight) * (Double(logf(sum)) - Double(shiftedLabelLogit))
+            if let gradientScale {
+                let scale = weight * gradientScale / sum
+                for column in 0..<k { base[column] *= scale }
+                base[label] -= weight * gradientScale
+            }
+        }
+        return (lossSum, correct)
     }
 
     /// Gradient of a linear layer: dW = dZᵀ·input + l2·W, db = column sums of dZ.

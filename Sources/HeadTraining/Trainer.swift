@@ -220,9 +220,7 @@ struct PreparedData {
         self.classCount = classCount
         standardizer = Standardizer.fit(rows: train.features, count: train.count, dimension: train.dimension)
         rows = train.count
-        var x = train.features
-        try standardizer.apply(&x, dimension: train.dimension)
-        self.x = x
+        x = standardizer.standardized(train.features, dimension: train.dimension)
         labels = train.labels
         weights = sampleWeights(labels: train.labels, weighting: config.classWeights,
                                 classCounts: train.classCounts(classCount: classCount))

@@ -1,6 +1,10 @@
 import ArgumentParser
 import ClusterRoles
+import Extraction
 import FeatureStore
+import HeadExport
+import HeadJob
+import HeadTraining
 import Foundation
 import ImageInput
 import WireProtocol
@@ -72,11 +76,14 @@ struct Coordinator: ParsableCommand {
 
 struct Head: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Receive feature batches, deduplicate them and commit each shard atomically to a store.",
+        abstract: "Receive feature batches, commit each shard atomically to a store, and train the head.",
         discussion: """
         Grants each worker a window of credits, so memory stays bounded when the head is slow.
         A shard is committed (and reported to the coordinator) only once every item arrived as a
         feature or a dead letter; a restarted head reopens its store and reports what it has.
+        With --train-out, each committed shard of the training split feeds an online pass while
+        the job runs; when the job is complete the head trains from the whole store (resuming
+        from its checkpoint after a crash) and writes the model folder.
         """)
 
     @Option(help: "Data address to bind, tcp://host:port.") var bind: String
@@ -84,14 +91,88 @@ struct Head: ParsableCommand {
     @Option(help: "Feature store folder.") var store: String
     @Option(help: "Batches each worker may have in flight.") var credits: UInt32 = 4
     @Option(help: "Element type kept in the store: f32 or f16.") var dtype = "f16"
+    @Option(help: "The backbone's model config (recorded in the store; needed for --train-out).") var model: String?
+    @Option(help: "The dataset, for class names and the train/val split.") var data: String?
+    @Option(help: "Dataset format, with --data.") var format: DatasetFormat?
+    @Option(help: "Train the head when the job completes and write the model folder here.") var trainOut: String?
+    @OptionGroup var training: HeadTrainingOptions
 
     func run() throws {
         try runRole("head") {
-            var options = HeadOptions(bind: bind, coordinator: coordinator, storePath: store)
-            options.creditWindow = credits
-            options.dtype = try parseDType(dtype)
-            let statistics = try HeadService(options: options).run()
-            print("head: \(statistics.committedShards) shards committed this run, \(statistics.rejectedFrames) malformed frames rejected")
+            let backbone = try model.map { try ModelConfig.load($0) }
+            let datasetOptions = try data.map { try DatasetOptions.parse(["--data", $0] + (format.map { ["--format", $0.rawValue] } ?? [])) }
+            let (split, classes) = try validationSplit(dataset: datasetOptions, fraction: training.validationFraction)
+            if trainOut != nil && backbone == nil { throw ValidationError("--train-out needs --model") }
+            if !HeadService.jobComplete(storePath: store) {
+                var options = HeadOptions(bind: bind, coordinator: coordinator, storePath: store)
+                options.creditWindow = credits
+                options.dtype = try parseDType(dtype)
+                options.metadata = StoreMetadata(model: backbone?.name, classNames: classes)
+                let service = try HeadService(options: options)
+                if trainOut != nil, let classes {
+                    let online = OnlineTraining(config: training.config, classCount: classes.count, split: split, log: service.log)
+                    service.onCommit = online.absorb
+                }
+                let statistics = try service.run()
+                print("head: \(statistics.committedShards) shards committed this run, \(statistics.rejectedFrames) malformed frames rejected")
+            }
+            guard let trainOut, let backbone else { return }
+            let featureStore = try FeatureStore.open(at: URL(fileURLWithPath: store))
+            let data = try TrainingData.load(featureStore, split: split, classNames: classes)
+            let outcome = try TrainingJob.run(data: data, config: training.config, l2Values: try training.l2Values, backbone: backbone,
+                                              directory: URL(fileURLWithPath: trainOut), extraction: extractionFacts(featureStore)) {
+                printError("head: training: \($0)")
+            }
+            print(String(format: "head: trained; %@ top-1 %.4f, top-5 %.4f on %d rows; model in %@",
+                         outcome.evaluatedOnValidation ? "validation" : "training", outcome.evaluation.top1,
+                         outcome.evaluation.top5, outcome.evaluation.count, trainOut))
+        }
+    }
+
+    /// Per-worker throughput (from the head's ingest.json) and dead letters, for the report.
+    private func extractionFacts(_ featureStore: FeatureStore) -> TrainingJob.Extraction {
+        var throughput: [String: [ReportData.ThroughputSample]] = [:]
+        let url = URL(fileURLWithPath: store).appendingPathComponent("ingest.json")
+        if let data = try? Data(contentsOf: url), let statistics = try? JSONDecoder().decode(HeadStatistics.self, from: data) {
+            for (worker, perSecond) in statistics.rowsPerSecond {
+                throughput[worker] = perSecond.keys.sorted().map { .init(seconds: Double($0), imagesPerSecond: Double(perSecond[$0]!)) }
+            }
+        }
+        let letters = ((try? featureStore.deadLetters()) ?? []).map { ReportData.DeadLetter(key: $0.entry.key, reason: $0.entry.reason) }
+        return TrainingJob.Extraction(throughput: throughput, deadLetters: letters)
+    }
+}
+
+/// The head's online pass: every committed shard's training rows go through one `partialFit`.
+final class OnlineTraining {
+    private let trainer: HeadTrainer
+    private let split: ValidationSplit
+    private let log: RoleLog
+    private var rows = 0
+
+    init(config: TrainingConfig, classCount: Int, split: ValidationSplit, log: RoleLog) {
+        var config = config
+        config.classCount = classCount
+        trainer = HeadTrainer(config: config)
+        self.split = split
+        self.log = log
+    }
+
+    func absorb(_ contents: ShardContents) {
+        var features: [Float] = []
+        var labels: [Int32] = []
+        for (row, index) in contents.indexes.enumerated() where contents.labels[row] >= 0 && !split.holdsOut(index) {
+            features += contents.features[(row * contents.dimension)..<((row + 1) * contents.dimension)]
+            labels.append(contents.labels[row])
+        }
+        guard !labels.isEmpty else { return }
+        do {
+            let metrics = try trainer.partialFit(LabeledFeatures(features: features, labels: labels, dimension: contents.dimension))
+            rows += labels.count
+            log.event(String(format: "online pass %d over %d rows (%d so far): loss %.4f, accuracy %.4f",
+                             metrics.epoch, labels.count, rows, metrics.trainLoss, metrics.trainAccuracy))
+        } catch {
+            log.event("online pass skipped: \(error)")
         }
     }
 }

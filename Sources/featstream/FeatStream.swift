@@ -21,7 +21,7 @@ struct FeatStream: ParsableCommand {
           store        inspect a head's feature store.
           bench        measure the backbone, decoder and codecs.
         """,
-        subcommands: [Run.self, Extract.self, Coordinator.self, Worker.self, Head.self, Store.self, Bench.self],
+        subcommands: [Run.self, Extract.self, Coordinator.self, Worker.self, Head.self, Train.self, Predict.self, ExportFeatures.self, Store.self, Bench.self],
         defaultSubcommand: Run.self
     )
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FeatureStore
+import HeadExport
 import Foundation
 
 struct Run: ParsableCommand {
@@ -17,6 +18,8 @@ struct Run: ParsableCommand {
     @Option(help: "Items per shard.") var shardSize = 64
     @Option(help: "Images per backbone run.") var batch = 16
     @Option(help: "Feature element type on the wire and in the store: f32 or f16.") var dtype = "f16"
+    @Flag(help: "Only extract; do not train a head.") var noTrain = false
+    @OptionGroup var training: HeadTrainingOptions
 
     func run() throws {
         try runRole("run") {
@@ -37,8 +40,18 @@ struct Run: ParsableCommand {
             let coordinator = try spawn(["coordinator", "--bind", control, "--head", dataAddress,
                                          "--journal", outURL.appendingPathComponent("coordinator.journal").path,
                                          "--shard-size", String(shardSize)] + datasetArguments)
-            let head = try spawn(["head", "--bind", dataAddress, "--coordinator", control,
-                                  "--store", outURL.appendingPathComponent("store").path, "--dtype", dtype])
+            var headArguments = ["head", "--bind", dataAddress, "--coordinator", control,
+                                 "--store", outURL.appendingPathComponent("store").path, "--dtype", dtype,
+                                 "--model", model, "--data", dataset.data]
+            if let format = dataset.format { headArguments += ["--format", format.rawValue] }
+            if !noTrain {
+                headArguments += ["--train-out", outURL.appendingPathComponent("model").path, "--l2", training.l2,
+                                  "--hidden", String(training.hidden), "--max-epochs", String(training.maxEpochs),
+                                  "--validation-fraction", String(training.validationFraction)]
+                if training.mlp { headArguments.append("--mlp") }
+                if training.balanced { headArguments.append("--balanced") }
+            }
+            let head = try spawn(headArguments)
             var workerProcesses: [Process] = []
             for index in 0..<workers {
                 workerProcesses.append(try spawn(["worker", "--coordinator", control, "--model", model,
@@ -54,20 +67,29 @@ struct Run: ParsableCommand {
             }
             stop.resume()
 
-            // The job is over when the coordinator exits; it fails if the coordinator, the head, or every worker dies.
+            // The job is over when the coordinator exits; it fails if the head dies, or if the coordinator
+            // has not finished a while after every worker is gone.
+            var workersGoneAt: Date?
             while coordinator.isRunning {
-                if !head.isRunning || workerProcesses.allSatisfy({ !$0.isRunning }) { break }
+                if !head.isRunning && head.terminationStatus != 0 { break }
+                if workerProcesses.allSatisfy({ !$0.isRunning }) {
+                    workersGoneAt = workersGoneAt ?? Date()
+                    if Date().timeIntervalSince(workersGoneAt!) > 15 { break }
+                }
                 Thread.sleep(forTimeInterval: 0.1)
             }
             let deadline = Date().addingTimeInterval(10)
-            while everyone.contains(where: \.isRunning) && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
-            for process in everyone where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            while workerProcesses.contains(where: \.isRunning) && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+            let extracted = Date().timeIntervalSince(start)
+            let finished = !coordinator.isRunning && coordinator.terminationStatus == 0
+            for process in [coordinator] + workerProcesses where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            // The head goes on to train once the job is complete; it ends by itself (or on Ctrl-C).
+            if !finished && head.isRunning { kill(head.processIdentifier, SIGTERM) }
             for process in everyone { process.waitUntilExit() }
-            let seconds = Date().timeIntervalSince(start)
             guard coordinator.terminationStatus == 0, head.terminationStatus == 0 else {
                 throw ClusterFailure(message: "coordinator exited with \(coordinator.terminationStatus), head with \(head.terminationStatus)")
             }
-            try summarize(outURL, seconds: seconds)
+            try summarize(outURL, seconds: extracted)
         }
     }
 
@@ -85,6 +107,12 @@ struct Run: ParsableCommand {
         }
         print(String(format: "run: %d images (%d features, %d dead letters) in %.1f s, %.1f img/s%@; store %@",
                      images, summary.rows, summary.deadLetters, seconds, Double(images) / seconds, wire, storeURL.path))
+        let modelURL = outURL.appendingPathComponent("model")
+        if !noTrain, let data = try? Data(contentsOf: modelURL.appendingPathComponent("report.json")),
+           let report = try? ReportData.decodeJSON(data), let evaluation = report.evaluation {
+            print(String(format: "run: validation accuracy %.2f%% (top-5 %.2f%%); model, classifier.onnx and report.html in %@",
+                         100 * evaluation.top1, 100 * evaluation.top5, modelURL.path))
+        }
     }
 
     private func spawn(_ arguments: [String]) throws -> Process {

@@ -1,0 +1,73 @@
+import Extraction
+import Foundation
+import HeadExport
+import ImageInput
+
+/// One image's top classes, or why it could not be classified.
+public struct Prediction: Sendable {
+    public var file: String
+    /// Classes by descending probability: (class index, name, probability).
+    public var top: [(index: Int, name: String, probability: Float)]
+    /// Set when the image was not classified (corrupt, unreadable, not an image).
+    public var error: String?
+}
+
+/// The backbone and a trained head together: images in, class probabilities out.
+///
+/// Uses the same decode, preprocessing and backbone as extraction, and the head's own maths, so
+/// its top-1 agrees with the exported ONNX classifier run in onnxruntime.
+public final class Predictor {
+    public let manifest: PredictorManifest
+    public let head: ExportedHead
+    private let extractor: FeatureExtractor
+    private let preprocessor: ImagePreprocessor
+    private let decoder = ImageDecoder()
+
+    /// Loads a model folder written by training (`predictor.json`, `head.safetensors`).
+    public init(modelDirectory: URL, threads: Int? = nil) throws {
+        let manifestURL = modelDirectory.appendingPathComponent(TrainedModelFiles.predictor)
+        guard let data = try? Data(contentsOf: manifestURL) else {
+            throw PredictorError("\(modelDirectory.path) is not a trained model folder (no \(TrainedModelFiles.predictor))")
+        }
+        manifest = try JSONDecoder().decode(PredictorManifest.self, from: data)
+        head = try SafetensorsFile.readHead(modelDirectory.appendingPathComponent(TrainedModelFiles.head))
+        let config = try ModelConfig.load(manifest.backboneConfig)
+        guard config.name == head.backbone, config.featureNode == head.featureNode else {
+            throw PredictorError("the head in \(modelDirectory.path) was trained on \(head.backbone) (\(head.featureNode)), "
+                                 + "but \(manifest.backboneConfig) is \(config.name) (\(config.featureNode))")
+        }
+        extractor = try FeatureExtractor(config: config, batchSize: 1, threads: threads)
+        guard extractor.featureWidth == head.featureDimension else {
+            throw PredictorError("the backbone gives \(extractor.featureWidth)-d features but the head expects \(head.featureDimension)")
+        }
+        preprocessor = try ImagePreprocessor(config.preprocess)
+    }
+
+    /// Classifies each file; a file that cannot be read or decoded gets an `error` and the others go on.
+    public func classify(_ files: [String], topK: Int = 5) -> [Prediction] {
+        let input = UnsafeMutablePointer<Float>.allocate(capacity: extractor.engine.imageElementCount)
+        defer { input.deallocate() }
+        return files.map { file in
+            do {
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+                try bytes.withUnsafeBytes { raw in
+                    try preprocessor.decode(raw, name: file, with: decoder, into: input, slot: 0, layout: extractor.config.input.layout)
+                }
+                let features = try extractor.engine.run(UnsafeBufferPointer(start: input, count: extractor.engine.imageElementCount), batch: 1)[0]
+                let probabilities = head.probabilities(for: features, rows: 1)
+                let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] }.prefix(topK)
+                return Prediction(file: file, top: order.map { ($0, head.classNames[$0], probabilities[$0]) }, error: nil)
+            } catch let error as ImageDecodeError {
+                return Prediction(file: file, top: [], error: error.reason)
+            } catch {
+                return Prediction(file: file, top: [], error: "\(error)")
+            }
+        }
+    }
+}
+
+/// A model folder or input that `Predictor` cannot use.
+public struct PredictorError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

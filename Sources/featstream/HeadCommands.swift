@@ -1,0 +1,179 @@
+import ArgumentParser
+import Extraction
+import FeatureStore
+import Foundation
+import HeadExport
+import HeadJob
+import HeadTraining
+import ImageInput
+
+/// Options shared by everything that trains a head.
+struct HeadTrainingOptions: ParsableArguments {
+    @Option(help: "L2 penalty; a comma-separated list sweeps the values and keeps the best on validation.")
+    var l2 = "1e-4"
+
+    @Flag(help: "Train a one-hidden-layer MLP instead of softmax regression.")
+    var mlp = false
+
+    @Option(help: "Hidden units of the MLP.")
+    var hidden = 256
+
+    @Option(help: "Epochs (Adam) or iterations (L-BFGS) at most.")
+    var maxEpochs = 100
+
+    @Option(help: "Hold out this fraction of rows for validation when the dataset has no val/ split.")
+    var validationFraction = 0.1
+
+    @Flag(help: "Weight classes inversely to their frequency (like scikit-learn's 'balanced').")
+    var balanced = false
+
+    var l2Values: [Float] {
+        get throws {
+            let values = l2.split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespaces)) }
+            guard !values.isEmpty, values.allSatisfy({ $0 != nil && $0! >= 0 }) else {
+                throw ValidationError("--l2 takes non-negative numbers separated by commas, not '\(l2)'")
+            }
+            return values.map { $0! }
+        }
+    }
+
+    var config: TrainingConfig {
+        var config = TrainingConfig()
+        config.kind = mlp ? .mlp : .softmaxRegression
+        config.hiddenUnits = hidden
+        config.maxEpochs = maxEpochs
+        config.maxIterations = max(maxEpochs, 100)
+        config.blasThreads = ProcessInfo.processInfo.activeProcessorCount
+        if balanced { config.classWeights = .balanced }
+        return config
+    }
+}
+
+/// The validation split for a store: the dataset's own `val` split when `data` has one, else a fraction.
+func validationSplit(dataset: DatasetOptions?, fraction: Double) throws -> (ValidationSplit, [String]?) {
+    guard let dataset else { return (.fraction(fraction), nil) }
+    let index = try DatasetIndex.open(path: dataset.data, format: dataset.format)
+    var splitOf: [UInt64: String] = [:]
+    for item in index.items { if let split = item.split { splitOf[UInt64(item.index)] = split } }
+    if splitOf.values.contains("val") { return (.dataset(splitOf: splitOf, validation: "val"), index.classes) }
+    return (.fraction(fraction), index.classes)
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a head from a feature store, without re-extracting anything.",
+        discussion: """
+        Writes head.safetensors, classifier.onnx (backbone + head in one graph), predictor.json,
+        report.json and report.html to --out. A checkpoint is written every epoch; running the
+        same command again after a crash resumes from it.
+        """)
+
+    @Option(help: "Feature store folder (a head's --store).") var store: String
+    @Option(help: "The backbone's model folder, config or .onnx (for the exported classifier).") var model: String
+    @Option(help: "Output folder for the trained model.") var out: String
+    @Option(help: "The dataset, for its class names and train/val split (optional).") var data: String?
+    @Option(help: "Dataset format, with --data.") var format: DatasetFormat?
+    @OptionGroup var training: HeadTrainingOptions
+
+    func run() throws {
+        try runRole("train") {
+            let featureStore = try FeatureStore.open(at: URL(fileURLWithPath: store))
+            let backbone = try ModelConfig.load(model)
+            let datasetOptions = try data.map { try DatasetOptions.parse(["--data", $0] + (format.map { ["--format", $0.rawValue] } ?? [])) }
+            let (split, classes) = try validationSplit(dataset: datasetOptions, fraction: training.validationFraction)
+            let trainingData = try TrainingData.load(featureStore, split: split, classNames: classes)
+            let outcome = try TrainingJob.run(data: trainingData, config: training.config, l2Values: try training.l2Values,
+                                              backbone: backbone, directory: URL(fileURLWithPath: out)) { printError("train: \($0)") }
+            print(String(format: "train: %@ top-1 %.4f (top-5 %.4f) on %d rows; model in %@",
+                         outcome.evaluatedOnValidation ? "validation" : "training", outcome.evaluation.top1,
+                         outcome.evaluation.top5, outcome.evaluation.count, out))
+        }
+    }
+}
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Classify images with a trained model folder.",
+        discussion: """
+        Prints the top-k classes with probabilities for each image, or JSON with --json. Given a
+        folder, it classifies every image in it and writes predictions.csv there (or to --csv).
+        A corrupt image is reported with its file name and the others go on.
+        """)
+
+    @Option(help: "Trained model folder (from featstream run or train).") var model: String
+    @Option(help: "Classes to show per image.") var topK = 5
+    @Flag(help: "One JSON object per image.") var json = false
+    @Option(help: "Where to write the CSV when given a folder.") var csv: String?
+    @Argument(help: "Image files or one folder.") var inputs: [String]
+
+    func run() throws {
+        try runRole("predict") {
+            let predictor = try Predictor(modelDirectory: URL(fileURLWithPath: model))
+            var isDirectory: ObjCBool = false
+            if inputs.count == 1, FileManager.default.fileExists(atPath: inputs[0], isDirectory: &isDirectory), isDirectory.boolValue {
+                let folder = URL(fileURLWithPath: inputs[0])
+                let files = try FileManager.default.subpathsOfDirectory(atPath: folder.path).sorted()
+                    .filter { ["jpg", "jpeg", "png"].contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) }
+                    .map { folder.appendingPathComponent($0).path }
+                let predictions = predictor.classify(files, topK: topK)
+                var text = "file,class,probability,error\n"
+                for p in predictions {
+                    text += [csvQuote(p.file), csvQuote(p.top.first?.name ?? ""),
+                             p.top.first.map { String(format: "%.6f", $0.probability) } ?? "", csvQuote(p.error ?? "")]
+                        .joined(separator: ",") + "\n"
+                }
+                let target = csv ?? folder.appendingPathComponent("predictions.csv").path
+                try text.write(toFile: target, atomically: true, encoding: .utf8)
+                let failed = predictions.filter { $0.error != nil }
+                for p in failed { printError("predict: \(p.file): \(p.error!)") }
+                print("predict: \(predictions.count - failed.count) images classified, \(failed.count) failed -> \(target)")
+                return
+            }
+            for p in predictor.classify(inputs, topK: topK) {
+                if json {
+                    let object: [String: Any] = p.error.map { ["file": p.file, "error": $0] } ?? [
+                        "file": p.file,
+                        "top": p.top.map { ["class": $0.name, "index": $0.index, "probability": Double($0.probability)] },
+                    ]
+                    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                    print(String(decoding: data, as: UTF8.self))
+                } else if let error = p.error {
+                    printError("predict: \(p.file): \(error)")
+                } else {
+                    print(p.file)
+                    for entry in p.top { print(String(format: "  %.4f  %@", entry.probability, entry.name)) }
+                }
+            }
+        }
+    }
+}
+
+struct ExportFeatures: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export-features",
+        abstract: "Write a store's features as NumPy files: features.npy, labels.npy, indexes.npy, metadata.json.")
+
+    @Option(help: "Feature store folder.") var store: String
+    @Option(help: "Output folder.") var out: String
+
+    func run() throws {
+        try runRole("export-features") {
+            let featureStore = try FeatureStore.open(at: URL(fileURLWithPath: store))
+            let rows = try featureStore.rows()
+            let chunkRows = 4096
+            let chunks = stride(from: 0, to: rows.count, by: chunkRows).lazy.map { start in
+                (start..<min(start + chunkRows, rows.count)).flatMap { rows.features(ofRow: $0) }
+            }
+            let classes = featureStore.metadata.classNames ?? (0...Int(rows.labels.max() ?? 0)).map(String.init)
+            try FeatureExport.exportNumpy(featureChunks: chunks, rows: rows.count, dimension: featureStore.dimension,
+                                          labels: Array(rows.labels), indexes: Array(rows.indexes), keys: Array(rows.keys),
+                                          classNames: classes, to: URL(fileURLWithPath: out))
+            print("export-features: \(rows.count) rows of \(featureStore.dimension) -> \(out)")
+        }
+    }
+}
+
+func csvQuote(_ value: String) -> String {
+    guard value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) else { return value }
+    return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+}
