@@ -71,6 +71,12 @@ let package = Package(
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "WireProtocol"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "WireProtocol"]),
         .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto"]),
+        .testTarget(name: "HeadTrainingTests", dependencies: ["HeadTraining"]),
+        .testTarget(
+            name: "TrainingTests",
+            dependencies: ["Extraction", "FeatureStore", "ImageInput", "NumpyFormat", "WireProtocol"],
+            exclude: ["onnx_top1.py"]
+        ),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat"]

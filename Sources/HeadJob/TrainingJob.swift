@@ -131,9 +131,11 @@ public enum TrainingJob {
             model = result.best
         } else {
             if let l2 = l2Values.first { config.l2 = l2 }
+            let checkpoint = directory.appendingPathComponent(TrainedModelFiles.checkpoint)
+            if FileManager.default.fileExists(atPath: checkpoint.path) { log("resuming from \(checkpoint.path)") }
             model = try HeadTrainer(config: config).fit(
                 train: data.train, validation: data.validation,
-                checkpoint: directory.appendingPathComponent(TrainedModelFiles.checkpoint)) { metrics in
+                checkpoint: checkpoint) { metrics in
                 epochs.append(metrics)
                 log(String(format: "epoch %d: train loss %.4f acc %.4f", metrics.epoch, metrics.trainLoss, metrics.trainAccuracy)
                     + (metrics.validationLoss.map { String(format: ", validation loss %.4f acc %.4f", $0, metrics.validationAccuracy ?? 0) } ?? ""))

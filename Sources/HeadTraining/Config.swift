@@ -64,9 +64,10 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public var lossTolerance: Double = 1e-9
     /// L-BFGS curvature pairs kept.
     public var lbfgsHistory: Int = 10
-    /// OpenBLAS threads used for every matrix product. One by default: a head's products are
-    /// classCount- or hidden-wide and bandwidth-bound, so a second thread measured slower on a
-    /// 2-core host that is also decoding and extracting.
+    /// Threads training may use. Softmax regression splits each evaluation's rows across them, each
+    /// running single-threaded OpenBLAS on cache-sized blocks (deterministic: partial gradients are
+    /// summed in a fixed order); the MLP passes them to OpenBLAS. One by default, because the host
+    /// is usually also decoding and extracting.
     public var blasThreads: Int = 1
     /// Write the checkpoint every this many epochs (L-BFGS: iterations); the final state is always written.
     public var checkpointInterval: Int = 1
@@ -94,6 +95,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         try check((classCount ?? 2) >= 2, "classCount must be ≥ 2")
         try check(lbfgsHistory >= 1, "lbfgsHistory must be ≥ 1")
         try check(checkpointInterval >= 1, "checkpointInterval must be ≥ 1")
+        try check(blasThreads >= 1, "blasThreads must be ≥ 1, got \(blasThreads)")
         if case .custom(let weights) = classWeights {
             try check(weights.allSatisfy { $0.isFinite && $0 >= 0 }, "custom class weights must be finite and ≥ 0")
             if let classCount { try check(weights.count == classCount, "\(weights.count) class weights for \(classCount) classes") }

@@ -101,11 +101,19 @@ public struct LabeledFeatures: Sendable, Equatable {
 /// Scans for NaN and infinities; the index of the first offending row, if any.
 func firstNonFiniteRow(_ values: [Float], dimension: Int) -> Int? {
     values.withUnsafeBufferPointer { buffer -> Int? in
-        // Checking the exponent bits is branch-free per element, so the common clean case stays a fast linear pass.
-        var index = 0
-        while index < buffer.count {
-            if (buffer[index].bitPattern & 0x7F80_0000) == 0x7F80_0000 { return index / dimension }
-            index += 1
+        // A branch-free maximum of the exponent bits per chunk vectorises; only a chunk that holds an
+        // all-ones exponent (NaN or ±Inf) is searched element by element.
+        let exponent: UInt32 = 0x7F80_0000
+        let chunk = 4096
+        var start = 0
+        while start < buffer.count {
+            let end = min(start + chunk, buffer.count)
+            var largest: UInt32 = 0
+            for index in start..<end { largest = max(largest, buffer[index].bitPattern & exponent) }
+            if largest == exponent {
+                for index in start..<end where buffer[index].bitPattern & exponent == exponent { return index / dimension }
+            }
+            start = end
         }
         return nil
     }
@@ -144,19 +152,38 @@ public struct Standardizer: Codable, Sendable, Equatable {
 
     /// Column statistics of already-validated values.
     static func fit(rows: [Float], count: Int, dimension: Int) -> Standardizer {
-        // One pass of double-precision sums of x − x₀ and (x − x₀)², x₀ being the first row: the shift
-        // keeps E[x²] − E[x]² from cancelling when a feature's mean is large relative to its spread.
+        // Sums of x − x₀ and (x − x₀)², x₀ being the first row: the shift keeps E[x²] − E[x]² from
+        // cancelling when a feature's mean is large relative to its spread. Blocks of rows are summed
+        // in float (vectorised, 8 lanes) and each block total added into double accumulators, so the
+        // float error stays that of a short sum.
+        let blockRows = 32
         var sum = [Double](repeating: 0, count: dimension)
         var squares = [Double](repeating: 0, count: dimension)
+        var blockSum = [Float](repeating: 0, count: dimension)
+        var blockSquares = [Float](repeating: 0, count: dimension)
         rows.withUnsafeBufferPointer { x in
             sum.withUnsafeMutableBufferPointer { sum in
                 squares.withUnsafeMutableBufferPointer { squares in
-                    for row in 0..<count {
-                        let base = row * dimension
-                        for column in 0..<dimension {
-                            let deviation = Double(x[base + column]) - Double(x[column])
-                            sum[column] += deviation
-                            squares[column] += deviation * deviation
+                    blockSum.withUnsafeMutableBufferPointer { blockSum in
+                        blockSquares.withUnsafeMutableBufferPointer { blockSquares in
+                            var first = 0
+                            while first < count {
+                                let last = min(first + blockRows, count)
+                                for column in 0..<dimension { blockSum[column] = 0; blockSquares[column] = 0 }
+                                for row in first..<last {
+                                    let base = row * dimension
+                                    for column in 0..<dimension {
+                                        let deviation = x[base + column] - x[column]
+                                        blockSum[column] += deviation
+                                        blockSquares[column] += deviation * deviation
+                                    }
+                                }
+                                for column in 0..<dimension {
+                                    sum[column] += Double(blockSum[column])
+                                    squares[column] += Double(blockSquares[column])
+                                }
+                                first = last
+                            }
                         }
                     }
                 }

@@ -128,6 +128,7 @@ final class Workspace {
     var hidden: [Float] = []
     var logits: [Float] = []
     var hiddenGradient: [Float] = []
+    var partialGradients: [Float] = []
 
     func reserve(rows: Int, layout: ParameterLayout) {
         let logitCount = rows * layout.classCount
@@ -140,6 +141,19 @@ final class Workspace {
             }
         }
     }
+}
+
+/// Pointers one fused softmax evaluation shares between its row partitions; each partition
+/// writes disjoint logit rows and its own result slot and gradient buffer.
+struct FusedPass: @unchecked Sendable {
+    let parameters: UnsafePointer<Float>
+    let x: UnsafePointer<Float>
+    let labels: UnsafePointer<Int32>
+    let sampleWeights: UnsafePointer<Float>?
+    let logits: UnsafeMutablePointer<Float>
+    let gradient: UnsafeMutablePointer<Float>
+    let partialGradients: UnsafeMutablePointer<Float>?
+    let results: UnsafeMutablePointer<(lossSum: Double, correct: Int)>
 }
 
 /// Statistics of one objective evaluation over a set of rows.
@@ -156,6 +170,8 @@ struct ObjectiveValue {
 struct Objective {
     let layout: ParameterLayout
     let l2: Float
+    /// Threads splitting the rows of a softmax-regression evaluation (each runs single-threaded BLAS).
+    var threads: Int = 1
 
     /// Logits for `rows` standardized rows into `workspace.logits` (and hidden activations into `workspace.hidden`).
     func forward(parameters: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int, workspace: Workspace) {
@@ -197,36 +213,40 @@ struct Objective {
         var lossSum = 0.0
         var correct = 0
         if layout.kind == .softmaxRegression, let gradient {
-            // Row blocks small enough to stay in L2 between the forward and the gradient product:
-            // X is then streamed from memory once per evaluation instead of twice, which halves
-            // the cost of these skinny (classCount-wide), bandwidth-bound products.
             workspace.reserve(rows: rows, layout: layout)
-            let blockRows = max(8, min(256, 65_536 / d))
-            let w = parameters + layout.layer1Weights.lowerBound
-            let b = parameters + layout.layer1Bias.lowerBound
-            let weightGradient = gradient + layout.layer1Weights.lowerBound
-            let biasGradient = gradient + layout.layer1Bias.lowerBound
-            weightGradient.update(from: w, count: k * d)
-            for column in 0..<k { biasGradient[column] = 0 }
+            let parts = threads > 1 && rows >= 128 * threads ? threads : 1
+            let partGradientCount = k * d + k
+            if workspace.partialGradients.count < (parts - 1) * partGradientCount {
+                workspace.partialGradients = [Float](repeating: 0, count: (parts - 1) * partGradientCount)
+            }
+            var partial = [(lossSum: Double, correct: Int)](repeating: (0, 0), count: parts)
+            let rowsPerPart = (rows + parts - 1) / parts
             workspace.logits.withUnsafeMutableBufferPointer { logits in
-                var first = 0
-                while first < rows {
-                    let count = min(blockRows, rows - first)
-                    let xb = x + first * d, zb = logits.baseAddress! + first * k
-                    BLAS.gemm(transposeA: false, transposeB: true, m: count, n: k, k: d, a: xb, lda: d, b: w, ldb: d, c: zb, ldc: k)
-                    addBias(zb, b, rows: count, columns: k)
-                    let block = crossEntropy(logits: zb, labels: labels + first, sampleWeights: sampleWeights.map { $0 + first },
-                                             rows: count, gradientScale: Float(inverseRows))
-                    lossSum += block.lossSum
-                    correct += block.correct
-                    // beta = l2 on the first block adds the penalty gradient to the copy of W made above.
-                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: d, k: count, a: zb, lda: k, b: xb, ldb: d,
-                              beta: first == 0 ? l2 : 1, c: weightGradient, ldc: d)
-                    for row in 0..<count {
-                        for column in 0..<k { biasGradient[column] += zb[row * k + column] }
+                workspace.partialGradients.withUnsafeMutableBufferPointer { partialGradients in
+                    partial.withUnsafeMutableBufferPointer { partial in
+                        let shared = FusedPass(parameters: parameters, x: x, labels: labels, sampleWeights: sampleWeights,
+                                               logits: logits.baseAddress!, gradient: gradient,
+                                               partialGradients: partialGradients.baseAddress, results: partial.baseAddress!)
+                        let run: @Sendable (Int) -> Void = { part in
+                            let first = part * rowsPerPart
+                            let count = max(0, min(rowsPerPart, rows - first))
+                            // Part 0 accumulates into the real gradient, with the L2 term; the others into
+                            // scratch buffers that are added afterwards in part order, so the sum is deterministic.
+                            let target = part == 0 ? shared.gradient : shared.partialGradients! + (part - 1) * partGradientCount
+                            shared.results[part] = fusedSoftmaxPass(shared, rows: first..<(first + count), scale: Float(inverseRows),
+                                                                    weightGradient: target, biasGradient: target + k * d,
+                                                                    includePenalty: part == 0)
+                        }
+                        if parts == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: run) }
+                        for part in 1..<max(parts, 1) {
+                            BLAS.axpy(1, shared.partialGradients! + (part - 1) * partGradientCount, gradient, count: partGradientCount)
+                        }
                     }
-                    first += count
                 }
+            }
+            for part in partial {
+                lossSum += part.lossSum
+                correct += part.correct
             }
             return value(lossSum: lossSum, correct: correct, rows: rows, parameters: parameters)
         }
@@ -264,6 +284,48 @@ struct Objective {
             }
         }
         return value
+    }
+
+    /// Softmax-regression loss and gradient over `rows`, accumulated into `weightGradient`/`biasGradient`
+    /// (which it overwrites: W·l2-seeded when `includePenalty`, zero-seeded otherwise).
+    ///
+    /// Row blocks are small enough to stay in L2 between the forward and the gradient product, so X is
+    /// streamed from memory once per evaluation instead of twice; that halves the cost of these skinny
+    /// (classCount-wide), bandwidth-bound products.
+    private func fusedSoftmaxPass(_ shared: FusedPass, rows: Range<Int>, scale: Float,
+                                  weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
+                                  includePenalty: Bool) -> (lossSum: Double, correct: Int) {
+        let d = layout.dimension, k = layout.classCount
+        let blockRows = max(8, min(256, 65_536 / d))
+        let w = shared.parameters + layout.layer1Weights.lowerBound
+        let b = shared.parameters + layout.layer1Bias.lowerBound
+        if includePenalty {
+            weightGradient.update(from: w, count: k * d)
+        } else {
+            weightGradient.update(repeating: 0, count: k * d)
+        }
+        biasGradient.update(repeating: 0, count: k)
+        var lossSum = 0.0, correct = 0
+        var first = rows.lowerBound
+        while first < rows.upperBound {
+            let count = min(blockRows, rows.upperBound - first)
+            let xb = shared.x + first * d, zb = shared.logits + first * k
+            BLAS.gemm(transposeA: false, transposeB: true, m: count, n: k, k: d, a: xb, lda: d, b: w, ldb: d, c: zb, ldc: k)
+            addBias(zb, b, rows: count, columns: k)
+            let block = crossEntropy(logits: zb, labels: shared.labels + first, sampleWeights: shared.sampleWeights.map { $0 + first },
+                                     rows: count, gradientScale: scale)
+            lossSum += block.lossSum
+            correct += block.correct
+            // beta = l2 on the first block scales the copy of W made above into the penalty gradient.
+            let beta: Float = first == rows.lowerBound ? (includePenalty ? l2 : 0) : 1
+            BLAS.gemm(transposeA: true, transposeB: false, m: k, n: d, k: count, a: zb, lda: k, b: xb, ldb: d,
+                      beta: beta, c: weightGradient, ldc: d)
+            for row in 0..<count {
+                for column in 0..<k { biasGradient[column] += zb[row * k + column] }
+            }
+            first += count
+        }
+        return (lossSum, correct)
     }
 
     /// Objective value from the summed weighted cross-entropy and the weights' L2 norm.

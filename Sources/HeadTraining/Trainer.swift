@@ -15,8 +15,8 @@ public struct L2SweepResult: Codable, Sendable, Equatable {
 /// Trains classification heads on in-memory features: full fits with early stopping and
 /// resumable checkpoints, online passes over chunks as they arrive, and L2 sweeps.
 ///
-/// Not thread-safe: one trainer per thread. All matrix products go through OpenBLAS with
-/// `config.blasThreads` threads.
+/// Not thread-safe: one trainer per thread. All matrix products go through OpenBLAS, whose
+/// process-wide thread count each call sets from `config.blasThreads` (see there).
 public final class HeadTrainer {
     /// The hyper-parameters every call uses.
     public let config: TrainingConfig
@@ -47,7 +47,7 @@ public final class HeadTrainer {
                     onEpoch: (EpochMetrics) throws -> Void = { _ in }) throws -> HeadModel {
         try config.validate()
         let data = try PreparedData(config: config, train: train, validation: validation)
-        setBLASThreads(config.blasThreads)
+        setBLASThreads(config.kind == .softmaxRegression ? 1 : config.blasThreads)
         let layout = ParameterLayout(kind: config.kind, dimension: train.dimension,
                                      hiddenUnits: config.kind == .mlp ? config.hiddenUnits : 0, classCount: data.classCount)
         let fingerprint = RunFingerprint(
@@ -108,7 +108,7 @@ public final class HeadTrainer {
             throw TrainingError.dimensionMismatch(expected: online.layout.dimension, actual: batch.dimension)
         }
         try checkLabels(batch.labels, classCount: classCount)
-        setBLASThreads(config.blasThreads)
+        setBLASThreads(config.kind == .softmaxRegression ? 1 : config.blasThreads)
         let start = Date()
 
         var state = online ?? OnlineState(config: config, dimension: batch.dimension, classCount: classCount)
@@ -416,7 +416,7 @@ private struct Run {
 
     mutating func lbfgs(_ state: inout TrainingCheckpoint) throws {
         guard state.completedEpochs < config.maxIterations else { return try finishWithoutEpochs(&state) }
-        let objective = Objective(layout: layout, l2: config.l2)
+        let objective = Objective(layout: layout, l2: config.l2, threads: config.blasThreads)
         let workspace = Workspace()
         let data = self.data
         var optimizer = LBFGS(

@@ -3,6 +3,7 @@ import Backbone
 import ClusterRoles
 import Extraction
 import FeatureCodec
+import HeadTraining
 import Foundation
 import ImageInput
 import NumpyFormat
@@ -11,7 +12,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure this machine: backbone, decode+preprocess and feature codecs.",
         discussion: "Benchmarks/run.sh compares these against onnxruntime and Pillow in one run.",
-        subcommands: [Backbone.self, Decode.self, Codec.self, Ingest.self]
+        subcommands: [Backbone.self, Decode.self, Codec.self, Ingest.self, TrainBench.self]
     )
 
     struct Backbone: ParsableCommand {
@@ -102,6 +103,37 @@ struct Bench: ParsableCommand {
             print(String(format: "{\"vectors\": %d, \"dimension\": %d, \"seconds\": %.3f, \"vectorsPerSecond\": %.0f, \"wireBytesPerVector\": %.1f, \"ratioVersusRawF32\": %.2f}",
                          result.vectors, array.shape[1], result.seconds, result.vectorsPerSecond, result.wireBytesPerVector,
                          result.ratioVersusRawF32))
+        }
+    }
+
+    struct TrainBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "train",
+            abstract: "Standardize + softmax regression (L-BFGS) on extracted features: test accuracy and training seconds.",
+            discussion: "Benchmarks/head_vs_sklearn.py runs scikit-learn on the same folders with C = 1/(l2 * train rows).")
+
+        @Option(help: "`featstream extract` output folder to train on (features.npy + metadata.csv).") var train: String
+        @Option(help: "`featstream extract` output folder to test on.") var test: String
+        @Option(help: "L2 strength; scikit-learn's C = 1/(l2 * train rows).") var l2: Float = 1e-4
+        @Option(help: "Threads.") var threads = 1
+        @Option(help: "L-BFGS max-abs gradient tolerance (scikit-learn's tol).") var tol: Float = 1e-5
+        @Option(help: "Timed runs; the fastest is reported.") var repeats = 5
+
+        func run() throws {
+            func load(_ folder: String) throws -> LabeledFeatures {
+                let root = URL(fileURLWithPath: folder)
+                let array = try NumpyArray(contentsOf: root.appendingPathComponent("features.npy"))
+                let metadata = try String(contentsOf: root.appendingPathComponent("metadata.csv"), encoding: .utf8)
+                return try labeledFeatures(features: array.values, shape: array.shape, metadataCSV: metadata)
+            }
+            let trainSet = try load(train), testSet = try load(test)
+            var best = (accuracy: 0.0, seconds: Double.infinity)
+            for _ in 0..<max(1, repeats) {
+                let result = try benchmarkTraining(train: trainSet, test: testSet, l2: l2, threads: threads, gradientTolerance: tol)
+                if result.seconds < best.seconds { best = result }
+            }
+            print(String(format: "{\"impl\": \"featstream\", \"accuracy\": %.4f, \"seconds\": %.4f, \"l2\": %g, \"C\": %g, \"train_rows\": %d, \"test_rows\": %d}",
+                         best.accuracy, best.seconds, Double(l2), 1 / (Double(l2) * Double(trainSet.count)), trainSet.count, testSet.count))
         }
     }
 }

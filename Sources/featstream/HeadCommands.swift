@@ -43,7 +43,10 @@ struct HeadTrainingOptions: ParsableArguments {
         config.hiddenUnits = hidden
         config.maxEpochs = maxEpochs
         config.maxIterations = max(maxEpochs, 100)
-        config.blasThreads = ProcessInfo.processInfo.activeProcessorCount
+        config.blasThreads = 1
+        // L-BFGS on the convex softmax objective converges; the L2 penalty, not early stopping, regularises it
+        // (stopping on validation loss after one or two iterations left it badly underfit).
+        if !mlp { config.earlyStoppingPatience = nil }
         if balanced { config.classWeights = .balanced }
         return config
     }

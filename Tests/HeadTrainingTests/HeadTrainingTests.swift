@@ -68,6 +68,33 @@ final class GradientTests: XCTestCase {
         checkGradient(layout: ParameterLayout(kind: .softmaxRegression, dimension: 6, hiddenUnits: 0, classCount: 4), l2: 0.05, weighted: true)
     }
 
+    func testRowPartitionedEvaluationMatchesSingleThreaded() {
+        let layout = ParameterLayout(kind: .softmaxRegression, dimension: 40, hiddenUnits: 0, classCount: 5)
+        let data = blobs(classes: 5, perClass: 100, dimension: 40, separation: 1, seed: 17)
+        var rng = SplitMix64(seed: 4)
+        let parameters = (0..<layout.parameterCount).map { _ in 0.1 * rng.nextGaussian() }
+        func run(threads: Int) -> (Double, [Float]) {
+            var gradient = [Float](repeating: 0, count: layout.parameterCount)
+            let value = parameters.withUnsafeBufferPointer { p in
+                data.features.withUnsafeBufferPointer { x in
+                    data.labels.withUnsafeBufferPointer { l in
+                        gradient.withUnsafeMutableBufferPointer { g in
+                            Objective(layout: layout, l2: 0.01, threads: threads)
+                                .evaluate(parameters: p.baseAddress!, x: x.baseAddress!, labels: l.baseAddress!, sampleWeights: nil,
+                                          rows: data.count, gradient: g.baseAddress!, workspace: Workspace())
+                        }
+                    }
+                }
+            }
+            return (value.objective, gradient)
+        }
+        let single = run(threads: 1), split = run(threads: 2), splitAgain = run(threads: 2)
+        XCTAssertEqual(single.0, split.0, accuracy: 1e-9)
+        for (a, b) in zip(single.1, split.1) { XCTAssertEqual(a, b, accuracy: 1e-6) }
+        XCTAssertEqual(split.1, splitAgain.1, "partial gradients must be summed in a fixed order")
+        XCTAssertEqual(split.0, splitAgain.0)
+    }
+
     func testMLPGradientMatchesFiniteDifferences() {
         // ReLU kinks make finite differences wrong only where a unit flips; with h = 1e-2 and
         // random weights that is rare enough across 62 coordinates for this fixed seed.

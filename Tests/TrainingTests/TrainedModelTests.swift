@@ -1,0 +1,223 @@
+import Extraction
+import FeatureStore
+import Foundation
+import ImageInput
+import NumpyFormat
+import WireProtocol
+import XCTest
+
+/// The trained head end to end, through the real binary: run → model folder → predict, the ONNX
+/// classifier in onnxruntime, resumable training, and bad input.
+final class TrainedModelTests: XCTestCase {
+    static let home = featureStreamHome(anchor: #filePath)
+    static var lite0: String { home.appendingPathComponent("models/efficientnet-lite0").path }
+    static var valShard: String { home.appendingPathComponent("data/fashion-mnist-demo/webdataset/val-000000.tar").path }
+    static var valImages: URL { home.appendingPathComponent("data/fashion-mnist-demo/imagefolder/val") }
+
+    /// One small job shared by the tests: 200 images through a 1-worker cluster, head trained at the end.
+    static let job: (directory: URL, output: String) = {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("featstream-trained-\(UUID().uuidString)")
+        let run = try! runFeatstream(["run", "--model", lite0, "--data", valShard, "--workers", "1", "--out", directory.path,
+                                      "--shard-size", "50", "--l2", "0.1"])
+        return (directory, run.output + "\nexit \(run.status)")
+    }()
+
+    var scratch: URL!
+
+    override func setUpWithError() throws {
+        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("featstream-train-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(at: scratch) }
+
+    func testRunEndsWithATrainedModelAndReports() throws {
+        let (directory, output) = Self.job
+        XCTAssertTrue(output.hasSuffix("exit 0"), output)
+        let accuracyLine = output.split(separator: "\n").first { $0.hasPrefix("run: validation accuracy") }
+        XCTAssertNotNil(accuracyLine, output)
+        for file in ["head.safetensors", "classifier.onnx", "predictor.json", "report.json", "report.html"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: directory.appendingPathComponent("model/\(file)").path), file)
+        }
+        XCTAssertTrue(output.contains("online pass"), "no online training while shards arrived\n\(output)")
+        let html = try String(contentsOf: directory.appendingPathComponent("model/report.html"), encoding: .utf8)
+        XCTAssertTrue(html.contains("<svg"), "the report has no plots")
+    }
+
+    /// `featstream predict` and the exported ONNX classifier in onnxruntime agree on every test image's top-1.
+    func testONNXClassifierAgreesWithPredict() throws {
+        let model = Self.job.directory.appendingPathComponent("model")
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.valImages.path).sorted().flatMap { folder in
+            try FileManager.default.contentsOfDirectory(atPath: Self.valImages.appendingPathComponent(folder).path).sorted().prefix(2)
+                .map { Self.valImages.appendingPathComponent("\(folder)/\($0)").path }
+        }
+        XCTAssertEqual(files.count, 20)
+        let predicted = try runFeatstream(["predict", "--model", model.path, "--json", "--top-k", "1"] + files)
+        XCTAssertEqual(predicted.status, 0, predicted.output)
+        let swiftTop1: [Int] = try predicted.output.split(separator: "\n").filter { $0.hasPrefix("{") }.map { line in
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            return ((object["top"] as! [[String: Any]])[0]["index"] as! NSNumber).intValue
+        }
+        XCTAssertEqual(swiftTop1.count, files.count)
+
+        // The same preprocessed tensors go to onnxruntime.
+        let config = try ModelConfig.load(Self.lite0)
+        let preprocessor = try ImagePreprocessor(config.preprocess)
+        let decoder = ImageDecoder()
+        let perImage = 3 * config.preprocess.crop * config.preprocess.crop
+        var input = [Float](repeating: 0, count: files.count * perImage)
+        try input.withUnsafeMutableBufferPointer { buffer in
+            for (slot, file) in files.enumerated() {
+                try Data(contentsOf: URL(fileURLWithPath: file)).withUnsafeBytes { raw in
+                    try preprocessor.decode(raw, name: file, with: decoder, into: buffer.baseAddress!, slot: slot, layout: .nchw)
+                }
+            }
+        }
+        let npy = scratch.appendingPathComponent("input.npy")
+        try NumpyArray(shape: [files.count, 3, config.preprocess.crop, config.preprocess.crop], values: input).write(to: npy)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("onnx_top1.py")
+        let python = try runProcess(URL(fileURLWithPath: "/usr/bin/env"),
+                                    ["python3", script.path, model.appendingPathComponent("classifier.onnx").path, npy.path])
+        XCTAssertEqual(python.status, 0, python.output)
+        let onnxTop1 = try JSONDecoder().decode([Int].self, from: Data(python.output.split(separator: "\n").last!.utf8))
+        XCTAssertEqual(onnxTop1, swiftTop1, "onnxruntime and featstream predict disagree")
+    }
+
+    /// Killing training mid-way and running it again resumes from the checkpoint.
+    func testTrainingResumesAfterKill() throws {
+        let store = Self.job.directory.appendingPathComponent("store").path
+        let out = scratch.appendingPathComponent("mlp")
+        let arguments = ["train", "--store", store, "--model", Self.lite0, "--out", out.path, "--mlp", "--hidden", "16",
+                         "--max-epochs", "300", "--validation-fraction", "0.2", "--l2", "0.001"]
+        let process = Process()
+        process.executableURL = productsDirectory.appendingPathComponent("featstream")
+        process.arguments = arguments
+        let log = scratch.appendingPathComponent("first.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: log)
+        process.standardOutput = process.standardError
+        try process.run()
+        // Wait for a few epochs' checkpoints, then kill -9.
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, process.isRunning,
+              (try? String(contentsOf: log, encoding: .utf8))?.components(separatedBy: "epoch ").count ?? 0 < 4 {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        XCTAssertTrue(process.isRunning, "training ended before it could be killed; make it longer\n\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("checkpoint.json").path))
+
+        let second = try runFeatstream(arguments)
+        XCTAssertEqual(second.status, 0, second.output)
+        XCTAssertTrue(second.output.contains("resuming from"), second.output)
+        let firstEpoch = second.output.split(separator: "\n").first { $0.contains(": epoch ") }
+            .flatMap { Int($0.split(separator: " ").drop { $0 != "epoch" }.dropFirst().first?.dropLast() ?? "") }
+        XCTAssertNotNil(firstEpoch, second.output)
+        XCTAssertGreaterThan(firstEpoch ?? 0, 1, "training started over instead of resuming\n\(second.output)")
+    }
+
+    func testPredictReportsACorruptImageAndGoesOn() throws {
+        let model = Self.job.directory.appendingPathComponent("model")
+        let good = Self.valImages.appendingPathComponent("1-trouser").path
+        let goodFile = try FileManager.default.contentsOfDirectory(atPath: good).sorted().first!
+        let bad = scratch.appendingPathComponent("broken.png")
+        try Data("not a png at all".utf8).write(to: bad)
+        let result = try runFeatstream(["predict", "--model", model.path, bad.path, "\(good)/\(goodFile)"])
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(result.output.contains("broken.png"), result.output)
+        XCTAssertTrue(result.output.contains(goodFile), result.output)
+
+        // A folder: a CSV with one line per image, the corrupt one with its error.
+        let folder = scratch.appendingPathComponent("folder")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "\(good)/\(goodFile)", toPath: folder.appendingPathComponent("a.png").path)
+        try FileManager.default.copyItem(at: bad, to: folder.appendingPathComponent("b.png"))
+        let csvRun = try runFeatstream(["predict", "--model", model.path, folder.path])
+        XCTAssertEqual(csvRun.status, 0, csvRun.output)
+        let csv = try String(contentsOf: folder.appendingPathComponent("predictions.csv"), encoding: .utf8)
+        XCTAssertEqual(csv.split(separator: "\n").count, 3, csv)
+        XCTAssertTrue(csv.contains("a.png,"), csv + "\n" + csvRun.output)
+        XCTAssertTrue(csv.split(separator: "\n").first { $0.contains("b.png") }!.hasSuffix(",,,not an image (unknown signature)"), csv)
+    }
+
+    func testExportFeaturesWritesNumpyFiles() throws {
+        let out = scratch.appendingPathComponent("npy")
+        let result = try runFeatstream(["export-features", "--store", Self.job.directory.appendingPathComponent("store").path, "--out", out.path])
+        XCTAssertEqual(result.status, 0, result.output)
+        let features = try NumpyArray(contentsOf: out.appendingPathComponent("features.npy"))
+        XCTAssertEqual(features.shape, [200, 1280])
+        XCTAssertEqual(try NumpyArray(contentsOf: out.appendingPathComponent("labels.npy")).shape, [200])
+    }
+
+    // MARK: bad input
+
+    func makeStore(rows: Int, labels: (Int) -> Int32, value: (Int, Int) -> Float) throws -> URL {
+        let url = scratch.appendingPathComponent("store-\(UUID().uuidString)")
+        let store = try FeatureStore.create(at: url, dtype: .f32, dimension: 8)
+        if rows > 0 {
+            let contents = ShardContents(
+                shardItemCount: UInt32(rows), dimension: 8, offsets: (0..<rows).map(UInt32.init),
+                indexes: (0..<rows).map(UInt64.init), labels: (0..<rows).map(labels), keys: (0..<rows).map { "k\($0)" },
+                features: (0..<(rows * 8)).map { value($0 / 8, $0 % 8) }, deadLetters: [])
+            _ = try store.commit(contents, shardID: 0, attempt: 1)
+        }
+        return url
+    }
+
+    func train(_ store: URL) throws -> (status: Int32, output: String) {
+        try runFeatstream(["train", "--store", store.path, "--model", Self.lite0, "--out", scratch.appendingPathComponent("m").path])
+    }
+
+    func testEmptyStoreSingleClassAndNonFiniteFeaturesAreClearErrors() throws {
+        let empty = try train(try makeStore(rows: 0, labels: { _ in 0 }, value: { _, _ in 0 }))
+        XCTAssertNotEqual(empty.status, 0)
+        XCTAssertTrue(empty.output.lowercased().contains("empty"), empty.output)
+
+        let single = try train(try makeStore(rows: 40, labels: { _ in 3 }, value: { r, c in Float(r * c) }))
+        XCTAssertNotEqual(single.status, 0)
+        XCTAssertTrue(single.output.lowercased().contains("class"), single.output)
+
+        let nan = try train(try makeStore(rows: 40, labels: { Int32($0 % 2) }, value: { r, c in r == 7 && c == 2 ? .nan : Float(r + c) }))
+        XCTAssertNotEqual(nan.status, 0)
+        XCTAssertTrue(nan.output.lowercased().contains("nan") || nan.output.lowercased().contains("finite"), nan.output)
+    }
+
+    /// A model folder whose head was trained on another backbone is refused with a clear message.
+    func testModelFolderFromADifferentBackboneIsRefused() throws {
+        let model = Self.job.directory.appendingPathComponent("model")
+        let copy = scratch.appendingPathComponent("mixed")
+        try FileManager.default.copyItem(at: model, to: copy)
+        var manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: copy.appendingPathComponent("predictor.json"))) as! [String: Any]
+        manifest["backboneConfig"] = Self.home.appendingPathComponent("models/open-nsfw/model.json").path
+        try JSONSerialization.data(withJSONObject: manifest).write(to: copy.appendingPathComponent("predictor.json"))
+        let result = try runFeatstream(["predict", "--model", copy.path, Self.valShard])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.output.contains("efficientnet-lite0") && result.output.contains("open-nsfw"), result.output)
+    }
+}
+
+/// Runs the built `featstream` binary and returns its exit status and combined output.
+func runFeatstream(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    try runProcess(productsDirectory.appendingPathComponent("featstream"), arguments)
+}
+
+func runProcess(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+}
+
+var productsDirectory: URL {
+    for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
+        return bundle.bundleURL.deletingLastPathComponent()
+    }
+    return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+}
