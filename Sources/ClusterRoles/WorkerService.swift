@@ -161,7 +161,8 @@ public final class WorkerService {
                 credits -= 1
                 return
             }
-            try pump(forMs: 50)
+            // Return as soon as a credit arrives: the head grants one per batch it finishes.
+            try pump(forMs: 50, until: { self.credits > 0 })
         }
     }
 

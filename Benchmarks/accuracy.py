@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Head accuracy on Fashion-MNIST against scikit-learn, on the same features, in one run.
+
+Train on a class-balanced subset of the official train set (--train-per-class, default 600 a
+class = 6,000 images, to keep the run in minutes on 2 cores) and test on a class-balanced subset
+of the official test set (--test-per-class, default 200 = 2,000). For each feature set, both
+backbones and raw pixels (the baseline), it runs `featstream bench train` (L-BFGS softmax
+regression on OpenBLAS) and `Benchmarks/head_vs_sklearn.py` (LogisticRegression(lbfgs), the same
+L2 as C = 1/(l2 * n_train), the same standardization and tolerance), and prints one table.
+
+Usage: python3 Benchmarks/accuracy.py --featstream .build/release/featstream [--l2 1e-3]
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HOME = os.environ.get("FEATSTREAM_HOME") or os.path.join(HERE, "..", ".featstream")
+FOLDER = os.path.join(HOME, "data", "fashion-mnist", "imagefolder")
+
+
+def balanced_manifest(split, per_class, path):
+    """A CSV manifest with the first `per_class` images of every class folder of `split`."""
+    rows = []
+    for class_dir in sorted(glob.glob(os.path.join(FOLDER, split, "*"))):
+        for image in sorted(glob.glob(os.path.join(class_dir, "*.png")))[:per_class]:
+            rows.append((os.path.abspath(image), os.path.basename(class_dir)))
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+    return rows
+
+
+def raw_pixels(rows, classes, out):
+    """The baseline: the 784 pixel values / 255 as features, in the layout `featstream extract` writes."""
+    os.makedirs(out, exist_ok=True)
+    np.save(os.path.join(out, "features.npy"),
+            np.stack([np.asarray(Image.open(p), dtype=np.float32).reshape(-1) / 255 for p, _ in rows]))
+    with open(os.path.join(out, "metadata.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "index", "key", "label", "label_name", "split"])
+        for i, (p, name) in enumerate(rows):
+            writer.writerow([i, i, p, classes.index(name), name, ""])
+
+
+def run_json(command):
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--featstream", required=True)
+    parser.add_argument("--l2", default="1e-3")
+    parser.add_argument("--train-per-class", type=int, default=600)
+    parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    scratch = tempfile.mkdtemp(prefix="featstream-accuracy-")
+    train_rows = balanced_manifest("train", args.train_per_class, os.path.join(scratch, "train.csv"))
+    test_rows = balanced_manifest("val", args.test_per_class, os.path.join(scratch, "test.csv"))
+    classes = sorted({name for _, name in train_rows})
+    sets = {}
+    raw_pixels(train_rows, classes, os.path.join(scratch, "pixels-train"))
+    raw_pixels(test_rows, classes, os.path.join(scratch, "pixels-test"))
+    sets["raw pixels (784)"] = (os.path.join(scratch, "pixels-train"), os.path.join(scratch, "pixels-test"))
+    for model in ["efficientnet-lite0", "open-nsfw"]:
+        dirs = []
+        for split in ["train", "test"]:
+            out = os.path.join(scratch, f"{model}-{split}")
+            subprocess.run([args.featstream, "extract", "--model", os.path.join(HOME, "models", model),
+                            "--data", os.path.join(scratch, f"{split}.csv"), "--out", out, "--decode-threads", "1"],
+                           check=True, capture_output=True)
+            dirs.append(out)
+        width = np.load(os.path.join(dirs[0], "features.npy"), mmap_mode="r").shape[1]
+        sets[f"{model} ({width})"] = tuple(dirs)
+
+    print(f"Fashion-MNIST: {len(train_rows)} train / {len(test_rows)} test images (class-balanced subsets of the "
+          f"official split), softmax regression, l2 = {args.l2}, best of {args.repeats} runs")
+    print("| features | featstream top-1 | sklearn top-1 | difference (pp) | featstream s | sklearn s | sklearn / featstream time |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (train, test) in sets.items():
+        ours = run_json([args.featstream, "bench", "train", "--train", train, "--test", test, "--l2", args.l2,
+                         "--repeats", str(args.repeats)])
+        theirs = run_json([sys.executable, os.path.join(HERE, "head_vs_sklearn.py"), "--train", train, "--test", test,
+                           "--l2", args.l2, "--repeats", str(args.repeats)])
+        print(f"| {name} | {100 * ours['accuracy']:.2f}% | {100 * theirs['accuracy']:.2f}% | "
+              f"{100 * (ours['accuracy'] - theirs['accuracy']):+.2f} | {ours['seconds']:.3f} | {theirs['seconds_min']:.3f} | "
+              f"{theirs['seconds_min'] / ours['seconds']:.1f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
