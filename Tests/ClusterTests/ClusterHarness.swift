@@ -29,9 +29,16 @@ final class ClusterHarness {
         self.shardSize = shardSize
     }
 
+    /// The demo's val split by default; `webdataset` uses its val shard, which has no train/val split of its own.
+    var webdataset = false
+
     var datasetArguments: [String] {
-        ["--data", Self.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path,
-         "--split", "val", "--limit", String(items)]
+        if webdataset {
+            return ["--data", Self.home.appendingPathComponent("data/fashion-mnist-demo/webdataset/val-000000.tar").path,
+                    "--limit", String(items)]
+        }
+        return ["--data", Self.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path,
+                "--split", "val", "--limit", String(items)]
     }
 
     var storeURL: URL { directory.appendingPathComponent("store") }
@@ -44,9 +51,9 @@ final class ClusterHarness {
                                                 "--commit-wait-ms", "3000", "--stall-ms", "10000"] + datasetArguments)
     }
 
-    func startHead(credits: Int = 4) throws {
+    func startHead(credits: Int = 4, extra: [String] = []) throws {
         head = try spawn("head", ["head", "--bind", data, "--coordinator", control, "--store", storeURL.path,
-                                  "--credits", String(credits)])
+                                  "--credits", String(credits)] + extra)
     }
 
     func startWorker(_ name: String) throws {

@@ -188,6 +188,37 @@ final class FaultTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(rejected, 2 * (malformedFrames().count - 1), cluster.log("w0"))
     }
 
+    /// kill -9 the head while it trains after the job; restarted, it skips serving (the store is whole)
+    /// and resumes training from its checkpoint.
+    func testHeadKilledWhileTrainingResumes() throws {
+        cluster.webdataset = true
+        let model = ClusterHarness.home.appendingPathComponent("models/efficientnet-lite0").path
+        let shard = ClusterHarness.home.appendingPathComponent("data/fashion-mnist-demo/webdataset/val-000000.tar").path
+        let trainOut = cluster.directory.appendingPathComponent("model")
+        let training = ["--model", model, "--data", shard, "--train-out", trainOut.path, "--mlp", "--hidden", "16",
+                        "--max-epochs", "300", "--l2", "0.001"]
+        try cluster.startCoordinator()
+        try cluster.startHead(extra: training)
+        try cluster.startWorker("w0")
+        try cluster.startWorker("w1")
+        let deadline = Date().addingTimeInterval(180)
+        while Date() < deadline, cluster.head!.isRunning, cluster.log("head").components(separatedBy: "training: epoch").count < 4 {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        XCTAssertTrue(cluster.head!.isRunning, "training ended before the kill\n\(cluster.logTails())")
+        cluster.kill(cluster.head)
+        try cluster.startHead(extra: training)
+        let second = cluster.head!
+        let end = Date().addingTimeInterval(180)
+        while second.isRunning && Date() < end { Thread.sleep(forTimeInterval: 0.1) }
+        XCTAssertEqual(second.terminationStatus, 0, cluster.logTails())
+        let log = cluster.log("head#2")
+        XCTAssertTrue(log.contains("resuming from"), log)
+        XCTAssertFalse(log.contains("listening for features"), "a head restarted after the job must not serve again\n\(log)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: trainOut.appendingPathComponent("classifier.onnx").path), log)
+        try cluster.assertExactlyOnce()
+    }
+
     func isHello(_ message: Message) -> Bool {
         if case .hello = message { return true }
         return false
