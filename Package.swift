@@ -57,15 +57,16 @@ let package = Package(
             name: "featstream",
             dependencies: [
                 "Extraction", "Backbone", "ImageInput", "ClusterRoles", "FeatureStore", "FeatureCodec", "WireProtocol", "NumpyFormat",
-                "HeadJob", "HeadTraining", "HeadExport",
+                "HeadJob", "HeadTraining", "HeadExport", "Transport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         // MARK: Tests
+        .target(name: "FeatStreamTestSupport", path: "Sources/FeatStreamTestSupport"),
         .testTarget(name: "BackboneTests", dependencies: ["Backbone", "NumpyFormat"]),
         .testTarget(name: "ImageInputTests", dependencies: ["ImageInput"], exclude: ["Fixtures"]),
-        .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "NumpyFormat"]),
+        .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "NumpyFormat", "FeatStreamTestSupport"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
         .testTarget(name: "FeatureCodecTests", dependencies: ["FeatureCodec", "WireProtocol"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "WireProtocol"]),
@@ -74,12 +75,12 @@ let package = Package(
         .testTarget(name: "HeadTrainingTests", dependencies: ["HeadTraining"]),
         .testTarget(
             name: "TrainingTests",
-            dependencies: ["Extraction", "FeatureStore", "ImageInput", "NumpyFormat", "WireProtocol"],
+            dependencies: ["Extraction", "FeatureStore", "ImageInput", "NumpyFormat", "WireProtocol", "FeatStreamTestSupport"],
             exclude: ["onnx_top1.py"]
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat"]
+            dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat", "FeatStreamTestSupport"]
         ),
     ]
 )

@@ -11,11 +11,13 @@ set +e
 swift test --skip-build --disable-swift-testing 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# XCTest's last "Executed N tests, with M failures" line covers every suite.
-summary=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -1 || true)
+# XCTest's last "Executed N tests, with ..." line covers every suite.
+summary=$(grep -E "Executed [0-9]+ tests?, with" "$log" | tail -1 || true)
 if [[ -n $summary ]]; then
   total=$(sed -E 's/.*Executed ([0-9]+) tests?.*/\1/' <<<"$summary")
-  failed=$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$summary")
-  echo "$((total - failed)) passed, $failed failed"
+  failed=$(sed -E 's/.* ([0-9]+) failures? .*/\1/' <<<"$summary")
+  skipped=0
+  grep -qE "[0-9]+ tests? skipped" <<<"$summary" && skipped=$(sed -E 's/.* ([0-9]+) tests? skipped.*/\1/' <<<"$summary")
+  echo "$((total - failed - skipped)) passed, $failed failed, $skipped skipped"
 fi
 exit "$status"

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FeatureStore
 import HeadExport
+import Transport
 import Foundation
 
 struct Run: ParsableCommand {
@@ -27,8 +28,8 @@ struct Run: ParsableCommand {
             _ = try parseDType(dtype)
             let outURL = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
-            let control = "tcp://127.0.0.1:\(try freePort())"
-            let dataAddress = "tcp://127.0.0.1:\(try freePort())"
+            let control = "tcp://127.0.0.1:\(try freeLocalPort())"
+            let dataAddress = "tcp://127.0.0.1:\(try freeLocalPort())"
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let threads = max(1, cores / workers)
             var datasetArguments = ["--data", dataset.data]
@@ -133,20 +134,4 @@ struct HeadIngest: Decodable {
 struct ClusterFailure: Error, CustomStringConvertible {
     let message: String
     var description: String { message }
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw ClusterFailure(message: "cannot find a free port: errno \(errno)") }
-    return Int(UInt16(bigEndian: address.sin_port))
 }

@@ -1,6 +1,8 @@
+import FeatStreamTestSupport
 import FeatureStore
 import Foundation
 import NumpyFormat
+import Transport
 import XCTest
 
 /// A real cluster of `featstream` processes on localhost, for fault-injection tests.
@@ -23,8 +25,8 @@ final class ClusterHarness {
     init(items: Int = 200, shardSize: Int = 8) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("featstream-cluster-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        control = "tcp://127.0.0.1:\(try testFreePort())"
-        data = "tcp://127.0.0.1:\(try testFreePort())"
+        control = "tcp://127.0.0.1:\(try freeLocalPort())"
+        data = "tcp://127.0.0.1:\(try freeLocalPort())"
         self.items = items
         self.shardSize = shardSize
     }
@@ -162,41 +164,4 @@ final class ClusterHarness {
         started.append(process)
         return process
     }
-}
-
-/// Runs a process to completion, returning its status and combined output.
-func runProcess(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
-}
-
-/// The build folder holding the test bundle and the `featstream` executable.
-var productsDirectory: URL {
-    for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
-        return bundle.bundleURL.deletingLastPathComponent()
-    }
-    return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-func testFreePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard ok else { throw NSError(domain: "port", code: Int(errno)) }
-    return Int(UInt16(bigEndian: address.sin_port))
 }

@@ -1,4 +1,5 @@
 import Extraction
+import FeatStreamTestSupport
 import Foundation
 import ImageInput
 import NumpyFormat
@@ -178,28 +179,6 @@ func decodeNpy(_ data: Data) throws -> NumpyArray {
     let shapeText = header[header.range(of: "(")!.upperBound..<header.range(of: ")")!.lowerBound]
     let shape = shapeText.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
     return NumpyArray(shape: shape, values: halves.map(Float.init))
-}
-
-/// Runs the built `featstream` binary and returns its exit status and combined output.
-func runFeatstream(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = productsDirectory.appendingPathComponent("featstream")
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
-}
-
-/// The build folder holding the test bundle and the `featstream` executable.
-var productsDirectory: URL {
-    for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
-        return bundle.bundleURL.deletingLastPathComponent()
-    }
-    return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 }
 
 func crc32(_ data: Data) -> UInt32 {

@@ -1,6 +1,7 @@
 import Extraction
 import FeatureStore
 import Foundation
+import FeatStreamTestSupport
 import ImageInput
 import NumpyFormat
 import WireProtocol
@@ -195,29 +196,4 @@ final class TrainedModelTests: XCTestCase {
         XCTAssertNotEqual(result.status, 0)
         XCTAssertTrue(result.output.contains("efficientnet-lite0") && result.output.contains("open-nsfw"), result.output)
     }
-}
-
-/// Runs the built `featstream` binary and returns its exit status and combined output.
-func runFeatstream(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    try runProcess(productsDirectory.appendingPathComponent("featstream"), arguments)
-}
-
-func runProcess(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
-}
-
-var productsDirectory: URL {
-    for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
-        return bundle.bundleURL.deletingLastPathComponent()
-    }
-    return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 }
