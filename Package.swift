@@ -13,6 +13,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // MARK: C libraries (Debian -dev packages)
@@ -43,6 +44,7 @@ let package = Package(
         .target(name: "Coordination", dependencies: ["WireProtocol"]),
         .target(name: "FeatureStore", dependencies: ["WireProtocol", "FeatureCodec"]),
         .target(name: "Transport", dependencies: ["CZMQ"]),
+        .target(name: "RoleMetrics", dependencies: [.product(name: "Prometheus", package: "swift-prometheus")]),
 
         // MARK: The trained head: exports and reports
         .target(name: "HeadExport", dependencies: ["ONNXProto"]),
@@ -51,13 +53,14 @@ let package = Package(
         .target(name: "HeadJob", dependencies: ["HeadTraining", "HeadExport", "FeatureStore", "Extraction", "ImageInput"]),
         .target(
             name: "ClusterRoles",
-            dependencies: ["Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput"]
+            dependencies: ["Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput",
+                           "RoleMetrics", .product(name: "Prometheus", package: "swift-prometheus")]
         ),
         .executableTarget(
             name: "featstream",
             dependencies: [
                 "Extraction", "Backbone", "ImageInput", "ClusterRoles", "FeatureStore", "FeatureCodec", "WireProtocol", "NumpyFormat",
-                "HeadJob", "HeadTraining", "HeadExport", "Transport",
+                "HeadJob", "HeadTraining", "HeadExport", "Transport", "RoleMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -73,6 +76,7 @@ let package = Package(
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "WireProtocol"]),
         .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto"]),
         .testTarget(name: "HeadTrainingTests", dependencies: ["HeadTraining"]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(
             name: "TrainingTests",
             dependencies: ["Extraction", "FeatureStore", "ImageInput", "NumpyFormat", "WireProtocol", "FeatStreamTestSupport"],
@@ -80,7 +84,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat", "FeatStreamTestSupport"]
+            dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat", "FeatStreamTestSupport", "RoleMetrics"]
         ),
     ]
 )

@@ -1,6 +1,7 @@
 import Coordination
 import Foundation
 import ImageInput
+import RoleMetrics
 import Transport
 import WireProtocol
 
@@ -48,6 +49,10 @@ public struct CoordinatorOptions: Sendable {
     public var leaseMs: UInt64 = 30_000
     public var commitWaitMs: UInt64 = 30_000
     public var stallMs: UInt64 = 60_000
+    /// Serve Prometheus metrics on this port (0: any free port); `nil`: no metrics.
+    public var metricsPort: Int?
+    /// CurveZMQ server keys and the allow-list of client keys (workers' and the head's), or none.
+    public var security: ZMQSecurity = .none
 
     public init(bind: String, headAddress: String, dataset: DatasetSelection, journalPath: String) {
         self.bind = bind
@@ -72,6 +77,20 @@ public final class CoordinatorService {
     private var head: [UInt8]?
     private var lastBeat: UInt64 = 0
     private let progress: ProgressReport
+    /// Prometheus metrics; `metrics.endpoint?.port` is where they are served.
+    public let metrics: RoleMetricsRegistry
+    private var workerStats: [String: WorkerStats] = [:]
+    private var committedItems = 0
+    private let itemCount: Int
+    private let started = nowMs()
+
+    private struct WorkerStats {
+        var host: String
+        var lastSeen: UInt64
+        var firstSeen: UInt64
+        var images = 0
+        var shard: Int = -1
+    }
 
     /// Builds the shard plan, replays the journal and binds the control socket.
     public init(options: CoordinatorOptions) throws {
@@ -90,10 +109,17 @@ public final class CoordinatorService {
         // Attempt numbers never repeat across restarts, so a head never mixes two incarnations' attempts.
         table = LeaseTable(shards: shards, settings: settings, committed: journal.committed,
                            firstAttempt: journal.attemptsReservedThrough + 1)
-        let router = try ZMQSocket(context, .router, highWaterMark: 1000)
+        let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.security)
+        router.authenticator?.onDenied = { [log] denial in log.event("CURVE \(denial)") }
         try router.bind(options.bind)
+        if options.security.isCurve { log.event("security: \(options.security)") }
         socket = MessageSocket(router, log: log)
         progress = ProgressReport(total: items.count, shards: shards.count)
+        itemCount = items.count
+        metrics = try RoleMetricsRegistry(role: "coordinator", port: options.metricsPort)
+        metrics.gauge(MetricName.shardsTotal).set(Double(shards.count))
+        socket.onReject = { [metrics] in metrics.rejected($0) }
+        if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
         log.event("\(items.count) items in \(shards.count) shards of \(options.shardSize); \(journal.committed.count) already committed (journal \(options.journalPath)); listening on \(options.bind)")
     }
 
@@ -105,9 +131,13 @@ public final class CoordinatorService {
             if try waitForInput([socket.socket], timeoutMs: 50)[0] {
                 while let (identity, message) = socket.receive() { handle(message, from: identity!, now: now) }
             }
-            for event in table.tick(now: now) { log.event("\(event)") }
+            for event in table.tick(now: now) {
+                log.event("\(event)")
+                if case .reassigned = event { metrics.counter(MetricName.shardsReassigned).increment() }
+            }
             if now - lastBeat >= options.heartbeatMs {
                 lastBeat = now
+                publishWorkerMetrics(now: now)
                 for identity in Array(workers.keys) + (head.map { [$0] } ?? []) {
                     socket.send(.heartbeat(epoch: epoch, sequence: now), to: identity)
                 }
@@ -130,13 +160,17 @@ public final class CoordinatorService {
         switch message {
         case let .hello(workerID, host, pid, _):
             if workers[identity] == nil { log.event("worker \(workerID) joined from \(host) (pid \(pid))") }
+            workerStats[workerID, default: WorkerStats(host: host, lastSeen: now, firstSeen: now)].host = host
             workers[identity] = workerID
             table.hello(worker: workerID, now: now)
             socket.send(.welcome(epoch: epoch, headAddress: options.headAddress,
                                  heartbeatIntervalMs: UInt32(options.heartbeatMs), deadAfterBeats: UInt32(options.deadAfterBeats)),
                         to: identity)
         case .heartbeat:
-            if let worker = workers[identity] { table.heartbeat(worker: worker, now: now) }
+            if let worker = workers[identity] {
+                table.heartbeat(worker: worker, now: now)
+                workerStats[worker]?.lastSeen = now
+            }
         case .shardRequest(let workerID):
             workers[identity] = workerID
             if table.nextAttempt > journal.attemptsReservedThrough {
@@ -147,14 +181,20 @@ public final class CoordinatorService {
             }
             switch table.request(worker: workerID, now: now) {
             case let .assign(shardID, attempt, items, leaseMs):
+                metrics.counter(MetricName.shardsLeased).increment()
+                workerStats[workerID]?.shard = Int(shardID)
                 socket.send(.assignment(shardID: shardID, attempt: attempt, leaseMs: leaseMs, items: items), to: identity)
             case .noWork(let retry):
                 socket.send(.noWork(retryAfterMs: retry), to: identity)
             case .finished:
                 socket.send(.shutdown(reason: "job complete"), to: identity)
             }
-        case let .shardDone(shardID, attempt, _, _):
-            if let worker = workers[identity] { table.shardDone(worker: worker, shardID: shardID, attempt: attempt, now: now) }
+        case let .shardDone(shardID, attempt, items, deadLetters):
+            if let worker = workers[identity] {
+                table.shardDone(worker: worker, shardID: shardID, attempt: attempt, now: now)
+                workerStats[worker]?.images += Int(items) + Int(deadLetters)
+                workerStats[worker]?.shard = -1
+            }
         case let .shardFailed(shardID, attempt, reason):
             if let worker = workers[identity] {
                 log.event("worker \(worker) gave up shard \(shardID) attempt \(attempt): \(reason)")
@@ -169,6 +209,22 @@ public final class CoordinatorService {
             record(shardID: shardID, attempt: attempt, items: Int(items) + Int(deadLetters), now: now)
         default:
             socket.counters.unexpectedMessages += 1
+        }
+    }
+
+    private func publishWorkerMetrics(now: UInt64) {
+        let state = table.progress
+        let fraction = state.total > 0 ? Double(state.committed) / Double(state.total) : 1
+        metrics.gauge(MetricName.progress).set(fraction)
+        let elapsed = Double(now - started) / 1000
+        let rate = elapsed > 0 ? Double(committedItems) / elapsed : 0
+        metrics.gauge(MetricName.eta).set(rate > 0 ? Double(max(0, itemCount - committedItems)) / rate : -1)
+        for (worker, stats) in workerStats {
+            let labels = [("worker", worker), ("host", stats.host)]
+            metrics.gauge(MetricName.heartbeatAge, labels).set(Double(now - stats.lastSeen) / 1000)
+            metrics.gauge(MetricName.workerShard, labels).set(Double(stats.shard))
+            let seconds = Double(now - stats.firstSeen) / 1000
+            metrics.gauge(MetricName.workerImagesPerSecond, labels).set(seconds > 0 ? Double(stats.images) / seconds : 0)
         }
     }
 
@@ -187,6 +243,9 @@ public final class CoordinatorService {
         }
         if table.committed(shardID: shardID, attempt: attempt, now: now) {
             progress.committed(items: items, log: log, table: table.progress)
+            metrics.counter(MetricName.shardsCommitted).increment()
+            metrics.counter(MetricName.images).increment(by: Int64(items))
+            committedItems += items
         }
     }
 }

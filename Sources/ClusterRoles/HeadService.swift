@@ -1,6 +1,7 @@
 import FeatureCodec
 import FeatureStore
 import Foundation
+import RoleMetrics
 import Transport
 import WireProtocol
 
@@ -19,6 +20,11 @@ public struct HeadOptions: Sendable {
     public var heartbeatMs: UInt64 = 500
     /// Recorded in the store when it is created: backbone name and class names.
     public var metadata = StoreMetadata()
+    /// Serve Prometheus metrics on this port (0: any free port); `nil`: no metrics.
+    public var metricsPort: Int?
+    /// CurveZMQ for the data socket (server: workers' keys allowed) and the control socket (client of the coordinator).
+    public var dataSecurity: ZMQSecurity = .none
+    public var controlSecurity: ZMQSecurity = .none
 
     public init(bind: String, coordinator: String, storePath: String) {
         self.bind = bind
@@ -141,6 +147,8 @@ public final class HeadService {
     private let data: MessageSocket
     private let control: MessageSocket
     private let ingest: BatchIngest
+    /// Prometheus metrics; `metrics.endpoint?.port` is where they are served.
+    public let metrics: RoleMetricsRegistry
     /// Called with every newly committed shard, after the commit is durable (the online training pass).
     public var onCommit: ((ShardContents) -> Void)?
     private var throughput: [String: [Int: Int]] = [:]
@@ -158,12 +166,17 @@ public final class HeadService {
         self.options = options
         ingest = try BatchIngest(storeURL: URL(fileURLWithPath: options.storePath), dtype: options.dtype,
                                  metadata: options.metadata, log: log)
-        let router = try ZMQSocket(context, .router, highWaterMark: 1000)
+        let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.dataSecurity)
+        router.authenticator?.onDenied = { [log] denial in log.event("CURVE \(denial)") }
         try router.bind(options.bind)
         data = MessageSocket(router, log: log)
-        let dealer = try ZMQSocket(context, .dealer, highWaterMark: 1000)
+        let dealer = try ZMQSocket(context, .dealer, highWaterMark: 1000, security: options.controlSecurity)
         try dealer.connect(options.coordinator)
         control = MessageSocket(dealer, log: log)
+        metrics = try RoleMetricsRegistry(role: "head", port: options.metricsPort)
+        data.onReject = { [metrics] in metrics.rejected($0) }
+        control.onReject = { [metrics] in metrics.rejected($0) }
+        if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
         log.event("listening for features on \(options.bind); coordinator \(options.coordinator)")
     }
 
@@ -175,6 +188,11 @@ public final class HeadService {
     /// Whether the store at `path` holds a finished job (so serving can be skipped).
     public static func jobComplete(storePath: String) -> Bool {
         FileManager.default.fileExists(atPath: URL(fileURLWithPath: storePath).appendingPathComponent(completeMarker).path)
+    }
+
+    /// Records the latest training loss (the online pass, or an epoch of the final fit).
+    public func recordTrainingLoss(_ loss: Double, split: String) {
+        metrics.gauge(MetricName.trainingLoss, [("split", split)]).set(loss)
     }
 
     /// Serves until the coordinator says the job is complete.
@@ -242,12 +260,21 @@ public final class HeadService {
             if let have = outstanding[identity], have > 0 { outstanding[identity] = have - 1 }
             if let (commit, contents) = try ingest.receive(batch) {
                 control.send(commit)
+                metrics.counter(MetricName.deadLetters).increment(by: Int64(contents.deadLetters.count))
                 onCommit?(contents)
+            }
+            let worker = workerNames[identity] ?? "unknown"
+            metrics.counter(MetricName.images, [("worker", worker)]).increment(by: Int64(batch.offsets.count))
+            metrics.counter(MetricName.wireBytes, [("direction", "in")]).increment(by: Int64(batch.payload.count))
+            let statistics = ingest.statistics
+            if statistics.payloadBytes > 0 {
+                metrics.gauge(MetricName.compressionRatio).set(Double(statistics.rows * Int(batch.dimension) * 4) / Double(statistics.payloadBytes))
             }
             let second = Int(Date().timeIntervalSince(started))
             throughput[workerNames[identity] ?? "unknown", default: [:]][second, default: 0] += batch.offsets.count
             outstanding[identity, default: 0] += 1
             data.send(.credit(epoch: epoch, grant: 1), to: identity)
+            metrics.gauge(MetricName.creditsInFlight, [("worker", workerNames[identity] ?? "unknown")]).set(Double(outstanding[identity]!))
         default:
             data.counters.unexpectedMessages += 1
         }

@@ -27,6 +27,7 @@ public struct WireCounters: Sendable {
     public var rejectedTotal: Int { rejectedFrames.values.reduce(0, +) }
 
     mutating func reject(_ reason: String) { rejectedFrames[reason, default: 0] += 1 }
+
 }
 
 /// Messages in and out of one ZeroMQ socket, with frame decoding and counting in one place.
@@ -34,6 +35,8 @@ final class MessageSocket {
     let socket: ZMQSocket
     var counters = WireCounters()
     let log: RoleLog
+    /// Told the reason of every rejected frame (for metrics).
+    var onReject: ((String) -> Void)?
 
     init(_ socket: ZMQSocket, log: RoleLog) {
         self.socket = socket
@@ -67,7 +70,8 @@ final class MessageSocket {
             guard let frames else { return nil }
             let expected = socket.kind == .router ? 2 : 1
             guard frames.count == expected else {
-                counters.reject("frame count \(frames.count)")
+                counters.reject("frame_count")
+                onReject?("frame_count")
                 log.event("rejected a message of \(frames.count) frames (expected \(expected))")
                 continue
             }
@@ -79,6 +83,7 @@ final class MessageSocket {
                 return (socket.kind == .router ? frames[0] : nil, message)
             } catch {
                 counters.reject(error.counterName)
+                onReject?(error.counterName)
                 log.event("rejected frame of \(payload.count) bytes: \(error)")
             }
         }

@@ -3,6 +3,7 @@ import Extraction
 import FeatureCodec
 import Foundation
 import ImageInput
+import RoleMetrics
 import Transport
 import WireProtocol
 
@@ -20,6 +21,11 @@ public struct WorkerOptions: Sendable {
     public var dtype: FeatureDTypeCode = .f16
     public var codec: CodecID = .shuffleLZ4
     public var workerID: String
+    /// Serve Prometheus metrics on this port (0: any free port); `nil`: no metrics.
+    public var metricsPort: Int?
+    /// CurveZMQ client settings for the coordinator and for the head.
+    public var controlSecurity: ZMQSecurity = .none
+    public var dataSecurity: ZMQSecurity = .none
 
     public init(coordinator: String, model: String, dataset: DatasetSelection, workerID: String) {
         self.coordinator = coordinator
@@ -53,6 +59,8 @@ public final class WorkerService {
     private var welcomed = false
     private var pendingReply: Message?
     private let draining = DrainFlag()
+    /// Prometheus metrics; `metrics.endpoint?.port` is where they are served.
+    public let metrics: RoleMetricsRegistry
     /// Bytes of feature payload sent, and the raw bytes they stand for.
     public private(set) var sentPayload = 0
     public private(set) var sentRaw = 0
@@ -67,10 +75,13 @@ public final class WorkerService {
         let config = try ModelConfig.load(options.model)
         extractor = try FeatureExtractor(config: config, batchSize: options.batch, threads: options.threads)
         (dataset, _) = try options.dataset.open()
-        let dealer = try ZMQSocket(context, .dealer, highWaterMark: 16)
+        let dealer = try ZMQSocket(context, .dealer, highWaterMark: 16, security: options.controlSecurity)
         try dealer.connect(options.coordinator)
         control = MessageSocket(dealer, log: log)
         try extractor.engine.warmUp()
+        metrics = try RoleMetricsRegistry(role: "worker", port: options.metricsPort)
+        control.onReject = { [metrics] in metrics.rejected($0) }
+        if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
         draining.install()
     }
 
@@ -146,6 +157,10 @@ public final class WorkerService {
                 dtype: options.dtype, dimension: UInt32(extractor.featureWidth), codec: options.codec,
                 rawLength: UInt32(rawLength), payload: payload)
             try sendWithinCredits(.featureBatch(message))
+            metrics.counter(MetricName.images, [("worker", options.workerID)]).increment(by: Int64(batch.items.count + batch.deadLetters.count))
+            metrics.counter(MetricName.deadLetters, [("worker", options.workerID)]).increment(by: Int64(batch.deadLetters.count))
+            metrics.counter(MetricName.wireBytes, [("direction", "out")]).increment(by: Int64(payload.count))
+            metrics.gauge(MetricName.creditsAvailable, [("worker", options.workerID)]).set(Double(credits))
             sentPayload += payload.count
             sentRaw += batch.features.count * 4
             rows += batch.items.count
@@ -194,9 +209,10 @@ public final class WorkerService {
             heartbeatMs = UInt64(max(interval, 50))
             welcomed = true
             if data == nil {
-                let dealer = try ZMQSocket(context, .dealer, highWaterMark: 8)
+                let dealer = try ZMQSocket(context, .dealer, highWaterMark: 8, security: options.dataSecurity)
                 try dealer.connect(headAddress)
                 data = MessageSocket(dealer, log: log)
+                data?.onReject = { [metrics] in metrics.rejected($0) }
                 log.event("welcomed; streaming to \(headAddress)")
             }
         case .heartbeat(let epoch, _):

@@ -11,13 +11,21 @@ public struct ZMQError: Error, CustomStringConvertible {
 /// One libzmq context per process; sockets keep it alive.
 public final class ZMQContext: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
+    /// Guards `zapAuthenticator`: server sockets may be created on different threads.
+    let zapLock = NSLock()
+    /// The ZAP handler, started by the first CURVE server socket (see CurveSecurity.swift).
+    var zapAuthenticator: ZAPAuthenticator?
 
     /// Creates a context with libzmq's default I/O thread.
     public init() {
         handle = zmq_ctx_new()
     }
 
-    deinit { zmq_ctx_term(handle) }
+    deinit {
+        // The handler's socket must be closed first, or zmq_ctx_term would wait on it.
+        zapAuthenticator?.stop()
+        zmq_ctx_term(handle)
+    }
 }
 
 /// A DEALER or ROUTER socket carrying multipart messages of byte frames.
@@ -36,8 +44,10 @@ public final class ZMQSocket {
     }
 
     let handle: UnsafeMutableRawPointer
-    private let context: ZMQContext
+    let context: ZMQContext
     public let kind: Kind
+    /// The security the socket was created with (CURVE server or client, or plaintext).
+    public let security: ZMQSecurity
 
     /// Creates a socket with bounded queues and no linger on close.
     ///
@@ -45,12 +55,15 @@ public final class ZMQSocket {
     ///   - highWaterMark: messages queued per peer in each direction before sends fail or block.
     ///   - maxMessageBytes: libzmq drops larger messages before they are buffered (defence in depth;
     ///     the frame codec enforces the protocol's own limits and counts rejections).
+    ///   - security: CURVE server or client settings (see `ZMQSecurity`), applied before the socket can
+    ///     bind or connect; plaintext by default.
     public init(_ context: ZMQContext, _ kind: Kind, highWaterMark: Int32 = 64, maxMessageBytes: Int64 = 128 << 20,
-                identity: String? = nil) throws {
+                identity: String? = nil, security: ZMQSecurity = .none) throws {
         guard let socket = zmq_socket(context.handle, kind.raw) else { throw ZMQError(call: "socket", errno: zmq_errno()) }
         handle = socket
         self.context = context
         self.kind = kind
+        self.security = security
         try set(ZMQ_SNDHWM, highWaterMark)
         try set(ZMQ_RCVHWM, highWaterMark)
         try set(ZMQ_LINGER, Int32(0))
@@ -72,6 +85,7 @@ public final class ZMQSocket {
                 }
             }
         }
+        try security.apply(to: self)
     }
 
     deinit { zmq_close(handle) }

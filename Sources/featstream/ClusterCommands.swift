@@ -7,6 +7,7 @@ import HeadJob
 import HeadTraining
 import Foundation
 import ImageInput
+import Transport
 import WireProtocol
 
 /// Options naming the job's dataset; the coordinator and every worker must be given the same.
@@ -24,6 +25,12 @@ struct DatasetOptions: ParsableArguments {
     var limit: Int?
 
     var selection: DatasetSelection { DatasetSelection(path: data, format: format, split: split, limit: limit) }
+}
+
+/// This role's CurveZMQ key pair; giving both turns CurveZMQ on for every socket of the role.
+struct CurveOptions: ParsableArguments {
+    @Option(help: "This role's CURVE secret key file (mode 0600, from `featstream keygen`).") var curveSecret: String?
+    @Option(help: "This role's CURVE public key file.") var curvePublic: String?
 }
 
 /// Runs a role, turning any error into one clear line and a failing exit status.
@@ -58,6 +65,9 @@ struct Coordinator: ParsableCommand {
     @Option(help: "Shard lease, ms (renewed by the worker's heartbeats).") var leaseMs: UInt64 = 30_000
     @Option(help: "After a worker reports a shard done, wait this long (ms) for the head's commit.") var commitWaitMs: UInt64 = 30_000
     @Option(help: "Log stuck shards and workers after this long (ms) without a commit.") var stallMs: UInt64 = 60_000
+    @Option(help: "Serve Prometheus metrics on this port (0: any free port).") var metricsPort: Int?
+    @OptionGroup var curve: CurveOptions
+    @Option(help: "Folder of allowed client public keys (*.pub: every worker's and the head's).") var curveAllow: String?
 
     func run() throws {
         try runRole("coordinator") {
@@ -68,6 +78,9 @@ struct Coordinator: ParsableCommand {
             options.leaseMs = leaseMs
             options.commitWaitMs = commitWaitMs
             options.stallMs = stallMs
+            options.metricsPort = metricsPort
+            options.security = try CurveFlags.server(secretFile: curve.curveSecret, publicFile: curve.curvePublic,
+                                                     allowDirectory: curveAllow)
             let counters = try CoordinatorService(options: options).run()
             print("coordinator: job complete; \(counters.rejectedTotal) malformed frames rejected")
         }
@@ -95,7 +108,11 @@ struct Head: ParsableCommand {
     @Option(help: "The dataset, for class names and the train/val split.") var data: String?
     @Option(help: "Dataset format, with --data.") var format: DatasetFormat?
     @Option(help: "Train the head when the job completes and write the model folder here.") var trainOut: String?
+    @Option(help: "Serve Prometheus metrics on this port (0: any free port).") var metricsPort: Int?
     @OptionGroup var training: HeadTrainingOptions
+    @OptionGroup var curve: CurveOptions
+    @Option(help: "Folder of allowed worker public keys (*.pub).") var curveAllow: String?
+    @Option(help: "The coordinator's CURVE public key file.") var curveCoordinatorPublic: String?
 
     func run() throws {
         try runRole("head") {
@@ -108,9 +125,17 @@ struct Head: ParsableCommand {
                 options.creditWindow = credits
                 options.dtype = try parseDType(dtype)
                 options.metadata = StoreMetadata(model: backbone?.name, classNames: classes)
+                options.metricsPort = metricsPort
+                options.dataSecurity = try CurveFlags.server(secretFile: curve.curveSecret, publicFile: curve.curvePublic,
+                                                             allowDirectory: curveAllow)
+                options.controlSecurity = try CurveFlags.client(secretFile: curve.curveSecret, publicFile: curve.curvePublic,
+                                                                serverPublicFile: curveCoordinatorPublic,
+                                                                serverFlag: "--curve-coordinator-public")
                 let service = try HeadService(options: options)
                 if trainOut != nil, let classes {
-                    let online = OnlineTraining(config: training.config, classCount: classes.count, split: split, log: service.log)
+                    let online = OnlineTraining(config: training.config, classCount: classes.count, split: split, log: service.log) {
+                        service.recordTrainingLoss($0, split: "online")
+                    }
                     service.onCommit = online.absorb
                 }
                 let statistics = try service.run()
@@ -150,7 +175,10 @@ final class OnlineTraining {
     private let log: RoleLog
     private var rows = 0
 
-    init(config: TrainingConfig, classCount: Int, split: ValidationSplit, log: RoleLog) {
+    private let onLoss: (Double) -> Void
+
+    init(config: TrainingConfig, classCount: Int, split: ValidationSplit, log: RoleLog, onLoss: @escaping (Double) -> Void) {
+        self.onLoss = onLoss
         var config = config
         config.classCount = classCount
         trainer = HeadTrainer(config: config)
@@ -169,6 +197,7 @@ final class OnlineTraining {
         do {
             let metrics = try trainer.partialFit(LabeledFeatures(features: features, labels: labels, dimension: contents.dimension))
             rows += labels.count
+            onLoss(metrics.trainLoss)
             log.event(String(format: "online pass %d over %d rows (%d so far): loss %.4f, accuracy %.4f",
                              metrics.epoch, labels.count, rows, metrics.trainLoss, metrics.trainAccuracy))
         } catch {
@@ -193,6 +222,10 @@ struct Worker: ParsableCommand {
     @Option(help: "Decoder threads.") var decodeThreads = 1
     @Option(help: "Feature element type on the wire: f32 or f16.") var dtype = "f16"
     @Option(help: "Worker name (default: host-pid).") var name: String?
+    @Option(help: "Serve Prometheus metrics on this port (0: any free port).") var metricsPort: Int?
+    @OptionGroup var curve: CurveOptions
+    @Option(help: "The coordinator's CURVE public key file.") var curveCoordinatorPublic: String?
+    @Option(help: "The head's CURVE public key file.") var curveHeadPublic: String?
 
     func run() throws {
         try runRole("worker") {
@@ -202,6 +235,12 @@ struct Worker: ParsableCommand {
             options.threads = threads
             options.decodeThreads = decodeThreads
             options.dtype = try parseDType(dtype)
+            options.metricsPort = metricsPort
+            options.controlSecurity = try CurveFlags.client(secretFile: curve.curveSecret, publicFile: curve.curvePublic,
+                                                            serverPublicFile: curveCoordinatorPublic,
+                                                            serverFlag: "--curve-coordinator-public")
+            options.dataSecurity = try CurveFlags.client(secretFile: curve.curveSecret, publicFile: curve.curvePublic,
+                                                         serverPublicFile: curveHeadPublic, serverFlag: "--curve-head-public")
             let service = try WorkerService(options: options)
             _ = try service.run()
         }
@@ -230,6 +269,26 @@ struct Store: ParsableCommand {
                 let store = try FeatureStore.open(at: URL(fileURLWithPath: path))
                 print(store.inspect().description)
             }
+        }
+    }
+}
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate a CurveZMQ key pair: NAME.pub (share it) and NAME.key (mode 0600, keep it private).",
+        discussion: """
+        Put each client's NAME.pub into the --curve-allow folder of every server it connects to:
+        the coordinator's folder needs every worker's and the head's; the head's needs every worker's.
+        Existing files are never overwritten.
+        """)
+    @Option(help: "Folder for the key files (created with mode 0700 if missing).") var out: String
+    @Option(help: "Key pair name: writes NAME.pub and NAME.key.") var name: String
+
+    func run() throws {
+        try runRole("keygen") {
+            let result = try runCurveKeygen(outDirectory: out, name: name)
+            print(result.publicKey)
+            printError("wrote \(result.publicFile.path) and \(result.secretFile.path) (mode 0600)")
         }
     }
 }

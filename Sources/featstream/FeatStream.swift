@@ -18,10 +18,14 @@ struct FeatStream: ParsableCommand {
           head         verifies, deduplicates and stores the features,
                        committing each shard atomically.
           extract      one host, no cluster: features straight to .npy.
+          train        retrain a head from a store; predict: classify images;
+                       export-features: a store as NumPy files.
           store        inspect a head's feature store.
+          status       a live table of a running job (from its metrics).
+          keygen       a CurveZMQ key pair for securing every socket.
           bench        measure the backbone, decoder and codecs.
         """,
-        subcommands: [Run.self, Extract.self, Coordinator.self, Worker.self, Head.self, Train.self, Predict.self, ExportFeatures.self, Store.self, Bench.self],
+        subcommands: [Run.self, Extract.self, Coordinator.self, Worker.self, Head.self, Train.self, Predict.self, ExportFeatures.self, Store.self, Status.self, Keygen.self, Bench.self],
         defaultSubcommand: Run.self
     )
 }

@@ -37,8 +37,10 @@ struct Run: ParsableCommand {
             if let split = dataset.split { datasetArguments += ["--split", split] }
             if let limit = dataset.limit { datasetArguments += ["--limit", String(limit)] }
 
+            let metricsPort = try freeLocalPort()
+            FileHandle.standardError.write(Data("run: live status with `featstream status http://127.0.0.1:\(metricsPort)`\n".utf8))
             let start = Date()
-            let coordinator = try spawn(["coordinator", "--bind", control, "--head", dataAddress,
+            let coordinator = try spawn(["coordinator", "--bind", control, "--head", dataAddress, "--metrics-port", String(metricsPort),
                                          "--journal", outURL.appendingPathComponent("coordinator.journal").path,
                                          "--shard-size", String(shardSize)] + datasetArguments)
             var headArguments = ["head", "--bind", dataAddress, "--coordinator", control,

@@ -45,12 +45,12 @@ final class ClusterHarness {
 
     var storeURL: URL { directory.appendingPathComponent("store") }
 
-    func startCoordinator() throws {
+    func startCoordinator(extra: [String] = []) throws {
         coordinator = try spawn("coordinator", ["coordinator", "--bind", control, "--head", data,
                                                 "--journal", directory.appendingPathComponent("journal").path,
                                                 "--shard-size", String(shardSize), "--heartbeat-ms", "200",
                                                 "--dead-after-beats", "5", "--lease-ms", "4000",
-                                                "--commit-wait-ms", "3000", "--stall-ms", "10000"] + datasetArguments)
+                                                "--commit-wait-ms", "3000", "--stall-ms", "10000"] + datasetArguments + extra)
     }
 
     func startHead(credits: Int = 4, extra: [String] = []) throws {
@@ -58,10 +58,10 @@ final class ClusterHarness {
                                   "--credits", String(credits)] + extra)
     }
 
-    func startWorker(_ name: String) throws {
+    func startWorker(_ name: String, extra: [String] = []) throws {
         workers[name] = try spawn(name, ["worker", "--coordinator", control,
                                          "--model", Self.home.appendingPathComponent("models/efficientnet-lite0").path,
-                                         "--batch", "4", "--threads", "1", "--name", name] + datasetArguments)
+                                         "--batch", "4", "--threads", "1", "--name", name] + datasetArguments + extra)
     }
 
     /// Waits for the coordinator to finish the job; fails the test with the logs if it does not.

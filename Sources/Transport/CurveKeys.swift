@@ -1,0 +1,265 @@
+import CZMQ
+import Foundation
+
+/// Why a CURVE key or key file was refused. Never carries key material, only file names and reasons.
+public enum CurveKeyError: Error, CustomStringConvertible {
+    /// libzmq was built without CURVE support (no libsodium), so no key can be made or used.
+    case curveUnavailable
+    /// A key was not 40 characters of Z85; `what` names the key or the file it came from.
+    case malformedKey(what: String)
+    /// A secret key file can be read or written by group or others; it is not loaded.
+    case secretKeyFileTooOpen(path: String, mode: mode_t)
+    /// A secret key file does not derive the public key it was loaded with.
+    case mismatchedKeyPair(publicFile: String, secretFile: String)
+    /// Writing a key pair would replace an existing file.
+    case fileExists(path: String)
+    /// A key pair name that is empty or would leave the output folder.
+    case invalidName(String)
+    /// A system call on a key file failed.
+    case io(path: String, call: String, errno: Int32)
+
+    /// One line naming the file or key concerned and what to do; never key material.
+    public var description: String {
+        switch self {
+        case .curveUnavailable:
+            return "this libzmq has no CURVE support (built without libsodium)"
+        case .malformedKey(let what):
+            return "\(what): not a CURVE key (expected 40 characters of Z85)"
+        case .secretKeyFileTooOpen(let path, let mode):
+            return "\(path): secret key file has mode \(String(mode & 0o777, radix: 8)), readable or writable by group or others; "
+                + "refusing to load it (run: chmod 600 \(path))"
+        case .mismatchedKeyPair(let publicFile, let secretFile):
+            return "\(secretFile) is not the secret key of \(publicFile)"
+        case .fileExists(let path):
+            return "\(path) already exists; refusing to overwrite a key"
+        case .invalidName(let name):
+            return "invalid key name \"\(name)\" (use letters, digits, '-', '_', '.'; not starting with '.')"
+        case .io(let path, let call, let code):
+            return "\(path): \(call): \(String(cString: strerror(code)))"
+        }
+    }
+}
+
+/// A CURVE long-term key pair in Z85 (40 characters each).
+///
+/// The secret key is module-internal and never appears in `description`, `debugDescription` or
+/// `dump()`: only the public key is ever printed, so logging a key pair cannot leak it.
+public struct CurveKeyPair: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// The Z85 public key: safe to print, share, and put in allow-lists.
+    public let publicKey: String
+    let secretKey: String
+
+    init(publicKey: String, secretKey: String) {
+        self.publicKey = publicKey
+        self.secretKey = secretKey
+    }
+
+    /// A fresh random key pair from libzmq (libsodium's RNG).
+    public static func generate() throws -> CurveKeyPair {
+        guard zmq_has("curve") != 0 else { throw CurveKeyError.curveUnavailable }
+        var publicBuffer = [CChar](repeating: 0, count: 41)
+        var secretBuffer = [CChar](repeating: 0, count: 41)
+        defer { wipe(&secretBuffer) }
+        guard zmq_curve_keypair(&publicBuffer, &secretBuffer) == 0 else { throw CurveKeyError.curveUnavailable }
+        return CurveKeyPair(publicKey: string(publicBuffer), secretKey: string(secretBuffer))
+    }
+
+    /// Loads a pair written by `write(to:name:)` (or any two files holding one Z85 key each).
+    ///
+    /// Throws, naming the file, when the secret key file is accessible to group or others, when either
+    /// key is malformed, or when the secret key does not belong to the public key.
+    public static func load(publicFile: URL, secretFile: URL) throws -> CurveKeyPair {
+        let publicKey = try loadPublicKey(file: publicFile)
+        let secretKey = try readKeyFile(secretFile, secret: true)
+        guard Z85.isKey(secretKey) else { throw CurveKeyError.malformedKey(what: secretFile.path) }
+        guard derivePublicKey(secretKey: secretKey) == publicKey else {
+            throw CurveKeyError.mismatchedKeyPair(publicFile: publicFile.path, secretFile: secretFile.path)
+        }
+        return CurveKeyPair(publicKey: publicKey, secretKey: secretKey)
+    }
+
+    /// Loads `NAME.pub` and `NAME.key` from `directory`, as written by `write(to:name:)`.
+    public static func load(directory: URL, name: String) throws -> CurveKeyPair {
+        try load(publicFile: directory.appendingPathComponent(name + ".pub"),
+                 secretFile: directory.appendingPathComponent(name + ".key"))
+    }
+
+    /// Reads one public key file (40 characters of Z85, surrounding whitespace ignored).
+    public static func loadPublicKey(file: URL) throws -> String {
+        let key = try readKeyFile(file, secret: false)
+        guard Z85.isKey(key) else { throw CurveKeyError.malformedKey(what: file.path) }
+        return key
+    }
+
+    /// Every `*.pub` file in `directory`: the allow-list a server accepts clients from.
+    ///
+    /// Other files (including `*.key`) are ignored, so a folder of whole key pairs works too; a
+    /// malformed `.pub` file throws rather than silently shrinking the list.
+    public static func loadPublicKeys(directory: URL) throws -> Set<String> {
+        // access() first: Foundation's error would not say whether the folder is missing or unreadable.
+        guard access(directory.path, R_OK | X_OK) == 0 else { throw CurveKeyError.io(path: directory.path, call: "open directory", errno: errno) }
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        } catch {
+            throw CurveKeyError.io(path: directory.path, call: "list directory", errno: ENOTDIR)
+        }
+        var keys = Set<String>()
+        for name in names.sorted() where name.hasSuffix(".pub") && !name.hasPrefix(".") {
+            keys.insert(try loadPublicKey(file: directory.appendingPathComponent(name)))
+        }
+        return keys
+    }
+
+    /// Writes `NAME.pub` (mode 0644) and `NAME.key` (mode 0600) into `directory`, creating it (0700) if needed.
+    ///
+    /// Each file is written to a temporary name created with its final mode, synced, then linked into
+    /// place, so the secret key is never readable by others, not even for a moment, and a crash leaves
+    /// no half-written key. Existing files are never replaced.
+    /// - Returns: the two files written.
+    @discardableResult
+    public func write(to directory: URL, name: String) throws -> (publicFile: URL, secretFile: URL) {
+        guard Self.isValidName(name) else { throw CurveKeyError.invalidName(name) }
+        if !FileManager.default.fileExists(atPath: directory.path) {
+            do {
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw CurveKeyError.io(path: directory.path, call: "mkdir", errno: EACCES)
+            }
+        }
+        let publicFile = directory.appendingPathComponent(name + ".pub")
+        let secretFile = directory.appendingPathComponent(name + ".key")
+        // Check both first: refusing halfway would leave a lone public key with no secret.
+        for file in [publicFile, secretFile] where FileManager.default.fileExists(atPath: file.path) {
+            throw CurveKeyError.fileExists(path: file.path)
+        }
+        try Self.writeAtomically(Array((secretKey + "\n").utf8), to: secretFile, mode: 0o600)
+        try Self.writeAtomically(Array((publicKey + "\n").utf8), to: publicFile, mode: 0o644)
+        let dirFD = open(directory.path, O_RDONLY | O_DIRECTORY)
+        if dirFD >= 0 {
+            fsync(dirFD)
+            close(dirFD)
+        }
+        return (publicFile, secretFile)
+    }
+
+    /// Prints only the public key.
+    public var description: String { "CurveKeyPair(public: \(publicKey))" }
+    /// Prints only the public key.
+    public var debugDescription: String { description }
+    /// Shows only the public key to `dump()` and reflection.
+    public var customMirror: Mirror { Mirror(self, children: ["publicKey": publicKey]) }
+
+    // MARK: - Helpers
+
+    static func isValidName(_ name: String) -> Bool {
+        guard !name.isEmpty, !name.hasPrefix("."), name.utf8.count <= 200 else { return false }
+        return name.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0) }
+    }
+
+    /// The public key belonging to `secretKey`, or nil when it is not a valid key.
+    static func derivePublicKey(secretKey: String) -> String? {
+        var publicBuffer = [CChar](repeating: 0, count: 41)
+        var secretBuffer = Array(secretKey.utf8CString)
+        defer { wipe(&secretBuffer) }
+        guard secretBuffer.count == 41, zmq_curve_public(&publicBuffer, secretBuffer) == 0 else { return nil }
+        return string(publicBuffer)
+    }
+
+    /// Reads a small key file; for a secret key, checks the mode on the opened descriptor so the
+    /// file checked is the file read.
+    static func readKeyFile(_ file: URL, secret: Bool) throws -> String {
+        let fd = open(file.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CurveKeyError.io(path: file.path, call: "open", errno: errno) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw CurveKeyError.io(path: file.path, call: "stat", errno: errno) }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw CurveKeyError.io(path: file.path, call: "open (not a regular file)", errno: EINVAL) }
+        if secret && info.st_mode & 0o077 != 0 {
+            throw CurveKeyError.secretKeyFileTooOpen(path: file.path, mode: info.st_mode)
+        }
+        // A key file is 40 characters and a newline; anything much larger is not a key file.
+        var buffer = [UInt8](repeating: 0, count: 256)
+        defer { if secret { wipe(&buffer) } }
+        var total = 0
+        while total < buffer.count {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CurveKeyError.io(path: file.path, call: "read", errno: errno)
+            }
+            if n == 0 { break }
+            total += n
+        }
+        guard total < buffer.count else { throw CurveKeyError.malformedKey(what: file.path) }
+        return String(decoding: buffer[..<total], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Writes `bytes` to a temporary file created with `mode`, then links it to `file` (which must not exist).
+    static func writeAtomically(_ bytes: [UInt8], to file: URL, mode: mode_t) throws {
+        var bytes = bytes
+        defer { wipe(&bytes) }
+        let temporary = file.path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        // O_EXCL|O_NOFOLLOW: never write through a planted file or symlink; the mode is set at creation
+        // (umask can only narrow it) and then made exact with fchmod before any byte is written.
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw CurveKeyError.io(path: temporary, call: "create", errno: errno) }
+        var linked = false
+        defer {
+            if !linked { unlink(temporary) }
+        }
+        do {
+            defer { close(fd) }
+            guard fchmod(fd, mode) == 0 else { throw CurveKeyError.io(path: temporary, call: "chmod", errno: errno) }
+            var written = 0
+            while written < bytes.count {
+                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw CurveKeyError.io(path: temporary, call: "write", errno: errno)
+                }
+                written += n
+            }
+            guard fsync(fd) == 0 else { throw CurveKeyError.io(path: temporary, call: "fsync", errno: errno) }
+        }
+        // link() fails if the target exists, unlike rename(): a key that appeared meanwhile is kept.
+        guard link(temporary, file.path) == 0 else {
+            let code = errno
+            if code == EEXIST { throw CurveKeyError.fileExists(path: file.path) }
+            throw CurveKeyError.io(path: file.path, call: "link", errno: code)
+        }
+        unlink(temporary)
+        linked = true
+    }
+}
+
+/// Overwrites a buffer that held secret material before it is freed.
+func wipe<T: FixedWidthInteger>(_ buffer: inout [T]) {
+    buffer.withUnsafeMutableBytes { raw in
+        if let base = raw.baseAddress { memset(base, 0, raw.count) }
+    }
+}
+
+/// The C string in a NUL-terminated buffer.
+private func string(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// ZeroMQ's Z85 text encoding of binary keys (RFC 32).
+enum Z85 {
+    private static let alphabet = Set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#".utf8)
+
+    /// True for a 40-character Z85 string, the text form of a 32-byte CURVE key.
+    static func isKey(_ text: String) -> Bool {
+        text.utf8.count == 40 && text.utf8.allSatisfy { alphabet.contains($0) }
+    }
+
+    /// Z85 of `bytes`, whose count must be a multiple of 4 (a CURVE key is 32 bytes).
+    static func encode(_ bytes: [UInt8]) -> String? {
+        guard bytes.count % 4 == 0 else { return nil }
+        var out = [CChar](repeating: 0, count: bytes.count * 5 / 4 + 1)
+        guard zmq_z85_encode(&out, bytes, bytes.count) != nil else { return nil }
+        return string(out)
+    }
+}

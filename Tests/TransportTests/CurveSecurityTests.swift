@@ -1,0 +1,315 @@
+import CZMQ
+import Foundation
+@testable import Transport
+import XCTest
+
+/// CurveZMQ with a ZAP allow-list over real TCP sockets on 127.0.0.1.
+final class CurveSecurityTests: XCTestCase {
+    /// A CURVE ROUTER bound on a free port, with its own context (as in a server process).
+    struct Server {
+        let keys: CurveKeyPair
+        let socket: ZMQSocket
+        let endpoint: String
+        let denials: DenialLog
+    }
+
+    /// Denials as the ZAP thread reports them.
+    final class DenialLog: @unchecked Sendable {
+        private let lock = NSLock()
+        private var items: [ZAPDenial] = []
+        func add(_ denial: ZAPDenial) { lock.lock(); items.append(denial); lock.unlock() }
+        var all: [ZAPDenial] { lock.lock(); defer { lock.unlock() }; return items }
+    }
+
+    func makeServer(allow: Set<String>) throws -> Server {
+        let context = ZMQContext()
+        let keys = try CurveKeyPair.generate()
+        let socket = try ZMQSocket(context, .router, security: .curveServer(keys: keys, allowList: allow))
+        let denials = DenialLog()
+        socket.authenticator!.onDenied = { denials.add($0) }
+        let endpoint = try socket.bind("tcp://127.0.0.1:\(try freeLocalPort())")
+        return Server(keys: keys, socket: socket, endpoint: endpoint, denials: denials)
+    }
+
+    /// A DEALER in its own context; `queueWhileUnconnected` lets it queue messages before (or without)
+    /// a completed handshake, so a test shows the server refuses them rather than the client never sending.
+    func makeClient(_ security: ZMQSecurity, to endpoint: String, queueWhileUnconnected: Bool = false) throws -> (ZMQContext, ZMQSocket) {
+        let context = ZMQContext()
+        let socket = try ZMQSocket(context, .dealer, security: security)
+        if queueWhileUnconnected { try socket.set(ZMQ_IMMEDIATE, Int32(0)) }
+        try socket.connect(endpoint)
+        return (context, socket)
+    }
+
+    /// Sends until accepted (a CURVE DEALER cannot queue before its handshake), for up to `seconds`.
+    func sendEventually(_ socket: ZMQSocket, _ frames: [[UInt8]], seconds: Double = 5) throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try socket.send(frames) { return true }
+            usleep(10_000)
+        }
+        return false
+    }
+
+    /// The next message on `socket` within `seconds`, or nil.
+    func receive(_ socket: ZMQSocket, seconds: Double) throws -> [[UInt8]]? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let message = try socket.receive() { return message }
+            _ = try waitForInput([socket], timeoutMs: 20)
+        }
+        return nil
+    }
+
+    /// Waits until `condition` holds, for up to `seconds`.
+    func eventually(seconds: Double = 5, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(10_000)
+        }
+        return condition()
+    }
+
+    func exchange(server: Server, client: ZMQSocket, tag: UInt8) throws {
+        XCTAssertTrue(try sendEventually(client, [[tag, 1, 2, 3]]), "the allowed client never completed its handshake")
+        let request = try XCTUnwrap(try receive(server.socket, seconds: 5), "the server never received the allowed client's message")
+        XCTAssertEqual(request.count, 2)
+        XCTAssertEqual(request.last, [tag, 1, 2, 3])
+        XCTAssertTrue(try server.socket.send([request[0], [tag, 9]]))
+        XCTAssertEqual(try receive(client, seconds: 5), [[tag, 9]])
+    }
+
+    // (a)
+    func testAllowedClientExchangesMessagesWithCurveRouter() throws {
+        let clientKeys = try CurveKeyPair.generate()
+        let server = try makeServer(allow: [clientKeys.publicKey])
+        let (_, client) = try makeClient(.curveClient(keys: clientKeys, serverPublicKey: server.keys.publicKey), to: server.endpoint)
+        try exchange(server: server, client: client, tag: 1)
+        XCTAssertEqual(server.socket.authenticator?.deniedCount, 0)
+        XCTAssertGreaterThanOrEqual(server.socket.authenticator?.allowedCount ?? 0, 1)
+    }
+
+    // (b)
+    func testUnknownKeyGetsNothingThroughAndIsCounted() throws {
+        let allowed = try CurveKeyPair.generate()
+        let stranger = try CurveKeyPair.generate()
+        let server = try makeServer(allow: [allowed.publicKey])
+        let (_, intruder) = try makeClient(.curveClient(keys: stranger, serverPublicKey: server.keys.publicKey),
+                                           to: server.endpoint, queueWhileUnconnected: true)
+        for _ in 0..<5 { XCTAssertTrue(try intruder.send([[0xBA, 0xD0]])) }
+        XCTAssertTrue(eventually { (server.socket.authenticator?.deniedCount ?? 0) >= 1 }, "no denial was counted")
+        XCTAssertNil(try receive(server.socket, seconds: 1.0), "a message from an unknown key reached the server")
+        let denial = try XCTUnwrap(server.denials.all.first)
+        XCTAssertEqual(denial.publicKey, stranger.publicKey)
+        XCTAssertEqual(denial.mechanism, "CURVE")
+        XCTAssertEqual(denial.address, "127.0.0.1")
+        XCTAssertEqual(denial.domain, ZMQSecurity.defaultDomain)
+        XCTAssertEqual(server.socket.authenticator?.allowedCount, 0)
+    }
+
+    // (c)
+    func testPlaintextClientGetsNothingThrough() throws {
+        let allowed = try CurveKeyPair.generate()
+        let server = try makeServer(allow: [allowed.publicKey])
+        let (_, plaintext) = try makeClient(.none, to: server.endpoint, queueWhileUnconnected: true)
+        for _ in 0..<5 { XCTAssertTrue(try plaintext.send([[0x0B, 0xAD]])) }
+        XCTAssertNil(try receive(server.socket, seconds: 1.5), "a plaintext message reached the CURVE server")
+        // The mechanism mismatch ends the handshake at the greeting: ZAP never sees, let alone allows, it.
+        XCTAssertEqual(server.socket.authenticator?.allowedCount, 0)
+        XCTAssertNil(try plaintext.receive())
+    }
+
+    // A client that has the wrong idea of the server's key cannot talk to it either (no impostor server).
+    func testClientWithWrongServerKeyGetsNothingThrough() throws {
+        let clientKeys = try CurveKeyPair.generate()
+        let server = try makeServer(allow: [clientKeys.publicKey])
+        let (_, client) = try makeClient(.curveClient(keys: clientKeys, serverPublicKey: try CurveKeyPair.generate().publicKey),
+                                         to: server.endpoint, queueWhileUnconnected: true)
+        XCTAssertTrue(try client.send([[7]]))
+        XCTAssertNil(try receive(server.socket, seconds: 1.0))
+    }
+
+    // (d)
+    func testServerKeepsServingAllowedClientDuringAndAfterBadAttempts() throws {
+        let allowed = try CurveKeyPair.generate()
+        let server = try makeServer(allow: [allowed.publicKey])
+        var attackers: [(ZMQContext, ZMQSocket)] = []
+        for _ in 0..<3 {
+            attackers.append(try makeClient(.curveClient(keys: try CurveKeyPair.generate(), serverPublicKey: server.keys.publicKey),
+                                            to: server.endpoint, queueWhileUnconnected: true))
+            attackers.append(try makeClient(.none, to: server.endpoint, queueWhileUnconnected: true))
+        }
+        for (_, attacker) in attackers { _ = try attacker.send([[0xEE]]) }
+        XCTAssertTrue(eventually { (server.socket.authenticator?.deniedCount ?? 0) >= 3 })
+        // The attackers keep reconnecting while the allowed client works.
+        let (_, client) = try makeClient(.curveClient(keys: allowed, serverPublicKey: server.keys.publicKey), to: server.endpoint)
+        for round in 0..<5 { try exchange(server: server, client: client, tag: UInt8(10 + round)) }
+        attackers.removeAll()
+        XCTAssertNil(try server.socket.receive(), "an attacker's message arrived")
+        let (_, late) = try makeClient(.curveClient(keys: allowed, serverPublicKey: server.keys.publicKey), to: server.endpoint)
+        try exchange(server: server, client: late, tag: 20)
+        XCTAssertTrue(server.denials.all.allSatisfy { $0.publicKey != allowed.publicKey })
+    }
+
+    // With the handler stopped the server must fail closed, not accept any CURVE client.
+    func testStoppedAuthenticatorRefusesEveryone() throws {
+        let allowed = try CurveKeyPair.generate()
+        let server = try makeServer(allow: [allowed.publicKey])
+        server.socket.authenticator!.stop()
+        XCTAssertFalse(server.socket.authenticator!.isRunning)
+        let (_, client) = try makeClient(.curveClient(keys: allowed, serverPublicKey: server.keys.publicKey),
+                                         to: server.endpoint, queueWhileUnconnected: true)
+        XCTAssertTrue(try client.send([[1]]))
+        XCTAssertNil(try receive(server.socket, seconds: 1.0))
+    }
+
+    func testContextReleaseStopsTheHandlerThread() throws {
+        let allowed = try CurveKeyPair.generate()
+        var authenticator: ZAPAuthenticator?
+        do {
+            let server = try makeServer(allow: [allowed.publicKey])
+            authenticator = server.socket.authenticator
+            XCTAssertTrue(authenticator!.isRunning)
+        }
+        // Server (socket and context) released: the context's deinit stops and joins the handler.
+        XCTAssertFalse(authenticator!.isRunning)
+    }
+
+    func testSecurityValidation() throws {
+        let keys = try CurveKeyPair.generate()
+        XCTAssertThrowsError(try ZMQSecurity.curveServer(keys: keys, allowList: []))
+        XCTAssertThrowsError(try ZMQSecurity.curveServer(keys: keys, allowList: ["short"]))
+        XCTAssertThrowsError(try ZMQSecurity.curveClient(keys: keys, serverPublicKey: "not a key"))
+        // One domain, two different allow-lists in one context: refused rather than merged.
+        let context = ZMQContext()
+        _ = try ZMQSocket(context, .router, security: .curveServer(keys: keys, allowList: [keys.publicKey]))
+        XCTAssertThrowsError(try ZMQSocket(context, .router, security: .curveServer(keys: keys, allowList: [try CurveKeyPair.generate().publicKey])))
+        _ = try ZMQSocket(context, .router, security: .curveServer(keys: keys, allowList: [keys.publicKey], domain: "other"))
+        XCTAssertEqual(context.authenticator?.allowLists.count, 2)
+    }
+
+    // (e)
+    func testKeyFilesModesAndAllowList() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("curve-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        // The modes must not depend on the umask (0 would make a naive create world-readable).
+        let savedMask = umask(0)
+        let result = try runCurveKeygen(outDirectory: directory.path, name: "worker-1")
+        umask(savedMask)
+        XCTAssertEqual(try mode(result.secretFile), 0o600)
+        XCTAssertEqual(try mode(result.publicFile), 0o644)
+        XCTAssertEqual(result.publicFile.lastPathComponent, "worker-1.pub")
+        XCTAssertEqual(result.secretFile.lastPathComponent, "worker-1.key")
+        XCTAssertTrue(try FileManager.default.contentsOfDirectory(atPath: directory.path).allSatisfy { !$0.contains(".tmp-") })
+
+        let loaded = try CurveKeyPair.load(directory: directory, name: "worker-1")
+        XCTAssertEqual(loaded.publicKey, result.publicKey)
+        XCTAssertEqual(CurveKeyPair.derivePublicKey(secretKey: loaded.secretKey), result.publicKey)
+
+        // Never overwrite an existing identity.
+        XCTAssertThrowsError(try runCurveKeygen(outDirectory: directory.path, name: "worker-1"))
+        XCTAssertThrowsError(try runCurveKeygen(outDirectory: directory.path, name: "../escape"))
+
+        // A group/world-readable secret key is refused, naming the file.
+        chmod(result.secretFile.path, 0o644)
+        XCTAssertThrowsError(try CurveKeyPair.load(directory: directory, name: "worker-1")) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains(result.secretFile.path), text)
+            XCTAssertTrue(text.contains("644"), text)
+        }
+        chmod(result.secretFile.path, 0o640)
+        XCTAssertThrowsError(try CurveKeyPair.load(directory: directory, name: "worker-1"))
+        chmod(result.secretFile.path, 0o600)
+        XCTAssertNoThrow(try CurveKeyPair.load(directory: directory, name: "worker-1"))
+
+        // A secret key that does not match the public key is refused.
+        let other = try CurveKeyPair.generate()
+        try other.write(to: directory, name: "other")
+        XCTAssertThrowsError(try CurveKeyPair.load(publicFile: result.publicFile,
+                                                   secretFile: directory.appendingPathComponent("other.key")))
+
+        // The allow-list: every *.pub, and nothing from the .key files beside them.
+        let allow = try CurveKeyPair.loadPublicKeys(directory: directory)
+        XCTAssertEqual(allow, [result.publicKey, other.publicKey])
+        try Data("garbage\n".utf8).write(to: directory.appendingPathComponent("bad.pub"))
+        XCTAssertThrowsError(try CurveKeyPair.loadPublicKeys(directory: directory))
+        XCTAssertThrowsError(try CurveKeyPair.loadPublicKeys(directory: directory.appendingPathComponent("missing")))
+    }
+
+    // (f)
+    func testNoSecretKeyInDescriptionsOrLogLines() throws {
+        let serverKeys = try CurveKeyPair.generate()
+        let clientKeys = try CurveKeyPair.generate()
+        let stranger = try CurveKeyPair.generate()
+        let server = try makeServer(allow: [clientKeys.publicKey])
+        let (_, intruder) = try makeClient(.curveClient(keys: stranger, serverPublicKey: server.keys.publicKey),
+                                           to: server.endpoint, queueWhileUnconnected: true)
+        _ = try intruder.send([[1]])
+        XCTAssertTrue(eventually { !server.denials.all.isEmpty })
+
+        var dumped = ""
+        dump(stranger, to: &dumped)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("curve-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let written = try runCurveKeygen(outDirectory: directory.path, name: "head")
+        let writtenPair = try CurveKeyPair.load(directory: directory, name: "head")
+        chmod(written.secretFile.path, 0o644)
+        var loadError = ""
+        do { _ = try CurveKeyPair.load(directory: directory, name: "head") } catch { loadError = "\(error)" }
+        XCTAssertFalse(loadError.isEmpty)
+
+        var lines: [String] = [
+            "\(serverKeys)", String(reflecting: serverKeys), "\(stranger)", dumped, "\(clientKeys)",
+            "\(try ZMQSecurity.curveServer(keys: serverKeys, allowList: [clientKeys.publicKey]))",
+            "\(try ZMQSecurity.curveClient(keys: clientKeys, serverPublicKey: serverKeys.publicKey))",
+            "\(server.socket.security)", "\(written)", "\(writtenPair)", loadError,
+        ]
+        lines += server.denials.all.map(\.description)
+        let secrets = [serverKeys, clientKeys, stranger, server.keys, writtenPair].map(\.secretKey)
+        for line in lines {
+            for secret in secrets {
+                XCTAssertFalse(line.contains(secret), "secret key in: \(line)")
+            }
+        }
+        XCTAssertTrue(lines[0].contains(serverKeys.publicKey))
+        let denial = try XCTUnwrap(server.denials.all.first)
+        XCTAssertTrue(denial.description.contains(stranger.publicKey))
+        XCTAssertTrue(denial.description.contains("127.0.0.1"))
+    }
+
+    func testCurveFlagsAreAllOrNothing() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("curve-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let server = try runCurveKeygen(outDirectory: directory.appendingPathComponent("server").path, name: "coordinator")
+        let worker = try runCurveKeygen(outDirectory: directory.appendingPathComponent("allow").path, name: "worker-1")
+        let allow = directory.appendingPathComponent("allow").path
+
+        XCTAssertFalse(try CurveFlags.server(secretFile: nil, publicFile: nil, allowDirectory: nil).isCurve)
+        XCTAssertFalse(try CurveFlags.client(secretFile: nil, publicFile: nil, serverPublicFile: nil).isCurve)
+        let serverSecurity = try CurveFlags.server(secretFile: server.secretFile.path, publicFile: server.publicFile.path, allowDirectory: allow)
+        XCTAssertTrue(serverSecurity.isCurve)
+        XCTAssertTrue("\(serverSecurity)".contains("1 allowed"))
+        XCTAssertTrue(try CurveFlags.client(secretFile: worker.secretFile.path, publicFile: worker.publicFile.path,
+                                            serverPublicFile: server.publicFile.path).isCurve)
+        // Partial sets never fall back to plaintext.
+        XCTAssertThrowsError(try CurveFlags.server(secretFile: server.secretFile.path, publicFile: server.publicFile.path, allowDirectory: nil)) {
+            XCTAssertTrue("\($0)".contains("--curve-allow"), "\($0)")
+        }
+        XCTAssertThrowsError(try CurveFlags.client(secretFile: worker.secretFile.path, publicFile: worker.publicFile.path,
+                                                   serverPublicFile: nil, serverFlag: "--curve-head-public")) {
+            XCTAssertTrue("\($0)".contains("without --curve-head-public"), "\($0)")
+        }
+        XCTAssertThrowsError(try CurveFlags.client(secretFile: nil, publicFile: nil, serverPublicFile: server.publicFile.path))
+        // An empty allow folder is an error, not a server that refuses everyone.
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("empty"), withIntermediateDirectories: true)
+        XCTAssertThrowsError(try CurveFlags.server(secretFile: server.secretFile.path, publicFile: server.publicFile.path,
+                                                   allowDirectory: directory.appendingPathComponent("empty").path))
+    }
+
+    private func mode(_ file: URL) throws -> mode_t {
+        var info = stat()
+        guard stat(file.path, &info) == 0 else { throw CurveKeyError.io(path: file.path, call: "stat", errno: errno) }
+        return info.st_mode & 0o777
+    }
+}
