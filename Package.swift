@@ -45,6 +45,7 @@ let package = Package(
         .target(name: "FeatureStore", dependencies: ["WireProtocol", "FeatureCodec"]),
         .target(name: "Transport", dependencies: ["CZMQ"]),
         .target(name: "RoleMetrics", dependencies: [.product(name: "Prometheus", package: "swift-prometheus")]),
+        .target(name: "ClusterLaunch"),
 
         // MARK: The trained head: exports and reports
         .target(name: "HeadExport", dependencies: ["ONNXProto"]),
@@ -60,7 +61,7 @@ let package = Package(
             name: "featstream",
             dependencies: [
                 "Extraction", "Backbone", "ImageInput", "ClusterRoles", "FeatureStore", "FeatureCodec", "WireProtocol", "NumpyFormat",
-                "HeadJob", "HeadTraining", "HeadExport", "Transport", "RoleMetrics",
+                "HeadJob", "HeadTraining", "HeadExport", "Transport", "RoleMetrics", "ClusterLaunch",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -77,6 +78,7 @@ let package = Package(
         .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto"]),
         .testTarget(name: "HeadTrainingTests", dependencies: ["HeadTraining"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
+        .testTarget(name: "LaunchTests", dependencies: ["ClusterLaunch", "FeatStreamTestSupport"]),
         .testTarget(
             name: "TrainingTests",
             dependencies: ["Extraction", "FeatureStore", "ImageInput", "NumpyFormat", "WireProtocol", "FeatStreamTestSupport"],

@@ -29,7 +29,7 @@ done
 
 APT_PACKAGES=(
   libzmq3-dev liblz4-dev libdnnl-dev libturbojpeg0-dev libpng-dev libopenblas-dev
-  protobuf-compiler libonnx-dev dataset-fashion-mnist chromium
+  protobuf-compiler libonnx-dev dataset-fashion-mnist chromium openssh-server openssh-client
 )
 # Pinned to the versions the goldens were generated and checked with; a different
 # onnxruntime or Pillow changes reference numbers and preprocessed pixels.
@@ -70,8 +70,17 @@ if [ ${#missing[@]} -eq 0 ]; then
 else
   t=$(now)
   $SUDO apt-get update -qq
+  # The network-namespace test cluster runs its own sshd per namespace; installing openssh-server
+  # must not start a system-wide one, so service starts are refused for the duration of the install.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$guard" >/dev/null
+    $SUDO chmod +x "$guard"
+  fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
+  [ -n "$guard" ] && $SUDO rm -f "$guard"
   step apt "installed ${missing[*]} ($(since "$t"))"
 fi
 

@@ -11,6 +11,7 @@ struct FeatStream: ParsableCommand {
 
           run          (default) a whole cluster on this host: coordinator,
                        head and N workers as child processes.
+          launch       the same across hosts over SSH, from a cluster file.
           coordinator  cuts the dataset into shards and leases them to
                        workers; journals the head's commits.
           worker       decodes images, runs the frozen backbone and streams
@@ -25,7 +26,7 @@ struct FeatStream: ParsableCommand {
           keygen       a CurveZMQ key pair for securing every socket.
           bench        measure the backbone, decoder and codecs.
         """,
-        subcommands: [Run.self, Extract.self, Coordinator.self, Worker.self, Head.self, Train.self, Predict.self, ExportFeatures.self, Store.self, Status.self, Keygen.self, Bench.self],
+        subcommands: [Run.self, Launch.self, Extract.self, Coordinator.self, Worker.self, Head.self, Train.self, Predict.self, ExportFeatures.self, Store.self, Status.self, Keygen.self, Bench.self],
         defaultSubcommand: Run.self
     )
 }

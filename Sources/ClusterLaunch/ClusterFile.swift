@@ -1,0 +1,639 @@
+import Foundation
+
+/// A mistake in a cluster definition file, located precisely enough to fix without guessing.
+public struct ClusterFileError: Error, CustomStringConvertible, Equatable {
+    /// The file as it was named to `ClusterFile.parse(path:)`.
+    public let file: String
+    /// 1-based line of the offending text; 0 when the mistake is an absence (a missing table).
+    public let line: Int
+    /// The key (as `table.key`) or table the mistake is about, when there is one.
+    public let key: String?
+    /// What is wrong, in words meant for the person editing the file.
+    public let message: String
+
+    /// Builds an error; `line` 0 means "the file as a whole".
+    public init(file: String, line: Int, key: String?, message: String) {
+        self.file = file
+        self.line = line
+        self.key = key
+        self.message = message
+    }
+
+    /// `file:line: key: message`, the shape editors and terminals turn into a link.
+    public var description: String {
+        let place = line > 0 ? "\(file):\(line)" : file
+        return key.map { "\(place): \($0): \(message)" } ?? "\(place): \(message)"
+    }
+}
+
+/// A value the TOML subset can hold; anything richer (floats, dates, inline tables) is refused.
+public enum ClusterValue: Equatable, Sendable {
+    /// A basic ("...") or literal ('...') string, after escapes and `${VAR}` expansion.
+    case string(String)
+    /// A decimal integer.
+    case int(Int)
+    /// `true` or `false`.
+    case bool(Bool)
+    /// A one-line array of strings.
+    case strings([String])
+
+    var typeName: String {
+        switch self {
+        case .string: return "a string"
+        case .int: return "an integer"
+        case .bool: return "a boolean"
+        case .strings: return "an array of strings"
+        }
+    }
+}
+
+/// How to reach the hosts: the OpenSSH client and the options it is given.
+public struct SSHSettings: Equatable, Sendable {
+    /// The ssh binary; OpenSSH's client, never a home-made transport.
+    public var executable = "/usr/bin/ssh"
+    /// An ssh_config(5) file passed with `-F`; nil uses the user's defaults.
+    public var configFile: String?
+    /// Remote login name (`-l`); nil leaves it to the config or the destination.
+    public var user: String?
+    /// Seconds before a connection attempt counts as failed.
+    public var connectTimeout = 5
+    /// Extra `-o` options, each `Name=value`.
+    public var options: [String] = []
+}
+
+/// CurveZMQ key material, passed through to a role as `--curve-...` flags only when present.
+public struct CurveKeys: Equatable, Sendable {
+    /// Path given as `--curve-secret`.
+    public var secret: String?
+    /// Path given as `--curve-public`.
+    public var `public`: String?
+    /// Each entry given as its own `--curve-allow`.
+    public var allow: [String] = []
+
+    /// The flags for this role, in a stable order.
+    public var arguments: [String] {
+        var result: [String] = []
+        if let secret { result += ["--curve-secret", secret] }
+        if let `public` { result += ["--curve-public", `public`] }
+        for entry in allow { result += ["--curve-allow", entry] }
+        return result
+    }
+}
+
+/// Where a role runs and how others find it.
+public struct HostPlacement: Equatable, Sendable {
+    /// The ssh destination (an alias from the ssh config, `host`, or `user@host`).
+    public var sshDestination: String
+    /// The address other roles use to reach this host (a name or IP on the cluster network).
+    public var address: String
+    /// The featstream binary on that host.
+    public var featstream: String
+}
+
+/// The coordinator: binds the control port that workers and the head connect to.
+public struct CoordinatorSpec: Equatable, Sendable {
+    /// Where it runs.
+    public var placement: HostPlacement
+    /// Interface to bind (`0.0.0.0` accepts on every interface of the host).
+    public var bind: String
+    /// Control port.
+    public var port: Int
+    /// Dataset path on the coordinator's host.
+    public var data: String
+    /// Journal file on the coordinator's host; resuming needs the same path.
+    public var journal: String
+    /// Optional tuning passed as `--shard-size`, `--lease-ms`, ... when present.
+    public var tuning: [String: Int] = [:]
+    /// Key material, when CurveZMQ is in use.
+    public var curve = CurveKeys()
+    /// Passed verbatim after everything else.
+    public var extraArguments: [String] = []
+}
+
+/// The head: binds the data port the workers stream to, and owns the store.
+public struct HeadSpec: Equatable, Sendable {
+    /// Where it runs.
+    public var placement: HostPlacement
+    /// Interface to bind.
+    public var bind: String
+    /// Data port.
+    public var port: Int
+    /// Store folder on the head's host.
+    public var store: String
+    /// Model path on the head's host (recorded in the store; needed for training).
+    public var model: String?
+    /// Dataset path on the head's host (class names and the train/val split).
+    public var data: String?
+    /// `--dtype` for the store, when set.
+    public var dtype: String?
+    /// `--credits`, when set.
+    public var credits: Int?
+    /// `--train-out`, when the head should train once the job is complete.
+    public var trainOut: String?
+    /// Key material, when CurveZMQ is in use.
+    public var curve = CurveKeys()
+    /// Passed verbatim after everything else.
+    public var extraArguments: [String] = []
+}
+
+/// One `[[workers]]` table: `count` worker processes on one host.
+public struct WorkerGroupSpec: Equatable, Sendable {
+    /// Where they run.
+    public var placement: HostPlacement
+    /// Processes on this host.
+    public var count: Int
+    /// Model path on this host.
+    public var model: String
+    /// Dataset path on this host.
+    public var data: String
+    /// `--threads` per process, when set.
+    public var threads: Int?
+    /// `--batch`, when set.
+    public var batch: Int?
+    /// `--dtype` on the wire, when set.
+    public var dtype: String?
+    /// Key material, when CurveZMQ is in use.
+    public var curve = CurveKeys()
+    /// Passed verbatim after everything else.
+    public var extraArguments: [String] = []
+}
+
+/// Job-wide settings: the dataset selection every role must agree on, and the launcher's timing.
+public struct JobSettings: Equatable, Sendable {
+    /// `--format`, when the path alone does not say.
+    public var format: String?
+    /// `--split` (train or val).
+    public var split: String?
+    /// `--limit`.
+    public var limit: Int?
+    /// Folder on every host for the launcher's pid files.
+    public var runDirectory = "/tmp/featstream-launch"
+    /// A role that exits non-zero within this many seconds failed to start.
+    public var startupSeconds = 5
+    /// Seconds between SIGTERM and SIGKILL when stopping a role.
+    public var stopGraceSeconds = 5
+    /// Seconds the head and workers get to finish on their own after the coordinator is done.
+    public var finishSeconds = 60
+}
+
+/// A whole cluster as a cluster definition file describes it.
+public struct ClusterDefinition: Equatable, Sendable {
+    /// The file it came from, for messages.
+    public var source: String
+    /// How to reach the hosts.
+    public var ssh: SSHSettings
+    /// Job-wide settings.
+    public var job: JobSettings
+    /// The coordinator.
+    public var coordinator: CoordinatorSpec
+    /// The head.
+    public var head: HeadSpec
+    /// The worker groups, in file order.
+    public var workers: [WorkerGroupSpec]
+
+    /// `tcp://address:port` of the coordinator, as the head and workers dial it.
+    public var coordinatorAddress: String { "tcp://\(coordinator.placement.address):\(coordinator.port)" }
+    /// `tcp://address:port` of the head, as the workers dial it.
+    public var headAddress: String { "tcp://\(head.placement.address):\(head.port)" }
+}
+
+/// Reads cluster definition files: a strict TOML subset, parsed by hand so the launcher needs no
+/// dependency. Tables `[ssh]`, `[job]`, `[coordinator]`, `[head]`, `[[workers]]`; values are strings
+/// (`"..."` with escapes, `'...'` literal), integers, booleans and one-line arrays of strings; `#`
+/// comments. Strings may name environment variables as `${NAME}` or `${NAME:-default}`, so one file
+/// serves machines whose paths differ. Every mistake names the file, the line and the key.
+public enum ClusterFile {
+    /// Parses and validates the file at `path`.
+    public static func parse(path: String) throws -> ClusterDefinition {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ClusterFileError(file: path, line: 0, key: nil, message: "cannot read the file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ClusterFileError(file: path, line: 0, key: nil, message: "not UTF-8 text")
+        }
+        return try parse(text: text, file: path)
+    }
+
+    /// Parses `text` as if read from `file` (the name only appears in messages).
+    public static func parse(text: String, file: String = "<cluster file>",
+                             environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ClusterDefinition {
+        let document = try TOMLSubset(file: file, environment: environment).parse(text)
+        return try Schema(file: file, document: document).definition()
+    }
+}
+
+// MARK: - The TOML subset
+
+struct Entry {
+    let value: ClusterValue
+    let line: Int
+}
+
+struct Table {
+    let name: String
+    let line: Int
+    var entries: [String: Entry] = [:]
+    var order: [String] = []
+}
+
+struct Document {
+    var tables: [Table] = []
+}
+
+struct TOMLSubset {
+    let file: String
+    let environment: [String: String]
+
+    func fail(_ line: Int, _ key: String?, _ message: String) -> ClusterFileError {
+        ClusterFileError(file: file, line: line, key: key, message: message)
+    }
+
+    func parse(_ text: String) throws -> Document {
+        var document = Document()
+        var current: Int?
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let number = index + 1
+            let line = Substring(rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine)
+            var scanner = Scanner(chars: Array(line), line: number, parser: self)
+            scanner.skipSpaces()
+            if scanner.atEndOrComment { continue }
+            if scanner.peek == "[" {
+                let (name, isArray) = try scanner.tableHeader()
+                let fullName = isArray ? "[[\(name)]]" : "[\(name)]"
+                if !isArray, let earlier = document.tables.first(where: { $0.name == name }) {
+                    throw fail(number, fullName, "table defined twice (first on line \(earlier.line))")
+                }
+                if isArray != (name == "workers") {
+                    throw fail(number, fullName, name == "workers" ? "workers is an array of tables: write [[workers]]"
+                                                                   : "only [[workers]] may repeat; write [\(name)]")
+                }
+                document.tables.append(Table(name: name, line: number))
+                current = document.tables.count - 1
+                continue
+            }
+            let key = try scanner.bareKey()
+            scanner.skipSpaces()
+            guard scanner.take("=") else { throw fail(number, key, "expected '=' after the key") }
+            scanner.skipSpaces()
+            guard let tableIndex = current else {
+                throw fail(number, key, "key outside any table; put it under [ssh], [job], [coordinator], [head] or [[workers]]")
+            }
+            let qualified = "\(document.tables[tableIndex].name).\(key)"
+            let value = try scanner.value(key: qualified)
+            scanner.skipSpaces()
+            guard scanner.atEndOrComment else { throw fail(number, qualified, "unexpected text after the value") }
+            if let earlier = document.tables[tableIndex].entries[key] {
+                throw fail(number, qualified, "key set twice (first on line \(earlier.line))")
+            }
+            document.tables[tableIndex].entries[key] = Entry(value: value, line: number)
+            document.tables[tableIndex].order.append(key)
+        }
+        return document
+    }
+
+    /// `${NAME}` and `${NAME:-default}`; an unset variable without a default is a mistake, not "".
+    func expand(_ text: String, line: Int, key: String) throws -> String {
+        guard text.contains("${") else { return text }
+        var result = ""
+        var rest = Substring(text)
+        while let start = rest.range(of: "${") {
+            result += rest[..<start.lowerBound]
+            guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
+                throw fail(line, key, "unterminated ${ in \"\(text)\"")
+            }
+            let body = rest[start.upperBound..<end]
+            let name: Substring
+            var fallback: Substring?
+            if let dash = body.range(of: ":-") {
+                name = body[..<dash.lowerBound]
+                fallback = body[dash.upperBound...]
+            } else {
+                name = body
+            }
+            guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+                throw fail(line, key, "bad variable reference ${\(body)}")
+            }
+            if let value = environment[String(name)], !value.isEmpty {
+                result += value
+            } else if let fallback {
+                result += fallback
+            } else {
+                throw fail(line, key, "environment variable \(name) is not set (write ${\(name):-default} for a default)")
+            }
+            rest = rest[rest.index(after: end)...]
+        }
+        return result + rest
+    }
+}
+
+struct Scanner {
+    let chars: [Character]
+    var position = 0
+    let line: Int
+    let parser: TOMLSubset
+
+    init(chars: [Character], line: Int, parser: TOMLSubset) {
+        self.chars = chars
+        self.line = line
+        self.parser = parser
+    }
+
+    var peek: Character? { position < chars.count ? chars[position] : nil }
+    var atEndOrComment: Bool { peek == nil || peek == "#" }
+
+    mutating func skipSpaces() { while let c = peek, c == " " || c == "\t" { position += 1 } }
+
+    mutating func take(_ c: Character) -> Bool {
+        guard peek == c else { return false }
+        position += 1
+        return true
+    }
+
+    static func isKeyChar(_ c: Character) -> Bool { c.isASCII && (c.isLetter || c.isNumber || c == "_" || c == "-") }
+
+    mutating func bareKey() throws -> String {
+        let start = position
+        while let c = peek, Scanner.isKeyChar(c) { position += 1 }
+        guard position > start else {
+            throw parser.fail(line, nil, "expected a key (letters, digits, _ or -), found '\(peek.map(String.init) ?? "end of line")'")
+        }
+        if peek == "." { throw parser.fail(line, String(chars[start..<position]), "dotted keys are not supported") }
+        return String(chars[start..<position])
+    }
+
+    mutating func tableHeader() throws -> (String, Bool) {
+        _ = take("[")
+        let isArray = take("[")
+        skipSpaces()
+        let name = try bareKey()
+        skipSpaces()
+        guard take("]"), !isArray || take("]") else { throw parser.fail(line, name, "malformed table header") }
+        skipSpaces()
+        guard atEndOrComment else { throw parser.fail(line, name, "unexpected text after the table header") }
+        return (name, isArray)
+    }
+
+    mutating func value(key: String) throws -> ClusterValue {
+        guard let c = peek else { throw parser.fail(line, key, "missing value") }
+        switch c {
+        case "\"", "'":
+            return .string(try parser.expand(try string(key: key), line: line, key: key))
+        case "[":
+            position += 1
+            var items: [String] = []
+            while true {
+                skipSpaces()
+                if take("]") { break }
+                guard let q = peek, q == "\"" || q == "'" else {
+                    throw parser.fail(line, key, "arrays hold only strings, on one line")
+                }
+                items.append(try parser.expand(try string(key: key), line: line, key: key))
+                skipSpaces()
+                if take(",") { continue }
+                guard take("]") else { throw parser.fail(line, key, "expected ',' or ']' in the array") }
+                break
+            }
+            return .strings(items)
+        default:
+            let start = position
+            while let c = peek, c != " ", c != "\t", c != "#" { position += 1 }
+            let word = String(chars[start..<position])
+            if word == "true" { return .bool(true) }
+            if word == "false" { return .bool(false) }
+            let digits = word.replacingOccurrences(of: "_", with: "")
+            if let number = Int(digits), !word.hasPrefix("_"), !word.hasSuffix("_"), !word.contains("__") {
+                return .int(number)
+            }
+            throw parser.fail(line, key, "unsupported value '\(word)' (use a quoted string, an integer, true/false or [\"...\"])")
+        }
+    }
+
+    mutating func string(key: String) throws -> String {
+        let quote = chars[position]
+        position += 1
+        var result = ""
+        while let c = peek {
+            position += 1
+            if c == quote { return result }
+            if quote == "\"" && c == "\\" {
+                guard let e = peek else { break }
+                position += 1
+                switch e {
+                case "\"": result.append("\"")
+                case "\\": result.append("\\")
+                case "n": result.append("\n")
+                case "t": result.append("\t")
+                case "r": result.append("\r")
+                case "u", "U":
+                    let width = e == "u" ? 4 : 8
+                    guard position + width <= chars.count,
+                          let scalar = UInt32(String(chars[position..<position + width]), radix: 16).flatMap(Unicode.Scalar.init) else {
+                        throw parser.fail(line, key, "bad \\\(e) escape")
+                    }
+                    result.unicodeScalars.append(scalar)
+                    position += width
+                default: throw parser.fail(line, key, "unknown escape \\\(e)")
+                }
+            } else {
+                result.append(c)
+            }
+        }
+        throw parser.fail(line, key, "unterminated string")
+    }
+}
+
+// MARK: - The schema
+
+struct Schema {
+    let file: String
+    let document: Document
+
+    static let allowed: [String: Set<String>] = [
+        "ssh": ["ssh", "config", "user", "connect_timeout", "options"],
+        "job": ["featstream", "model", "data", "format", "split", "limit", "run_dir",
+                "startup_seconds", "stop_grace_seconds", "finish_seconds"],
+        "coordinator": ["host", "address", "bind", "port", "featstream", "data", "journal", "shard_size", "lease_ms",
+                        "heartbeat_ms", "dead_after_beats", "commit_wait_ms", "stall_ms", "args",
+                        "curve_secret", "curve_public", "curve_allow"],
+        "head": ["host", "address", "bind", "port", "featstream", "store", "model", "data", "dtype", "credits", "train_out",
+                 "args", "curve_secret", "curve_public", "curve_allow"],
+        "workers": ["host", "address", "count", "featstream", "model", "data", "threads", "batch", "dtype", "args",
+                    "curve_secret", "curve_public", "curve_allow"],
+    ]
+
+    func fail(_ line: Int, _ key: String?, _ message: String) -> ClusterFileError {
+        ClusterFileError(file: file, line: line, key: key, message: message)
+    }
+
+    /// Typed access to one table, remembering which keys were read so leftovers can be refused.
+    struct View {
+        let table: Table?
+        let schema: Schema
+
+        var label: String { table.map { $0.name } ?? "" }
+
+        func entry(_ key: String) -> Entry? { table?.entries[key] }
+
+        func string(_ key: String) throws -> String? {
+            guard let entry = entry(key) else { return nil }
+            guard case .string(let s) = entry.value else { throw typeError(key, entry, "a string") }
+            guard !s.isEmpty else { throw schema.fail(entry.line, "\(label).\(key)", "must not be empty") }
+            return s
+        }
+
+        func int(_ key: String, range: ClosedRange<Int> = 0...Int.max) throws -> Int? {
+            guard let entry = entry(key) else { return nil }
+            guard case .int(let n) = entry.value else { throw typeError(key, entry, "an integer") }
+            guard range.contains(n) else {
+                throw schema.fail(entry.line, "\(label).\(key)", "\(n) is out of range \(range.lowerBound)...\(range.upperBound)")
+            }
+            return n
+        }
+
+        func strings(_ key: String) throws -> [String]? {
+            guard let entry = entry(key) else { return nil }
+            guard case .strings(let s) = entry.value else { throw typeError(key, entry, "an array of strings") }
+            return s
+        }
+
+        /// `curve_allow` may be one path or several.
+        func stringOrStrings(_ key: String) throws -> [String]? {
+            guard let entry = entry(key) else { return nil }
+            switch entry.value {
+            case .string(let s): return [s]
+            case .strings(let s): return s
+            default: throw typeError(key, entry, "a string or an array of strings")
+            }
+        }
+
+        func required<T>(_ value: T?, _ key: String) throws -> T {
+            if let value { return value }
+            throw schema.fail(table?.line ?? 0, "\(label).\(key)", "required key is missing")
+        }
+
+        func typeError(_ key: String, _ entry: Entry, _ expected: String) -> ClusterFileError {
+            schema.fail(entry.line, "\(label).\(key)", "expected \(expected), found \(entry.value.typeName)")
+        }
+
+        func curve() throws -> CurveKeys {
+            CurveKeys(secret: try string("curve_secret"), public: try string("curve_public"), allow: try stringOrStrings("curve_allow") ?? [])
+        }
+    }
+
+    func definition() throws -> ClusterDefinition {
+        for table in document.tables {
+            guard let keys = Schema.allowed[table.name] else {
+                throw fail(table.line, "[\(table.name)]", "unknown table (expected [ssh], [job], [coordinator], [head] or [[workers]])")
+            }
+            for key in table.order where !keys.contains(key) {
+                throw fail(table.entries[key]!.line, "\(table.name).\(key)",
+                           "unknown key (allowed: \(keys.sorted().joined(separator: ", ")))")
+            }
+        }
+        func single(_ name: String) -> View { View(table: document.tables.first { $0.name == name }, schema: self) }
+        func requireTable(_ name: String) throws -> View {
+            let view = single(name)
+            guard view.table != nil else { throw fail(0, "[\(name)]", "required table is missing") }
+            return view
+        }
+
+        let sshView = single("ssh")
+        var ssh = SSHSettings()
+        if let executable = try sshView.string("ssh") { ssh.executable = executable }
+        ssh.configFile = try sshView.string("config")
+        ssh.user = try sshView.string("user")
+        if let timeout = try sshView.int("connect_timeout", range: 1...600) { ssh.connectTimeout = timeout }
+        ssh.options = try sshView.strings("options") ?? []
+
+        let jobView = single("job")
+        var job = JobSettings()
+        job.format = try jobView.string("format")
+        if let format = job.format, !["imagefolder", "webdataset", "manifest"].contains(format), let e = jobView.entry("format") {
+            throw fail(e.line, "job.format", "'\(format)' is not one of imagefolder, webdataset, manifest")
+        }
+        job.split = try jobView.string("split")
+        if let split = job.split, !["train", "val"].contains(split), let e = jobView.entry("split") {
+            throw fail(e.line, "job.split", "'\(split)' is not train or val")
+        }
+        job.limit = try jobView.int("limit", range: 1...Int.max)
+        if let runDir = try jobView.string("run_dir") { job.runDirectory = runDir }
+        if let s = try jobView.int("startup_seconds", range: 0...600) { job.startupSeconds = s }
+        if let s = try jobView.int("stop_grace_seconds", range: 0...600) { job.stopGraceSeconds = s }
+        if let s = try jobView.int("finish_seconds", range: 0...86_400) { job.finishSeconds = s }
+        let defaultBinary = try jobView.string("featstream")
+        let defaultModel = try jobView.string("model")
+        let defaultData = try jobView.string("data")
+
+        func placement(_ view: View) throws -> HostPlacement {
+            let host = try view.required(try view.string("host"), "host")
+            // A destination like user@host names the address too; an ssh alias needs `address`.
+            let implied = host.split(separator: "@").last.map(String.init) ?? host
+            guard let binary = try view.string("featstream") ?? defaultBinary else {
+                throw fail(view.table?.line ?? 0, "\(view.label).featstream", "required key is missing (set it here or in [job])")
+            }
+            return HostPlacement(sshDestination: host, address: try view.string("address") ?? implied, featstream: binary)
+        }
+        func fallback(_ view: View, _ key: String, _ value: String?) throws -> String {
+            guard let value else { throw fail(view.table?.line ?? 0, "\(view.label).\(key)", "required key is missing (set it here or in [job])") }
+            return value
+        }
+
+        let c = try requireTable("coordinator")
+        var coordinator = CoordinatorSpec(
+            placement: try placement(c), bind: try c.string("bind") ?? "0.0.0.0",
+            port: try c.required(try c.int("port", range: 1...65_535), "port"),
+            data: try fallback(c, "data", try c.string("data") ?? defaultData),
+            journal: try c.required(try c.string("journal"), "journal"))
+        for (key, flag) in [("shard_size", "--shard-size"), ("lease_ms", "--lease-ms"), ("heartbeat_ms", "--heartbeat-ms"),
+                            ("dead_after_beats", "--dead-after-beats"), ("commit_wait_ms", "--commit-wait-ms"), ("stall_ms", "--stall-ms")] {
+            if let n = try c.int(key, range: 1...Int.max) { coordinator.tuning[flag] = n }
+        }
+        coordinator.curve = try c.curve()
+        coordinator.extraArguments = try c.strings("args") ?? []
+
+        let h = try requireTable("head")
+        var head = HeadSpec(placement: try placement(h), bind: try h.string("bind") ?? "0.0.0.0",
+                            port: try h.required(try h.int("port", range: 1...65_535), "port"),
+                            store: try h.required(try h.string("store"), "store"))
+        head.model = try h.string("model") ?? defaultModel
+        head.data = try h.string("data") ?? defaultData
+        head.dtype = try h.string("dtype")
+        head.credits = try h.int("credits", range: 1...1_000_000)
+        head.trainOut = try h.string("train_out")
+        head.curve = try h.curve()
+        head.extraArguments = try h.strings("args") ?? []
+        if head.trainOut != nil && head.model == nil {
+            throw fail(h.entry("train_out")!.line, "head.train_out", "training needs a model (set head.model or job.model)")
+        }
+
+        // Two listeners on one host and port cannot both bind.
+        if c.table != nil, coordinator.placement.address == head.placement.address, coordinator.port == head.port {
+            throw fail(h.entry("port")!.line, "head.port",
+                       "duplicate host/port: the coordinator already listens on \(head.placement.address):\(head.port) (line \(c.entry("port")!.line))")
+        }
+
+        var workers: [WorkerGroupSpec] = []
+        var seenHosts: [String: Int] = [:]
+        for table in document.tables where table.name == "workers" {
+            let w = View(table: table, schema: self)
+            let place = try placement(w)
+            if let earlier = seenHosts[place.sshDestination] {
+                throw fail(w.entry("host")!.line, "workers.host",
+                           "duplicate host '\(place.sshDestination)' (already in [[workers]] on line \(earlier)); use count for several workers on one host")
+            }
+            seenHosts[place.sshDestination] = table.line
+            var group = WorkerGroupSpec(placement: place, count: try w.int("count", range: 1...1024) ?? 1,
+                                        model: try fallback(w, "model", try w.string("model") ?? defaultModel),
+                                        data: try fallback(w, "data", try w.string("data") ?? defaultData))
+            group.threads = try w.int("threads", range: 1...1024)
+            group.batch = try w.int("batch", range: 1...65_536)
+            group.dtype = try w.string("dtype")
+            group.curve = try w.curve()
+            group.extraArguments = try w.strings("args") ?? []
+            workers.append(group)
+        }
+        guard !workers.isEmpty else { throw fail(0, "[[workers]]", "at least one [[workers]] table is required") }
+
+        return ClusterDefinition(source: file, ssh: ssh, job: job, coordinator: coordinator, head: head, workers: workers)
+    }
+}

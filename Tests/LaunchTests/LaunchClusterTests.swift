@@ -1,0 +1,280 @@
+import FeatStreamTestSupport
+import Foundation
+import XCTest
+
+/// `featstream launch` across network-namespace hosts made by Cluster/netns-cluster.sh: a real
+/// job over ssh, unreachable hosts, a role that fails to start, Ctrl-C, a partitioned worker, and
+/// after each of them no featstream process left in any namespace. Needs root and `ip netns`.
+final class LaunchClusterTests: XCTestCase {
+    static let script = repositoryRoot.appendingPathComponent("Cluster/netns-cluster.sh").path
+    static let clusterFile = repositoryRoot.appendingPathComponent("Cluster/netns.toml").path
+    static let model = repositoryRoot.appendingPathComponent(".featstream/models/efficientnet-lite0").path
+    static let data = repositoryRoot.appendingPathComponent(".featstream/data/fashion-mnist-demo/imagefolder").path
+    static var binary: String { productsDirectory.appendingPathComponent("featstream").path }
+
+    var output: URL!
+
+    override func setUpWithError() throws {
+        guard getuid() == 0 else { throw XCTSkip("LaunchClusterTests need root (network namespaces and sshd); run the tests as root") }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip"),
+              (try? runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["ip", "netns", "list"]).status) == 0 else {
+            throw XCTSkip("LaunchClusterTests need iproute2 with `ip netns` (apt-get install iproute2)")
+        }
+        guard FileManager.default.fileExists(atPath: Self.model), FileManager.default.fileExists(atPath: Self.data) else {
+            throw XCTSkip("the demo model and dataset are missing; run Ops/setup.sh first")
+        }
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else { throw XCTSkip("no featstream binary at \(Self.binary)") }
+        // A cluster left over from an interrupted run must not leak into this test.
+        _ = try? runProcess(URL(fileURLWithPath: Self.script), ["down"])
+        output = FileManager.default.temporaryDirectory.appendingPathComponent("featstream-launch-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        let folder = output!
+        addTeardownBlock {
+            _ = try? runProcess(URL(fileURLWithPath: Self.script), ["down"])
+            try? FileManager.default.removeItem(at: folder)
+        }
+    }
+
+    override func tearDown() {
+        _ = try? runProcess(URL(fileURLWithPath: Self.script), ["down"])
+        super.tearDown()
+    }
+
+    // MARK: Tests
+
+    /// Coordinator on fs-h1, head on fs-h2, one worker each on fs-h3 and fs-h4; 200 rows in the store.
+    func testFullJobAcrossNamespaceHosts() throws {
+        try clusterUp(4)
+        let started = Date()
+        let run = try LaunchRun(clusterFile: Self.clusterFile, environment: environment())
+        let status = run.wait(timeout: 240)
+        let text = run.text
+        print("launch took \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        XCTAssertEqual(status, 0, text)
+        for (host, role) in [("fs-h1", "coordinator"), ("fs-h2", "head"), ("fs-h3", "worker1"), ("fs-h4", "worker2")] {
+            XCTAssertTrue(text.contains("[\(host) \(role)] "), "no output from \(role) on \(host)\n\(text)")
+            XCTAssertNotNil(text.range(of: "launch:   \(host)  \(role) +[0-9]+ +exit 0", options: .regularExpression),
+                            "the closing table lacks \(role) on \(host) with exit 0\n\(text)")
+        }
+        XCTAssertTrue(text.contains("worker worker1@fs-h3 joined") && text.contains("worker worker2@fs-h4 joined"), text)
+        XCTAssertNotNil(text.range(of: "\\[fs-h1 coordinator\\] .*progress 13/13 shards", options: .regularExpression), text)
+        XCTAssertTrue(text.contains("launch: job complete"), text)
+        try assertStoreHasEveryRowOnce()
+        assertNoFeatstreamProcesses()
+        XCTAssertEqual(pidFiles(), [], "pid files left behind")
+    }
+
+    /// A destination that does not answer stops the launch before anything starts.
+    func testUnreachableHostStartsNothing() throws {
+        try clusterUp(4)
+        // A bogus address in the test /24: nothing answers ARP there.
+        let bogus = try variant(name: "bogus.toml") { $0.replacingOccurrences(of: "host = \"fs-h4\"", with: "host = \"root@10.77.0.99\"") }
+        var run = try LaunchRun(clusterFile: bogus, environment: environment())
+        XCTAssertEqual(run.wait(timeout: 60), 2, run.text)
+        XCTAssertTrue(run.text.contains("host root@10.77.0.99 (worker2) is unreachable"), run.text)
+        XCTAssertTrue(run.text.contains("nothing was started"), run.text)
+        XCTAssertFalse(run.text.contains("launch: started"), run.text)
+        assertNoFeatstreamProcesses()
+
+        // A host that exists but runs no sshd.
+        let pidFile = stateDirectory.appendingPathComponent("fs-h3/sshd.pid").path
+        let sshd = try XCTUnwrap(Int32(String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        XCTAssertEqual(kill(sshd, SIGTERM), 0)
+        Thread.sleep(forTimeInterval: 0.3)
+        run = try LaunchRun(clusterFile: Self.clusterFile, environment: environment())
+        XCTAssertEqual(run.wait(timeout: 60), 2, run.text)
+        XCTAssertTrue(run.text.contains("host fs-h3 (worker1) is unreachable"), run.text)
+        XCTAssertTrue(run.text.contains("Connection refused"), run.text)
+        XCTAssertFalse(run.text.contains("launch: started"), run.text)
+        assertNoFeatstreamProcesses()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: output.appendingPathComponent("store").path), "something ran")
+    }
+
+    /// A worker that cannot load its model is reported by name and everything is torn down.
+    func testRoleThatFailsToStartTearsDownEverything() throws {
+        try clusterUp(4)
+        let broken = try variant(name: "broken.toml") {
+            $0.replacingOccurrences(of: "host = \"fs-h4\"", with: "host = \"fs-h4\"\nmodel = \"/nonexistent/model\"")
+        }
+        let run = try LaunchRun(clusterFile: broken, environment: environment())
+        XCTAssertEqual(run.wait(timeout: 120), 1, run.text)
+        XCTAssertTrue(run.text.contains("worker2 on fs-h4 failed to start"), run.text)
+        XCTAssertNotNil(run.text.range(of: "launch:   fs-h1  coordinator +[0-9]+ +.*stopped by launch", options: .regularExpression), run.text)
+        assertNoFeatstreamProcesses()
+        XCTAssertEqual(pidFiles(), [], "pid files left behind")
+    }
+
+    /// SIGINT (Ctrl-C) stops every role and leaves nothing behind.
+    func testInterruptStopsEverything() throws {
+        try clusterUp(4)
+        let run = try LaunchRun(clusterFile: Self.clusterFile, environment: environment())
+        XCTAssertTrue(run.waitFor("launch: started worker2", timeout: 60), run.text)
+        kill(run.pid, SIGINT)
+        XCTAssertEqual(run.wait(timeout: 60), 130, run.text)
+        XCTAssertTrue(run.text.contains("interrupted by signal \(SIGINT)"), run.text)
+        assertNoFeatstreamProcesses()
+        XCTAssertEqual(pidFiles(), [], "pid files left behind")
+    }
+
+    /// The launcher killed with SIGKILL cannot clean up; the remote wrappers see their ssh stdin
+    /// close and stop their roles themselves.
+    func testKilledLauncherLeavesNoOrphans() throws {
+        try clusterUp(4)
+        let run = try LaunchRun(clusterFile: Self.clusterFile, environment: environment())
+        XCTAssertTrue(run.waitFor("launch: started worker2", timeout: 60), run.text)
+        Thread.sleep(forTimeInterval: 0.5)
+        kill(run.pid, SIGKILL)
+        _ = run.wait(timeout: 10)
+        let deadline = Date().addingTimeInterval(15)
+        while !featstreamProcesses().isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.2) }
+        assertNoFeatstreamProcesses()
+    }
+
+    /// fs-h4's cable is pulled for longer than a lease (1.5 s here) while the job runs: its shards go to
+    /// fs-h3, and the store still holds every image exactly once.
+    func testPartitionedWorkerJobCompletesExactlyOnce() throws {
+        try clusterUp(4)
+        let file = try variant(name: "partition.toml") {
+            $0.replacingOccurrences(of: "finish_seconds = 30", with: "finish_seconds = 5")
+                .replacingOccurrences(of: "shard_size = 16", with: "shard_size = 8")
+                .replacingOccurrences(of: "batch = 8", with: "batch = 4")
+                .replacingOccurrences(of: "heartbeat_ms = 250", with: "heartbeat_ms = 100")
+                .replacingOccurrences(of: "lease_ms = 3000", with: "lease_ms = 1500")
+        }
+        let run = try LaunchRun(clusterFile: file, environment: environment())
+        // Cut as soon as fs-h4's worker streams, so it holds a lease when the link goes.
+        XCTAssertTrue(run.waitFor("head: worker worker2@fs-h4 streaming", timeout: 120), run.text)
+        let cut = try runProcess(URL(fileURLWithPath: Self.script), ["cut", "fs-h4"])
+        XCTAssertEqual(cut.status, 0, cut.output)
+        Thread.sleep(forTimeInterval: 8)
+        let heal = try runProcess(URL(fileURLWithPath: Self.script), ["heal", "fs-h4"])
+        XCTAssertEqual(heal.status, 0, heal.output)
+        let status = run.wait(timeout: 240)
+        if ProcessInfo.processInfo.environment["FEATSTREAM_TEST_VERBOSE"] != nil { print(run.text) }
+        XCTAssertEqual(status, 0, run.text)
+        // The shard fs-h4 held must have moved on: its worker declared dead, its lease reassigned,
+        // or a backup copy at the tail committed first.
+        XCTAssertTrue(["workerDead(\"worker2@fs-h4\")", "worker: \"worker2@fs-h4\", reason: ", "worker: \"worker2@fs-h4\")"]
+                        .contains { run.text.contains($0) },
+                      "the coordinator never moved fs-h4's shard elsewhere\n\(run.text)")
+        XCTAssertNotNil(run.text.range(of: "launch:   fs-h2  head +[0-9]+ +exit 0", options: .regularExpression), run.text)
+        try assertStoreHasEveryRowOnce()
+        assertNoFeatstreamProcesses()
+    }
+
+    // MARK: Helpers
+
+    var stateDirectory: URL {
+        URL(fileURLWithPath: ProcessInfo.processInfo.environment["FEATSTREAM_NETNS_STATE"] ?? "/tmp/featstream-netns")
+    }
+
+    func clusterUp(_ hosts: Int) throws {
+        let up = try runProcess(URL(fileURLWithPath: Self.script), ["up", String(hosts)])
+        guard up.status == 0 else { throw XCTSkip("netns-cluster.sh up \(hosts) failed (no sshd, or namespaces not permitted here):\n\(up.output)") }
+    }
+
+    func environment() -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["FEATSTREAM_BIN"] = Self.binary
+        environment["FEATSTREAM_REPO"] = repositoryRoot.path
+        environment["FEATSTREAM_LAUNCH_OUT"] = output.path
+        return environment
+    }
+
+    /// A copy of netns.toml, changed by `edit`, in the test's output folder.
+    func variant(name: String, _ edit: (String) -> String) throws -> String {
+        let text = edit(try String(contentsOfFile: Self.clusterFile, encoding: .utf8))
+        let url = output.appendingPathComponent(name)
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        return url.path
+    }
+
+    func assertStoreHasEveryRowOnce(file: StaticString = #filePath, line: UInt = #line) throws {
+        let inspect = try runProcess(URL(fileURLWithPath: Self.binary), ["store", "inspect", output.appendingPathComponent("store").path])
+        XCTAssertEqual(inspect.status, 0, inspect.output, file: file, line: line)
+        XCTAssertTrue(inspect.output.contains("rows: 200 "), inspect.output, file: file, line: line)
+        XCTAssertTrue(inspect.output.contains("dead letters: 0"), inspect.output, file: file, line: line)
+    }
+
+    func pidFiles() -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: output.appendingPathComponent("run").path)) ?? []
+    }
+
+    /// featstream processes in any fs-* namespace, as "namespace:pid".
+    func featstreamProcesses() -> [String] {
+        guard let list = try? runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["ip", "netns", "list"]) else { return [] }
+        var found: [String] = []
+        for namespace in list.output.split(separator: "\n").compactMap({ $0.split(separator: " ").first.map(String.init) })
+        where namespace.hasPrefix("fs-") {
+            guard let pids = try? runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["ip", "netns", "pids", namespace]) else { continue }
+            for pid in pids.output.split(separator: "\n") {
+                let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
+                if comm.trimmingCharacters(in: .whitespacesAndNewlines) == "featstream" { found.append("\(namespace):\(pid)") }
+            }
+        }
+        return found
+    }
+
+    func assertNoFeatstreamProcesses(file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(featstreamProcesses(), [], "featstream processes left in the namespaces", file: file, line: line)
+    }
+}
+
+/// `ip netns exec fs-ctl featstream launch FILE`, with its output collected as it arrives.
+final class LaunchRun: @unchecked Sendable {
+    private let process = Process()
+    private let lock = NSLock()
+    private var collected = Data()
+    private let finishedReading = DispatchSemaphore(value: 0)
+
+    init(clusterFile: String, environment: [String: String]) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["ip", "netns", "exec", "fs-ctl", LaunchClusterTests.binary, "launch", clusterFile]
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let handle = pipe.fileHandleForReading
+        Thread.detachNewThread { [self] in
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                self.lock.withLock { self.collected.append(chunk) }
+            }
+            self.finishedReading.signal()
+        }
+    }
+
+    /// `ip netns exec` execs the launcher in place, so this is the launcher's own pid.
+    var pid: Int32 { process.processIdentifier }
+
+    var text: String { lock.withLock { String(decoding: collected, as: UTF8.self) } }
+
+    func waitFor(_ fragment: String, timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if text.contains(fragment) { return true }
+            if !process.isRunning { return text.contains(fragment) }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return false
+    }
+
+    /// The exit status, or -1 after killing a launcher that overran `timeout`.
+    func wait(timeout: Double) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            Thread.sleep(forTimeInterval: 15)
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            _ = finishedReading.wait(timeout: .now() + 5)
+            return -1
+        }
+        process.waitUntilExit()
+        _ = finishedReading.wait(timeout: .now() + 5)
+        return process.terminationStatus
+    }
+}
