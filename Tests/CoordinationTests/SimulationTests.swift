@@ -1,19 +1,9 @@
+import FeatStreamTestSupport
 import XCTest
 import Foundation
 import WireProtocol
 @testable import Coordination
 
-/// SplitMix64: a tiny seeded generator so the simulation replays identically.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Drives a LeaseTable and its journal the way the coordinator process would, against simulated workers
 /// that die, hang and restart, a head that commits late or loses commits, and coordinator crashes.
@@ -54,7 +44,7 @@ final class SimulationTests: XCTestCase {
     }
 
     private func runSimulation(seed: UInt64, coverage: inout Coverage) throws {
-        var rng = SeededGenerator(state: seed)
+        var rng = SplitMix64(seed: seed)
         func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &rng) < p }
         func between(_ range: ClosedRange<UInt64>) -> UInt64 { UInt64.random(in: range, using: &rng) }
 

@@ -1,3 +1,4 @@
+import FeatStreamTestSupport
 @testable import FeatureCodec
 import WireProtocol
 import XCTest
@@ -9,7 +10,7 @@ final class FeatureCodecTests: XCTestCase {
     /// Feature-like values: half exact zeros (post-ReLU sparsity), the rest spread over magnitudes,
     /// plus values that exercise f16 rounding, subnormals and overflow.
     func sampleValues(_ count: Int, seed: UInt64 = 42) -> [Float] {
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         return (0..<count).map { i in
             switch rng.next() % 8 {
             case 0, 1, 2, 3: return 0
@@ -96,7 +97,7 @@ final class FeatureCodecTests: XCTestCase {
         }
 
         // Float -> half rounds like Float16(_:) (nearest, ties to even) on edges and random bit patterns.
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         var inputs: [Float] = [0, -0, 65504, 65519.99, 65520, -65520, .infinity, -.infinity, .nan,
                                0x1p-24, 0x1p-25, 0x1.8p-25, 0x1p-26, 0x1p-14, 0x1.ffcp-15, .leastNonzeroMagnitude,
                                1 + 0x1p-11, 1 + 0x1p-11 + 0x1p-20, 1 + 3 * 0x1p-11, .greatestFiniteMagnitude]
@@ -135,7 +136,7 @@ final class FeatureCodecTests: XCTestCase {
 
     func testCorruptLZ4IsAnErrorNotACrash() {
         let values = sampleValues(4096, seed: 3)
-        var rng = SplitMix(seed: 99)
+        var rng = SplitMix64(seed: 99)
         for dtype in Self.dtypes {
             for codec in [CodecID.lz4, .shuffleLZ4] {
                 let (payload, rawLength) = encode(values, dtype, codec)
@@ -224,7 +225,7 @@ final class FeatureCodecTests: XCTestCase {
     // MARK: shuffle
 
     func testShuffleIsInvertedByUnshuffle() {
-        var rng = SplitMix(seed: 1)
+        var rng = SplitMix64(seed: 1)
         for width in [1, 2, 3, 4, 8] {
             for count in [0, 1, 3, 7, 15, 17, 33, 1001] {
                 let bytes = (0..<(count * width)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
@@ -273,15 +274,3 @@ final class FeatureCodecTests: XCTestCase {
     }
 }
 
-/// Deterministic generator so failures reproduce.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -1,3 +1,4 @@
+import FeatStreamTestSupport
 import Foundation
 import ONNXProto
 import XCTest
@@ -31,7 +32,7 @@ final class ONNXClassifierExporterTests: XCTestCase {
         let scratch = try makeScratchDirectory(self)
         try requirePython(["numpy", "onnx", "onnxruntime"], scratch: scratch)
 
-        var generator = SeededGenerator(seed: 2024)
+        var generator = SplitMix64(seed: 2024)
         let input = randomFloats(inputShape.reduce(1, *), in: inputRange, using: &generator)
         let inputURL = scratch.appendingPathComponent("input.npy")
         try NumpyEncoding.float32Array(input, shape: inputShape).write(to: inputURL)

@@ -1,9 +1,10 @@
+import FeatStreamTestSupport
 import Foundation
 import XCTest
 @testable import HeadExport
 
 func sampleHead(featureDimension d: Int, hidden: Int?, classes: Int, seed: UInt64) -> ExportedHead {
-    var generator = SeededGenerator(seed: seed)
+    var generator = SplitMix64(seed: seed)
     var widths = [d]
     if let hidden { widths.append(hidden) }
     widths.append(classes)

@@ -1,3 +1,4 @@
+import FeatStreamTestSupport
 import Foundation
 import XCTest
 
@@ -88,19 +89,7 @@ func readFloat32Numpy(_ url: URL) throws -> (shape: [Int], values: [Float]) {
     return (shape, values)
 }
 
-/// SplitMix64: reproducible test data without depending on the platform's random source.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
-func randomFloats(_ count: Int, in range: ClosedRange<Float>, using generator: inout SeededGenerator) -> [Float] {
+func randomFloats(_ count: Int, in range: ClosedRange<Float>, using generator: inout SplitMix64) -> [Float] {
     (0..<count).map { _ in Float.random(in: range, using: &generator) }
 }

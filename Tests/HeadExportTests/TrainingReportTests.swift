@@ -1,3 +1,4 @@
+import FeatStreamTestSupport
 import Foundation
 import XCTest
 @testable import HeadExport
@@ -5,7 +6,7 @@ import XCTest
 /// A Fashion-MNIST-like run: 10 classes, 12 epochs, three workers, dead letters with markup in them.
 func sampleReport() -> ReportData {
     let classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-    var generator = SeededGenerator(seed: 11)
+    var generator = SplitMix64(seed: 11)
     let epochs = (1...12).map { epoch -> ReportData.Epoch in
         let t = Double(epoch)
         return .init(epoch: epoch, trainLoss: 1.6 * exp(-t / 4) + 0.25, trainAccuracy: 0.93 - 0.35 * exp(-t / 3),

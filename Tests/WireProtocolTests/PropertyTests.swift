@@ -1,3 +1,4 @@
+import FeatStreamTestSupport
 import Foundation
 import XCTest
 @testable import WireProtocol
