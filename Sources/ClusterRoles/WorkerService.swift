@@ -120,6 +120,8 @@ public final class WorkerService {
 
     private func introduce() throws {
         while !welcomed {
+            // SIGTERM while no coordinator answers: there is no shard to finish, so leave now.
+            if draining.isSet { throw WorkerStop.shutdown("SIGTERM before the coordinator answered") }
             control.send(.hello(workerID: options.workerID, host: ProcessInfo.processInfo.hostName,
                                 pid: UInt32(getpid()), capabilities: ["model": extractor.config.name, "batch": String(options.batch)]))
             try pump(forMs: 1000, until: { self.welcomed })
