@@ -190,6 +190,9 @@ public struct ClusterDefinition: Equatable, Sendable {
     public var head: HeadSpec
     /// The worker groups, in file order.
     public var workers: [WorkerGroupSpec]
+    /// A folder laid out by `Cluster/make-keys.sh` (coordinator, head and worker key pairs and the two
+    /// allow-lists): when set, every role runs with CurveZMQ. Same path on every host.
+    public var keysDirectory: String?
 
     /// `tcp://address:port` of the coordinator, as the head and workers dial it.
     public var coordinatorAddress: String { "tcp://\(coordinator.placement.address):\(coordinator.port)" }
@@ -450,6 +453,7 @@ struct Schema {
 
     static let allowed: [String: Set<String>] = [
         "ssh": ["ssh", "config", "user", "connect_timeout", "options"],
+        "keys": ["dir"],
         "job": ["featstream", "model", "data", "format", "split", "limit", "run_dir",
                 "startup_seconds", "stop_grace_seconds", "finish_seconds"],
         "coordinator": ["host", "address", "bind", "port", "featstream", "data", "journal", "shard_size", "lease_ms",
@@ -523,7 +527,7 @@ struct Schema {
     func definition() throws -> ClusterDefinition {
         for table in document.tables {
             guard let keys = Schema.allowed[table.name] else {
-                throw fail(table.line, "[\(table.name)]", "unknown table (expected [ssh], [job], [coordinator], [head] or [[workers]])")
+                throw fail(table.line, "[\(table.name)]", "unknown table (expected [ssh], [job], [keys], [coordinator], [head] or [[workers]])")
             }
             for key in table.order where !keys.contains(key) {
                 throw fail(table.entries[key]!.line, "\(table.name).\(key)",
@@ -634,6 +638,8 @@ struct Schema {
         }
         guard !workers.isEmpty else { throw fail(0, "[[workers]]", "at least one [[workers]] table is required") }
 
-        return ClusterDefinition(source: file, ssh: ssh, job: job, coordinator: coordinator, head: head, workers: workers)
+        var definition = ClusterDefinition(source: file, ssh: ssh, job: job, coordinator: coordinator, head: head, workers: workers)
+        definition.keysDirectory = try single("keys").string("dir")
+        return definition
     }
 }

@@ -70,6 +70,13 @@ public final class Launcher: @unchecked Sendable {
         var coordinator = [c.placement.featstream, "coordinator", "--bind", "tcp://\(c.bind):\(c.port)",
                            "--head", d.headAddress, "--data", c.data] + dataset + ["--journal", c.journal]
         for flag in c.tuning.keys.sorted() { coordinator += [flag, String(c.tuning[flag]!)] }
+        // With a [keys] folder every socket is CurveZMQ: each role its own pair, servers their allow-lists,
+        // clients the servers' public keys. Explicit curve_* keys in a role's table still apply after these.
+        let keys = d.keysDirectory.map { dir in { (name: String) in (dir as NSString).appendingPathComponent(name) } }
+        func pair(_ name: String) -> [String] {
+            keys.map { ["--curve-secret", $0("\(name).key"), "--curve-public", $0("\(name).pub")] } ?? []
+        }
+        if let keys { coordinator += pair("coordinator") + ["--curve-allow", keys("allow-coordinator")] }
         coordinator += c.curve.arguments + c.extraArguments
 
         let h = d.head
@@ -83,6 +90,9 @@ public final class Launcher: @unchecked Sendable {
         if let dtype = h.dtype { head += ["--dtype", dtype] }
         if let credits = h.credits { head += ["--credits", String(credits)] }
         if let trainOut = h.trainOut { head += ["--train-out", trainOut] }
+        if let keys {
+            head += pair("head") + ["--curve-allow", keys("allow-head"), "--curve-coordinator-public", keys("coordinator.pub")]
+        }
         head += h.curve.arguments + h.extraArguments
 
         var result = [
@@ -101,6 +111,10 @@ public final class Launcher: @unchecked Sendable {
                 if let threads = group.threads { worker += ["--threads", String(threads)] }
                 if let batch = group.batch { worker += ["--batch", String(batch)] }
                 if let dtype = group.dtype { worker += ["--dtype", dtype] }
+                if let keys {
+                    worker += pair("worker") + ["--curve-coordinator-public", keys("coordinator.pub"),
+                                                "--curve-head-public", keys("head.pub")]
+                }
                 worker += group.curve.arguments + group.extraArguments
                 result.append(PlannedRole(label: "worker\(number)", host: group.placement.sshDestination,
                                           command: worker, directories: [d.job.runDirectory]))

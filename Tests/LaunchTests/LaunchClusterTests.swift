@@ -57,6 +57,11 @@ final class LaunchClusterTests: XCTestCase {
                             "the closing table lacks \(role) on \(host) with exit 0\n\(text)")
         }
         XCTAssertTrue(text.contains("worker worker1@fs-h3 joined") && text.contains("worker worker2@fs-h4 joined"), text)
+        // netns.toml's [keys] table: the coordinator's socket runs CurveZMQ, and no secret key reaches the output.
+        XCTAssertNotNil(text.range(of: "\\[fs-h1 coordinator\\] .*security: ", options: .regularExpression), text)
+        let secret = (try? String(contentsOf: output.appendingPathComponent("keys/worker.key"), encoding: .utf8))?
+            .split(separator: "\n").last.map(String.init) ?? "unreadable"
+        XCTAssertFalse(text.contains(secret), "a secret key appears in the launch output")
         XCTAssertNotNil(text.range(of: "\\[fs-h1 coordinator\\] .*progress 13/13 shards", options: .regularExpression), text)
         XCTAssertTrue(text.contains("launch: job complete"), text)
         try assertStoreHasEveryRowOnce()
@@ -173,7 +178,16 @@ final class LaunchClusterTests: XCTestCase {
         guard up.status == 0 else { throw XCTSkip("netns-cluster.sh up \(hosts) failed (no sshd, or namespaces not permitted here):\n\(up.output)") }
     }
 
+    /// The key folder netns.toml's [keys] table names, made once per test output folder.
+    func makeKeys() throws {
+        let script = repositoryRoot.appendingPathComponent("Cluster/make-keys.sh").path
+        let result = try runProcess(URL(fileURLWithPath: script), [output.appendingPathComponent("keys").path, Self.binary])
+        XCTAssertEqual(result.status, 0, result.output)
+    }
+
     func environment() -> [String: String] {
+        // netns.toml runs every socket with CurveZMQ; its key folder lives in the test's output folder.
+        try? makeKeys()
         var environment = ProcessInfo.processInfo.environment
         environment["FEATSTREAM_BIN"] = Self.binary
         environment["FEATSTREAM_REPO"] = repositoryRoot.path
