@@ -4,8 +4,8 @@
 /// 1. `prune`: keep only nodes on a path from the graph input to a requested tensor, so that ops
 ///    feeding only a discarded head (Softmax, say) never need support.
 /// 2. `translate`: each ONNX node becomes a typed `Step`, with shapes inferred and constants folded in.
-/// 3. `fuse`: BatchNorm and Pad fold into the convolution before them; activations and residual Adds
-///    become convolution post-ops.
+/// 3. `fuse`: BatchNorm folds into the convolution before it and a zero Pad into the one after it;
+///    activations and residual Adds become convolution post-ops.
 struct Plan {
     var steps: [Step]
     var shapes: [String: [Int]]
@@ -368,7 +368,7 @@ struct Plan {
             var fused: (source: Int, conv: Convolution)?
             switch step.op {
             case let .batchNorm(scale, shift, mean, variance, epsilon):
-                if var (source, conv) = soleConvolution(step.inputs[0]), conv.postOps.isEmpty {
+                if case (let source, var conv)? = soleConvolution(step.inputs[0]), conv.postOps.isEmpty {
                     let perOut = conv.weights.count / conv.outChannels
                     for o in 0..<conv.outChannels {
                         let factor = scale[o] / (variance[o] + epsilon).squareRoot()
@@ -378,13 +378,13 @@ struct Plan {
                     fused = (source, conv)
                 }
             case .activation(let activations):
-                if var (source, conv) = soleConvolution(step.inputs[0]) {
+                if case (let source, var conv)? = soleConvolution(step.inputs[0]) {
                     conv.postOps += activations.map(PostOp.activation)
                     fused = (source, conv)
                 }
             case .binary(.add, nil) where shapes[step.inputs[0]] == shapes[step.inputs[1]]:
                 for (operand, other) in [(0, 1), (1, 0)] {
-                    if var (source, conv) = soleConvolution(step.inputs[operand]), conv.sumInput == nil {
+                    if case (let source, var conv)? = soleConvolution(step.inputs[operand]), conv.sumInput == nil {
                         conv.postOps.append(.sum)
                         conv.sumInput = step.inputs[other]
                         fused = (source, conv)

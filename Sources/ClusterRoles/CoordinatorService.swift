@@ -80,9 +80,6 @@ public final class CoordinatorService {
     /// Prometheus metrics; `metrics.endpoint?.port` is where they are served.
     public let metrics: RoleMetricsRegistry
     private var workerStats: [String: WorkerStats] = [:]
-    private var committedItems = 0
-    private let itemCount: Int
-    private let started = nowMs()
 
     private struct WorkerStats {
         var host: String
@@ -114,8 +111,7 @@ public final class CoordinatorService {
         try router.bind(options.bind)
         if options.security.isCurve { log.event("security: \(options.security)") }
         socket = MessageSocket(router, log: log)
-        progress = ProgressReport(total: items.count, shards: shards.count)
-        itemCount = items.count
+        progress = ProgressReport(total: items.count)
         metrics = try RoleMetricsRegistry(role: "coordinator", port: options.metricsPort)
         metrics.gauge(MetricName.shardsTotal).set(Double(shards.count))
         socket.onReject = { [metrics] in metrics.rejected($0) }
@@ -216,9 +212,7 @@ public final class CoordinatorService {
         let state = table.progress
         let fraction = state.total > 0 ? Double(state.committed) / Double(state.total) : 1
         metrics.gauge(MetricName.progress).set(fraction)
-        let elapsed = Double(now - started) / 1000
-        let rate = elapsed > 0 ? Double(committedItems) / elapsed : 0
-        metrics.gauge(MetricName.eta).set(rate > 0 ? Double(max(0, itemCount - committedItems)) / rate : -1)
+        metrics.gauge(MetricName.eta).set(progress.eta ?? -1)
         for (worker, stats) in workerStats {
             let labels = [("worker", worker), ("host", stats.host)]
             metrics.gauge(MetricName.heartbeatAge, labels).set(Double(now - stats.lastSeen) / 1000)
@@ -245,33 +239,34 @@ public final class CoordinatorService {
             progress.committed(items: items, log: log, table: table.progress)
             metrics.counter(MetricName.shardsCommitted).increment()
             metrics.counter(MetricName.images).increment(by: Int64(items))
-            committedItems += items
         }
     }
 }
 
-/// Progress lines for the coordinator's log: shards and items committed, rate and ETA.
+/// Items committed this run, the rate and the ETA: for the coordinator's progress lines and its metrics.
 final class ProgressReport {
     let total: Int
-    let shards: Int
     let start = Date()
-    var items = 0
-    var lastPrint = Date.distantPast
+    private(set) var items = 0
+    private var lastPrint = Date.distantPast
 
-    init(total: Int, shards: Int) {
-        self.total = total
-        self.shards = shards
+    init(total: Int) { self.total = total }
+
+    /// Images per second committed since this coordinator started.
+    var rate: Double {
+        let elapsed = Date().timeIntervalSince(start)
+        return elapsed > 0 ? Double(items) / elapsed : 0
     }
+
+    /// Seconds to go at the current rate; `nil` before anything was committed.
+    var eta: Double? { rate > 0 ? Double(max(0, total - items)) / rate : nil }
 
     func committed(items count: Int, log: RoleLog, table: (committed: Int, leased: Int, pending: Int, total: Int)) {
         items += count
         let now = Date()
         guard now.timeIntervalSince(lastPrint) >= 1 || table.committed == table.total else { return }
         lastPrint = now
-        let elapsed = now.timeIntervalSince(start)
-        let rate = elapsed > 0 ? Double(items) / elapsed : 0
-        let eta = rate > 0 ? Double(max(0, total - items)) / rate : 0
         log.event(String(format: "progress %d/%d shards, %d leased, %d pending; %.1f img/s this run, ETA %.0f s",
-                         table.committed, table.total, table.leased, table.pending, rate, eta))
+                         table.committed, table.total, table.leased, table.pending, rate, eta ?? 0))
     }
 }
