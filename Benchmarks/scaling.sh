@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Scaling: N workers on N network-namespace hosts, each held to a fixed fraction of a core by a
+# cgroup CPU quota, so that linearity can be shown on a 2-core machine. The coordinator and the
+# head run on their own namespace hosts without a quota. For each N it reports the aggregate
+# images/s (the sum of each worker's rate over the time it spent on shards), the ratio to N times
+# the one-worker figure, and the head's CPU share over the job.
+#
+# Usage (root): bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.45]
+# Needs cgroup v1's cpu controller at /sys/fs/cgroup/cpu (cgroup v2: /sys/fs/cgroup with cpu.max).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+max=${1:-4}
+quota=${2:-0.45}
+bin=$PWD/.build/release/featstream
+swift build -c release --product featstream >/dev/null
+model=$PWD/.featstream/models/efficientnet-lite0
+data=$PWD/.featstream/data/fashion-mnist-demo/imagefolder
+net=Cluster/netns-cluster.sh
+period=100000
+quota_us=$(awk -v q="$quota" -v p="$period" 'BEGIN { printf "%d", q * p }')
+work=$(mktemp -d)
+
+cpu_group() {  # cpu_group NAME -> path of a cgroup with the quota applied
+  local g
+  if [[ -d /sys/fs/cgroup/cpu ]]; then
+    g=/sys/fs/cgroup/cpu/featstream-bench-$1
+    mkdir -p "$g"
+    echo "$period" > "$g/cpu.cfs_period_us"
+    echo "$quota_us" > "$g/cpu.cfs_quota_us"
+    echo "$g/tasks"
+  else
+    g=/sys/fs/cgroup/featstream-bench-$1
+    mkdir -p "$g"
+    echo "$quota_us $period" > "$g/cpu.max"
+    echo "$g/cgroup.procs"
+  fi
+}
+
+cleanup() {
+  pkill -f "featstream-bench-marker" 2>/dev/null || true
+  bash "$net" down >/dev/null 2>&1 || true
+  rmdir /sys/fs/cgroup/cpu/featstream-bench-* /sys/fs/cgroup/featstream-bench-* 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+echo "| workers | quota per worker | aggregate img/s | vs N x one worker | head CPU share |"
+echo "|---|---|---|---|---|"
+single=""
+# The first job warms the page cache and the model files; it is run and not reported.
+for n in 1 $(seq 1 "$max"); do
+  bash "$net" down >/dev/null 2>&1 || true
+  bash "$net" up $((n + 2)) >/dev/null
+  out=$(mktemp -d "$work/n$n-XXXX")
+  ip netns exec fs-h1 "$bin" coordinator --bind tcp://10.77.0.11:5555 --head tcp://10.77.0.12:5556 \
+      --data "$data" --split train --journal "$out/journal" --shard-size 32 2>"$out/coordinator.log" &
+  coordinator=$!
+  ip netns exec fs-h2 "$bin" head --bind tcp://10.77.0.12:5556 --coordinator tcp://10.77.0.11:5555 \
+      --store "$out/store" 2>"$out/head.log" &
+  head=$!
+  start=$(date +%s.%N)
+  for i in $(seq 1 "$n"); do
+    tasks=$(cpu_group "w$i")
+    # Join the cgroup before entering the namespace: `ip netns exec` remounts /sys, hiding the cgroup tree.
+    sh -c "echo \$\$ > $tasks; exec ip netns exec fs-h$((i + 2)) $bin worker --coordinator tcp://10.77.0.11:5555 \
+        --model $model --data $data --split train --threads 1 --batch 16 --name w$i" 2>"$out/w$i.log" &
+  done
+  # Sample the head's CPU time while the job runs: bash reaps it as soon as it exits.
+  head_ticks=0
+  while kill -0 "$coordinator" 2>/dev/null; do
+    head_ticks=$(ticks "$head" 2>/dev/null || echo "$head_ticks")
+    sleep 0.2
+  done
+  end=$(date +%s.%N)
+  wait
+  rate=$(cat "$out"/w*.log | sed -nE 's/.*on shards: ([0-9.]+) img\/s.*/\1/p' | awk '{ s += $1 } END { printf "%.1f", s }')
+  if [[ -z $single ]]; then single=warm; continue; fi
+  [[ $single == warm ]] && single=$rate
+  ratio=$(awk -v r="$rate" -v s="$single" -v n="$n" 'BEGIN { printf "%.2f", r / (s * n) }')
+  share=$(awk -v t="$head_ticks" -v hz="$hz" -v a="$start" -v b="$end" 'BEGIN { printf "%.1f%%", 100 * t / hz / (b - a) }')
+  echo "| $n | $quota core | $rate | ${ratio}x | $share |"
+done
