@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Transport
 import WireProtocol
 
@@ -90,17 +91,44 @@ final class MessageSocket {
     }
 }
 
-/// One readable line per event on standard error, prefixed by the role.
+/// One readable line per event on standard error, `HH:MM:SS role: message`, through swift-log.
+///
+/// Roles log with a `Logger` labelled by the role; `RoleLineHandler` gives each event one line that
+/// people and scripts (the launcher's `[host role]` prefixes, the tests) can read.
 public final class RoleLog: @unchecked Sendable {
+    /// The swift-log logger every event goes through.
+    public let logger: Logger
+
+    /// A log for `role` (for example `coordinator` or `worker w3`).
+    public init(role: String) {
+        logger = Logger(label: role) { RoleLineHandler(role: $0) }
+    }
+
+    /// Logs one event at info level.
+    public func event(_ text: String) { logger.info("\(text)") }
+}
+
+/// A swift-log handler writing `HH:MM:SS role: message [key=value ...]` lines to standard error.
+public struct RoleLineHandler: LogHandler {
+    private static let lock = NSLock()
     let role: String
-    private let lock = NSLock()
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
 
     public init(role: String) { self.role = role }
 
-    public func event(_ text: String) {
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
         let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current, formatOptions: [.withTime, .withColonSeparatorInTime])
-        lock.lock()
-        FileHandle.standardError.write(Data("\(stamp) \(role): \(text)\n".utf8))
-        lock.unlock()
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        let extra = merged.isEmpty ? "" : " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let level = event.level >= .warning ? "\(event.level): " : ""
+        Self.lock.lock()
+        FileHandle.standardError.write(Data("\(stamp) \(role): \(level)\(event.message)\(extra)\n".utf8))
+        Self.lock.unlock()
     }
 }
