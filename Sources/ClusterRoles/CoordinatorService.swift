@@ -177,6 +177,7 @@ public final class CoordinatorService {
             }
             switch table.request(worker: workerID, now: now) {
             case let .assign(shardID, attempt, items, leaseMs):
+                log.event("leased shard \(shardID) attempt \(attempt) to \(workerID)")
                 metrics.counter(MetricName.shardsLeased).increment()
                 workerStats[workerID]?.shard = Int(shardID)
                 socket.send(.assignment(shardID: shardID, attempt: attempt, leaseMs: leaseMs, items: items), to: identity)

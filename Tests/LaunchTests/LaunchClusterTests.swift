@@ -167,6 +167,31 @@ final class LaunchClusterTests: XCTestCase {
         assertNoFeatstreamProcesses()
     }
 
+    /// A worker cut off for longer than its lease loses its shard to the other worker; when its link
+    /// comes back it rejoins and is leased new shards, and its late batches add nothing twice.
+    func testPartitionedWorkerRejoinsAfterTheLinkReturns() throws {
+        try clusterUp(4)
+        let file = try variant(name: "rejoin.toml") { text in
+            text.replacingOccurrences(of: "split = \"val\"\n", with: "")   // all 1,200 demo images: a longer job
+                .replacingOccurrences(of: "batch = 8", with: "batch = 4")
+                .replacingOccurrences(of: "heartbeat_ms = 250", with: "heartbeat_ms = 100")
+                .replacingOccurrences(of: "lease_ms = 3000", with: "lease_ms = 1500")
+        }
+        let run = try LaunchRun(clusterFile: file, environment: environment())
+        XCTAssertTrue(run.waitFor("head: worker worker2@fs-h4 streaming", timeout: 120), run.text)
+        XCTAssertEqual(try runProcess(URL(fileURLWithPath: Self.script), ["cut", "fs-h4"]).status, 0)
+        XCTAssertTrue(run.waitFor("workerDead(\"worker2@fs-h4\")", timeout: 30), "the coordinator never gave up on the cut worker\n\(run.text)")
+        XCTAssertEqual(try runProcess(URL(fileURLWithPath: Self.script), ["heal", "fs-h4"]).status, 0)
+        let healedAt = run.text.utf8.count
+        let status = run.wait(timeout: 300)
+        XCTAssertEqual(status, 0, run.text)
+        let afterHeal = String(decoding: Array(run.text.utf8)[healedAt...], as: UTF8.self)
+        XCTAssertTrue(afterHeal.contains("to worker2@fs-h4"), "the healed worker was never leased a shard again\n\(afterHeal)")
+        let inspect = try runProcess(URL(fileURLWithPath: Self.binary), ["store", "inspect", output.appendingPathComponent("store").path])
+        XCTAssertTrue(inspect.output.contains("rows: 1200 "), inspect.output)
+        assertNoFeatstreamProcesses()
+    }
+
     // MARK: Helpers
 
     var stateDirectory: URL {
