@@ -58,6 +58,14 @@ final class ClusterHarness {
                                   "--credits", String(credits)] + extra)
     }
 
+    /// The usual job: a coordinator, a head and two workers, `w0` and `w1`.
+    func startJob() throws {
+        try startCoordinator()
+        try startHead()
+        try startWorker("w0")
+        try startWorker("w1")
+    }
+
     func startWorker(_ name: String, extra: [String] = []) throws {
         workers[name] = try spawn(name, ["worker", "--coordinator", control,
                                          "--model", Self.home.appendingPathComponent("models/efficientnet-lite0").path,

@@ -13,10 +13,7 @@ final class FaultTests: XCTestCase {
     override func tearDown() { cluster.shutdown() }
 
     func testCleanRunStoresEveryItemExactlyOnce() throws {
-        try cluster.startCoordinator()
-        try cluster.startHead()
-        try cluster.startWorker("w0")
-        try cluster.startWorker("w1")
+        try cluster.startJob()
         cluster.waitForCompletion()
         try cluster.assertExactlyOnce()
     }
@@ -29,10 +26,7 @@ final class FaultTests: XCTestCase {
                 cluster.shutdown()
                 cluster = try ClusterHarness()
             }
-            try cluster.startCoordinator()
-            try cluster.startHead()
-            try cluster.startWorker("w0")
-            try cluster.startWorker("w1")
+            try cluster.startJob()
             cluster.waitForCommittedShards(Int.random(in: 1...12, using: &generator))
             let victim = ["w0", "w1"].randomElement(using: &generator)!
             cluster.kill(cluster.workers[victim])
@@ -43,10 +37,7 @@ final class FaultTests: XCTestCase {
     }
 
     func testCoordinatorKilledAndRestarted() throws {
-        try cluster.startCoordinator()
-        try cluster.startHead()
-        try cluster.startWorker("w0")
-        try cluster.startWorker("w1")
+        try cluster.startJob()
         cluster.waitForCommittedShards(6)
         cluster.kill(cluster.coordinator)
         Thread.sleep(forTimeInterval: 1)
@@ -57,10 +48,7 @@ final class FaultTests: XCTestCase {
     }
 
     func testHeadKilledAndRestarted() throws {
-        try cluster.startCoordinator()
-        try cluster.startHead()
-        try cluster.startWorker("w0")
-        try cluster.startWorker("w1")
+        try cluster.startJob()
         cluster.waitForCommittedShards(6)
         cluster.kill(cluster.head)
         Thread.sleep(forTimeInterval: 1)
@@ -130,10 +118,7 @@ final class FaultTests: XCTestCase {
 
     /// SIGTERM makes a worker finish (or hand back) its shard and exit cleanly; the job still completes exactly once.
     func testSIGTERMDrainsAWorker() throws {
-        try cluster.startCoordinator()
-        try cluster.startHead()
-        try cluster.startWorker("w0")
-        try cluster.startWorker("w1")
+        try cluster.startJob()
         cluster.waitForCommittedShards(3)
         let worker = cluster.workers["w0"]!
         kill(worker.processIdentifier, SIGTERM)
