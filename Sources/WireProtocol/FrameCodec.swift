@@ -367,7 +367,7 @@ public enum FrameCodec {
             let epoch = try r.u64("epoch")
             let count = Int(try r.u32("committed count"))
             try r.needItems(count, minSize: 4, "committed")
-            return .headHello(epoch: epoch, committed: try r.u32Array(count, "committed"))
+            return .headHello(epoch: epoch, committed: try r.integers(count, "committed", as: UInt32.self))
         case .shardCommitted:
             return .shardCommitted(shardID: try r.u32("shardID"), attempt: try r.u32("attempt"),
                                    items: try r.u32("items"), deadLetters: try r.u32("deadLetters"))
@@ -405,14 +405,14 @@ public enum FrameCodec {
         if Int(rawLength) > limits.maxFrameBytes { throw .exceedsLimit("rawLength \(rawLength) > maxFrameBytes \(limits.maxFrameBytes)") }
 
         try r.needItems(rows, minSize: 4, "offsets")
-        let offsets = try r.u32Array(rows, "offsets")
+        let offsets = try r.integers(rows, "offsets", as: UInt32.self)
         for o in offsets where o >= shardItemCount { throw .malformed("offset \(o) >= shardItemCount \(shardItemCount)") }
         try r.expectCount(rows, "indexes")
         try r.needItems(rows, minSize: 8, "indexes")
-        let indexes = try r.u64Array(rows, "indexes")
+        let indexes = try r.integers(rows, "indexes", as: UInt64.self)
         try r.expectCount(rows, "labels")
         try r.needItems(rows, minSize: 4, "labels")
-        let labels = try r.u32Array(rows, "labels").map { Int32(bitPattern: $0) }
+        let labels = try r.integers(rows, "labels", as: Int32.self)
         try r.expectCount(rows, "keys")
         try r.needItems(rows, minSize: 2, "keys")
         var keys: [String] = []
@@ -527,23 +527,14 @@ private struct Reader {
         if Int(c) != rows { throw .malformed("\(what) count \(c) != offsets count \(rows)") }
     }
 
-    mutating func u32Array(_ count: Int, _ what: StaticString) throws(FrameError) -> [UInt32] {
-        let p = try take(count * 4, what)
-        return [UInt32](unsafeUninitializedCapacity: count) { buf, initialized in
-            if count > 0 { memcpy(buf.baseAddress!, p, count * 4) }
+    /// `count` little-endian integers copied with one memcpy (offsets, indexes, labels, shard ids).
+    mutating func integers<T: FixedWidthInteger>(_ count: Int, _ what: StaticString, as: T.Type = T.self) throws(FrameError) -> [T] {
+        let width = MemoryLayout<T>.size
+        let p = try take(count * width, what)
+        return [T](unsafeUninitializedCapacity: count) { buf, initialized in
+            if count > 0 { memcpy(buf.baseAddress!, p, count * width) }
             #if _endian(big)
-            for i in 0..<count { buf[i] = UInt32(littleEndian: buf[i]) }
-            #endif
-            initialized = count
-        }
-    }
-
-    mutating func u64Array(_ count: Int, _ what: StaticString) throws(FrameError) -> [UInt64] {
-        let p = try take(count * 8, what)
-        return [UInt64](unsafeUninitializedCapacity: count) { buf, initialized in
-            if count > 0 { memcpy(buf.baseAddress!, p, count * 8) }
-            #if _endian(big)
-            for i in 0..<count { buf[i] = UInt64(littleEndian: buf[i]) }
+            for i in 0..<count { buf[i] = T(littleEndian: buf[i]) }
             #endif
             initialized = count
         }
