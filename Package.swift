@@ -25,6 +25,8 @@ let package = Package(
         .target(name: "CPNGShim", dependencies: ["CPNG"], path: "Sources/CPNGShim"),
         .systemLibrary(name: "CLZ4", path: "Sources/CLZ4"),
         .systemLibrary(name: "CZMQ", path: "Sources/CZMQ"),
+        // SSE4.2 CRC-32C and F16C half conversion: instruction sets Swift cannot enable per function.
+        .target(name: "CSIMDKernels", path: "Sources/CSIMDKernels"),
 
         // MARK: Swift modules
         .target(name: "NumpyFormat"),
@@ -38,10 +40,10 @@ let package = Package(
         .target(name: "Extraction", dependencies: ["Backbone", "ImageInput", "NumpyFormat"]),
 
         // MARK: The cluster: sans-I/O cores, then the ZeroMQ shell around them
-        .target(name: "WireProtocol"),
+        .target(name: "WireProtocol", dependencies: ["CSIMDKernels"]),
         // libFuzzer target for the frame decoder: Protocols/fuzz.sh builds it with -sanitize=fuzzer.
         .executableTarget(name: "FrameFuzz", dependencies: ["WireProtocol"]),
-        .target(name: "FeatureCodec", dependencies: ["CLZ4", "WireProtocol"]),
+        .target(name: "FeatureCodec", dependencies: ["CLZ4", "CSIMDKernels", "WireProtocol"]),
         .target(name: "Coordination", dependencies: ["WireProtocol"]),
         .target(name: "FeatureStore", dependencies: ["WireProtocol", "FeatureCodec"]),
         .target(name: "Transport", dependencies: ["CZMQ"]),
@@ -76,7 +78,7 @@ let package = Package(
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "FeatureCodecTests", dependencies: ["FeatureCodec", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "WireProtocol", "FeatStreamTestSupport"]),
-        .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "WireProtocol"]),
+        .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto", "FeatStreamTestSupport"]),
         .testTarget(name: "HeadTrainingTests", dependencies: ["HeadTraining"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),

@@ -30,6 +30,7 @@ done
 APT_PACKAGES=(
   libzmq3-dev liblz4-dev libdnnl-dev libturbojpeg0-dev libpng-dev libopenblas-dev
   protobuf-compiler libonnx-dev dataset-fashion-mnist chromium openssh-server openssh-client
+  slurm-wlm munge
 )
 # Pinned to the versions the goldens were generated and checked with; a different
 # onnxruntime or Pillow changes reference numbers and preprocessed pixels.
@@ -70,8 +71,9 @@ if [ ${#missing[@]} -eq 0 ]; then
 else
   t=$(now)
   $SUDO apt-get update -qq
-  # The network-namespace test cluster runs its own sshd per namespace; installing openssh-server
-  # must not start a system-wide one, so service starts are refused for the duration of the install.
+  # The network-namespace test cluster runs its own sshd per namespace, and the Slurm test its own
+  # munged, slurmctld and slurmd (Ops/slurm/test-single-node.sh); installing openssh-server, munge or
+  # slurm-wlm must not start system-wide ones, so service starts are refused during the install.
   guard=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     guard=/usr/sbin/policy-rc.d

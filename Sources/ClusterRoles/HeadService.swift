@@ -53,9 +53,12 @@ public struct HeadStatistics: Codable, Sendable {
     public var rowsPerSecond: [String: [Int: Int]] = [:]
 }
 
-/// The head's ingest path without sockets: payload decoding, deduplication and atomic shard commits.
+/// The head's ingest path without sockets: payload decoding, deduplication, shard appends, and
+/// syncs on a background thread.
 ///
-/// `HeadService` feeds it every feature batch; `benchmarkIngest` feeds it frames from memory.
+/// A completed shard is appended to the store at once and acknowledged (returned by `receive` or
+/// `collectDurable`) only once a sync covering it has finished, so an acknowledged shard survives
+/// any crash. `HeadService` feeds it every feature batch; `benchmarkIngest` feeds it frames from memory.
 public final class BatchIngest {
     private let storeURL: URL
     private let dtype: FeatureDTypeCode
@@ -64,75 +67,126 @@ public final class BatchIngest {
     /// The store, once the first batch fixed its dimension (or reopened from disk).
     public private(set) var store: FeatureStore?
     private var ledger: ShardLedger?
+    private let syncer = StoreSyncer()
+    /// Appended shards' contents and attempts, kept for their acknowledgement until they are durable.
+    private var awaitingSync: [UInt32: (contents: ShardContents, attempt: UInt32)] = [:]
     /// Counts of everything received.
     public private(set) var statistics = HeadStatistics()
 
-    /// Reopens the store at `storeURL` if one exists; otherwise it is created by the first batch.
+    /// Reopens the store at `storeURL` if one exists (truncating an interrupted append); otherwise it
+    /// is created by the first batch.
     public init(storeURL: URL, dtype: FeatureDTypeCode, metadata: StoreMetadata = StoreMetadata(), log: RoleLog) throws {
         self.storeURL = storeURL
         self.metadata = metadata
         self.dtype = dtype
         self.log = log
         if FileManager.default.fileExists(atPath: storeURL.appendingPathComponent("store.json").path) {
-            let store = try FeatureStore.open(at: storeURL)
+            let store = try FeatureStore.open(at: storeURL, forWriting: true)
             self.store = store
-            ledger = ShardLedger(dimension: store.dimension, committed: store.committedShards)
+            ledger = ShardLedger(dimension: store.dimension, dtype: store.dtype, committed: store.committedShards)
             log.event("reopened store \(storeURL.path): \(store.committedShards.count) shards committed")
         }
     }
 
+    deinit { syncer.stop() }
+
     /// Shards durably in the store, ascending.
     public var committedShards: [UInt32] { store.map { Array($0.committedShards).sorted() } ?? [] }
 
-    /// Takes one batch; when it completed a shard, returns the `shardCommitted` message to send and the
-    /// shard's contents (for the online training pass).
-    public func receive(_ batch: FeatureBatch) throws -> (commit: Message, contents: ShardContents)? {
+    /// Whether appended shards still wait for their sync.
+    public var hasPendingSyncs: Bool { !awaitingSync.isEmpty }
+
+    /// Takes one batch. Returns the shards that became durable meanwhile (this batch's own shard
+    /// usually comes back from a later call): the `shardCommitted` message to send and the shard's
+    /// contents (for the online training pass).
+    public func receive(_ batch: FeatureBatch) throws -> [(commit: Message, contents: ShardContents)] {
         statistics.batches += 1
         statistics.rows += batch.offsets.count
         statistics.payloadBytes += batch.payload.count
         statistics.rawBytes += Int(batch.rawLength)
-        let features: [Float]
+        if store == nil {
+            store = try FeatureStore.create(at: storeURL, dtype: dtype, dimension: Int(batch.dimension), metadata: metadata)
+            ledger = ShardLedger(dimension: Int(batch.dimension), dtype: dtype, committed: [])
+            log.event("created store \(storeURL.path) (\(batch.dimension)-d)")
+        }
+        let featureBytes: [UInt8]
         do {
-            features = try batch.payload.withUnsafeBytes {
-                try FeatureCodec.decode($0, dtype: batch.dtype, codec: batch.codec, rawLength: Int(batch.rawLength))
-            }
+            featureBytes = try Self.decodePayload(of: batch, as: store!.dtype)
         } catch {
             statistics.corruptPayloads += 1
             log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(error)")
-            return nil
-        }
-        if store == nil {
-            store = try FeatureStore.create(at: storeURL, dtype: dtype, dimension: Int(batch.dimension), metadata: metadata)
-            ledger = ShardLedger(dimension: Int(batch.dimension), committed: [])
-            log.event("created store \(storeURL.path) (\(batch.dimension)-d)")
+            return try collectDurable()
         }
         let decoded = DecodedBatch(shardID: batch.shardID, attempt: batch.attempt, shardItemCount: batch.shardItemCount,
                                    offsets: batch.offsets, indexes: batch.indexes, labels: batch.labels, keys: batch.keys,
-                                   deadLetters: batch.deadLetters, features: features)
+                                   deadLetters: batch.deadLetters, dtype: store!.dtype, featureBytes: featureBytes)
         switch ledger!.receive(decoded) {
         case let .accepted(_, duplicates):
             statistics.duplicateRows += duplicates
         case .completed(let contents):
             do {
-                _ = try store!.commit(contents, shardID: batch.shardID, attempt: batch.attempt)
+                _ = try store!.append(contents, shardID: batch.shardID, attempt: batch.attempt)
             } catch {
                 // Another attempt may still complete the shard; the store stays consistent either way.
                 ledger!.commitFailed(batch.shardID)
                 throw error
             }
-            ledger!.markCommitted(batch.shardID)
-            statistics.committedShards += 1
-            statistics.deadLetters += contents.deadLetters.count
-            return (.shardCommitted(shardID: batch.shardID, attempt: batch.attempt,
-                                    items: UInt32(contents.rowCount), deadLetters: UInt32(contents.deadLetters.count)),
-                    contents)
+            awaitingSync[batch.shardID] = (contents, batch.attempt)
         case .alreadyCommitted:
             statistics.discardedBatches += 1
         case .rejected(let reason):
             statistics.rejectedBatches += 1
             log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(reason)")
         }
-        return nil
+        return try collectDurable()
+    }
+
+    /// The shards whose sync finished since the last call, and starts the next sync when shards wait
+    /// for one. With `wait`, returns only when every appended shard is durable.
+    public func collectDurable(wait: Bool = false) throws -> [(commit: Message, contents: ShardContents)] {
+        guard let store else { return [] }
+        var durable: [(commit: Message, contents: ShardContents)] = []
+        repeat {
+            if let ticket = try syncer.collect(wait: wait) {
+                for shard in store.completeSync(ticket) {
+                    ledger!.markCommitted(shard.shardID)
+                    guard let (contents, attempt) = awaitingSync.removeValue(forKey: shard.shardID) else { continue }
+                    statistics.committedShards += 1
+                    statistics.deadLetters += contents.deadLetters.count
+                    durable.append((.shardCommitted(shardID: shard.shardID, attempt: attempt, items: UInt32(contents.rowCount),
+                                                    deadLetters: UInt32(contents.deadLetters.count)), contents))
+                }
+            }
+            if !syncer.busy && !store.pendingShards.isEmpty { syncer.submit(store.prepareSync()) }
+        } while wait && syncer.busy
+        return durable
+    }
+
+    /// The payload as little-endian rows of `dtype`: decompressed straight into place when the wire
+    /// already carries `dtype` (the usual f16 → f16), converted otherwise.
+    static func decodePayload(of batch: FeatureBatch, as dtype: FeatureDTypeCode) throws -> [UInt8] {
+        let rawLength = Int(batch.rawLength)
+        if batch.dtype == dtype {
+            return try batch.payload.withUnsafeBytes { payload in
+                try [UInt8](unsafeUninitializedCapacity: rawLength) { buffer, initialized in
+                    try FeatureCodec.decodeRaw(payload, dtype: batch.dtype, codec: batch.codec, rawLength: rawLength,
+                                               into: UnsafeMutableRawBufferPointer(buffer))
+                    initialized = rawLength
+                }
+            }
+        }
+        let values = try batch.payload.withUnsafeBytes {
+            try FeatureCodec.decode($0, dtype: batch.dtype, codec: batch.codec, rawLength: rawLength)
+        }
+        switch dtype {
+        case .f32:
+            return values.withUnsafeBytes { Array($0) }
+        case .f16:
+            return [UInt8](unsafeUninitializedCapacity: values.count * 2) { buffer, initialized in
+                values.withUnsafeBufferPointer { HalfConversion.toHalf($0.baseAddress!, into: buffer.baseAddress!, count: values.count) }
+                initialized = values.count * 2
+            }
+        }
     }
 }
 
@@ -199,7 +253,8 @@ public final class HeadService {
     public func run() throws -> HeadStatistics {
         while true {
             let now = nowMs()
-            let ready = try waitForInput([data.socket, control.socket], timeoutMs: 50)
+            // While a sync runs, look back soon: its shards are acknowledged as soon as it is done.
+            let ready = try waitForInput([data.socket, control.socket], timeoutMs: ingest.hasPendingSyncs ? 2 : 50)
             if ready[1] {
                 while let (_, message) = control.receive() {
                     if try handleControl(message) { return finish() }
@@ -208,6 +263,7 @@ public final class HeadService {
             if ready[0] {
                 while let (identity, message) = data.receive() { try handleData(message, from: identity!) }
             }
+            acknowledge(try ingest.collectDurable())
             if now - lastBeat >= options.heartbeatMs {
                 lastBeat = now
                 control.send(.heartbeat(epoch: epoch, sequence: now))
@@ -258,11 +314,7 @@ public final class HeadService {
             break
         case .featureBatch(let batch):
             if let have = outstanding[identity], have > 0 { outstanding[identity] = have - 1 }
-            if let (commit, contents) = try ingest.receive(batch) {
-                control.send(commit)
-                metrics.counter(MetricName.deadLetters).increment(by: Int64(contents.deadLetters.count))
-                onCommit?(contents)
-            }
+            acknowledge(try ingest.receive(batch))
             let worker = workerNames[identity] ?? "unknown"
             metrics.counter(MetricName.images, [("worker", worker)]).increment(by: Int64(batch.offsets.count))
             metrics.counter(MetricName.wireBytes, [("direction", "in")]).increment(by: Int64(batch.payload.count))
@@ -280,7 +332,19 @@ public final class HeadService {
         }
     }
 
+    /// Reports durable shards to the coordinator and the training pass.
+    private func acknowledge(_ durable: [(commit: Message, contents: ShardContents)]) {
+        for (commit, contents) in durable {
+            control.send(commit)
+            metrics.counter(MetricName.deadLetters).increment(by: Int64(contents.deadLetters.count))
+            onCommit?(contents)
+        }
+    }
+
     private func finish() -> HeadStatistics {
+        // The coordinator ends the job only after every shard was acknowledged, so this finds nothing
+        // unless a late duplicate completed meanwhile; it is waited for all the same.
+        if let durable = try? ingest.collectDurable(wait: true) { acknowledge(durable) }
         var statistics = ingest.statistics
         statistics.rejectedFrames = data.counters.rejectedTotal + control.counters.rejectedTotal
         statistics.wireBytes = data.counters.bytesIn

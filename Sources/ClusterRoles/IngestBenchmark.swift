@@ -13,8 +13,9 @@ public struct IngestBenchmark: Sendable {
     public var ratioVersusRawF32: Double
 }
 
-/// Head ingest on one thread, sockets aside: frame decode, CRC, payload decode, deduplication and
-/// atomic shard commits (with fsync) into a fresh store under `directory`.
+/// Head ingest, sockets aside: frame decode, CRC, payload decode, deduplication and atomic shard
+/// appends into a fresh store under `directory`, timed until every shard is durable (fdatasync'd by
+/// the head's sync thread, as in the real head).
 ///
 /// Frames are built beforehand from `features` (real vectors, cycled to reach `vectors`), so only
 /// the head's own work is timed.
@@ -55,6 +56,7 @@ public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, row
         guard case .featureBatch(let batch) = try FrameCodec.decode(frame) else { fatalError("not a feature batch") }
         _ = try ingest.receive(batch)
     }
+    _ = try ingest.collectDurable(wait: true)
     let seconds = Date().timeIntervalSince(start)
     precondition(ingest.statistics.committedShards == (vectors + shardSize - 1) / shardSize, "every shard must commit")
     let perVector = Double(wireBytes) / Double(vectors)

@@ -45,3 +45,25 @@ public struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// Why `parseHex` refused a test vector.
+public enum HexVectorError: Error { case oddDigits(String), badDigit(String) }
+
+/// Parses the test-vector format of `Protocols/vectors`: hex byte pairs, any whitespace, `#` to the
+/// end of a line is a comment.
+public func parseHex(_ text: String) throws -> [UInt8] {
+    var out: [UInt8] = []
+    for var line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
+        let digits = line.filter { !$0.isWhitespace }
+        guard digits.count % 2 == 0 else { throw HexVectorError.oddDigits(String(line)) }
+        var i = digits.startIndex
+        while i < digits.endIndex {
+            let j = digits.index(i, offsetBy: 2)
+            guard let b = UInt8(digits[i..<j], radix: 16) else { throw HexVectorError.badDigit(String(digits[i..<j])) }
+            out.append(b)
+            i = j
+        }
+    }
+    return out
+}

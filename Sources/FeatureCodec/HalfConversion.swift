@@ -1,4 +1,4 @@
-import CLZ4
+import CSIMDKernels
 
 /// Bulk Float32 ↔ IEEE binary16 conversion on bit patterns.
 ///
@@ -7,7 +7,7 @@ import CLZ4
 /// F. Giesen, "half_to_float_fast5" / "float_to_half_fast3_rtne") compile to SSE2 ops that LLVM
 /// vectorizes, and give bit-identical results to `Float16` for every non-NaN value (NaNs stay
 /// NaN; payload bits are not guaranteed). Half-to-float, the decode hot path, additionally uses
-/// F16C kernels from CLZ4's shim when the CPU has them, with the same results.
+/// F16C kernels from CSIMDKernels when the CPU has them, with the same results.
 public enum HalfConversion {
     /// The binary16 bits nearest to `x`, ties to even; overflow gives ±infinity, NaN gives a quiet NaN.
     @inline(__always)
@@ -64,11 +64,11 @@ public enum HalfConversion {
         }
     }
 
-    /// Whether the F16C kernels in CLZ4's shim may run; cpuid is asked once because it is slow
+    /// Whether the F16C kernels in CSIMDKernels may run; cpuid is asked once because it is slow
     /// (a VM exit under most hypervisors).
     static let hasF16C: Bool = {
         #if arch(x86_64)
-        return fc_cpu_has_f16c() != 0
+        return fs_cpu_has_f16c() != 0
         #else
         return false
         #endif
@@ -79,7 +79,7 @@ public enum HalfConversion {
                                count: Int) {
         #if arch(x86_64)
         if hasF16C {
-            return fc_half_to_float_f16c(source.assumingMemoryBound(to: UInt8.self), destination, count)
+            return fs_half_to_float_f16c(source.assumingMemoryBound(to: UInt8.self), destination, count)
         }
         #endif
         portableToFloat(source, into: destination, count: count)
@@ -92,7 +92,7 @@ public enum HalfConversion {
                                        count: Int) {
         #if arch(x86_64)
         if hasF16C {
-            return fc_shuffled_half_to_float_f16c(source.assumingMemoryBound(to: UInt8.self), destination, count)
+            return fs_shuffled_half_to_float_f16c(source.assumingMemoryBound(to: UInt8.self), destination, count)
         }
         #endif
         portableShuffledToFloat(source, into: destination, count: count)

@@ -26,8 +26,8 @@ enum FeatureEncoding {
         }
     }
 
-    static func littleEndianBytes(of values: [Float], dtype: FeatureDTypeCode) -> Data {
-        var data = Data(count: values.count * width(of: dtype))
+    static func littleEndianBytes(of values: [Float], dtype: FeatureDTypeCode) -> [UInt8] {
+        var data = [UInt8](repeating: 0, count: values.count * width(of: dtype))
         data.withUnsafeMutableBytes { raw in
             switch dtype {
             case .f32:
@@ -64,57 +64,4 @@ enum FeatureEncoding {
         }
         return Array(bytes).withUnsafeBytes(decode)
     }
-
-    static func bytes<T: FixedWidthInteger>(ofLittleEndian values: [T]) -> Data {
-        var data = Data(count: values.count * MemoryLayout<T>.size)
-        data.withUnsafeMutableBytes { raw in
-            for (i, value) in values.enumerated() {
-                raw.storeBytes(of: value.littleEndian, toByteOffset: i * MemoryLayout<T>.size, as: T.self)
-            }
-        }
-        return data
-    }
-
-    static func integers<T: FixedWidthInteger>(fromLittleEndian data: Data, as: T.Type) -> [T] {
-        let size = MemoryLayout<T>.size
-        return data.withUnsafeBytes { raw in
-            (0..<(raw.count / size)).map { T(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * size, as: T.self)) }
-        }
-    }
-
-    /// Keys may contain any character, yet keys.txt holds one per line: backslash, newline and CR are escaped.
-    static func escapeKey(_ key: String) -> String {
-        var escaped = ""
-        escaped.reserveCapacity(key.utf8.count)
-        for character in key.unicodeScalars {
-            switch character {
-            case "\\": escaped += "\\\\"
-            case "\n": escaped += "\\n"
-            case "\r": escaped += "\\r"
-            default: escaped.unicodeScalars.append(character)
-            }
-        }
-        return escaped
-    }
-
-    static func unescapeKey(_ line: Substring) -> String {
-        var key = ""
-        var escaping = false
-        for character in line.unicodeScalars {
-            if escaping {
-                switch character {
-                case "n": key += "\n"
-                case "r": key += "\r"
-                default: key.unicodeScalars.append(character)
-                }
-                escaping = false
-            } else if character == "\\" {
-                escaping = true
-            } else {
-                key.unicodeScalars.append(character)
-            }
-        }
-        return key
-    }
 }
-

@@ -30,12 +30,14 @@ public enum FeatureStoreError: Error, Equatable, CustomStringConvertible {
     case notAStore(path: String)
     /// `store.json` is unreadable, of an unknown format version, or describes an impossible store.
     case badManifest(path: String, reason: String)
-    /// A committed shard directory failed verification; the store refuses to open rather than hide it.
+    /// A committed record failed verification; the store refuses to open rather than hide it.
     case corruptShard(path: String, reason: String)
-    /// `shards/` holds something that is neither a shard nor a leftover temporary directory.
+    /// `segments/` holds something that is not a segment file.
     case unexpectedEntry(path: String)
     /// Contents handed to `commit` are internally inconsistent or do not fit the store.
     case invalidContents(shardID: UInt32, reason: String)
+    /// `commit` or `append` on a store opened without `forWriting`.
+    case readOnly(path: String)
     /// A system call failed.
     case io(path: String, operation: String, errno: Int32)
 
@@ -48,12 +50,13 @@ public enum FeatureStoreError: Error, Equatable, CustomStringConvertible {
         case .corruptShard(let path, let reason): "\(path): corrupt shard: \(reason)"
         case .unexpectedEntry(let path): "\(path): unexpected entry in the shards directory"
         case .invalidContents(let shardID, let reason): "shard \(shardID): cannot commit: \(reason)"
+        case .readOnly(let path): "\(path): opened read-only; open it for writing to commit"
         case .io(let path, let operation, let code): "\(path): \(operation) failed: \(String(cString: strerror(code)))"
         }
     }
 }
 
-/// A shard as committed: what `meta.json` records about it.
+/// A shard as committed: what its record's header says.
 public struct CommittedShard: Equatable, Sendable {
     /// The shard's identifier.
     public var shardID: UInt32
@@ -65,16 +68,52 @@ public struct CommittedShard: Equatable, Sendable {
     public var rows: Int
     /// Items stored as dead letters.
     public var deadLetters: Int
-    /// Bytes of all the shard's files.
+    /// Bytes of the shard's record in its segment.
     public var bytes: Int
+}
+
+/// The `fdatasync` that makes appended shards durable, taken out of the store so that another thread
+/// can wait for the disk while the store's owner goes on appending.
+///
+/// Made by `FeatureStore.prepareSync`, performed once (on any thread), then handed back to
+/// `FeatureStore.completeSync` on the owner's thread. Holds its own descriptor of the segment, so the
+/// store may roll to a new segment meanwhile.
+public final class SyncTicket: @unchecked Sendable {
+    /// The shards this sync makes durable, in append order.
+    public let shardIDs: [UInt32]
+    private let descriptor: Int32
+    private let path: String
+    private var performed = false
+
+    init(shardIDs: [UInt32], descriptor: Int32, path: String) {
+        self.shardIDs = shardIDs
+        self.descriptor = descriptor
+        self.path = path
+    }
+
+    deinit { if descriptor >= 0 { _ = close(descriptor) } }
+
+    /// Waits until every shard of the ticket is on disk. Call once.
+    public func perform() throws {
+        precondition(!performed, "a SyncTicket is performed once")
+        performed = true
+        guard descriptor >= 0 else { return }
+        guard fdatasync(descriptor) == 0 else { throw FeatureStoreError.io(path: path, operation: "fdatasync", errno: errno) }
+    }
 }
 
 /// An append-only, crash-safe store of feature rows, committed one whole shard at a time.
 ///
-/// Promises: a shard is either entirely visible (all files fsynced, verified sizes) or absent, whatever
-/// point a process is killed at; a shard is committed at most once; `open` refuses a store with a damaged
-/// shard instead of silently skipping it. One process should own a store for writing at a time: `open`
-/// deletes leftover temporary directories, which would include those of a concurrent writer.
+/// Layout: `store.json`, and `segments/NNNNNN.seg` files of commit records (one per shard: header,
+/// the feature rows as received, the row columns, CRC-32C; `Protocols/STORE.md`). A segment is only
+/// ever appended to, and a new one is started past `segmentLimit` bytes.
+///
+/// Promises: a shard is visible after `open` exactly when its record is whole and its CRC matches,
+/// whatever point a process was killed at; a shard `commit` returned true for (or `completeSync`
+/// reported) survives power loss; a shard is committed at most once; `open` refuses a store whose
+/// damage is not an interrupted append (a bad record before the last segment, a shard twice) rather
+/// than silently skipping it. One process writes a store at a time (`open(... forWriting: true)`
+/// truncates an interrupted append, which would include a concurrent writer's).
 public final class FeatureStore {
     /// The store's root directory.
     public let root: URL
@@ -86,65 +125,86 @@ public final class FeatureStore {
     public let metadata: StoreMetadata
     /// Creation time (ISO 8601), as recorded.
     public let created: String
+    /// Bytes after which appends go to a new segment. Bounds the work of `open`, which re-verifies
+    /// every record of the last segment (only there can an unsynced append have been torn).
+    public let segmentLimit: Int
 
-    private var shardsByID: [UInt32: ShardMeta]
+    /// Durable shards.
+    private var shardsByID: [UInt32: ShardLocation]
+    /// Appended, not yet reported durable, in append order.
+    private var pending: [ShardLocation] = []
+    private var writer: SegmentWriter?
+    private let writable: Bool
+    /// Set when a failed append could not be undone: the segment's tail is unknown, so no more appends.
+    private var poisoned: String?
 
     /// Test hook: called at each commit stage so tests can kill the process there.
     var commitStageObserver: ((CommitStage) -> Void)?
 
     enum CommitStage: String {
-        case tmpDirectoryCreated, featuresWritten, allFilesWritten, renamed, durable
+        case recordStarted, appended, durable
     }
 
-    static let formatVersion = 1
-    private static let featuresFile = "features.bin"
-    private static let indexesFile = "indexes.bin"
-    private static let labelsFile = "labels.bin"
-    private static let keysFile = "keys.txt"
-    private static let deadLettersFile = "dead_letters.jsonl"
-    private static let metaFile = "meta.json"
-    private static let tmpPrefix = ".tmp-"
+    static let formatVersion = 2
+    /// 256 MiB: `open` re-verifies at most this much.
+    public static let defaultSegmentLimit = 256 << 20
 
-    private init(root: URL, manifest: StoreManifest, dtype: FeatureDTypeCode, shards: [UInt32: ShardMeta]) {
+    private init(root: URL, manifest: StoreManifest, dtype: FeatureDTypeCode, shards: [UInt32: ShardLocation],
+                 writer: SegmentWriter?, writable: Bool, segmentLimit: Int) {
         self.root = root
         self.dtype = dtype
         self.dimension = manifest.dimension
         self.metadata = StoreMetadata(model: manifest.model, classNames: manifest.classNames)
         self.created = manifest.created
         self.shardsByID = shards
+        self.writer = writer
+        self.writable = writable
+        self.segmentLimit = max(segmentLimit, 1)
     }
 
-    private var shardsDirectory: URL { root.appendingPathComponent("shards", isDirectory: true) }
+    private static func segmentsDirectory(_ root: URL) -> URL { root.appendingPathComponent("segments", isDirectory: true) }
+
+    static func segmentName(_ number: Int) -> String {
+        let digits = String(number)
+        return String(repeating: "0", count: max(0, 6 - digits.count)) + digits + ".seg"
+    }
 
     // MARK: creating and opening
 
-    /// Creates an empty store at `root` (creating the directory if needed) and makes `store.json` durable.
+    /// Creates an empty store at `root` (creating the directory if needed), makes `store.json` durable,
+    /// and returns it open for writing.
     public static func create(at root: URL, dtype: FeatureDTypeCode, dimension: Int,
-                              metadata: StoreMetadata = StoreMetadata()) throws -> FeatureStore {
+                              metadata: StoreMetadata = StoreMetadata(),
+                              segmentLimit: Int = defaultSegmentLimit) throws -> FeatureStore {
         guard dimension > 0 else {
             throw FeatureStoreError.badManifest(path: root.path, reason: "dimension must be positive, not \(dimension)")
         }
         let fileManager = FileManager.default
         let manifestURL = root.appendingPathComponent("store.json")
         if fileManager.fileExists(atPath: manifestURL.path) { throw FeatureStoreError.alreadyExists(path: root.path) }
-        try fileManager.createDirectory(at: root.appendingPathComponent("shards"), withIntermediateDirectories: true)
+        try fileManager.createDirectory(at: segmentsDirectory(root), withIntermediateDirectories: true)
 
         let manifest = StoreManifest(formatVersion: formatVersion, dtype: FeatureEncoding.name(of: dtype), dimension: dimension,
                                      created: ISO8601DateFormatter().string(from: Date()),
                                      model: metadata.model, classNames: metadata.classNames)
         // store.json appears whole or not at all, so a crash during create never leaves a half-written manifest.
-        let staging = root.appendingPathComponent(".store.json\(tmpPrefix)\(UUID().uuidString)")
+        let staging = root.appendingPathComponent(".store.json.tmp-\(UUID().uuidString)")
         try Durable.writeFile(try jsonEncoder().encode(manifest), to: staging)
         try Durable.renameItem(staging, to: manifestURL)
-        try Durable.syncDirectory(root.appendingPathComponent("shards"))
+        try Durable.syncDirectory(segmentsDirectory(root))
         try Durable.syncDirectory(root)
-        return FeatureStore(root: root, manifest: manifest, dtype: dtype, shards: [:])
+        return FeatureStore(root: root, manifest: manifest, dtype: dtype, shards: [:], writer: nil, writable: true,
+                            segmentLimit: segmentLimit)
     }
 
-    /// Opens an existing store: validates `store.json`, deletes temporary directories left by interrupted
-    /// commits, and verifies every shard's `meta.json` against its file sizes (and, when `verifyChecksums`
-    /// is true, against the CRC-32C of every file). Throws naming the first shard that fails.
-    public static func open(at root: URL, verifyChecksums: Bool = false) throws -> FeatureStore {
+    /// Opens an existing store: validates `store.json` and walks every segment's record headers. Every
+    /// record of the last segment is checked against its CRC (an unsynced append can only be torn
+    /// there); with `verifyChecksums` every record of every segment is. Throws naming the first bad one.
+    ///
+    /// A bad tail of the last segment is an interrupted append. Read-only, it is ignored (it may be a
+    /// live writer's append in progress); `forWriting`, it is truncated away and appends continue there.
+    public static func open(at root: URL, verifyChecksums: Bool = false, forWriting: Bool = false,
+                            segmentLimit: Int = defaultSegmentLimit) throws -> FeatureStore {
         let fileManager = FileManager.default
         let manifestURL = root.appendingPathComponent("store.json")
         guard fileManager.fileExists(atPath: manifestURL.path) else { throw FeatureStoreError.notAStore(path: root.path) }
@@ -163,152 +223,188 @@ public final class FeatureStore {
         guard manifest.dimension > 0 else {
             throw FeatureStoreError.badManifest(path: manifestURL.path, reason: "dimension must be positive, not \(manifest.dimension)")
         }
-
-        for name in (try? fileManager.contentsOfDirectory(atPath: root.path)) ?? [] where name.hasPrefix(".store.json\(tmpPrefix)") {
-            try? fileManager.removeItem(at: root.appendingPathComponent(name))
+        if forWriting {
+            for name in (try? fileManager.contentsOfDirectory(atPath: root.path)) ?? [] where name.hasPrefix(".store.json.tmp-") {
+                try? fileManager.removeItem(at: root.appendingPathComponent(name))
+            }
         }
 
-        let shardsDirectory = root.appendingPathComponent("shards", isDirectory: true)
+        let directory = segmentsDirectory(root)
         let names: [String]
         do {
-            names = try fileManager.contentsOfDirectory(atPath: shardsDirectory.path)
+            names = try fileManager.contentsOfDirectory(atPath: directory.path)
         } catch {
-            throw FeatureStoreError.badManifest(path: shardsDirectory.path, reason: "shards directory unreadable: \(error)")
+            throw FeatureStoreError.badManifest(path: directory.path, reason: "segments directory unreadable: \(error)")
         }
-        var shards: [UInt32: ShardMeta] = [:]
-        var removedLeftovers = false
-        for name in names.sorted() {
-            let url = shardsDirectory.appendingPathComponent(name, isDirectory: true)
-            if name.hasPrefix(tmpPrefix) {
-                // An interrupted commit: never renamed, so never visible and never acknowledged.
-                try fileManager.removeItem(at: url)
-                removedLeftovers = true
-                continue
+        var numbers: [Int] = []
+        for name in names {
+            guard name.hasSuffix(".seg"), let number = Int(name.dropLast(4)), name == segmentName(number) else {
+                throw FeatureStoreError.unexpectedEntry(path: directory.appendingPathComponent(name).path)
             }
-            guard let shardID = UInt32(name), name == directoryName(shardID) else {
-                throw FeatureStoreError.unexpectedEntry(path: url.path)
-            }
-            shards[shardID] = try verifyShard(at: url, shardID: shardID, dtype: dtype, dimension: manifest.dimension,
-                                              checksums: verifyChecksums)
+            numbers.append(number)
         }
-        if removedLeftovers { try Durable.syncDirectory(shardsDirectory) }
-        return FeatureStore(root: root, manifest: manifest, dtype: dtype, shards: shards)
-    }
+        numbers.sort()
 
-    private static func verifyShard(at url: URL, shardID: UInt32, dtype: FeatureDTypeCode, dimension: Int,
-                                    checksums: Bool) throws -> ShardMeta {
-        func corrupt(_ reason: String) -> FeatureStoreError { .corruptShard(path: url.path, reason: reason) }
-        let meta: ShardMeta
-        do {
-            meta = try JSONDecoder().decode(ShardMeta.self, from: Data(contentsOf: url.appendingPathComponent(metaFile)))
-        } catch {
-            throw corrupt("meta.json unreadable: \(error)")
-        }
-        guard meta.formatVersion == formatVersion else { throw corrupt("unsupported format version \(meta.formatVersion)") }
-        guard meta.shardID == shardID else { throw corrupt("meta.json names shard \(meta.shardID)") }
-        guard meta.rows >= 0, meta.deadLetters >= 0, meta.rows + meta.deadLetters == Int(meta.shardItemCount) else {
-            throw corrupt("\(meta.rows) rows + \(meta.deadLetters) dead letters ≠ \(meta.shardItemCount) items")
-        }
-        let expectedSizes = [
-            featuresFile: meta.rows * dimension * FeatureEncoding.width(of: dtype),
-            indexesFile: meta.rows * 8,
-            labelsFile: meta.rows * 4,
-        ]
-        for file in [featuresFile, indexesFile, labelsFile, keysFile, deadLettersFile] {
-            guard let digest = meta.files[file] else { throw corrupt("meta.json does not describe \(file)") }
-            if let expected = expectedSizes[file], digest.bytes != expected {
-                throw corrupt("meta.json gives \(file) \(digest.bytes) bytes, \(meta.rows) rows need \(expected)")
+        var shards: [UInt32: ShardLocation] = [:]
+        var writer: SegmentWriter?
+        for (position, number) in numbers.enumerated() {
+            let url = directory.appendingPathComponent(segmentName(number))
+            let last = position == numbers.count - 1
+            let scan = try SegmentScan(url: url, segment: number, dtype: dtype, dimension: manifest.dimension,
+                                       verifyChecksums: verifyChecksums || last)
+            if let damage = scan.damage, !last {
+                throw FeatureStoreError.corruptShard(path: url.path, reason: "record at byte \(scan.validLength): \(damage)")
             }
-            let fileURL = url.appendingPathComponent(file)
-            let size = (try? FileManager.default.attributesOfItem(atPath: fileURL.path)[.size] as? NSNumber)?.intValue
-            guard let size else { throw corrupt("\(file) is missing") }
-            guard size == digest.bytes else { throw corrupt("\(file) has \(size) bytes, meta.json says \(digest.bytes)") }
-            if checksums {
-                let crc = try Data(contentsOf: fileURL, options: .alwaysMapped).withUnsafeBytes { CRC32C.checksum($0) }
-                guard crc == digest.crc32c else { throw corrupt("\(file) CRC-32C \(crc) ≠ \(digest.crc32c) in meta.json") }
+            for location in scan.records {
+                if shards[location.header.shardID] != nil {
+                    throw FeatureStoreError.corruptShard(path: url.path,
+                                                         reason: "shard \(location.header.shardID) is stored twice (again at byte \(location.offset))")
+                }
+                shards[location.header.shardID] = location
+            }
+            if last && forWriting {
+                writer = try SegmentWriter(url: url, number: number, truncatingTo: scan.validLength)
             }
         }
-        return meta
+        return FeatureStore(root: root, manifest: manifest, dtype: dtype, shards: shards, writer: writer, writable: forWriting,
+                            segmentLimit: segmentLimit)
     }
 
     // MARK: committing
 
-    /// Shards whose data is durably stored.
+    /// Shards whose data is durably stored (appended shards join once their sync completes).
     public var committedShards: Set<UInt32> { Set(shardsByID.keys) }
+
+    /// Shards appended whose sync has not completed yet, in append order.
+    public var pendingShards: [UInt32] { pending.map(\.header.shardID) }
 
     /// What each committed shard holds, in shard order.
     public var shards: [CommittedShard] {
-        shardsByID.values.sorted { $0.shardID < $1.shardID }.map {
-            CommittedShard(shardID: $0.shardID, attempt: $0.attempt, shardItemCount: $0.shardItemCount,
-                           rows: $0.rows, deadLetters: $0.deadLetters, bytes: $0.files.values.reduce(0) { $0 + $1.bytes })
+        shardsByID.values.sorted { $0.header.shardID < $1.header.shardID }.map {
+            CommittedShard(shardID: $0.header.shardID, attempt: $0.header.attempt, shardItemCount: $0.header.shardItemCount,
+                           rows: $0.header.rows, deadLetters: $0.header.deadLetters, bytes: $0.header.recordLength)
         }
     }
 
     /// Feature rows stored.
-    public var rowCount: Int { shardsByID.values.reduce(0) { $0 + $1.rows } }
+    public var rowCount: Int { shardsByID.values.reduce(0) { $0 + $1.header.rows } }
     /// Dead letters stored.
-    public var deadLetterCount: Int { shardsByID.values.reduce(0) { $0 + $1.deadLetters } }
+    public var deadLetterCount: Int { shardsByID.values.reduce(0) { $0 + $1.header.deadLetters } }
     /// Committed shards.
     public var shardCount: Int { shardsByID.count }
 
-    /// Durably stores one shard: when this returns true, the shard survives any crash; if the process dies
-    /// before, the shard is absent after the next `open`. Returns false, writing nothing, when the shard is
-    /// already committed. Features are converted to the store's dtype.
+    /// Durably stores one shard: `append`, then a sync. When this returns true the shard survives any
+    /// crash; if the process dies before, the shard is either absent or whole after the next `open`.
+    /// Returns false, writing nothing, when the shard is already committed or appended.
     @discardableResult
     public func commit(_ contents: ShardContents, shardID: UInt32, attempt: UInt32) throws -> Bool {
-        if shardsByID[shardID] != nil { return false }
+        guard try append(contents, shardID: shardID, attempt: attempt) else { return false }
+        let ticket = prepareSync()
+        try ticket.perform()
+        completeSync(ticket)
+        return true
+    }
+
+    /// Writes one shard's record at the end of the current segment, without waiting for the disk.
+    /// The shard joins `committedShards` when a sync that covers it completes (`prepareSync`).
+    /// Returns false, writing nothing, when the shard is already committed or appended. Features are
+    /// converted to the store's dtype when they arrive in another.
+    ///
+    /// A failed append is undone (the segment truncated back); if even that fails, the store refuses
+    /// further appends.
+    @discardableResult
+    public func append(_ contents: ShardContents, shardID: UInt32, attempt: UInt32) throws -> Bool {
+        guard writable else { throw FeatureStoreError.readOnly(path: root.path) }
+        if let poisoned { throw FeatureStoreError.io(path: root.path, operation: "append after failed undo (\(poisoned))", errno: EIO) }
+        if shardsByID[shardID] != nil || pending.contains(where: { $0.header.shardID == shardID }) { return false }
         try validate(contents, shardID: shardID)
 
-        let fileManager = FileManager.default
-        let name = Self.directoryName(shardID)
-        let staging = shardsDirectory.appendingPathComponent("\(Self.tmpPrefix)\(name)-\(UUID().uuidString)", isDirectory: true)
-        let final = shardsDirectory.appendingPathComponent(name, isDirectory: true)
-        try fileManager.createDirectory(at: staging, withIntermediateDirectories: false)
-        var renamed = false
-        defer { if !renamed { try? fileManager.removeItem(at: staging) } }
-        commitStageObserver?(.tmpDirectoryCreated)
-
-        var files: [String: FileDigest] = [:]
-        func store(_ data: Data, as file: String) throws {
-            try Durable.writeFile(data, to: staging.appendingPathComponent(file))
-            files[file] = FileDigest(bytes: data.count, crc32c: data.withUnsafeBytes { CRC32C.checksum($0) })
+        let features: [UInt8]
+        if contents.dtype == dtype {
+            features = contents.featureBytes
+        } else {
+            features = FeatureEncoding.littleEndianBytes(
+                of: FeatureEncoding.floats(fromLittleEndian: contents.featureBytes, dtype: contents.dtype) ?? [], dtype: dtype)
         }
-        try store(FeatureEncoding.littleEndianBytes(of: contents.features, dtype: dtype), as: Self.featuresFile)
-        commitStageObserver?(.featuresWritten)
-        try store(FeatureEncoding.bytes(ofLittleEndian: contents.indexes), as: Self.indexesFile)
-        try store(FeatureEncoding.bytes(ofLittleEndian: contents.labels), as: Self.labelsFile)
-        try store(Data(contents.keys.map { FeatureEncoding.escapeKey($0) + "\n" }.joined().utf8), as: Self.keysFile)
-        let encoder = Self.jsonEncoder()
-        var deadLetterLines = Data()
-        for letter in contents.deadLetters {
-            deadLetterLines += try encoder.encode(DeadLetterLine(offset: letter.offset, key: letter.key, reason: letter.reason))
-            deadLetterLines += Data("\n".utf8)
+        let columns = CommitRecord.encodeColumns(.init(indexes: contents.indexes, labels: contents.labels, keys: contents.keys,
+                                                       deadLetters: contents.deadLetters))
+        let header = CommitRecord.Header(dtype: dtype, shardID: shardID, attempt: attempt, shardItemCount: contents.shardItemCount,
+                                         rows: contents.rowCount, deadLetters: contents.deadLetters.count, dimension: dimension,
+                                         columnsLength: columns.count)
+        let headerBytes = CommitRecord.encodeHeader(header)
+        var crc = CRC32C.checksum(headerBytes)
+        crc = features.withUnsafeBytes { CRC32C.checksum($0, seed: crc) }
+        crc = CRC32C.checksum(columns, seed: crc)
+        let unpadded = CommitRecord.headerSize + features.count + columns.count
+        let trailer = CommitRecord.trailer(crcSoFar: crc, recordLength: header.recordLength, unpaddedLength: unpadded)
+
+        let segment = try writableSegment(for: header.recordLength)
+        let offset = segment.length
+        do {
+            if let observer = commitStageObserver {
+                try segment.write([headerBytes], at: offset)
+                observer(.recordStarted)
+                try segment.write([features, columns, trailer], at: offset + headerBytes.count)
+            } else {
+                try segment.write([headerBytes, features, columns, trailer], at: offset)
+            }
+        } catch {
+            if ftruncate(segment.descriptor, off_t(offset)) != 0 { poisoned = "\(error)" }
+            throw error
         }
-        try store(deadLetterLines, as: Self.deadLettersFile)
-
-        let meta = ShardMeta(formatVersion: Self.formatVersion, shardID: shardID, attempt: attempt,
-                             shardItemCount: contents.shardItemCount, rows: contents.rowCount,
-                             deadLetters: contents.deadLetters.count, files: files)
-        try Durable.writeFile(try encoder.encode(meta), to: staging.appendingPathComponent(Self.metaFile))
-        try Durable.syncDirectory(staging)
-        commitStageObserver?(.allFilesWritten)
-
-        try Durable.renameItem(staging, to: final)
-        renamed = true
-        // Visible from here on, so the in-memory view must agree even if the directory sync below fails.
-        shardsByID[shardID] = meta
-        commitStageObserver?(.renamed)
-        try Durable.syncDirectory(shardsDirectory)
-        commitStageObserver?(.durable)
+        segment.length = offset + header.recordLength
+        pending.append(ShardLocation(segment: segment.number, offset: offset, header: header))
+        commitStageObserver?(.appended)
         return true
+    }
+
+    /// A sync covering every shard appended so far; `perform` it (on any thread), then `completeSync`.
+    public func prepareSync() -> SyncTicket {
+        let ids = pending.map(\.header.shardID)
+        guard !ids.isEmpty, let writer else { return SyncTicket(shardIDs: ids, descriptor: -1, path: root.path) }
+        return SyncTicket(shardIDs: ids, descriptor: dup(writer.descriptor), path: writer.url.path)
+    }
+
+    /// Records that `ticket` was performed: its shards join `committedShards`, and are returned.
+    /// Tickets complete in the order they were prepared.
+    @discardableResult
+    public func completeSync(_ ticket: SyncTicket) -> [CommittedShard] {
+        precondition(pending.prefix(ticket.shardIDs.count).map(\.header.shardID) == ticket.shardIDs,
+                     "sync tickets complete in the order they were prepared")
+        let done = pending.prefix(ticket.shardIDs.count)
+        pending.removeFirst(done.count)
+        for location in done { shardsByID[location.header.shardID] = location }
+        if !done.isEmpty { commitStageObserver?(.durable) }
+        return done.map {
+            CommittedShard(shardID: $0.header.shardID, attempt: $0.header.attempt, shardItemCount: $0.header.shardItemCount,
+                           rows: $0.header.rows, deadLetters: $0.header.deadLetters, bytes: $0.header.recordLength)
+        }
+    }
+
+    /// The segment the next record of `recordLength` bytes goes to: the current one, or a new one when
+    /// the current one would pass `segmentLimit`. The old segment is synced before the new one exists,
+    /// so only the last segment can ever hold an unsynced (possibly torn) record.
+    private func writableSegment(for recordLength: Int) throws -> SegmentWriter {
+        if let writer, writer.length == 0 || writer.length + recordLength <= segmentLimit { return writer }
+        let directory = Self.segmentsDirectory(root)
+        if let writer {
+            guard fdatasync(writer.descriptor) == 0 else {
+                throw FeatureStoreError.io(path: writer.url.path, operation: "fdatasync", errno: errno)
+            }
+        }
+        let number = (writer?.number ?? 0) + 1
+        let next = try SegmentWriter(creating: directory.appendingPathComponent(Self.segmentName(number)), number: number)
+        try Durable.syncDirectory(directory)
+        writer = next
+        return next
     }
 
     private func validate(_ contents: ShardContents, shardID: UInt32) throws {
         func invalid(_ reason: String) -> FeatureStoreError { .invalidContents(shardID: shardID, reason: reason) }
         let rows = contents.rowCount
         guard contents.dimension == dimension else { throw invalid("dimension \(contents.dimension), store has \(dimension)") }
-        guard contents.features.count == rows * dimension else {
-            throw invalid("\(contents.features.count) feature values for \(rows) rows of dimension \(dimension)")
+        guard contents.featureBytes.count == rows * dimension * FeatureEncoding.width(of: contents.dtype) else {
+            throw invalid("\(contents.featureBytes.count) feature bytes for \(rows) rows of dimension \(dimension)")
         }
         guard contents.indexes.count == rows, contents.labels.count == rows, contents.keys.count == rows else {
             throw invalid("\(rows) offsets but \(contents.indexes.count) indexes, \(contents.labels.count) labels, \(contents.keys.count) keys")
@@ -323,31 +419,42 @@ public final class FeatureStore {
             guard zip(offsets, offsets.dropFirst()).allSatisfy({ $0 < $1 }) else { throw invalid("\(name) offsets are not increasing") }
             guard offsets.last.map({ $0 < contents.shardItemCount }) ?? true else { throw invalid("\(name) offset beyond the shard") }
         }
-        let rowOffsets = Set(contents.offsets)
-        if let both = deadOffsets.first(where: rowOffsets.contains) {
-            throw invalid("offset \(both) is both a row and a dead letter")
+        if !deadOffsets.isEmpty {
+            let rowOffsets = Set(contents.offsets)
+            if let both = deadOffsets.first(where: rowOffsets.contains) {
+                throw invalid("offset \(both) is both a row and a dead letter")
+            }
         }
     }
 
     // MARK: reading
 
-    /// Every stored row in (shard, offset) order, with features memory-mapped.
+    /// Every stored row in (shard, offset) order, with features memory-mapped (one mapping per segment).
     public func rows() throws -> StoreRows {
         var segments: [StoreRows.Segment] = []
         var indexes: [UInt64] = []
         var labels: [Int32] = []
         var keys: [String] = []
-        for meta in shardsByID.values.sorted(by: { $0.shardID < $1.shardID }) where meta.rows > 0 {
-            let directory = shardDirectory(meta.shardID)
-            let features = try Data(contentsOf: directory.appendingPathComponent(Self.featuresFile), options: .alwaysMapped)
-            guard features.count == meta.rows * dimension * FeatureEncoding.width(of: dtype) else {
-                throw FeatureStoreError.corruptShard(path: directory.path, reason: "features.bin changed size since open")
+        var mapped: [Int: Data] = [:]
+        for location in sortedLocations where location.header.rows > 0 {
+            let header = location.header
+            if mapped[location.segment] == nil {
+                mapped[location.segment] = try Data(contentsOf: segmentURL(location.segment), options: .alwaysMapped)
             }
-            segments.append(.init(shardID: meta.shardID, firstRow: indexes.count, rowCount: meta.rows, featureBytes: features))
-            let shard = try readShardColumns(meta)
-            indexes += shard.indexes
-            labels += shard.labels
-            keys += shard.keys
+            let file = mapped[location.segment]!
+            let featuresStart = location.offset + CommitRecord.headerSize
+            let columnsStart = featuresStart + header.featuresLength
+            guard columnsStart + header.columnsLength <= file.count else {
+                throw FeatureStoreError.corruptShard(path: segmentURL(location.segment).path, reason: "segment shrank since open")
+            }
+            segments.append(.init(shardID: header.shardID, firstRow: indexes.count, rowCount: header.rows,
+                                  featureBytes: file[featuresStart..<columnsStart]))
+            let columns = try file[columnsStart..<(columnsStart + header.columnsLength)].withUnsafeBytes {
+                try decodeColumns($0, location)
+            }
+            indexes += columns.indexes
+            labels += columns.labels
+            keys += columns.keys
         }
         return StoreRows(dtype: dtype, dimension: dimension, segments: segments, indexes: indexes, labels: labels, keys: keys)
     }
@@ -355,8 +462,8 @@ public final class FeatureStore {
     /// Every dead letter in (shard, offset) order.
     public func deadLetters() throws -> [(shardID: UInt32, entry: DeadLetterEntry)] {
         var result: [(shardID: UInt32, entry: DeadLetterEntry)] = []
-        for meta in shardsByID.values.sorted(by: { $0.shardID < $1.shardID }) where meta.deadLetters > 0 {
-            result += try readDeadLetters(meta).map { (meta.shardID, $0) }
+        for location in sortedLocations where location.header.deadLetters > 0 {
+            result += try readColumns(location).deadLetters.map { (location.header.shardID, $0) }
         }
         return result
     }
@@ -405,18 +512,18 @@ public final class FeatureStore {
     private func tally(deadLetterIndex: (UInt32, DeadLetterEntry) -> UInt64?, record: (UInt64) -> Void) -> ExactlyOnceReport {
         var report = ExactlyOnceReport(expectedCount: 0, rows: 0, deadLetters: 0, missing: [], duplicated: [:], unexpected: [],
                                        unresolvedDeadLetters: 0, unreadableShards: [:])
-        for meta in shardsByID.values.sorted(by: { $0.shardID < $1.shardID }) {
+        for location in sortedLocations {
+            let shardID = location.header.shardID
             do {
-                let indexes = try readShardColumns(meta, keys: false).indexes
-                let letters = meta.deadLetters > 0 ? try readDeadLetters(meta) : []
-                report.rows += indexes.count
-                report.deadLetters += letters.count
-                indexes.forEach(record)
-                for letter in letters {
-                    if let index = deadLetterIndex(meta.shardID, letter) { record(index) } else { report.unresolvedDeadLetters += 1 }
+                let columns = try readColumns(location, keys: location.header.deadLetters > 0)
+                report.rows += columns.indexes.count
+                report.deadLetters += columns.deadLetters.count
+                columns.indexes.forEach(record)
+                for letter in columns.deadLetters {
+                    if let index = deadLetterIndex(shardID, letter) { record(index) } else { report.unresolvedDeadLetters += 1 }
                 }
             } catch {
-                report.unreadableShards[meta.shardID] = "\(error)"
+                report.unreadableShards[shardID] = "\(error)"
             }
         }
         return report
@@ -427,12 +534,13 @@ public final class FeatureStore {
         let shardList = shards
         var firstDeadLetters: [(shardID: UInt32, entry: DeadLetterEntry)] = []
         var problems: [String] = []
-        for meta in shardsByID.values.sorted(by: { $0.shardID < $1.shardID }) where meta.deadLetters > 0 {
+        for location in sortedLocations where location.header.deadLetters > 0 {
             if firstDeadLetters.count >= 5 { break }
             do {
-                firstDeadLetters += try readDeadLetters(meta).prefix(5 - firstDeadLetters.count).map { (meta.shardID, $0) }
+                firstDeadLetters += try readColumns(location).deadLetters.prefix(5 - firstDeadLetters.count)
+                    .map { (location.header.shardID, $0) }
             } catch {
-                problems.append("shard \(meta.shardID): \(error)")
+                problems.append("shard \(location.header.shardID): \(error)")
             }
         }
         let ids = shardList.map(\.shardID)
@@ -444,47 +552,29 @@ public final class FeatureStore {
 
     // MARK: files
 
-    static func directoryName(_ shardID: UInt32) -> String {
-        let digits = String(shardID)
-        return String(repeating: "0", count: max(0, 6 - digits.count)) + digits
+    private var sortedLocations: [ShardLocation] { shardsByID.values.sorted { $0.header.shardID < $1.header.shardID } }
+
+    func segmentURL(_ number: Int) -> URL { Self.segmentsDirectory(root).appendingPathComponent(Self.segmentName(number)) }
+
+    /// The columns block of a record, read with one `pread`.
+    private func readColumns(_ location: ShardLocation, keys: Bool = true) throws -> CommitRecord.Columns {
+        let url = segmentURL(location.segment)
+        let descriptor = systemOpen(url.path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw FeatureStoreError.io(path: url.path, operation: "open", errno: errno) }
+        defer { _ = close(descriptor) }
+        let start = location.offset + CommitRecord.headerSize + location.header.featuresLength
+        let bytes = try Durable.read(descriptor, count: location.header.columnsLength, at: start, path: url.path)
+        return try bytes.withUnsafeBytes { try decodeColumns($0, location, keys: keys) }
     }
 
-    func shardDirectory(_ shardID: UInt32) -> URL {
-        shardsDirectory.appendingPathComponent(Self.directoryName(shardID), isDirectory: true)
-    }
-
-    private func readShardColumns(_ meta: ShardMeta, keys readKeys: Bool = true) throws
-        -> (indexes: [UInt64], labels: [Int32], keys: [String]) {
-        let directory = shardDirectory(meta.shardID)
-        func corrupt(_ reason: String) -> FeatureStoreError { .corruptShard(path: directory.path, reason: reason) }
-        let indexData = try Data(contentsOf: directory.appendingPathComponent(Self.indexesFile))
-        guard indexData.count == meta.rows * 8 else { throw corrupt("indexes.bin changed size since open") }
-        guard readKeys else { return (FeatureEncoding.integers(fromLittleEndian: indexData, as: UInt64.self), [], []) }
-        let labelData = try Data(contentsOf: directory.appendingPathComponent(Self.labelsFile))
-        guard labelData.count == meta.rows * 4 else { throw corrupt("labels.bin changed size since open") }
-        let keyText = String(decoding: try Data(contentsOf: directory.appendingPathComponent(Self.keysFile)), as: UTF8.self)
-        var lines = keyText.split(separator: "\n", omittingEmptySubsequences: false)
-        guard lines.last == "" else { throw corrupt("keys.txt does not end with a newline") }
-        lines.removeLast()
-        guard lines.count == meta.rows else { throw corrupt("keys.txt has \(lines.count) keys for \(meta.rows) rows") }
-        return (FeatureEncoding.integers(fromLittleEndian: indexData, as: UInt64.self),
-                FeatureEncoding.integers(fromLittleEndian: labelData, as: Int32.self),
-                lines.map(FeatureEncoding.unescapeKey))
-    }
-
-    private func readDeadLetters(_ meta: ShardMeta) throws -> [DeadLetterEntry] {
-        let directory = shardDirectory(meta.shardID)
-        let data = try Data(contentsOf: directory.appendingPathComponent(Self.deadLettersFile))
-        let decoder = JSONDecoder()
-        let letters = try data.split(separator: UInt8(ascii: "\n")).map { line in
-            let entry = try decoder.decode(DeadLetterLine.self, from: Data(line))
-            return DeadLetterEntry(offset: entry.offset, key: entry.key, reason: entry.reason)
+    private func decodeColumns(_ bytes: UnsafeRawBufferPointer, _ location: ShardLocation, keys: Bool = true) throws
+        -> CommitRecord.Columns {
+        do {
+            return try CommitRecord.decodeColumns(bytes, header: location.header, keys: keys)
+        } catch {
+            throw FeatureStoreError.corruptShard(path: segmentURL(location.segment).path,
+                                                 reason: "shard \(location.header.shardID) at byte \(location.offset): \(error)")
         }
-        guard letters.count == meta.deadLetters else {
-            throw FeatureStoreError.corruptShard(path: directory.path,
-                                                 reason: "dead_letters.jsonl has \(letters.count) entries, meta.json says \(meta.deadLetters)")
-        }
-        return letters
     }
 
     private static func jsonEncoder() -> JSONEncoder {
@@ -505,37 +595,120 @@ struct StoreManifest: Codable {
     var classNames: [String]?
 }
 
-struct FileDigest: Codable, Equatable {
-    var bytes: Int
-    var crc32c: UInt32
+/// Where a shard's record is.
+struct ShardLocation: Equatable {
+    var segment: Int
+    var offset: Int
+    var header: CommitRecord.Header
 }
 
-struct ShardMeta: Codable, Equatable {
-    var formatVersion: Int
-    var shardID: UInt32
-    var attempt: UInt32
-    var shardItemCount: UInt32
-    var rows: Int
-    var deadLetters: Int
-    var files: [String: FileDigest]
+/// The records of one segment file, walked from its start up to the first that is not whole.
+struct SegmentScan {
+    /// Whole records, in file order.
+    var records: [ShardLocation] = []
+    /// Bytes from the start that hold whole records.
+    var validLength = 0
+    /// Why the record at `validLength` is not whole; nil when the file ends there.
+    var damage: String?
+
+    init(url: URL, segment: Int, dtype: FeatureDTypeCode, dimension: Int, verifyChecksums: Bool) throws {
+        let mapped: Data
+        do {
+            mapped = try Data(contentsOf: url, options: .alwaysMapped)
+        } catch {
+            throw FeatureStoreError.corruptShard(path: url.path, reason: "unreadable segment: \(error)")
+        }
+        try mapped.withUnsafeBytes { (file: UnsafeRawBufferPointer) in
+            while validLength < file.count {
+                let rest = UnsafeRawBufferPointer(rebasing: file[validLength...])
+                do {
+                    let header = try CommitRecord.decodeHeader(rest)
+                    guard header.recordLength <= rest.count else {
+                        throw CommitRecord.DecodeError.short(needed: header.recordLength, have: rest.count)
+                    }
+                    if verifyChecksums { try CommitRecord.verify(rest, header: header) }
+                    guard header.dtype == dtype, header.dimension == dimension || header.rows == 0 else {
+                        // A whole, checksummed record that does not fit the store is no torn append.
+                        throw FeatureStoreError.corruptShard(
+                            path: url.path, reason: "record at byte \(validLength) holds \(FeatureEncoding.name(of: header.dtype)) "
+                                + "\(header.dimension)-d rows; the store is \(FeatureEncoding.name(of: dtype)) \(dimension)-d")
+                    }
+                    records.append(ShardLocation(segment: segment, offset: validLength, header: header))
+                    validLength += header.recordLength
+                } catch let error as CommitRecord.DecodeError {
+                    damage = "\(error)"
+                    return
+                }
+            }
+        }
+    }
 }
 
-struct DeadLetterLine: Codable {
-    var offset: UInt32
-    var key: String
-    var reason: String
+/// The segment being appended to.
+final class SegmentWriter {
+    let url: URL
+    let number: Int
+    let descriptor: Int32
+    /// Bytes of whole records; the next record goes here.
+    var length: Int
+
+    /// Opens an existing segment, cutting off anything after its last whole record.
+    init(url: URL, number: Int, truncatingTo length: Int) throws {
+        self.url = url
+        self.number = number
+        descriptor = systemOpen(url.path, O_RDWR | O_CLOEXEC)
+        guard descriptor >= 0 else { throw FeatureStoreError.io(path: url.path, operation: "open", errno: errno) }
+        self.length = length
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw FeatureStoreError.io(path: url.path, operation: "fstat", errno: errno) }
+        if Int(status.st_size) != length {
+            guard ftruncate(descriptor, off_t(length)) == 0, fdatasync(descriptor) == 0 else {
+                throw FeatureStoreError.io(path: url.path, operation: "truncate an interrupted append", errno: errno)
+            }
+        }
+    }
+
+    /// Creates a new, empty segment (the caller syncs the directory).
+    init(creating url: URL, number: Int) throws {
+        self.url = url
+        self.number = number
+        descriptor = systemOpen(url.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw FeatureStoreError.io(path: url.path, operation: "create", errno: errno) }
+        length = 0
+    }
+
+    deinit { _ = close(descriptor) }
+
+    /// Writes `pieces` one after another from `offset`, retrying short writes.
+    func write(_ pieces: [[UInt8]], at offset: Int) throws {
+        var position = offset
+        for piece in pieces where !piece.isEmpty {
+            try piece.withUnsafeBytes { bytes in
+                var done = 0
+                while done < bytes.count {
+                    let result = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(position + done))
+                    if result < 0 {
+                        if errno == EINTR { continue }
+                        throw FeatureStoreError.io(path: url.path, operation: "write", errno: errno)
+                    }
+                    done += result
+                }
+            }
+            position += piece.count
+        }
+    }
 }
 
 /// fsync-backed file operations: each returns only once its effect survives power loss.
 enum Durable {
     static func writeFile(_ data: Data, to url: URL) throws {
-        let descriptor = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let descriptor = systemOpen(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else { throw FeatureStoreError.io(path: url.path, operation: "open", errno: errno) }
         defer { _ = close(descriptor) }
         try data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
             var written = 0
             while written < bytes.count {
-                let result = write(descriptor, bytes.baseAddress! + written, bytes.count - written)
+                let result = systemWrite(descriptor, bytes.baseAddress! + written, bytes.count - written)
                 if result < 0 {
                     if errno == EINTR { continue }
                     throw FeatureStoreError.io(path: url.path, operation: "write", errno: errno)
@@ -547,7 +720,7 @@ enum Durable {
     }
 
     static func syncDirectory(_ url: URL) throws {
-        let descriptor = open(url.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+        let descriptor = systemOpen(url.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
         guard descriptor >= 0 else { throw FeatureStoreError.io(path: url.path, operation: "open", errno: errno) }
         defer { _ = close(descriptor) }
         guard fsync(descriptor) == 0 else { throw FeatureStoreError.io(path: url.path, operation: "fsync", errno: errno) }
@@ -558,4 +731,26 @@ enum Durable {
             throw FeatureStoreError.io(path: destination.path, operation: "rename", errno: errno)
         }
     }
+
+    /// Exactly `count` bytes from `offset`; a file that ends sooner is an error.
+    static func read(_ descriptor: Int32, count: Int, at offset: Int, path: String) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        try bytes.withUnsafeMutableBytes { buffer in
+            while done < count {
+                let result = pread(descriptor, buffer.baseAddress! + done, count - done, off_t(offset + done))
+                if result < 0 {
+                    if errno == EINTR { continue }
+                    throw FeatureStoreError.io(path: path, operation: "read", errno: errno)
+                }
+                if result == 0 { throw FeatureStoreError.corruptShard(path: path, reason: "segment ends inside a record") }
+                done += result
+            }
+        }
+        return bytes
+    }
 }
+
+/// The C `open` and `write`, out of reach of `FeatureStore.open` and `SegmentWriter.write` inside those types.
+private func systemOpen(_ path: String, _ flags: Int32, _ mode: mode_t = 0) -> Int32 { open(path, flags, mode) }
+private func systemWrite(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int { write(descriptor, bytes, count) }

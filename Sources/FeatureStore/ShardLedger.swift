@@ -1,8 +1,10 @@
 import WireProtocol
 
-/// A feature batch whose payload has already been decompressed into `Float` values.
+/// A feature batch whose payload has already been decompressed into rows of a store's element type.
 ///
-/// Field meanings are those of `FeatureBatch`; `features` holds `offsets.count * dimension` values, row-major.
+/// Field meanings are those of `FeatureBatch`; `featureBytes` holds `offsets.count * dimension`
+/// little-endian values of `dtype`, row-major. Keeping the received element type (f16, usually) all
+/// the way to the store spares the head a widen-and-narrow round trip per value.
 public struct DecodedBatch: Equatable, Sendable {
     /// Shard the rows belong to.
     public var shardID: UInt32
@@ -20,12 +22,14 @@ public struct DecodedBatch: Equatable, Sendable {
     public var keys: [String]
     /// Items of this batch that produced no feature.
     public var deadLetters: [DeadLetterEntry]
-    /// Row-major feature values, `offsets.count * dimension` of them.
-    public var features: [Float]
+    /// Element type of `featureBytes`.
+    public var dtype: FeatureDTypeCode
+    /// Row-major little-endian feature values of `dtype`.
+    public var featureBytes: [UInt8]
 
-    /// Wraps already-decoded values; consistency is checked by `ShardLedger.receive`, not here.
+    /// Wraps already-decoded bytes; consistency is checked by `ShardLedger.receive`, not here.
     public init(shardID: UInt32, attempt: UInt32, shardItemCount: UInt32, offsets: [UInt32], indexes: [UInt64],
-                labels: [Int32], keys: [String], deadLetters: [DeadLetterEntry], features: [Float]) {
+                labels: [Int32], keys: [String], deadLetters: [DeadLetterEntry], dtype: FeatureDTypeCode, featureBytes: [UInt8]) {
         self.shardID = shardID
         self.attempt = attempt
         self.shardItemCount = shardItemCount
@@ -34,17 +38,27 @@ public struct DecodedBatch: Equatable, Sendable {
         self.labels = labels
         self.keys = keys
         self.deadLetters = deadLetters
-        self.features = features
+        self.dtype = dtype
+        self.featureBytes = featureBytes
     }
 
-    /// Takes the row metadata from `batch` and reads `decodedPayload` as little-endian values of `batch.dtype`
-    /// (f16 values are widened exactly); nil when the payload is not a whole number of values.
-    public init?(_ batch: FeatureBatch, decodedPayload: [UInt8]) {
-        guard let values = FeatureEncoding.floats(fromLittleEndian: decodedPayload, dtype: batch.dtype) else { return nil }
+    /// Wraps `Float` values as f32 rows.
+    public init(shardID: UInt32, attempt: UInt32, shardItemCount: UInt32, offsets: [UInt32], indexes: [UInt64],
+                labels: [Int32], keys: [String], deadLetters: [DeadLetterEntry], features: [Float]) {
+        self.init(shardID: shardID, attempt: attempt, shardItemCount: shardItemCount, offsets: offsets, indexes: indexes,
+                  labels: labels, keys: keys, deadLetters: deadLetters, dtype: .f32,
+                  featureBytes: FeatureEncoding.littleEndianBytes(of: features, dtype: .f32))
+    }
+
+    /// Takes the row metadata from `batch` and `decodedPayload` as its little-endian values of `batch.dtype`.
+    public init(_ batch: FeatureBatch, decodedPayload: [UInt8]) {
         self.init(shardID: batch.shardID, attempt: batch.attempt, shardItemCount: batch.shardItemCount,
                   offsets: batch.offsets, indexes: batch.indexes, labels: batch.labels, keys: batch.keys,
-                  deadLetters: batch.deadLetters, features: values)
+                  deadLetters: batch.deadLetters, dtype: batch.dtype, featureBytes: decodedPayload)
     }
+
+    /// The feature values, widened to `Float`; nil when the bytes are not a whole number of values.
+    public var features: [Float]? { FeatureEncoding.floats(fromLittleEndian: featureBytes, dtype: dtype) }
 }
 
 /// Everything one shard attempt delivered, ready to be committed: rows sorted by offset, and dead letters.
@@ -63,26 +77,40 @@ public struct ShardContents: Equatable, Sendable {
     public var labels: [Int32]
     /// Key of each row.
     public var keys: [String]
-    /// Row-major feature values, `rowCount * dimension` of them.
-    public var features: [Float]
+    /// Element type of `featureBytes`.
+    public var dtype: FeatureDTypeCode
+    /// Row-major little-endian feature values of `dtype`, `rowCount * dimension` of them.
+    public var featureBytes: [UInt8]
     /// Items that produced no feature, sorted by offset.
     public var deadLetters: [DeadLetterEntry]
 
     /// Wraps rows that the caller promises are sorted by offset; `FeatureStore.commit` re-checks the counts.
     public init(shardItemCount: UInt32, dimension: Int, offsets: [UInt32], indexes: [UInt64], labels: [Int32],
-                keys: [String], features: [Float], deadLetters: [DeadLetterEntry]) {
+                keys: [String], dtype: FeatureDTypeCode, featureBytes: [UInt8], deadLetters: [DeadLetterEntry]) {
         self.shardItemCount = shardItemCount
         self.dimension = dimension
         self.offsets = offsets
         self.indexes = indexes
         self.labels = labels
         self.keys = keys
-        self.features = features
+        self.dtype = dtype
+        self.featureBytes = featureBytes
         self.deadLetters = deadLetters
+    }
+
+    /// Wraps `Float` rows (kept as f32; the store narrows them to its own dtype on commit).
+    public init(shardItemCount: UInt32, dimension: Int, offsets: [UInt32], indexes: [UInt64], labels: [Int32],
+                keys: [String], features: [Float], deadLetters: [DeadLetterEntry]) {
+        self.init(shardItemCount: shardItemCount, dimension: dimension, offsets: offsets, indexes: indexes, labels: labels,
+                  keys: keys, dtype: .f32, featureBytes: FeatureEncoding.littleEndianBytes(of: features, dtype: .f32),
+                  deadLetters: deadLetters)
     }
 
     /// Number of feature rows.
     public var rowCount: Int { offsets.count }
+
+    /// The feature values widened to `Float`, row-major (a copy; the training pass reads these).
+    public var features: [Float] { FeatureEncoding.floats(fromLittleEndian: featureBytes, dtype: dtype) ?? [] }
 }
 
 /// What the head should do after `ShardLedger.receive`.
@@ -118,7 +146,7 @@ public struct ShardLedger: Sendable {
         var indexes: [UInt64] = []
         var labels: [Int32] = []
         var keys: [String] = []
-        var features: [Float] = []
+        var featureBytes: [UInt8] = []
         var deadLetterByOffset: [UInt32: DeadLetterEntry] = [:]
 
         var coveredOffsets: Int { rowSlotByOffset.count + deadLetterByOffset.count }
@@ -129,6 +157,9 @@ public struct ShardLedger: Sendable {
 
     /// Values per feature row; batches with a different row width are rejected.
     public let dimension: Int
+    /// Element type the ledger buffers; batches of another dtype are rejected.
+    public let dtype: FeatureDTypeCode
+    private let rowBytes: Int
     /// Most attempts buffered at once.
     public let maxOpenAttempts: Int
     /// Shards whose batches are answered `.alreadyCommitted`.
@@ -146,8 +177,10 @@ public struct ShardLedger: Sendable {
     private var clock: UInt64 = 0
 
     /// Starts with the shards the store has already committed; `maxOpenAttempts` is raised to at least 1.
-    public init(dimension: Int, committed: Set<UInt32>, maxOpenAttempts: Int = 64) {
+    public init(dimension: Int, dtype: FeatureDTypeCode = .f32, committed: Set<UInt32>, maxOpenAttempts: Int = 64) {
         self.dimension = dimension
+        self.dtype = dtype
+        self.rowBytes = dimension * FeatureEncoding.width(of: dtype)
         self.committed = committed
         self.maxOpenAttempts = max(1, maxOpenAttempts)
     }
@@ -188,7 +221,7 @@ public struct ShardLedger: Sendable {
             partial = PartialAttempt(shardItemCount: batch.shardItemCount, lastTouched: clock)
             // One allocation per attempt instead of repeated regrowth while rows stream in.
             let expectedRows = Int(batch.shardItemCount)
-            partial.features.reserveCapacity(expectedRows * dimension)
+            partial.featureBytes.reserveCapacity(expectedRows * rowBytes)
             partial.indexes.reserveCapacity(expectedRows)
             partial.labels.reserveCapacity(expectedRows)
             partial.keys.reserveCapacity(expectedRows)
@@ -198,14 +231,25 @@ public struct ShardLedger: Sendable {
 
         var newRows = 0
         var duplicates = 0
-        for (row, offset) in batch.offsets.enumerated() {
-            if partial.hasSeen(offset) { duplicates += 1; continue }
-            partial.rowSlotByOffset[offset] = partial.indexes.count
-            partial.indexes.append(batch.indexes[row])
-            partial.labels.append(batch.labels[row])
-            partial.keys.append(batch.keys[row])
-            partial.features.append(contentsOf: batch.features[(row * dimension)..<((row + 1) * dimension)])
-            newRows += 1
+        let rowBytes = rowBytes
+        if batch.offsets.allSatisfy({ !partial.hasSeen($0) }) && Set(batch.offsets).count == batch.offsets.count {
+            // The usual batch, all new: its rows go in with one copy.
+            for (row, offset) in batch.offsets.enumerated() { partial.rowSlotByOffset[offset] = partial.indexes.count + row }
+            partial.indexes += batch.indexes
+            partial.labels += batch.labels
+            partial.keys += batch.keys
+            partial.featureBytes += batch.featureBytes
+            newRows = batch.offsets.count
+        } else {
+            for (row, offset) in batch.offsets.enumerated() {
+                if partial.hasSeen(offset) { duplicates += 1; continue }
+                partial.rowSlotByOffset[offset] = partial.indexes.count
+                partial.indexes.append(batch.indexes[row])
+                partial.labels.append(batch.labels[row])
+                partial.keys.append(batch.keys[row])
+                partial.featureBytes.append(contentsOf: batch.featureBytes[(row * rowBytes)..<((row + 1) * rowBytes)])
+                newRows += 1
+            }
         }
         for letter in batch.deadLetters {
             if partial.hasSeen(letter.offset) { duplicates += 1; continue }
@@ -240,9 +284,13 @@ public struct ShardLedger: Sendable {
             return "shard \(batch.shardID) attempt \(batch.attempt): \(rows) offsets but \(batch.indexes.count) indexes, "
                 + "\(batch.labels.count) labels, \(batch.keys.count) keys"
         }
-        let (expectedValues, overflow) = rows.multipliedReportingOverflow(by: dimension)
-        guard !overflow, batch.features.count == expectedValues else {
-            return "shard \(batch.shardID) attempt \(batch.attempt): \(batch.features.count) feature values "
+        guard batch.dtype == dtype else {
+            return "shard \(batch.shardID) attempt \(batch.attempt): \(FeatureEncoding.name(of: batch.dtype)) rows, "
+                + "the ledger holds \(FeatureEncoding.name(of: dtype))"
+        }
+        let (expectedBytes, overflow) = rows.multipliedReportingOverflow(by: rowBytes)
+        guard !overflow, batch.featureBytes.count == expectedBytes else {
+            return "shard \(batch.shardID) attempt \(batch.attempt): \(batch.featureBytes.count) feature bytes "
                 + "for \(rows) rows of dimension \(dimension)"
         }
         if let existing, existing.shardItemCount != batch.shardItemCount {
@@ -271,12 +319,12 @@ public struct ShardLedger: Sendable {
             // Rows arrived in offset order (the usual case): the buffers are already sorted, no copy needed.
             return ShardContents(shardItemCount: partial.shardItemCount, dimension: dimension, offsets: ordered.map(\.key),
                                  indexes: partial.indexes, labels: partial.labels, keys: partial.keys,
-                                 features: partial.features, deadLetters: deadLetters)
+                                 dtype: dtype, featureBytes: partial.featureBytes, deadLetters: deadLetters)
         }
-        var features: [Float] = []
-        features.reserveCapacity(ordered.count * dimension)
+        var featureBytes: [UInt8] = []
+        featureBytes.reserveCapacity(ordered.count * rowBytes)
         for (_, slot) in ordered {
-            features.append(contentsOf: partial.features[(slot * dimension)..<((slot + 1) * dimension)])
+            featureBytes.append(contentsOf: partial.featureBytes[(slot * rowBytes)..<((slot + 1) * rowBytes)])
         }
         return ShardContents(
             shardItemCount: partial.shardItemCount,
@@ -285,7 +333,8 @@ public struct ShardLedger: Sendable {
             indexes: ordered.map { partial.indexes[$0.value] },
             labels: ordered.map { partial.labels[$0.value] },
             keys: ordered.map { partial.keys[$0.value] },
-            features: features,
+            dtype: dtype,
+            featureBytes: featureBytes,
             deadLetters: deadLetters)
     }
 }

@@ -1,11 +1,12 @@
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the frame trailer checksum.
+import CSIMDKernels
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the frame trailer and store record checksum.
 ///
 /// Castagnoli rather than the zlib polynomial because it has a better Hamming distance at frame
-/// sizes and is what iSCSI, ext4 and most storage formats use, so a future hardware path (SSE4.2
-/// `crc32`, ARMv8 `crc32c`) can replace this one without changing the wire.
-///
-/// Slicing-by-16 in plain Swift: the head checks every multi-megabyte feature frame, and a
-/// byte-at-a-time table loop would cost more than decoding the frame itself.
+/// sizes and is what iSCSI, ext4 and most storage formats use, and because x86-64 (SSE4.2 `crc32`)
+/// computes it in hardware: the head checks every byte it receives and every byte it stores, and
+/// the SSE4.2 kernel (three interleaved streams, in CSIMDKernels) does that ~10x faster than the
+/// table loop. Slicing-by-16 in plain Swift is the fallback for CPUs without it.
 public enum CRC32C {
     /// The standard check value: `checksum("123456789".utf8) == 0xE306_9283`.
     public static let checkValue: UInt32 = 0xE306_9283
@@ -35,8 +36,21 @@ public enum CRC32C {
         bytes.withUnsafeBytes { checksum($0, seed: seed) }
     }
 
+    /// Whether the SSE4.2 kernel may run; cpuid is asked once because it is slow (a VM exit under
+    /// most hypervisors).
+    static let hasSSE42 = fs_cpu_has_sse42() != 0
+
     /// The CRC-32C of the bytes in `buffer`, continuing from `seed` (0 for a fresh checksum).
     public static func checksum(_ buffer: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return seed }
+        if hasSSE42 {
+            return ~fs_crc32c_sse42(~seed, base.assumingMemoryBound(to: UInt8.self), buffer.count)
+        }
+        return portableChecksum(buffer, seed: seed)
+    }
+
+    /// The table-driven CRC-32C, for CPUs without SSE4.2 (and to check the kernel against).
+    static func portableChecksum(_ buffer: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
         guard var p = buffer.baseAddress, buffer.count > 0 else { return seed }
         var n = buffer.count
         var crc = ~seed

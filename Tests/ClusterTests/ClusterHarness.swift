@@ -105,10 +105,9 @@ final class ClusterHarness {
         return Set(metadata.split(separator: "\n").dropFirst().compactMap { UInt64($0.split(separator: ",")[1]) })
     }
 
-    /// Shards committed in the store so far (its `shards/` folder, tmp folders excluded).
+    /// Shards committed in the store so far, as a read-only open sees them (0 before the store exists).
     var committedShards: Int {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: storeURL.appendingPathComponent("shards").path)) ?? []
-        return names.filter { !$0.hasPrefix(".") }.count
+        (try? FeatureStore.open(at: storeURL).committedShards.count) ?? 0
     }
 
     /// Waits until at least `count` shards are committed, so a fault lands in the middle of the job.

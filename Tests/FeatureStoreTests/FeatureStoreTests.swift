@@ -32,7 +32,7 @@ final class FeatureStoreTests: XCTestCase {
             XCTAssertTrue(try store.commit(makeContents(base: 0, count: 3), shardID: 0, attempt: 1))
             XCTAssertFalse(try store.commit(makeContents(base: 0, count: 3), shardID: 0, attempt: 2), "idempotent")
         }
-        XCTAssertTrue(FileManager.default.fileExists(atPath: root.appendingPathComponent("shards/000001/features.bin").path))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("segments").path), ["000001.seg"])
 
         let store = try FeatureStore.open(at: root, verifyChecksums: true)
         XCTAssertEqual(store.committedShards, [0, 1])
@@ -67,8 +67,6 @@ final class FeatureStoreTests: XCTestCase {
             let store = try FeatureStore.create(at: root, dtype: .f16, dimension: 3)
             try store.commit(makeContents(base: 0, count: 2), shardID: 5, attempt: 1)
         }
-        let size = try FileManager.default.attributesOfItem(atPath: root.appendingPathComponent("shards/000005/features.bin").path)[.size] as? Int
-        XCTAssertEqual(size, 2 * 3 * 2)
         let store = try FeatureStore.open(at: root, verifyChecksums: true)
         XCTAssertEqual(store.dtype, .f16)
         let rows = try store.rows()
@@ -93,8 +91,8 @@ final class FeatureStoreTests: XCTestCase {
         miscounted.shardItemCount = 3
         XCTAssertThrowsError(try store.commit(miscounted, shardID: 0, attempt: 1))
         XCTAssertEqual(store.committedShards, [])
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: store.root.appendingPathComponent("shards").path), [],
-                       "a refused commit leaves no temporary directory")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: store.root.appendingPathComponent("segments").path), [],
+                       "a refused commit writes nothing")
     }
 
     func testCreateRefusesAnExistingStoreAndOpenRefusesANonStore() throws {
@@ -106,65 +104,108 @@ final class FeatureStoreTests: XCTestCase {
         }
     }
 
-    func testTemporaryDirectoryLeftByACrashIsRemovedAndInvisible() throws {
+    /// A store with shards 0, 1 and 2 in one segment; returns its root and the segment file.
+    private func threeShardStore(segmentLimit: Int = FeatureStore.defaultSegmentLimit) throws -> (URL, URL) {
         let root = try makeTemporaryDirectory(self)
-        do {
-            let store = try FeatureStore.create(at: root, dtype: .f32, dimension: 3)
-            try store.commit(makeContents(base: 0, count: 2), shardID: 0, attempt: 1)
-        }
-        // What a kill -9 between writing and renaming leaves: a complete-looking shard under a temporary name.
-        let shards = root.appendingPathComponent("shards")
-        try FileManager.default.copyItem(at: shards.appendingPathComponent("000000"),
-                                         to: shards.appendingPathComponent(".tmp-000001-4B1D"))
-        try FileManager.default.createDirectory(at: shards.appendingPathComponent(".tmp-000002-EMPTY"), withIntermediateDirectories: false)
-
-        let store = try FeatureStore.open(at: root)
-        XCTAssertEqual(store.committedShards, [0])
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: shards.path), ["000000"])
-        XCTAssertTrue(store.exactlyOnceReport(expectedIndexes: 0..<2).isExactlyOnce)
+        let store = try FeatureStore.create(at: root, dtype: .f32, dimension: 3, segmentLimit: segmentLimit)
+        for shard in 0..<3 { try store.commit(makeContents(base: UInt64(shard) * 10, count: 4), shardID: UInt32(shard), attempt: 1) }
+        return (root, root.appendingPathComponent("segments/000001.seg"))
     }
 
-    func testDamagedShardsAreNamedOnOpen() throws {
-        let root = try makeTemporaryDirectory(self)
-        do {
-            let store = try FeatureStore.create(at: root, dtype: .f32, dimension: 3)
-            try store.commit(makeContents(base: 0, count: 4), shardID: 12, attempt: 1)
-        }
-        let features = root.appendingPathComponent("shards/000012/features.bin")
-        let handle = try FileHandle(forWritingTo: features)
-        try handle.truncate(atOffset: 40)
+    private func fileSize(_ url: URL) throws -> Int {
+        try FileManager.default.attributesOfItem(atPath: url.path)[.size] as! Int
+    }
+
+    func testInterruptedAppendIsIgnoredReadOnlyAndCutForWriting() throws {
+        let (root, segment) = try threeShardStore()
+        let whole = try fileSize(segment)
+        // What a kill -9 during an append leaves: the start of a record that never finished.
+        let next = try Data(contentsOf: segment).prefix(70)
+        let handle = try FileHandle(forWritingTo: segment)
+        try handle.seekToEnd()
+        try handle.write(contentsOf: next)
         try handle.close()
-        XCTAssertThrowsError(try FeatureStore.open(at: root)) { error in
+
+        let reader = try FeatureStore.open(at: root)
+        XCTAssertEqual(reader.committedShards, [0, 1, 2])
+        XCTAssertEqual(try fileSize(segment), whole + 70, "a reader never cuts: the tail may be a live append")
+        XCTAssertThrowsError(try reader.commit(makeContents(base: 30, count: 1), shardID: 3, attempt: 1)) {
+            XCTAssertEqual($0 as? FeatureStoreError, .readOnly(path: root.path))
+        }
+
+        let writer = try FeatureStore.open(at: root, forWriting: true)
+        XCTAssertEqual(try fileSize(segment), whole)
+        XCTAssertTrue(try writer.commit(makeContents(base: 30, count: 2), shardID: 3, attempt: 1))
+        let reopened = try FeatureStore.open(at: root, verifyChecksums: true)
+        XCTAssertEqual(reopened.committedShards, [0, 1, 2, 3])
+        XCTAssertTrue(reopened.exactlyOnceReport(expectedIndexes: Set((0..<3).flatMap { s in (0..<4).map { UInt64(s * 10 + $0) } } + [30, 31])).isExactlyOnce)
+    }
+
+    func testTornRecordInTheLastSegmentEndsTheStoreThere() throws {
+        // Unsynced appends may reach the disk in any order: shard 1's record torn, shard 2's whole.
+        let (root, segment) = try threeShardStore()
+        let recordLength = try FeatureStore.open(at: root).shards[0].bytes
+        var bytes = try Data(contentsOf: segment)
+        bytes[recordLength + CommitRecord.headerSize + 5] ^= 0x40
+        try bytes.write(to: segment)
+
+        XCTAssertEqual(try FeatureStore.open(at: root).committedShards, [0])
+        _ = try FeatureStore.open(at: root, forWriting: true)
+        XCTAssertEqual(try fileSize(segment), recordLength, "shard 2 was never acknowledged: its sync would have covered shard 1")
+    }
+
+    func testDamageBeforeTheLastSegmentIsNamedOnOpen() throws {
+        // A one-byte limit puts every shard in a segment of its own.
+        let (root, _) = try threeShardStore(segmentLimit: 1)
+        let segments = root.appendingPathComponent("segments")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: segments.path).sorted(),
+                       ["000001.seg", "000002.seg", "000003.seg"])
+        let first = segments.appendingPathComponent("000001.seg")
+        let handle = try FileHandle(forWritingTo: first)
+        try handle.truncate(atOffset: 100)
+        try handle.close()
+        XCTAssertThrowsError(try FeatureStore.open(at: root, forWriting: true)) { error in
             guard case .corruptShard(let path, let reason) = error as? FeatureStoreError else { return XCTFail("\(error)") }
-            XCTAssertTrue(path.hasSuffix("shards/000012"), path)
-            XCTAssertTrue(reason.contains("features.bin"), reason)
+            XCTAssertTrue(path.hasSuffix("segments/000001.seg"), path)
+            XCTAssertTrue(reason.contains("record at byte 0"), reason)
         }
     }
 
     func testChecksumVerificationCatchesFlippedBytes() throws {
-        let root = try makeTemporaryDirectory(self)
-        do {
-            let store = try FeatureStore.create(at: root, dtype: .f32, dimension: 3)
-            try store.commit(makeContents(base: 0, count: 4), shardID: 3, attempt: 1)
-        }
-        let indexes = root.appendingPathComponent("shards/000003/indexes.bin")
-        var bytes = try Data(contentsOf: indexes)
-        bytes[0] ^= 0xFF
-        try bytes.write(to: indexes)
-        XCTAssertNoThrow(try FeatureStore.open(at: root), "sizes alone still match")
+        let (root, _) = try threeShardStore(segmentLimit: 1)
+        let first = root.appendingPathComponent("segments/000001.seg")
+        var bytes = try Data(contentsOf: first)
+        bytes[CommitRecord.headerSize + 2] ^= 0xFF
+        try bytes.write(to: first)
+        XCTAssertEqual(try FeatureStore.open(at: root).committedShards, [0, 1, 2],
+                       "headers alone still match; only the last segment's records are checksummed on every open")
         XCTAssertThrowsError(try FeatureStore.open(at: root, verifyChecksums: true)) { error in
-            XCTAssertTrue("\(error)".contains("indexes.bin CRC-32C"), "\(error)")
+            XCTAssertTrue("\(error)".contains("000001.seg: corrupt shard: record at byte 0: record CRC-32C mismatch"), "\(error)")
         }
     }
 
-    func testStrayEntriesAndMissingMetaAreErrors() throws {
-        let root = try makeTemporaryDirectory(self)
-        _ = try FeatureStore.create(at: root, dtype: .f32, dimension: 3)
-        let stray = root.appendingPathComponent("shards/123")
-        try FileManager.default.createDirectory(at: stray, withIntermediateDirectories: false)
+    func testStrayEntriesAndShardsStoredTwiceAreErrors() throws {
+        let (root, _) = try threeShardStore(segmentLimit: 1)
+        let segments = root.appendingPathComponent("segments")
+        let stray = segments.appendingPathComponent("notes.txt")
+        try Data("hi".utf8).write(to: stray)
         XCTAssertThrowsError(try FeatureStore.open(at: root)) { XCTAssertEqual($0 as? FeatureStoreError, .unexpectedEntry(path: stray.path)) }
-        try FileManager.default.moveItem(at: stray, to: root.appendingPathComponent("shards/000123"))
-        XCTAssertThrowsError(try FeatureStore.open(at: root)) { XCTAssertTrue("\($0)".contains("000123: corrupt shard: meta.json"), "\($0)") }
+        try FileManager.default.removeItem(at: stray)
+        try FileManager.default.copyItem(at: segments.appendingPathComponent("000002.seg"), to: segments.appendingPathComponent("000004.seg"))
+        XCTAssertThrowsError(try FeatureStore.open(at: root)) { XCTAssertTrue("\($0)".contains("shard 1 is stored twice"), "\($0)") }
+    }
+
+    func testRecordsOfMixedDTypeContentsAreStoredInTheStoreDType() throws {
+        let root = try makeTemporaryDirectory(self)
+        let store = try FeatureStore.create(at: root, dtype: .f16, dimension: 3)
+        try store.append(makeContents(base: 0, count: 2), shardID: 0, attempt: 1)   // f32 contents, narrowed
+        XCTAssertEqual(store.pendingShards, [0])
+        XCTAssertEqual(store.committedShards, [], "appended is not durable until a sync completes")
+        let ticket = store.prepareSync()
+        try ticket.perform()
+        XCTAssertEqual(store.completeSync(ticket).map(\.shardID), [0])
+        XCTAssertEqual(store.committedShards, [0])
+        XCTAssertEqual(try FeatureStore.open(at: root).rows()[1].features, [1, 1.25, 1.5])
     }
 
     func testExactlyOnceReportFindsMissingDuplicatedAndUnexpectedIndexes() throws {

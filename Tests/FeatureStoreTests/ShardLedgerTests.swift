@@ -145,8 +145,20 @@ final class ShardLedgerTests: XCTestCase {
                          keys: ["a", "b"], deadLetters: [], dtype: dtype, dimension: 2, codec: .raw,
                          rawLength: UInt32(payload.count), payload: payload)
         }
-        XCTAssertEqual(DecodedBatch(batch(.f32, f32), decodedPayload: f32)?.features, values)
-        XCTAssertEqual(DecodedBatch(batch(.f16, f16), decodedPayload: f16)?.features, values)
-        XCTAssertNil(DecodedBatch(batch(.f16, f16), decodedPayload: Array(f16.dropLast())))
+        XCTAssertEqual(DecodedBatch(batch(.f32, f32), decodedPayload: f32).features, values)
+        XCTAssertEqual(DecodedBatch(batch(.f16, f16), decodedPayload: f16).features, values)
+        XCTAssertNil(DecodedBatch(batch(.f16, f16), decodedPayload: Array(f16.dropLast())).features)
+
+        // An f16 ledger keeps the received halves as they are, and refuses rows of another dtype.
+        var ledger = ShardLedger(dimension: 2, dtype: .f16, committed: [])
+        guard case .rejected(let reason) = ledger.receive(DecodedBatch(batch(.f32, f32), decodedPayload: f32)) else {
+            return XCTFail("an f32 batch in an f16 ledger")
+        }
+        XCTAssertTrue(reason.contains("f32 rows, the ledger holds f16"), reason)
+        guard case .completed(let contents) = ledger.receive(DecodedBatch(batch(.f16, f16), decodedPayload: f16)) else {
+            return XCTFail("the f16 batch completes its shard")
+        }
+        XCTAssertEqual(contents.dtype, .f16)
+        XCTAssertEqual(contents.featureBytes, f16)
     }
 }

@@ -1,3 +1,4 @@
+import FeatStreamTestSupport
 import Foundation
 import XCTest
 @testable import WireProtocol
@@ -7,25 +8,7 @@ let vectorsDirectory: URL = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("Protocols/vectors")
 
-/// Parses the vector format: hex byte pairs, any whitespace, `#` to end of line is a comment.
-func parseHex(_ text: String) throws -> [UInt8] {
-    var out: [UInt8] = []
-    for var line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-        if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
-        let digits = line.filter { !$0.isWhitespace }
-        guard digits.count % 2 == 0 else { throw VectorError.oddDigits(String(line)) }
-        var i = digits.startIndex
-        while i < digits.endIndex {
-            let j = digits.index(i, offsetBy: 2)
-            guard let b = UInt8(digits[i..<j], radix: 16) else { throw VectorError.badDigit(String(digits[i..<j])) }
-            out.append(b)
-            i = j
-        }
-    }
-    return out
-}
-
-enum VectorError: Error { case oddDigits(String), badDigit(String), lz4(String) }
+enum VectorError: Error { case lz4(String) }
 
 func loadVector(_ name: String) throws -> [UInt8] {
     try parseHex(String(contentsOf: vectorsDirectory.appendingPathComponent(name + ".hex"), encoding: .utf8))
