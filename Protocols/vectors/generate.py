@@ -331,15 +331,20 @@ def main():
     check = "--check" in sys.argv
     files = {}
     for name, (comment, data) in VALID.items():
-        files[name] = to_hex(["valid: " + comment], data)
+        files[name + ".hex"] = to_hex(["valid: " + comment], data)
     for name, (comment, data) in COMPAT.items():
-        files[name] = to_hex(["valid (compat): " + comment], data)
+        files[name + ".hex"] = to_hex(["valid (compat): " + comment], data)
     for name, (expect, comment, data) in INVALID.items():
-        files[name] = to_hex([f"expect: {expect}", comment], data)
-    files["README"] = readme()
+        files[name + ".hex"] = to_hex([f"expect: {expect}", comment], data)
+    files["README.md"] = readme()
+    write_or_check(HERE, files, check)
+
+
+def write_or_check(directory, files, check):
+    """Writes {file name: text} into directory, or with check exits 1 naming the files that differ."""
     stale = []
     for name, text in files.items():
-        path = os.path.join(HERE, name + (".md" if name == "README" else ".hex"))
+        path = os.path.join(directory, name)
         if check:
             if not os.path.exists(path) or open(path).read() != text:
                 stale.append(name)
@@ -349,7 +354,7 @@ def main():
     if check and stale:
         print("stale vectors:", ", ".join(stale))
         sys.exit(1)
-    print(f"{'checked' if check else 'wrote'} {len(files)} vectors")
+    print(f"{'checked' if check else 'wrote'} {len(files)} files in {os.path.relpath(directory)}")
 
 
 if __name__ == "__main__":

@@ -124,14 +124,16 @@ public final class BatchIngest {
         case let .accepted(_, duplicates):
             statistics.duplicateRows += duplicates
         case .completed(let contents):
+            let appended: Bool
             do {
-                _ = try store!.append(contents, shardID: batch.shardID, attempt: batch.attempt)
+                appended = try store!.append(contents, shardID: batch.shardID, attempt: batch.attempt)
             } catch {
                 // Another attempt may still complete the shard; the store stays consistent either way.
                 ledger!.commitFailed(batch.shardID)
                 throw error
             }
-            awaitingSync[batch.shardID] = (contents, batch.attempt)
+            // Not appended: the store already holds the shard, so there is nothing to wait for.
+            if appended { awaitingSync[batch.shardID] = (contents, batch.attempt) } else { ledger!.markCommitted(batch.shardID) }
         case .alreadyCommitted:
             statistics.discardedBatches += 1
         case .rejected(let reason):

@@ -12,7 +12,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from generate import crc32c, to_hex  # noqa: E402  (the wire vectors' CRC-32C and hex writer)
+from generate import crc32c, to_hex, write_or_check  # noqa: E402  (shared with the wire vectors)
 
 DTYPE = {"f32": 1, "f16": 2}
 
@@ -52,20 +52,8 @@ VECTORS = {
 
 
 def main():
-    check = "--check" in sys.argv
-    stale = []
-    for name, (comment, data) in VECTORS.items():
-        text = to_hex(["valid: " + comment], data)
-        path = os.path.join(HERE, name + ".hex")
-        if check:
-            if not os.path.exists(path) or open(path).read() != text:
-                stale.append(name)
-        else:
-            with open(path, "w") as f:
-                f.write(text)
-    if stale:
-        sys.exit("stale vectors: " + ", ".join(stale))
-    print(f"{'checked' if check else 'wrote'} {len(VECTORS)} store vectors")
+    files = {name + ".hex": to_hex(["valid: " + comment], data) for name, (comment, data) in VECTORS.items()}
+    write_or_check(HERE, files, "--check" in sys.argv)
 
 
 if __name__ == "__main__":
