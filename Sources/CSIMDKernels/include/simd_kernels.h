@@ -26,8 +26,4 @@ void fs_half_to_float_f16c(const uint8_t *src, float *dst, size_t n);
 /// Converts n byte-shuffled halves (n low bytes, then n high bytes) at src to floats. F16C only.
 void fs_shuffled_half_to_float_f16c(const uint8_t *src, float *dst, size_t n);
 
-/// Undoes a 2-byte Blosc shuffle: n low bytes, then n high bytes at src, to n little-endian
-/// 16-bit values at dst (any alignment, no overlap). SSE2, which every x86-64 has.
-void fs_unshuffle2_sse2(const uint8_t *src, uint8_t *dst, size_t n);
-
 #endif
