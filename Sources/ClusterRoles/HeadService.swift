@@ -104,18 +104,19 @@ public final class BatchIngest {
         statistics.rows += batch.offsets.count
         statistics.payloadBytes += batch.payload.count
         statistics.rawBytes += Int(batch.rawLength)
-        if store == nil {
-            store = try FeatureStore.create(at: storeURL, dtype: dtype, dimension: Int(batch.dimension), metadata: metadata)
-            ledger = ShardLedger(dimension: Int(batch.dimension), dtype: dtype, committed: [])
-            log.event("created store \(storeURL.path) (\(batch.dimension)-d)")
-        }
         let featureBytes: [UInt8]
         do {
-            featureBytes = try Self.decodePayload(of: batch, as: store!.dtype)
+            featureBytes = try Self.decodePayload(of: batch, as: store?.dtype ?? dtype)
         } catch {
             statistics.corruptPayloads += 1
             log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(error)")
             return try collectDurable()
+        }
+        // Only a batch whose payload decoded may fix the store's dimension.
+        if store == nil {
+            store = try FeatureStore.create(at: storeURL, dtype: dtype, dimension: Int(batch.dimension), metadata: metadata)
+            ledger = ShardLedger(dimension: Int(batch.dimension), dtype: dtype, committed: [])
+            log.event("created store \(storeURL.path) (\(batch.dimension)-d)")
         }
         let decoded = DecodedBatch(shardID: batch.shardID, attempt: batch.attempt, shardItemCount: batch.shardItemCount,
                                    offsets: batch.offsets, indexes: batch.indexes, labels: batch.labels, keys: batch.keys,
