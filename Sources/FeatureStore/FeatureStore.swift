@@ -280,10 +280,7 @@ public final class FeatureStore {
 
     /// What each committed shard holds, in shard order.
     public var shards: [CommittedShard] {
-        shardsByID.values.sorted { $0.header.shardID < $1.header.shardID }.map {
-            CommittedShard(shardID: $0.header.shardID, attempt: $0.header.attempt, shardItemCount: $0.header.shardItemCount,
-                           rows: $0.header.rows, deadLetters: $0.header.deadLetters, bytes: $0.header.recordLength)
-        }
+        sortedLocations.map(\.committedShard)
     }
 
     /// Feature rows stored.
@@ -375,10 +372,7 @@ public final class FeatureStore {
         pending.removeFirst(done.count)
         for location in done { shardsByID[location.header.shardID] = location }
         if !done.isEmpty { commitStageObserver?(.durable) }
-        return done.map {
-            CommittedShard(shardID: $0.header.shardID, attempt: $0.header.attempt, shardItemCount: $0.header.shardItemCount,
-                           rows: $0.header.rows, deadLetters: $0.header.deadLetters, bytes: $0.header.recordLength)
-        }
+        return done.map(\.committedShard)
     }
 
     /// The segment the next record of `recordLength` bytes goes to: the current one, or a new one when
@@ -600,6 +594,11 @@ struct ShardLocation: Equatable {
     var segment: Int
     var offset: Int
     var header: CommitRecord.Header
+
+    var committedShard: CommittedShard {
+        CommittedShard(shardID: header.shardID, attempt: header.attempt, shardItemCount: header.shardItemCount,
+                       rows: header.rows, deadLetters: header.deadLetters, bytes: header.recordLength)
+    }
 }
 
 /// The records of one segment file, walked from its start up to the first that is not whole.
