@@ -19,7 +19,15 @@ final class ObservabilityTests: XCTestCase {
         try cluster.startWorker("w1")
         cluster.waitForCommittedShards(4)
 
-        let coordinator = MetricSample.parse(try fetchMetrics("http://127.0.0.1:\(ports[0])"))
+        // The store shows a shard once its record is appended; the coordinator counts it once the head's
+        // sync is done and the acknowledgement has arrived, a few milliseconds later.
+        var coordinator: [MetricSample] = []
+        let deadline = Date().addingTimeInterval(10)
+        repeat {
+            coordinator = MetricSample.parse(try fetchMetrics("http://127.0.0.1:\(ports[0])"))
+            if (coordinator.first { $0.name == "featstream_shards_committed_total" }?.value ?? 0) >= 4 { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        } while Date() < deadline
         XCTAssertEqual(coordinator.first { $0.name == "featstream_shards" }?.value, Double(cluster.items / cluster.shardSize))
         XCTAssertGreaterThanOrEqual(coordinator.first { $0.name == "featstream_shards_committed_total" }?.value ?? 0, 4)
         XCTAssertGreaterThan(coordinator.first { $0.name == "featstream_shards_leased_total" }?.value ?? 0, 0)
