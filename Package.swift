@@ -27,6 +27,8 @@ let package = Package(
         .systemLibrary(name: "CZMQ", path: "Sources/CZMQ"),
         // SSE4.2 CRC-32C and F16C half conversion: instruction sets Swift cannot enable per function.
         .target(name: "CSIMDKernels", path: "Sources/CSIMDKernels"),
+        // fallocate(2), which Swift's Glibc module does not declare.
+        .target(name: "CFileSpace", path: "Sources/CFileSpace"),
 
         // MARK: Swift modules
         .target(name: "NumpyFormat"),
@@ -45,7 +47,7 @@ let package = Package(
         .executableTarget(name: "FrameFuzz", dependencies: ["WireProtocol"]),
         .target(name: "FeatureCodec", dependencies: ["CLZ4", "CSIMDKernels", "WireProtocol"]),
         .target(name: "Coordination", dependencies: ["WireProtocol"]),
-        .target(name: "FeatureStore", dependencies: ["WireProtocol", "FeatureCodec"]),
+        .target(name: "FeatureStore", dependencies: ["CFileSpace", "WireProtocol", "FeatureCodec"]),
         .target(name: "Transport", dependencies: ["CZMQ"]),
         .target(name: "RoleMetrics", dependencies: [.product(name: "Prometheus", package: "swift-prometheus")]),
         .target(name: "ClusterLaunch"),

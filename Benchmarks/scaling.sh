@@ -5,12 +5,19 @@
 # images/s (the sum of each worker's rate over the time it spent on shards), the ratio to N times
 # the one-worker figure, and the head's CPU share over the job.
 #
-# Usage (root): bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.45]
+# One job per N is not enough on a shared machine: the one-worker baseline alone moved by 6%
+# between back-to-back runs, and every ratio moves with it. So the jobs run in ROUNDS, each round
+# visiting every N (ascending, then descending in the next round, so that slow drift of the
+# machine falls on every N alike), and the table gives each N's median, its range, and the ratio
+# of medians.
+#
+# Usage (root): bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.4] [ROUNDS=3]
 # Needs cgroup v1's cpu controller at /sys/fs/cgroup/cpu (cgroup v2: /sys/fs/cgroup with cpu.max).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 max=${1:-4}
-quota=${2:-0.45}
+quota=${2:-0.4}
+rounds=${3:-3}
 bin=$PWD/.build/release/featstream
 swift build -c release --product featstream >/dev/null
 model=$PWD/.featstream/models/efficientnet-lite0
@@ -47,39 +54,65 @@ trap cleanup EXIT
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-echo "| workers | quota per worker | aggregate img/s | vs N x one worker | head CPU share |"
-echo "|---|---|---|---|---|"
-single=""
-# The first job warms the page cache and the model files; it is run and not reported.
-for n in 1 $(seq 1 "$max"); do
+# One job with N workers; prints "aggregate-img/s head-cpu-share-percent".
+run_job() {
+  local n=$1
   bash "$net" down >/dev/null 2>&1 || true
   bash "$net" up $((n + 2)) >/dev/null
+  local out
   out=$(mktemp -d "$work/n$n-XXXX")
   ip netns exec fs-h1 "$bin" coordinator --bind tcp://10.77.0.11:5555 --head tcp://10.77.0.12:5556 \
-      --data "$data" --split train --journal "$out/journal" --shard-size 32 2>"$out/coordinator.log" &
-  coordinator=$!
+      --data "$data" --split train --journal "$out/journal" --shard-size 32 >/dev/null 2>"$out/coordinator.log" &
+  local coordinator=$!
   ip netns exec fs-h2 "$bin" head --bind tcp://10.77.0.12:5556 --coordinator tcp://10.77.0.11:5555 \
-      --store "$out/store" 2>"$out/head.log" &
-  head=$!
+      --store "$out/store" >/dev/null 2>"$out/head.log" &
+  local head=$!
+  local start
   start=$(date +%s.%N)
   for i in $(seq 1 "$n"); do
+    local tasks
     tasks=$(cpu_group "w$i")
     # Join the cgroup before entering the namespace: `ip netns exec` remounts /sys, hiding the cgroup tree.
     sh -c "echo \$\$ > $tasks; exec ip netns exec fs-h$((i + 2)) $bin worker --coordinator tcp://10.77.0.11:5555 \
-        --model $model --data $data --split train --threads 1 --batch 16 --name w$i" 2>"$out/w$i.log" &
+        --model $model --data $data --split train --threads 1 --batch 16 --name w$i" >/dev/null 2>"$out/w$i.log" &
   done
   # Sample the head's CPU time while the job runs: bash reaps it as soon as it exits.
-  head_ticks=0
+  local head_ticks=0
   while kill -0 "$coordinator" 2>/dev/null; do
     head_ticks=$(ticks "$head" 2>/dev/null || echo "$head_ticks")
     sleep 0.2
   done
+  local end
   end=$(date +%s.%N)
   wait
+  local rate
   rate=$(cat "$out"/w*.log | sed -nE 's/.*on shards: ([0-9.]+) img\/s.*/\1/p' | awk '{ s += $1 } END { printf "%.1f", s }')
-  if [[ -z $single ]]; then single=warm; continue; fi
-  [[ $single == warm ]] && single=$rate
+  awk -v r="$rate" -v t="$head_ticks" -v hz="$hz" -v a="$start" -v b="$end" 'BEGIN { printf "%s %.2f\n", r, 100 * t / hz / (b - a) }'
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# The first job warms the page cache and the model files; it is run and not reported.
+run_job 1 >/dev/null
+results=$work/results
+: >"$results"
+for round in $(seq 1 "$rounds"); do
+  if ((round % 2)); then order=$(seq 1 "$max"); else order=$(seq "$max" -1 1); fi
+  for n in $order; do
+    read -r rate share < <(run_job "$n")
+    echo "$n $rate $share" >>"$results"
+    echo "round $round: $n worker(s) $rate img/s, head $share%" >&2
+  done
+done
+
+single=$(awk '$1 == 1 { print $2 }' "$results" | median)
+echo "| workers | quota per worker | aggregate img/s, median of $rounds (range) | vs N x one worker | head CPU share (median) |"
+echo "|---|---|---|---|---|"
+for n in $(seq 1 "$max"); do
+  rate=$(awk -v n="$n" '$1 == n { print $2 }' "$results" | median)
+  low=$(awk -v n="$n" '$1 == n { print $2 }' "$results" | sort -g | head -1)
+  high=$(awk -v n="$n" '$1 == n { print $2 }' "$results" | sort -g | tail -1)
+  share=$(awk -v n="$n" '$1 == n { print $3 }' "$results" | median)
   ratio=$(awk -v r="$rate" -v s="$single" -v n="$n" 'BEGIN { printf "%.2f", r / (s * n) }')
-  share=$(awk -v t="$head_ticks" -v hz="$hz" -v a="$start" -v b="$end" 'BEGIN { printf "%.1f%%", 100 * t / hz / (b - a) }')
-  echo "| $n | $quota core | $rate | ${ratio}x | $share |"
+  echo "| $n | $quota core | $rate ($low-$high) | ${ratio}x | ${share}% |"
 done

@@ -7,6 +7,14 @@ public struct IngestBenchmark: Sendable {
     public var vectors: Int
     public var seconds: Double
     public var vectorsPerSecond: Double { Double(vectors) / seconds }
+    /// CPU time (user + system, every thread of the process) over the same span.
+    ///
+    /// The wall rate also waits for the disk: every shard is fdatasync'd before it counts, and on a
+    /// shared virtual disk that wait swings several-fold between runs. CPU time is the head's own
+    /// cost, what one core can ingest when the disk keeps up.
+    public var cpuSeconds: Double
+    /// Vectors per CPU-second: `vectors / cpuSeconds`.
+    public var vectorsPerCPUSecond: Double { Double(vectors) / cpuSeconds }
     /// Frame bytes per vector, all headers and metadata included.
     public var wireBytesPerVector: Double
     /// Raw f32 bytes per vector over frame bytes per vector.
@@ -52,14 +60,24 @@ public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, row
     }
     let ingest = try BatchIngest(storeURL: directory, dtype: dtype, log: RoleLog(role: "bench"))
     let start = Date()
+    let cpuStart = processCPUSeconds()
     for frame in frames {
         guard case .featureBatch(let batch) = try FrameCodec.decode(frame) else { fatalError("not a feature batch") }
         _ = try ingest.receive(batch)
     }
     _ = try ingest.collectDurable(wait: true)
     let seconds = Date().timeIntervalSince(start)
+    let cpuSeconds = processCPUSeconds() - cpuStart
     precondition(ingest.statistics.committedShards == (vectors + shardSize - 1) / shardSize, "every shard must commit")
     let perVector = Double(wireBytes) / Double(vectors)
-    return IngestBenchmark(vectors: vectors, seconds: seconds, wireBytesPerVector: perVector,
+    return IngestBenchmark(vectors: vectors, seconds: seconds, cpuSeconds: cpuSeconds, wireBytesPerVector: perVector,
                            ratioVersusRawF32: Double(dimension * 4) / perVector)
+}
+
+/// User plus system CPU seconds of every thread of this process so far.
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }

@@ -1,3 +1,4 @@
+import CFileSpace
 import Foundation
 import WireProtocol
 #if canImport(Glibc)
@@ -93,12 +94,13 @@ public final class SyncTicket: @unchecked Sendable {
 
     deinit { if descriptor >= 0 { _ = close(descriptor) } }
 
-    /// Waits until every shard of the ticket is on disk. Call once.
+    /// Waits until every shard of the ticket is on disk, then lets the page cache drop it. Call once.
     public func perform() throws {
         precondition(!performed, "a SyncTicket is performed once")
         performed = true
         guard descriptor >= 0 else { return }
         guard fdatasync(descriptor) == 0 else { throw FeatureStoreError.io(path: path, operation: "fdatasync", errno: errno) }
+        Durable.dropCachedPages(descriptor)
     }
 }
 
@@ -385,6 +387,7 @@ public final class FeatureStore {
             guard fdatasync(writer.descriptor) == 0 else {
                 throw FeatureStoreError.io(path: writer.url.path, operation: "fdatasync", errno: errno)
             }
+            Durable.dropCachedPages(writer.descriptor)
         }
         let number = (writer?.number ?? 0) + 1
         let next = try SegmentWriter(creating: directory.appendingPathComponent(Self.segmentName(number)), number: number)
@@ -676,10 +679,33 @@ final class SegmentWriter {
         length = 0
     }
 
-    deinit { _ = close(descriptor) }
+    /// Appends ask the file system for blocks this far ahead at a time.
+    static let reservationStep = 32 << 20
+    /// Blocks are reserved up to here (beyond the file's size; see `write`).
+    private var reservedEnd = 0
+
+    deinit {
+        // Truncating to the current size changes no byte; it hands back the blocks reserved past the end.
+        if reservedEnd > 0 {
+            var status = stat()
+            if fstat(descriptor, &status) == 0 { _ = ftruncate(descriptor, status.st_size) }
+        }
+        _ = close(descriptor)
+    }
 
     /// Writes `pieces` one after another from `offset`, retrying short writes.
+    ///
+    /// Before writing past the blocks reserved so far, it reserves the next `reservationStep` bytes
+    /// (keeping the file's size): appends into reserved blocks cost the kernel about a quarter less
+    /// than appends that allocate page by page (ext4, README "Cluster benchmarks"). Reserving is best
+    /// effort; where the file system cannot, or the disk is too full to, the write itself says so.
     func write(_ pieces: [[UInt8]], at offset: Int) throws {
+        let end = offset + pieces.reduce(0) { $0 + $1.count }
+        if end > reservedEnd {
+            let from = max(reservedEnd, offset)
+            let to = end + Self.reservationStep
+            reservedEnd = fs_reserve_space(descriptor, off_t(from), off_t(to - from)) == 0 ? to : end
+        }
         var position = offset
         for piece in pieces where !piece.isEmpty {
             try piece.withUnsafeBytes { bytes in
@@ -716,6 +742,17 @@ enum Durable {
             }
         }
         guard fsync(descriptor) == 0 else { throw FeatureStoreError.io(path: url.path, operation: "fsync", errno: errno) }
+    }
+
+    /// Asks the kernel to drop the file's clean cached pages (dirty ones stay until written).
+    ///
+    /// The head writes each feature once and reads it back, if ever, long after, so keeping what is
+    /// synced in the page cache only makes every later append take fresh pages. Handing them back
+    /// right away lets the next appends reuse them: on this project's VM, appending 1 GB in 2.6 MB
+    /// records with a sync every 8 took 0.3 s of kernel time instead of 1.0-1.3 s (README,
+    /// "Cluster benchmarks"). Advice only: nothing fails if the kernel ignores it.
+    static func dropCachedPages(_ descriptor: Int32) {
+        _ = posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED)
     }
 
     static func syncDirectory(_ url: URL) throws {

@@ -100,9 +100,10 @@ struct Bench: ParsableCommand {
             let result = try benchmarkIngest(features: array.values, dimension: array.shape[1], vectors: vectors,
                                              rowsPerBatch: batchRows, shardSize: shardSize, dtype: try parseDType(dtype),
                                              directory: directory)
-            print(String(format: "{\"vectors\": %d, \"dimension\": %d, \"seconds\": %.3f, \"vectorsPerSecond\": %.0f, \"wireBytesPerVector\": %.1f, \"ratioVersusRawF32\": %.2f}",
-                         result.vectors, array.shape[1], result.seconds, result.vectorsPerSecond, result.wireBytesPerVector,
-                         result.ratioVersusRawF32))
+            print(String(format: "{\"vectors\": %d, \"dimension\": %d, \"seconds\": %.3f, \"vectorsPerSecond\": %.0f, "
+                         + "\"cpuSeconds\": %.3f, \"vectorsPerCPUSecond\": %.0f, \"wireBytesPerVector\": %.1f, \"ratioVersusRawF32\": %.2f}",
+                         result.vectors, array.shape[1], result.seconds, result.vectorsPerSecond, result.cpuSeconds,
+                         result.vectorsPerCPUSecond, result.wireBytesPerVector, result.ratioVersusRawF32))
         }
     }
 

@@ -74,6 +74,60 @@ final class FeatureStoreTests: XCTestCase {
         XCTAssertEqual(rows.segments.first?.featureBytes.count, 12)
     }
 
+    /// Bytes the file system has allocated to the file at `url` (reserved blocks included).
+    private func allocatedBytes(_ url: URL) throws -> Int {
+        var status = stat()
+        XCTAssertEqual(stat(url.path, &status), 0, "stat \(url.path)")
+        return Int(status.st_blocks) * 512
+    }
+
+    func testAppendsReserveBlocksAheadAndTheStoreGivesBackTheRestWhenClosed() throws {
+        let root = try makeTemporaryDirectory(self)
+        let segment = root.appendingPathComponent("segments/000001.seg")
+        var recordBytes = 0
+        do {
+            let store = try FeatureStore.create(at: root, dtype: .f16, dimension: 3)
+            try store.commit(makeContents(base: 0, count: 2), shardID: 0, attempt: 1)
+            recordBytes = store.shards[0].bytes
+            XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: segment.path)[.size] as? Int, recordBytes,
+                           "the reservation must not change the file's size: readers walk records up to it")
+            XCTAssertGreaterThanOrEqual(try allocatedBytes(segment), SegmentWriter.reservationStep,
+                                        "blocks reserved ahead of the next appends")
+        }
+        XCTAssertLessThan(try allocatedBytes(segment), 1 << 20, "closing the store hands the unused reservation back")
+
+        do {
+            let store = try FeatureStore.open(at: root, forWriting: true)
+            try store.commit(makeContents(base: 10, count: 3), shardID: 1, attempt: 1)
+            XCTAssertGreaterThanOrEqual(try allocatedBytes(segment), SegmentWriter.reservationStep, "a reopened store reserves again")
+        }
+        XCTAssertLessThan(try allocatedBytes(segment), 1 << 20)
+        let reopened = try FeatureStore.open(at: root, verifyChecksums: true)
+        XCTAssertEqual(reopened.committedShards, [0, 1])
+        XCTAssertEqual(try reopened.rows().indexes, [0, 1, 10, 11, 12])
+    }
+
+    func testDurableRecordsLeaveThePageCache() throws {
+        let root = try makeTemporaryDirectory(self)
+        let store = try FeatureStore.create(at: root, dtype: .f16, dimension: 1280)
+        try store.commit(makeContents(base: 0, count: 64, dimension: 1280), shardID: 0, attempt: 1)
+        let path = root.appendingPathComponent("segments/000001.seg").path
+        let descriptor = open(path, O_RDONLY)
+        XCTAssertGreaterThanOrEqual(descriptor, 0)
+        defer { close(descriptor) }
+        let length = store.shards[0].bytes
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard let mapping = mmap(nil, length, PROT_READ, MAP_SHARED, descriptor, 0), mapping != MAP_FAILED else {
+            return XCTFail("mmap \(path): errno \(errno)")
+        }
+        defer { munmap(mapping, length) }
+        var resident = [UInt8](repeating: 0, count: (length + page - 1) / page)
+        XCTAssertEqual(mincore(mapping, length, &resident), 0)
+        let cached = resident.filter { $0 & 1 != 0 }.count
+        // The record's 160 KB (40 pages) were written through the page cache; once synced they are dropped.
+        XCTAssertLessThanOrEqual(cached, 1, "\(cached) of \(resident.count) pages of a synced record still cached")
+    }
+
     func testKeysWithNewlinesAndBackslashesRoundTrip() throws {
         let root = try makeTemporaryDirectory(self)
         let store = try FeatureStore.create(at: root, dtype: .f32, dimension: 1)
