@@ -11,19 +11,33 @@
 # machine falls on every N alike), and the table gives each N's median, its range, and the ratio
 # of medians.
 #
-# Usage (root): bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.4] [ROUNDS=3]
+# The quota's period is 500 ms rather than the kernel's usual 100 ms. CFS bandwidth control hands
+# out quota in 5 ms slices per CPU, and with 100 ms periods the slices stranded on the other CPU
+# and the throttling boundaries cost co-located quota'd processes measurably: four copies of
+# `featstream bench backbone --threads 1` at 0.4 core each ran at 0.92-0.94x the rate of one copy
+# with 100 ms periods and at 0.99x with 500 ms or 1 s periods (2026-12-03, this machine), with no
+# cluster involved. A longer period makes "0.4 of a core" mean the same for one worker as for four.
+# Beside each job runs its peer without a cluster: N plain `featstream extract` processes under the
+# same quotas, IMAGES/N images each (decode and backbone only: no coordinator, head, network or
+# codec). The machine's two vCPUs, shared caches and neighbours slow N co-located processes
+# whatever they run; "vs the same N without a cluster" is what the cluster itself costs.
+# Each job extracts IMAGES images of Fashion-MNIST's train split (2000 by default, so that a job
+# spans many periods even with 4 workers).
+#
+# Usage (root): bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.4] [ROUNDS=3] [IMAGES=2000]
 # Needs cgroup v1's cpu controller at /sys/fs/cgroup/cpu (cgroup v2: /sys/fs/cgroup with cpu.max).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 max=${1:-4}
 quota=${2:-0.4}
 rounds=${3:-3}
+images=${4:-2000}
 bin=$PWD/.build/release/featstream
 swift build -c release --product featstream >/dev/null
 model=$PWD/.featstream/models/efficientnet-lite0
-data=$PWD/.featstream/data/fashion-mnist-demo/imagefolder
+data=$PWD/.featstream/data/fashion-mnist/imagefolder
 net=Cluster/netns-cluster.sh
-period=100000
+period=500000
 quota_us=$(awk -v q="$quota" -v p="$period" 'BEGIN { printf "%d", q * p }')
 work=$(mktemp -d)
 
@@ -62,7 +76,7 @@ run_job() {
   local out
   out=$(mktemp -d "$work/n$n-XXXX")
   ip netns exec fs-h1 "$bin" coordinator --bind tcp://10.77.0.11:5555 --head tcp://10.77.0.12:5556 \
-      --data "$data" --split train --journal "$out/journal" --shard-size 32 >/dev/null 2>"$out/coordinator.log" &
+      --data "$data" --split train --limit "$images" --journal "$out/journal" --shard-size 32 >/dev/null 2>"$out/coordinator.log" &
   local coordinator=$!
   ip netns exec fs-h2 "$bin" head --bind tcp://10.77.0.12:5556 --coordinator tcp://10.77.0.11:5555 \
       --store "$out/store" >/dev/null 2>"$out/head.log" &
@@ -90,6 +104,20 @@ run_job() {
   awk -v r="$rate" -v t="$head_ticks" -v hz="$hz" -v a="$start" -v b="$end" 'BEGIN { printf "%s %.2f\n", r, 100 * t / hz / (b - a) }'
 }
 
+# N standalone extractions under the same quotas; prints their summed img/s.
+run_peer() {
+  local n=$1 out
+  out=$(mktemp -d "$work/peer$n-XXXX")
+  for i in $(seq 1 "$n"); do
+    local tasks
+    tasks=$(cpu_group "w$i")
+    sh -c "echo \$\$ > $tasks; exec $bin extract --model $model --data $data --split train --limit $((images / n)) \
+        --threads 1 --batch 16 --out $out/x$i" >"$out/x$i.log" 2>&1 &
+  done
+  wait
+  cat "$out"/x*.log | sed -nE 's/.* ([0-9.]+) img\/s -> .*/\1/p' | awk '{ s += $1 } END { printf "%.1f\n", s }'
+}
+
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # The first job warms the page cache and the model files; it is run and not reported.
@@ -100,19 +128,22 @@ for round in $(seq 1 "$rounds"); do
   if ((round % 2)); then order=$(seq 1 "$max"); else order=$(seq "$max" -1 1); fi
   for n in $order; do
     read -r rate share < <(run_job "$n")
-    echo "$n $rate $share" >>"$results"
-    echo "round $round: $n worker(s) $rate img/s, head $share%" >&2
+    peer=$(run_peer "$n")
+    echo "$n $rate $share $peer" >>"$results"
+    echo "round $round: $n worker(s) $rate img/s, head $share%; without a cluster $peer img/s" >&2
   done
 done
 
 single=$(awk '$1 == 1 { print $2 }' "$results" | median)
-echo "| workers | quota per worker | aggregate img/s, median of $rounds (range) | vs N x one worker | head CPU share (median) |"
-echo "|---|---|---|---|---|"
+echo "| workers | quota per worker | aggregate img/s, median of $rounds (range) | vs N x one worker | head CPU share (median) | same N without a cluster, img/s | cluster vs without |"
+echo "|---|---|---|---|---|---|---|"
 for n in $(seq 1 "$max"); do
   rate=$(awk -v n="$n" '$1 == n { print $2 }' "$results" | median)
   low=$(awk -v n="$n" '$1 == n { print $2 }' "$results" | sort -g | head -1)
   high=$(awk -v n="$n" '$1 == n { print $2 }' "$results" | sort -g | tail -1)
   share=$(awk -v n="$n" '$1 == n { print $3 }' "$results" | median)
+  peer=$(awk -v n="$n" '$1 == n { print $4 }' "$results" | median)
   ratio=$(awk -v r="$rate" -v s="$single" -v n="$n" 'BEGIN { printf "%.2f", r / (s * n) }')
-  echo "| $n | $quota core | $rate ($low-$high) | ${ratio}x | ${share}% |"
+  versus=$(awk -v r="$rate" -v p="$peer" 'BEGIN { printf "%.2f", r / p }')
+  echo "| $n | $quota core | $rate ($low-$high) | ${ratio}x | ${share}% | $peer | ${versus}x |"
 done
