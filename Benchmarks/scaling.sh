@@ -24,12 +24,12 @@
 # Each job extracts IMAGES images of Fashion-MNIST's train split (2000 by default, so that a job
 # spans many periods even with 4 workers).
 #
-# Usage (root): bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.4] [ROUNDS=3] [IMAGES=2000]
+# Usage (root): bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.45] [ROUNDS=3] [IMAGES=2000]
 # Needs cgroup v1's cpu controller at /sys/fs/cgroup/cpu (cgroup v2: /sys/fs/cgroup with cpu.max).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 max=${1:-4}
-quota=${2:-0.4}
+quota=${2:-0.45}
 rounds=${3:-3}
 images=${4:-2000}
 bin=$PWD/.build/release/featstream
