@@ -143,7 +143,7 @@ for n in $(seq 1 "$max"); do
   high=$(awk -v n="$n" '$1 == n { print $2 }' "$results" | sort -g | tail -1)
   share=$(awk -v n="$n" '$1 == n { print $3 }' "$results" | median)
   peer=$(awk -v n="$n" '$1 == n { print $4 }' "$results" | median)
-  ratio=$(awk -v r="$rate" -v s="$single" -v n="$n" 'BEGIN { printf "%.2f", r / (s * n) }')
-  versus=$(awk -v r="$rate" -v p="$peer" 'BEGIN { printf "%.2f", r / p }')
+  ratio=$(awk -v r="$rate" -v s="$single" -v n="$n" 'BEGIN { printf "%.3f", r / (s * n) }')
+  versus=$(awk -v r="$rate" -v p="$peer" 'BEGIN { printf "%.3f", r / p }')
   echo "| $n | $quota core | $rate ($low-$high) | ${ratio}x | ${share}% | $peer | ${versus}x |"
 done
