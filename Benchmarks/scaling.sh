@@ -134,15 +134,18 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-single=$(awk '$1 == 1 { print $2 }' "$results" | median)
+# column N C: column C (2 rate, 3 head share, 4 peer rate) of every result for N workers.
+column() { awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$results"; }
+
+single=$(column 1 2 | median)
 echo "| workers | quota per worker | aggregate img/s, median of $rounds (range) | vs N x one worker | head CPU share (median) | same N without a cluster, img/s | cluster vs without |"
 echo "|---|---|---|---|---|---|---|"
 for n in $(seq 1 "$max"); do
-  rate=$(awk -v n="$n" '$1 == n { print $2 }' "$results" | median)
-  low=$(awk -v n="$n" '$1 == n { print $2 }' "$results" | sort -g | head -1)
-  high=$(awk -v n="$n" '$1 == n { print $2 }' "$results" | sort -g | tail -1)
-  share=$(awk -v n="$n" '$1 == n { print $3 }' "$results" | median)
-  peer=$(awk -v n="$n" '$1 == n { print $4 }' "$results" | median)
+  rate=$(column "$n" 2 | median)
+  low=$(column "$n" 2 | sort -g | head -1)
+  high=$(column "$n" 2 | sort -g | tail -1)
+  share=$(column "$n" 3 | median)
+  peer=$(column "$n" 4 | median)
   ratio=$(awk -v r="$rate" -v s="$single" -v n="$n" 'BEGIN { printf "%.3f", r / (s * n) }')
   versus=$(awk -v r="$rate" -v p="$peer" 'BEGIN { printf "%.3f", r / p }')
   echo "| $n | $quota core | $rate ($low-$high) | ${ratio}x | ${share}% | $peer | ${versus}x |"

@@ -40,7 +40,8 @@ public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, row
     while produced < vectors {
         let rows = min(rowsPerBatch, vectors - produced)
         let first = produced % available
-        let encoded = payloads[first * (rowsPerBatch + 1) + rows] ?? {
+        let key = first * (rowsPerBatch + 1) + rows
+        let encoded = payloads[key] ?? {
             var values = [Float]()
             values.reserveCapacity(rows * dimension)
             for row in 0..<rows {
@@ -49,7 +50,7 @@ public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, row
             }
             return values.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: dtype, codec: codec) }
         }()
-        payloads[first * (rowsPerBatch + 1) + rows] = encoded
+        payloads[key] = encoded
         let (payload, rawLength) = encoded
         let shard = produced / shardSize
         let offsets = (0..<rows).map { UInt32((produced + $0) % shardSize) }

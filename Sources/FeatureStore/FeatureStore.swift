@@ -681,7 +681,7 @@ final class SegmentWriter {
 
     /// Appends ask the file system for blocks this far ahead at a time.
     static let reservationStep = 32 << 20
-    /// Blocks are reserved up to here (beyond the file's size; see `write`).
+    /// Blocks are reserved up to here (beyond the file's size; see `write`); 0 while nothing is.
     private var reservedEnd = 0
 
     deinit {
@@ -704,7 +704,7 @@ final class SegmentWriter {
         if end > reservedEnd {
             let from = max(reservedEnd, offset)
             let to = end + Self.reservationStep
-            reservedEnd = fs_reserve_space(descriptor, off_t(from), off_t(to - from)) == 0 ? to : end
+            if fs_reserve_space(descriptor, off_t(from), off_t(to - from)) == 0 { reservedEnd = to }
         }
         var position = offset
         for piece in pieces where !piece.isEmpty {
