@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Scaling: N workers on N network-namespace hosts, each held to a fixed fraction of a core by a
 # cgroup CPU quota, so that linearity can be shown on a 2-core machine. The coordinator and the
-# head run on their own namespace hosts without a quota. For each N it reports the aggregate
-# images/s (the sum of each worker's rate over the time it spent on shards), the ratio to N times
-# the one-worker figure, and the head's CPU share over the job.
+# head run on their own namespace hosts without a quota.
 #
-# One job per N is not enough on a shared machine: the one-worker baseline alone moved by 6%
-# between back-to-back runs, and every ratio moves with it. So the jobs run in ROUNDS, each round
-# visiting every N (ascending, then descending in the next round, so that slow drift of the
-# machine falls on every N alike), and the table gives each N's median, its range, and the ratio
-# of medians.
+# Every job is measured in steady state over a fixed window of wall time, not over a fixed number
+# of images. A fixed count made each N measure a different length of time (2,000 images took 54 s
+# with one worker and 14 s with four, under 30 quota periods), so the partial periods at either end
+# and the ragged finish weighed differently on every N. Here the head's Prometheus counter of images
+# received is sampled every half second from the moment every worker has delivered a batch; after
+# WARM seconds, WINDOW seconds of samples are fitted with a least-squares line, and its slope is the
+# aggregate img/s. The job is then stopped: only the rate matters, not the end of the job.
+#
+# Beside each job runs its peer without a cluster: N plain `featstream extract` processes under the
+# same quotas (decode and backbone only: no coordinator, head, network or codec), measured the same
+# way from their progress lines. The machine's two vCPUs, shared caches and neighbours slow N
+# co-located processes whatever they run; "vs the same N without a cluster" is what the cluster
+# itself costs. Two diagnostics explain what is left: the CPU milliseconds each image cost the
+# quota'd processes, and the share of quota periods in which they were throttled (a process that
+# is not throttled in every period did not get its quota: the machine ran out of CPU).
 #
 # The quota's period is 500 ms rather than the kernel's usual 100 ms. CFS bandwidth control hands
 # out quota in 5 ms slices per CPU, and with 100 ms periods the slices stranded on the other CPU
@@ -17,58 +25,123 @@
 # `featstream bench backbone --threads 1` at 0.4 core each ran at 0.92-0.94x the rate of one copy
 # with 100 ms periods and at 0.99x with 500 ms or 1 s periods (2026-12-03, this machine), with no
 # cluster involved. A longer period makes "0.4 of a core" mean the same for one worker as for four.
-# Beside each job runs its peer without a cluster: N plain `featstream extract` processes under the
-# same quotas, IMAGES/N images each (decode and backbone only: no coordinator, head, network or
-# codec). The machine's two vCPUs, shared caches and neighbours slow N co-located processes
-# whatever they run; "vs the same N without a cluster" is what the cluster itself costs.
-# Each job extracts IMAGES images of Fashion-MNIST's train split (2000 by default, so that a job
-# spans many periods even with 4 workers).
 #
-# Usage (root): bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.45] [ROUNDS=3] [IMAGES=2000]
+# Jobs run in ROUNDS, each visiting every N (ascending, then descending in the next round, so that
+# slow drift of the machine falls on every N alike); the table gives each N's median and range.
+#
+# Usage (root): [FEATSTREAM=BIN] bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.4] [ROUNDS=3] [WINDOW=40] [WARM=4]
 # Needs cgroup v1's cpu controller at /sys/fs/cgroup/cpu (cgroup v2: /sys/fs/cgroup with cpu.max).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 max=${1:-4}
-quota=${2:-0.45}
+quota=${2:-0.4}
 rounds=${3:-3}
-images=${4:-2000}
-bin=$PWD/.build/release/featstream
-swift build -c release --product featstream >/dev/null
+window=${4:-40}
+warm=${5:-4}
+# FEATSTREAM=path measures that binary (e.g. an earlier build) instead of building this checkout.
+if [[ -n ${FEATSTREAM:-} ]]; then
+  bin=$FEATSTREAM
+else
+  bin=$PWD/.build/release/featstream
+  swift build -c release --product featstream >/dev/null
+fi
 model=$PWD/.featstream/models/efficientnet-lite0
 data=$PWD/.featstream/data/fashion-mnist/imagefolder
 net=Cluster/netns-cluster.sh
 period=500000
 quota_us=$(awk -v q="$quota" -v p="$period" 'BEGIN { printf "%d", q * p }')
+# Enough images that no job runs out inside its window, even at full speed.
+images=60000
 work=$(mktemp -d)
 
-cpu_group() {  # cpu_group NAME -> path of a cgroup with the quota applied
+cpu_group() {  # cpu_group NAME -> the cgroup directory, with the quota applied
   local g
   if [[ -d /sys/fs/cgroup/cpu ]]; then
     g=/sys/fs/cgroup/cpu/featstream-bench-$1
     mkdir -p "$g"
     echo "$period" > "$g/cpu.cfs_period_us"
     echo "$quota_us" > "$g/cpu.cfs_quota_us"
-    echo "$g/tasks"
   else
     g=/sys/fs/cgroup/featstream-bench-$1
     mkdir -p "$g"
     echo "$quota_us $period" > "$g/cpu.max"
-    echo "$g/cgroup.procs"
   fi
+  echo "$g"
 }
 
 cleanup() {
-  pkill -f "featstream-bench-marker" 2>/dev/null || true
+  pkill -9 -f "featstream-bench-marker" 2>/dev/null || true
+  for p in "${pids[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done
   bash "$net" down >/dev/null 2>&1 || true
+  sleep 0.2
   rmdir /sys/fs/cgroup/cpu/featstream-bench-* /sys/fs/cgroup/featstream-bench-* 2>/dev/null || true
   rm -rf "$work"
 }
+pids=()
 trap cleanup EXIT
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 hz=$(getconf CLK_TCK)
+now() { echo "$EPOCHREALTIME"; }
 
-# One job with N workers; prints "aggregate-img/s head-cpu-share-percent".
+# Sum of CPU ticks of the given pids.
+cpu_ticks() { local s=0 p; for p in "$@"; do s=$((s + $(ticks "$p"))); done; echo "$s"; }
+
+# Periods and throttled periods summed over the groups w1..wN.
+throttling() {
+  local n=$1 i g periods=0 throttled=0
+  for i in $(seq 1 "$n"); do
+    g=/sys/fs/cgroup/cpu/featstream-bench-w$i
+    [[ -d $g ]] || g=/sys/fs/cgroup/featstream-bench-w$i
+    read -r p t < <(awk '$1 == "nr_periods" { p = $2 } $1 == "nr_throttled" { t = $2 } END { print p + 0, t + 0 }' "$g/cpu.stat")
+    periods=$((periods + p)); throttled=$((throttled + t))
+  done
+  echo "$periods $throttled"
+}
+
+# slope FILE FROM TO: least-squares slope of column 2 against column 1 over FROM <= t <= TO.
+slope() {
+  awk -v a="$2" -v b="$3" '$1 >= a && $1 <= b { t = $1 - a; n++; st += t; sc += $2; stt += t * t; stc += t * $2 }
+    END { d = n * stt - st * st; printf "%.3f\n", (n > 2 && d > 0) ? (n * stc - st * sc) / d : 0 }' "$1"
+}
+
+# measure KIND N OUT PIDS...: waits for readiness, the warm-up and the window, printing
+# "img/s cpu-ms-per-image throttled-percent head-cpu-percent" (head share only for jobs).
+# $ready, $sample and $rate_of are set by the caller (functions of OUT).
+measure() {
+  local n=$1 out=$2 head=$3; shift 3
+  local deadline=$(( ${EPOCHSECONDS} + 120 ))
+  until $ready "$out" "$n"; do
+    ((EPOCHSECONDS < deadline)) || { echo "scaling: $n processes not all producing after 120 s; logs in $out" >&2; exit 1; }
+    $sample "$out"; sleep 0.5
+  done
+  local t0 t1
+  t0=$(awk -v w="$warm" 'BEGIN { printf "%.6f", '"$(now)"' + w }')
+  t1=$(awk -v w="$window" -v t="$t0" 'BEGIN { printf "%.6f", t + w }')
+  while awk -v t="$(now)" -v a="$t0" 'BEGIN { exit !(t < a) }'; do $sample "$out"; sleep 0.5; done
+  local c0 h0 thr0 s0 c1 h1 thr1 s1
+  c0=$(cpu_ticks "$@"); h0=$(cpu_ticks $head); thr0=$(throttling "$n"); s0=$(now)
+  while awk -v t="$(now)" -v b="$t1" 'BEGIN { exit !(t < b) }'; do $sample "$out"; sleep 0.5; done
+  $sample "$out"
+  c1=$(cpu_ticks "$@"); h1=$(cpu_ticks $head); thr1=$(throttling "$n"); s1=$(now)
+  local rate
+  rate=$($rate_of "$out" "$t0" "$t1")
+  awk -v r="$rate" -v c="$((c1 - c0))" -v h="$((h1 - h0))" -v hz="$hz" -v s="$(awk -v a="$s0" -v b="$s1" 'BEGIN { print b - a }')" \
+      -v p="$(( ${thr1% *} - ${thr0% *} ))" -v t="$(( ${thr1#* } - ${thr0#* } ))" \
+      'BEGIN { printf "%.2f %.2f %.1f %.2f\n", r, 1000 * c / hz / (r * s), p ? 100 * t / p : 0, 100 * h / hz / s }'
+}
+
+# The head's images counter, summed over workers, sampled into OUT/samples as "time count".
+job_sample() {
+  local m
+  m=$(ip netns exec fs-h2 curl -sf --max-time 1 http://10.77.0.12:9400/metrics 2>/dev/null) || return 0
+  awk -v t="$(now)" '/^featstream_images_total\{/ && /role="head"/ { s += $NF; n++ } END { if (n) printf "%s %d %d\n", t, s, n }' \
+      <<<"$m" >>"$1/samples"
+}
+job_ready() { [[ -s $1/samples ]] && awk -v n="$2" 'END { exit !($3 >= n) }' "$1/samples"; }
+job_rate() { slope "$1/samples" "$2" "$3"; }
+
+# One job with N workers; prints measure's line.
 run_job() {
   local n=$1
   bash "$net" down >/dev/null 2>&1 || true
@@ -77,76 +150,87 @@ run_job() {
   out=$(mktemp -d "$work/n$n-XXXX")
   ip netns exec fs-h1 "$bin" coordinator --bind tcp://10.77.0.11:5555 --head tcp://10.77.0.12:5556 \
       --data "$data" --split train --limit "$images" --journal "$out/journal" --shard-size 32 >/dev/null 2>"$out/coordinator.log" &
-  local coordinator=$!
+  pids=($!)
   ip netns exec fs-h2 "$bin" head --bind tcp://10.77.0.12:5556 --coordinator tcp://10.77.0.11:5555 \
-      --store "$out/store" >/dev/null 2>"$out/head.log" &
+      --store "$out/store" --metrics-port 9400 >/dev/null 2>"$out/head.log" &
   local head=$!
-  local start
-  start=$(date +%s.%N)
+  pids+=("$head")
+  local workers=()
   for i in $(seq 1 "$n"); do
-    local tasks
-    tasks=$(cpu_group "w$i")
+    local g
+    g=$(cpu_group "w$i")
     # Join the cgroup before entering the namespace: `ip netns exec` remounts /sys, hiding the cgroup tree.
-    sh -c "echo \$\$ > $tasks; exec ip netns exec fs-h$((i + 2)) $bin worker --coordinator tcp://10.77.0.11:5555 \
+    sh -c "echo \$\$ > $g/cgroup.procs; exec ip netns exec fs-h$((i + 2)) $bin worker --coordinator tcp://10.77.0.11:5555 \
         --model $model --data $data --split train --threads 1 --batch 16 --name w$i" >/dev/null 2>"$out/w$i.log" &
+    workers+=($!)
   done
-  # Sample the head's CPU time while the job runs: bash reaps it as soon as it exits.
-  local head_ticks=0
-  while kill -0 "$coordinator" 2>/dev/null; do
-    head_ticks=$(ticks "$head" 2>/dev/null || echo "$head_ticks")
-    sleep 0.2
-  done
-  local end
-  end=$(date +%s.%N)
-  wait
-  local rate
-  rate=$(cat "$out"/w*.log | sed -nE 's/.*on shards: ([0-9.]+) img\/s.*/\1/p' | awk '{ s += $1 } END { printf "%.1f", s }')
-  awk -v r="$rate" -v t="$head_ticks" -v hz="$hz" -v a="$start" -v b="$end" 'BEGIN { printf "%s %.2f\n", r, 100 * t / hz / (b - a) }'
+  pids+=("${workers[@]}")
+  ready=job_ready sample=job_sample rate_of=job_rate measure "$n" "$out" "$head" "${workers[@]}"
+  kill -9 "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  pids=()
 }
 
-# N standalone extractions under the same quotas; prints their summed img/s.
+# A peer's progress lines, "extract: DONE/TOTAL ...", stamped on arrival as "time done".
+peer_sample() { :; }
+peer_ready() { local f c=0; for f in "$1"/x*.progress; do [[ -s $f ]] && c=$((c + 1)); done; ((c >= $2)); }
+peer_rate() { local f; for f in "$1"/x*.progress; do slope "$f" "$2" "$3"; done | awk '{ s += $1 } END { printf "%.3f\n", s }'; }
+
+# N standalone extractions under the same quotas; prints measure's line.
 run_peer() {
   local n=$1 out
   out=$(mktemp -d "$work/peer$n-XXXX")
+  local copies=()
   for i in $(seq 1 "$n"); do
-    local tasks
-    tasks=$(cpu_group "w$i")
-    sh -c "echo \$\$ > $tasks; exec $bin extract --model $model --data $data --split train --limit $((images / n)) \
-        --threads 1 --batch 16 --out $out/x$i" >"$out/x$i.log" 2>&1 &
+    local g
+    g=$(cpu_group "w$i")
+    sh -c "echo \$\$ > $g/cgroup.procs; exec $bin extract --model $model --data $data --split train --limit $images \
+        --threads 1 --batch 16 --out $out/x$i" \
+        2> >(while IFS= read -r line; do
+               [[ $line =~ ^extract:\ ([0-9]+)/ ]] && echo "$EPOCHREALTIME ${BASH_REMATCH[1]}"
+             done >"$out/x$i.progress") >/dev/null &
+    copies+=($!)
   done
-  wait
-  cat "$out"/x*.log | sed -nE 's/.* ([0-9.]+) img\/s -> .*/\1/p' | awk '{ s += $1 } END { printf "%.1f\n", s }'
+  pids=("${copies[@]}")
+  ready=peer_ready sample=peer_sample rate_of=peer_rate measure "$n" "$out" "" "${copies[@]}"
+  kill -9 "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  pids=()
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # The first job warms the page cache and the model files; it is run and not reported.
+warm_full=$warm; warm=1; window_full=$window; window=3
 run_job 1 >/dev/null
+warm=$warm_full; window=$window_full
 results=$work/results
 : >"$results"
 for round in $(seq 1 "$rounds"); do
   if ((round % 2)); then order=$(seq 1 "$max"); else order=$(seq "$max" -1 1); fi
   for n in $order; do
-    read -r rate share < <(run_job "$n")
-    peer=$(run_peer "$n")
-    echo "$n $rate $share $peer" >>"$results"
-    echo "round $round: $n worker(s) $rate img/s, head $share%; without a cluster $peer img/s" >&2
+    read -r rate cpu throttled share < <(run_job "$n")
+    read -r peer pcpu pthrottled _ < <(run_peer "$n")
+    echo "$n $rate $share $peer $cpu $pcpu $throttled $pthrottled" >>"$results"
+    echo "round $round: $n worker(s) $rate img/s (${cpu} ms CPU/img, throttled in ${throttled}% of periods), head $share%;" \
+         "without a cluster $peer img/s (${pcpu} ms/img, ${pthrottled}%)" >&2
   done
 done
 
-# column N C: column C (2 rate, 3 head share, 4 peer rate) of every result for N workers.
+# column N C: column C of every result for N workers (2 rate, 3 head share, 4 peer rate,
+# 5 and 6 CPU ms per image with and without a cluster, 7 and 8 throttled percent).
 column() { awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$results"; }
 
 single=$(column 1 2 | median)
-echo "| workers | quota per worker | aggregate img/s, median of $rounds (range) | vs N x one worker | head CPU share (median) | same N without a cluster, img/s | cluster vs without |"
-echo "|---|---|---|---|---|---|---|"
+echo "| workers | quota per worker | aggregate img/s, median of $rounds (range) | vs N x one worker | head CPU share | CPU ms/img | throttled periods | same N without a cluster, img/s | cluster vs without | without: CPU ms/img, throttled |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for n in $(seq 1 "$max"); do
   rate=$(column "$n" 2 | median)
   low=$(column "$n" 2 | sort -g | head -1)
   high=$(column "$n" 2 | sort -g | tail -1)
-  share=$(column "$n" 3 | median)
   peer=$(column "$n" 4 | median)
   ratio=$(awk -v r="$rate" -v s="$single" -v n="$n" 'BEGIN { printf "%.3f", r / (s * n) }')
   versus=$(awk -v r="$rate" -v p="$peer" 'BEGIN { printf "%.3f", r / p }')
-  echo "| $n | $quota core | $rate ($low-$high) | ${ratio}x | ${share}% | $peer | ${versus}x |"
+  echo "| $n | $quota core | $rate ($low-$high) | ${ratio}x | $(column "$n" 3 | median)% | $(column "$n" 5 | median) |" \
+       "$(column "$n" 7 | median)% | $peer | ${versus}x | $(column "$n" 6 | median), $(column "$n" 8 | median)% |"
 done

@@ -138,6 +138,46 @@ final class ExtractionTests: XCTestCase {
         }
     }
 
+    /// A worker calls `extract` once per shard on one extractor, which keeps its batch buffers
+    /// between calls. Calls after one whose sink threw while decoders were still busy, and calls
+    /// shard by shard, give bit for bit the features of one long call.
+    func testShardByShardCallsAfterAnAbortedCallMatchOneLongCall() throws {
+        struct Abort: Error {}
+        let dataset = try DatasetIndex.open(path: Self.demo.appendingPathComponent("imagefolder").path)
+        let items = Array(dataset.items.filter { $0.split == "val" }.prefix(24))
+        let extractor = try FeatureExtractor(config: try ModelConfig.load(Self.lite0), batchSize: 4, threads: 1)
+        func features(_ items: [DatasetItem]) throws -> [String: [Float]] {
+            var byKey: [String: [Float]] = [:]
+            try extractor.extract(items, from: dataset, decodeThreads: 3) { batch in
+                XCTAssertEqual(batch.deadLetters, [])
+                for (row, item) in batch.items.enumerated() {
+                    byKey[item.key] = Array(batch.features[(row * extractor.featureWidth)..<((row + 1) * extractor.featureWidth)])
+                }
+            }
+            return byKey
+        }
+        let reference = try FeatureExtractor(config: try ModelConfig.load(Self.lite0), batchSize: 4, threads: 1)
+        var expected: [String: [Float]] = [:]
+        try reference.extract(items, from: dataset, decodeThreads: 1) { batch in
+            for (row, item) in batch.items.enumerated() {
+                expected[item.key] = Array(batch.features[(row * reference.featureWidth)..<((row + 1) * reference.featureWidth)])
+            }
+        }
+        XCTAssertEqual(expected.count, 24)
+
+        var sunk = 0
+        XCTAssertThrowsError(try extractor.extract(items, from: dataset, decodeThreads: 3) { _ in
+            sunk += 1
+            throw Abort()
+        }) { XCTAssertTrue($0 is Abort) }
+        XCTAssertEqual(sunk, 1)
+        var shardByShard: [String: [Float]] = [:]
+        for start in stride(from: 0, to: items.count, by: 7) {
+            try shardByShard.merge(features(Array(items[start..<min(items.count, start + 7)]))) { a, _ in a }
+        }
+        XCTAssertEqual(shardByShard, expected)
+    }
+
     /// `--dtype f16` halves the file and stays within half precision of the f32 features.
     func testHalfPrecisionFeatures() throws {
         var arrays: [NumpyArray] = []
