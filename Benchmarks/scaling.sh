@@ -16,8 +16,8 @@
 # way from their progress lines. The machine's two vCPUs, shared caches and neighbours slow N
 # co-located processes whatever they run; "vs the same N without a cluster" is what the cluster
 # itself costs. Two diagnostics explain what is left: the CPU milliseconds each image cost the
-# quota'd processes, and the share of quota periods in which they were throttled (a process that
-# is not throttled in every period did not get its quota: the machine ran out of CPU).
+# quota'd processes, and the share of their quota they used (under 100%, and throttled in fewer
+# than all periods: the machine ran out of CPU before they ran out of quota).
 #
 # The quota's period is 500 ms rather than the kernel's usual 100 ms. CFS bandwidth control hands
 # out quota in 5 ms slices per CPU, and with 100 ms periods the slices stranded on the other CPU
@@ -29,7 +29,7 @@
 # Jobs run in ROUNDS, each visiting every N (ascending, then descending in the next round, so that
 # slow drift of the machine falls on every N alike); the table gives each N's median and range.
 #
-# Usage (root): [FEATSTREAM=BIN] bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.4] [ROUNDS=3] [WINDOW=40] [WARM=4]
+# Usage (root): [FEATSTREAM=BIN] [SCALING_KEEP=DIR] bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.4] [ROUNDS=3] [WINDOW=40] [WARM=4] (whole seconds)
 # Needs cgroup v1's cpu controller at /sys/fs/cgroup/cpu (cgroup v2: /sys/fs/cgroup with cpu.max).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,8 @@ quota=${2:-0.4}
 rounds=${3:-3}
 window=${4:-40}
 warm=${5:-4}
+# The peers report progress every 5 s, and a slope needs several reports inside the window.
+((window >= 20)) || { echo "scaling: WINDOW must be at least 20 seconds" >&2; exit 2; }
 # FEATSTREAM=path measures that binary (e.g. an earlier build) instead of building this checkout.
 if [[ -n ${FEATSTREAM:-} ]]; then
   bin=$FEATSTREAM
@@ -52,7 +54,9 @@ period=500000
 quota_us=$(awk -v q="$quota" -v p="$period" 'BEGIN { printf "%d", q * p }')
 # Enough images that no job runs out inside its window, even at full speed.
 images=60000
-work=$(mktemp -d)
+# SCALING_KEEP=DIR keeps every job's samples, progress lines and logs there.
+work=${SCALING_KEEP:-$(mktemp -d)}
+mkdir -p "$work"
 
 cpu_group() {  # cpu_group NAME -> the cgroup directory, with the quota applied
   local g
@@ -75,7 +79,7 @@ cleanup() {
   bash "$net" down >/dev/null 2>&1 || true
   sleep 0.2
   rmdir /sys/fs/cgroup/cpu/featstream-bench-* /sys/fs/cgroup/featstream-bench-* 2>/dev/null || true
-  rm -rf "$work"
+  [[ -n ${SCALING_KEEP:-} ]] || rm -rf "$work"
 }
 pids=()
 trap cleanup EXIT
@@ -83,6 +87,8 @@ trap cleanup EXIT
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 hz=$(getconf CLK_TCK)
 now() { echo "$EPOCHREALTIME"; }
+# Microseconds since the epoch, for comparisons in the sampling loops without spawning a process.
+micros() { local t=$EPOCHREALTIME; echo "${t/./}"; }
 
 # Sum of CPU ticks of the given pids.
 cpu_ticks() { local s=0 p; for p in "$@"; do s=$((s + $(ticks "$p"))); done; echo "$s"; }
@@ -106,7 +112,9 @@ slope() {
 }
 
 # measure KIND N OUT PIDS...: waits for readiness, the warm-up and the window, printing
-# "img/s cpu-ms-per-image throttled-percent head-cpu-percent" (head share only for jobs).
+# "img/s cpu-ms-per-image throttled-percent head-cpu-percent quota-used-percent" (head share only
+# for jobs). The quota used comes from CPU time alone, so it checks the rate: a job that used its
+# whole quota at an unchanged CPU cost per image cannot have been faster or slower.
 # $ready, $sample and $rate_of are set by the caller (functions of OUT).
 measure() {
   local n=$1 out=$2 head=$3; shift 3
@@ -116,28 +124,45 @@ measure() {
     $sample "$out"; sleep 0.5
   done
   local t0 t1
-  t0=$(awk -v w="$warm" 'BEGIN { printf "%.6f", '"$(now)"' + w }')
-  t1=$(awk -v w="$window" -v t="$t0" 'BEGIN { printf "%.6f", t + w }')
-  while awk -v t="$(now)" -v a="$t0" 'BEGIN { exit !(t < a) }'; do $sample "$out"; sleep 0.5; done
+  t0=$(( $(micros) + warm * 1000000 ))
+  t1=$(( t0 + window * 1000000 ))
+  while (( $(micros) < t0 )); do $sample "$out"; sleep 0.5; done
   local c0 h0 thr0 s0 c1 h1 thr1 s1
   c0=$(cpu_ticks "$@"); h0=$(cpu_ticks $head); thr0=$(throttling "$n"); s0=$(now)
-  while awk -v t="$(now)" -v b="$t1" 'BEGIN { exit !(t < b) }'; do $sample "$out"; sleep 0.5; done
+  while (( $(micros) < t1 )); do $sample "$out"; sleep 0.5; done
   $sample "$out"
   c1=$(cpu_ticks "$@"); h1=$(cpu_ticks $head); thr1=$(throttling "$n"); s1=$(now)
+  echo "window $s0 $s1 ticks $c0 $c1" >"$out/window"
   local rate
-  rate=$($rate_of "$out" "$t0" "$t1")
+  rate=$($rate_of "$out" "${t0:0:-6}.${t0: -6}" "${t1:0:-6}.${t1: -6}")
   awk -v r="$rate" -v c="$((c1 - c0))" -v h="$((h1 - h0))" -v hz="$hz" -v s="$(awk -v a="$s0" -v b="$s1" 'BEGIN { print b - a }')" \
       -v p="$(( ${thr1% *} - ${thr0% *} ))" -v t="$(( ${thr1#* } - ${thr0#* } ))" \
-      'BEGIN { printf "%.2f %.2f %.1f %.2f\n", r, 1000 * c / hz / (r * s), p ? 100 * t / p : 0, 100 * h / hz / s }'
+      -v q="$(awk -v n="$n" -v q="$quota" 'BEGIN { print n * q }')" \
+      'BEGIN { printf "%.2f %.2f %.1f %.2f %.1f\n", r, 1000 * c / hz / (r * s), p ? 100 * t / p : 0, 100 * h / hz / s, 100 * c / hz / s / q }'
 }
 
-# The head's images counter, summed over workers, sampled into OUT/samples as "time count".
-job_sample() {
-  local m
-  m=$(ip netns exec fs-h2 curl -sf --max-time 1 http://10.77.0.12:9400/metrics 2>/dev/null) || return 0
-  awk -v t="$(now)" '/^featstream_images_total\{/ && /role="head"/ { s += $NF; n++ } END { if (n) printf "%s %d %d\n", t, s, n }' \
-      <<<"$m" >>"$1/samples"
+# The head's images counter, summed over workers, appended to OUT/samples as "time count workers"
+# every half second by one long-lived shell inside the head's namespace. (An `ip netns exec curl`
+# per sample cost 15 ms of CPU, 3% of a core at two samples a second, taken from the quota'd workers
+# when their quotas fill the machine.)
+start_sampler() {
+  ip netns exec fs-h2 bash -c '
+    while :; do
+      t=$EPOCHREALTIME s=0 n=0
+      if exec 3<>/dev/tcp/10.77.0.12/9400; then
+        printf "GET /metrics HTTP/1.1\r\nHost: 10.77.0.12\r\nConnection: close\r\n\r\n" >&3
+        while IFS= read -r -t 2 line <&3; do
+          line=${line%$'"'"'\r'"'"'}
+          case $line in featstream_images_total\{*role=\"head\"*) v=${line##* }; s=$((s + ${v%%.*})); n=$((n + 1)) ;; esac
+        done
+        exec 3<&-
+        ((n)) && echo "$t $s $n"
+      fi
+      sleep 0.5
+    done' >>"$1/samples" 2>/dev/null &
+  pids+=($!)
 }
+job_sample() { :; }
 job_ready() { [[ -s $1/samples ]] && awk -v n="$2" 'END { exit !($3 >= n) }' "$1/samples"; }
 job_rate() { slope "$1/samples" "$2" "$3"; }
 
@@ -165,6 +190,7 @@ run_job() {
     workers+=($!)
   done
   pids+=("${workers[@]}")
+  start_sampler "$out"
   ready=job_ready sample=job_sample rate_of=job_rate measure "$n" "$out" "$head" "${workers[@]}"
   kill -9 "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
@@ -209,20 +235,20 @@ results=$work/results
 for round in $(seq 1 "$rounds"); do
   if ((round % 2)); then order=$(seq 1 "$max"); else order=$(seq "$max" -1 1); fi
   for n in $order; do
-    read -r rate cpu throttled share < <(run_job "$n")
-    read -r peer pcpu pthrottled _ < <(run_peer "$n")
-    echo "$n $rate $share $peer $cpu $pcpu $throttled $pthrottled" >>"$results"
-    echo "round $round: $n worker(s) $rate img/s (${cpu} ms CPU/img, throttled in ${throttled}% of periods), head $share%;" \
-         "without a cluster $peer img/s (${pcpu} ms/img, ${pthrottled}%)" >&2
+    read -r rate cpu throttled share used < <(run_job "$n")
+    read -r peer pcpu pthrottled _ pused < <(run_peer "$n")
+    echo "$n $rate $share $peer $cpu $pcpu $throttled $pthrottled $used $pused" >>"$results"
+    echo "round $round: $n worker(s) $rate img/s (${cpu} ms CPU/img, ${used}% of the quota used, throttled in ${throttled}% of periods)," \
+         "head $share%; without a cluster $peer img/s (${pcpu} ms/img, ${pused}%, ${pthrottled}%)" >&2
   done
 done
 
 # column N C: column C of every result for N workers (2 rate, 3 head share, 4 peer rate,
-# 5 and 6 CPU ms per image with and without a cluster, 7 and 8 throttled percent).
+# 5 and 6 CPU ms per image with and without a cluster, 7 and 8 throttled percent, 9 and 10 quota used).
 column() { awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$results"; }
 
 single=$(column 1 2 | median)
-echo "| workers | quota per worker | aggregate img/s, median of $rounds (range) | vs N x one worker | head CPU share | CPU ms/img | throttled periods | same N without a cluster, img/s | cluster vs without | without: CPU ms/img, throttled |"
+echo "| workers | quota per worker | aggregate img/s, median of $rounds (range) | vs N x one worker | head CPU share | quota used | CPU ms/img | same N without a cluster, img/s | cluster vs without | without: quota used, CPU ms/img |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 for n in $(seq 1 "$max"); do
   rate=$(column "$n" 2 | median)
@@ -231,6 +257,6 @@ for n in $(seq 1 "$max"); do
   peer=$(column "$n" 4 | median)
   ratio=$(awk -v r="$rate" -v s="$single" -v n="$n" 'BEGIN { printf "%.3f", r / (s * n) }')
   versus=$(awk -v r="$rate" -v p="$peer" 'BEGIN { printf "%.3f", r / p }')
-  echo "| $n | $quota core | $rate ($low-$high) | ${ratio}x | $(column "$n" 3 | median)% | $(column "$n" 5 | median) |" \
-       "$(column "$n" 7 | median)% | $peer | ${versus}x | $(column "$n" 6 | median), $(column "$n" 8 | median)% |"
+  echo "| $n | $quota core | $rate ($low-$high) | ${ratio}x | $(column "$n" 3 | median)% | $(column "$n" 9 | median)% |" \
+       "$(column "$n" 5 | median) | $peer | ${versus}x | $(column "$n" 10 | median)%, $(column "$n" 6 | median) |"
 done

@@ -34,8 +34,8 @@ public final class FeatureExtractor {
     private let preprocessor: ImagePreprocessor
     private let pixelLimit: Int
     /// Batch buffers kept from one call to the next. A worker calls `extract` once per 32-image
-    /// shard, and two fresh 9.6 MB buffers per shard cost it 4,700 page faults each time: 6-8% more
-    /// CPU per image than one long extraction, under a cgroup quota (Benchmarks/scaling.sh).
+    /// shard, and two fresh 9.6 MB buffers per shard cost it 4,700 page faults each time: mostly 5-8%
+    /// more CPU per image than one long extraction, under a cgroup quota (Benchmarks/scaling.sh).
     private var buffers: [BatchPool.Buffer] = []
 
     /// Loads the backbone and checks that the config's input matches the model.
