@@ -74,7 +74,6 @@ cpu_group() {  # cpu_group NAME -> the cgroup directory, with the quota applied
 }
 
 cleanup() {
-  pkill -9 -f "featstream-bench-marker" 2>/dev/null || true
   for p in "${pids[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done
   bash "$net" down >/dev/null 2>&1 || true
   sleep 0.2
@@ -111,26 +110,25 @@ slope() {
     END { d = n * stt - st * st; printf "%.3f\n", (n > 2 && d > 0) ? (n * stc - st * sc) / d : 0 }' "$1"
 }
 
-# measure KIND N OUT PIDS...: waits for readiness, the warm-up and the window, printing
+# measure N OUT HEAD PIDS...: waits for readiness, the warm-up and the window, printing
 # "img/s cpu-ms-per-image throttled-percent head-cpu-percent quota-used-percent" (head share only
 # for jobs). The quota used comes from CPU time alone, so it checks the rate: a job that used its
 # whole quota at an unchanged CPU cost per image cannot have been faster or slower.
-# $ready, $sample and $rate_of are set by the caller (functions of OUT).
+# $ready and $rate_of are set by the caller (functions of OUT).
 measure() {
   local n=$1 out=$2 head=$3; shift 3
   local deadline=$(( ${EPOCHSECONDS} + 120 ))
   until $ready "$out" "$n"; do
     ((EPOCHSECONDS < deadline)) || { echo "scaling: $n processes not all producing after 120 s; logs in $out" >&2; exit 1; }
-    $sample "$out"; sleep 0.5
+    sleep 0.5
   done
   local t0 t1
   t0=$(( $(micros) + warm * 1000000 ))
   t1=$(( t0 + window * 1000000 ))
-  while (( $(micros) < t0 )); do $sample "$out"; sleep 0.5; done
+  while (( $(micros) < t0 )); do sleep 0.5; done
   local c0 h0 thr0 s0 c1 h1 thr1 s1
   c0=$(cpu_ticks "$@"); h0=$(cpu_ticks $head); thr0=$(throttling "$n"); s0=$(now)
-  while (( $(micros) < t1 )); do $sample "$out"; sleep 0.5; done
-  $sample "$out"
+  while (( $(micros) < t1 )); do sleep 0.5; done
   c1=$(cpu_ticks "$@"); h1=$(cpu_ticks $head); thr1=$(throttling "$n"); s1=$(now)
   echo "window $s0 $s1 ticks $c0 $c1" >"$out/window"
   local rate
@@ -162,7 +160,6 @@ start_sampler() {
     done' >>"$1/samples" 2>/dev/null &
   pids+=($!)
 }
-job_sample() { :; }
 job_ready() { [[ -s $1/samples ]] && awk -v n="$2" 'END { exit !($3 >= n) }' "$1/samples"; }
 job_rate() { slope "$1/samples" "$2" "$3"; }
 
@@ -191,14 +188,13 @@ run_job() {
   done
   pids+=("${workers[@]}")
   start_sampler "$out"
-  ready=job_ready sample=job_sample rate_of=job_rate measure "$n" "$out" "$head" "${workers[@]}"
+  ready=job_ready rate_of=job_rate measure "$n" "$out" "$head" "${workers[@]}"
   kill -9 "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   pids=()
 }
 
 # A peer's progress lines, "extract: DONE/TOTAL ...", stamped on arrival as "time done".
-peer_sample() { :; }
 peer_ready() { local f c=0; for f in "$1"/x*.progress; do [[ -s $f ]] && c=$((c + 1)); done; ((c >= $2)); }
 peer_rate() { local f; for f in "$1"/x*.progress; do slope "$f" "$2" "$3"; done | awk '{ s += $1 } END { printf "%.3f\n", s }'; }
 
@@ -218,7 +214,7 @@ run_peer() {
     copies+=($!)
   done
   pids=("${copies[@]}")
-  ready=peer_ready sample=peer_sample rate_of=peer_rate measure "$n" "$out" "" "${copies[@]}"
+  ready=peer_ready rate_of=peer_rate measure "$n" "$out" "" "${copies[@]}"
   kill -9 "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   pids=()
