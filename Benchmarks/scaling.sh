@@ -58,16 +58,18 @@ images=60000
 work=${SCALING_KEEP:-$(mktemp -d)}
 mkdir -p "$work"
 
+group_dir() {  # group_dir NAME -> the cgroup directory of NAME (cgroup v1's cpu controller or v2)
+  if [[ -d /sys/fs/cgroup/cpu ]]; then echo "/sys/fs/cgroup/cpu/featstream-bench-$1"; else echo "/sys/fs/cgroup/featstream-bench-$1"; fi
+}
+
 cpu_group() {  # cpu_group NAME -> the cgroup directory, with the quota applied
   local g
-  if [[ -d /sys/fs/cgroup/cpu ]]; then
-    g=/sys/fs/cgroup/cpu/featstream-bench-$1
-    mkdir -p "$g"
+  g=$(group_dir "$1")
+  mkdir -p "$g"
+  if [[ -e $g/cpu.cfs_quota_us ]]; then
     echo "$period" > "$g/cpu.cfs_period_us"
     echo "$quota_us" > "$g/cpu.cfs_quota_us"
   else
-    g=/sys/fs/cgroup/featstream-bench-$1
-    mkdir -p "$g"
     echo "$quota_us $period" > "$g/cpu.max"
   fi
   echo "$g"
@@ -96,8 +98,7 @@ cpu_ticks() { local s=0 p; for p in "$@"; do s=$((s + $(ticks "$p"))); done; ech
 throttling() {
   local n=$1 i g periods=0 throttled=0
   for i in $(seq 1 "$n"); do
-    g=/sys/fs/cgroup/cpu/featstream-bench-w$i
-    [[ -d $g ]] || g=/sys/fs/cgroup/featstream-bench-w$i
+    g=$(group_dir "w$i")
     read -r p t < <(awk '$1 == "nr_periods" { p = $2 } $1 == "nr_throttled" { t = $2 } END { print p + 0, t + 0 }' "$g/cpu.stat")
     periods=$((periods + p)); throttled=$((throttled + t))
   done

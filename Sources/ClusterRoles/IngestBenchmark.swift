@@ -41,17 +41,16 @@ public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, row
         let rows = min(rowsPerBatch, vectors - produced)
         let first = produced % available
         let key = first * (rowsPerBatch + 1) + rows
-        let encoded = payloads[key] ?? {
+        if payloads[key] == nil {
             var values = [Float]()
             values.reserveCapacity(rows * dimension)
             for row in 0..<rows {
                 let source = (first + row) % available
                 values.append(contentsOf: features[(source * dimension)..<((source + 1) * dimension)])
             }
-            return values.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: dtype, codec: codec) }
-        }()
-        payloads[key] = encoded
-        let (payload, rawLength) = encoded
+            payloads[key] = values.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: dtype, codec: codec) }
+        }
+        let (payload, rawLength) = payloads[key]!
         let shard = produced / shardSize
         let offsets = (0..<rows).map { UInt32((produced + $0) % shardSize) }
         let shardItems = min(shardSize, vectors - shard * shardSize)

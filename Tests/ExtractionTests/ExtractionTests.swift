@@ -145,10 +145,9 @@ final class ExtractionTests: XCTestCase {
         struct Abort: Error {}
         let dataset = try DatasetIndex.open(path: Self.demo.appendingPathComponent("imagefolder").path)
         let items = Array(dataset.items.filter { $0.split == "val" }.prefix(24))
-        let extractor = try FeatureExtractor(config: try ModelConfig.load(Self.lite0), batchSize: 4, threads: 1)
-        func features(_ items: [DatasetItem]) throws -> [String: [Float]] {
+        func features(_ items: [DatasetItem], on extractor: FeatureExtractor, decodeThreads: Int) throws -> [String: [Float]] {
             var byKey: [String: [Float]] = [:]
-            try extractor.extract(items, from: dataset, decodeThreads: 3) { batch in
+            try extractor.extract(items, from: dataset, decodeThreads: decodeThreads) { batch in
                 XCTAssertEqual(batch.deadLetters, [])
                 for (row, item) in batch.items.enumerated() {
                     byKey[item.key] = Array(batch.features[(row * extractor.featureWidth)..<((row + 1) * extractor.featureWidth)])
@@ -156,15 +155,11 @@ final class ExtractionTests: XCTestCase {
             }
             return byKey
         }
-        let reference = try FeatureExtractor(config: try ModelConfig.load(Self.lite0), batchSize: 4, threads: 1)
-        var expected: [String: [Float]] = [:]
-        try reference.extract(items, from: dataset, decodeThreads: 1) { batch in
-            for (row, item) in batch.items.enumerated() {
-                expected[item.key] = Array(batch.features[(row * reference.featureWidth)..<((row + 1) * reference.featureWidth)])
-            }
-        }
+        let config = try ModelConfig.load(Self.lite0)
+        let expected = try features(items, on: try FeatureExtractor(config: config, batchSize: 4, threads: 1), decodeThreads: 1)
         XCTAssertEqual(expected.count, 24)
 
+        let extractor = try FeatureExtractor(config: config, batchSize: 4, threads: 1)
         var sunk = 0
         XCTAssertThrowsError(try extractor.extract(items, from: dataset, decodeThreads: 3) { _ in
             sunk += 1
@@ -173,7 +168,8 @@ final class ExtractionTests: XCTestCase {
         XCTAssertEqual(sunk, 1)
         var shardByShard: [String: [Float]] = [:]
         for start in stride(from: 0, to: items.count, by: 7) {
-            try shardByShard.merge(features(Array(items[start..<min(items.count, start + 7)]))) { a, _ in a }
+            let shard = Array(items[start..<min(items.count, start + 7)])
+            try shardByShard.merge(features(shard, on: extractor, decodeThreads: 3)) { a, _ in a }
         }
         XCTAssertEqual(shardByShard, expected)
     }
