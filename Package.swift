@@ -48,6 +48,12 @@ let package = Package(
         .target(name: "FeatureCodec", dependencies: ["CLZ4", "CSIMDKernels", "WireProtocol"]),
         .target(name: "Coordination", dependencies: ["WireProtocol"]),
         .target(name: "FeatureStore", dependencies: ["CFileSpace", "WireProtocol", "FeatureCodec"]),
+        // The protocol rules of each role as pure state machines (no sockets, clocks or files).
+        .target(name: "ClusterSessions", dependencies: ["Coordination", "FeatureStore", "WireProtocol"]),
+        // A deterministic simulator of a whole job over the real sessions, journal, ledger and store.
+        .target(name: "ClusterSimulation",
+                dependencies: ["ClusterSessions", "Coordination", "FeatureStore", "FeatureCodec", "WireProtocol", "FeatStreamTestSupport"]),
+        .executableTarget(name: "featstream-sim", dependencies: ["ClusterSimulation"]),
         .target(name: "Transport", dependencies: ["CZMQ"]),
         .target(name: "RoleMetrics", dependencies: [.product(name: "Prometheus", package: "swift-prometheus")]),
         .target(name: "ClusterLaunch"),
@@ -59,7 +65,7 @@ let package = Package(
         .target(name: "HeadJob", dependencies: ["HeadTraining", "HeadExport", "FeatureStore", "Extraction", "ImageInput"]),
         .target(
             name: "ClusterRoles",
-            dependencies: ["Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput",
+            dependencies: ["ClusterSessions", "Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput",
                            "RoleMetrics", .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "Logging", package: "swift-log")]
         ),
@@ -79,6 +85,7 @@ let package = Package(
         .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "NumpyFormat", "FeatStreamTestSupport"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "FeatureCodecTests", dependencies: ["FeatureCodec", "WireProtocol", "FeatStreamTestSupport"]),
+        .testTarget(name: "ClusterSessionsTests", dependencies: ["ClusterSessions", "ClusterSimulation", "Coordination", "FeatureCodec", "FeatureStore", "WireProtocol"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto", "FeatStreamTestSupport"]),

@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash Ops/setup.sh --goldens
 swift build --build-tests
+# The cluster simulator's campaign (PROTOCOL.md §8.6): 10,000 seeded fault schedules through the real
+# sessions, journal, ledger and store, in a release build (a debug build is ~20x slower). A violation
+# prints the line that replays its seed and fails the run.
+swift build -c release --product featstream-sim
+.build/release/featstream-sim --seeds "${FEATSTREAM_SIM_SEEDS:-10000}"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -15,7 +15,7 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MAJOR, MINOR = 1, 0
+MAJOR, MINOR = 2, 0
 
 T = dict(hello=0x01, shardRequest=0x02, shardDone=0x03, shardFailed=0x04,
          welcome=0x10, assignment=0x11, noWork=0x12, shutdown=0x13,
@@ -199,7 +199,7 @@ VALID = {
     "head_hello_empty": ("headHello(epoch: 1, committed: [])", frame(T["headHello"], u64(1) + u32(0))),
     "shard_committed": ("shardCommitted(shardID: 7, attempt: 2, items: 997, deadLetters: 3)",
                         frame(T["shardCommitted"], u32(7) + u32(2) + u32(997) + u32(3))),
-    "credit": ("credit(epoch: 0xFEDCBA9876543210, grant: 8)", frame(T["credit"], u64(0xFEDCBA9876543210) + u32(8))),
+    "credit": ("credit(epoch: 0xFEDCBA9876543210, limit: 8)", frame(T["credit"], u64(0xFEDCBA9876543210) + u32(8))),
     "feature_batch_raw_f32": (
         "featureBatch(shard 7 attempt 2 of 4 items; 2 rows x 4 f32, raw; rows at offsets 0,1; values v(r,c))",
         frame(T["featureBatch"], feature_batch(7, 2, 4, 1, 0, 4, [0, 1], [100, 101], [3, -1], ["a/0.jpg", "a/1.jpg"], []))),
@@ -241,8 +241,8 @@ INVALID = {
     "invalid_short": ("tooShort(5)", "first 5 bytes of heartbeat.hex", _hb[:5]),
     "invalid_bad_magic": ("badMagic", "heartbeat.hex with magic \"FX\" (CRC recomputed)",
                           b"FX" + frame(T["heartbeat"], HEARTBEAT_BODY)[2:-4] + u32(crc32c(b"FX" + _hb[2:-4]))),
-    "invalid_bad_version": ("unsupportedVersion(major: 2, minor: 0)", "heartbeat with major version 2",
-                            frame(T["heartbeat"], HEARTBEAT_BODY, major=2)),
+    "invalid_bad_version": ("unsupportedVersion(major: 1, minor: 0)", "heartbeat with major version 1 (before the cumulative credits of 2.0)",
+                            frame(T["heartbeat"], HEARTBEAT_BODY, major=1)),
     "invalid_unknown_type": ("unknownType(0x7f)", "type 0x7F, valid CRC, 4-byte body", frame(0x7F, u32(1))),
     "invalid_bad_checksum": ("checksumMismatch", "heartbeat.hex with bit 0 of the last body byte flipped",
                              _hb[:-5] + bytes([_hb[-5] ^ 1]) + _hb[-4:]),

@@ -1,3 +1,4 @@
+import ClusterSessions
 import Coordination
 import Foundation
 import ImageInput
@@ -63,27 +64,23 @@ public struct CoordinatorOptions: Sendable {
 }
 
 /// The coordinator: cuts the dataset into shards, leases them to workers, records the head's commits,
-/// and ends the job when every shard is committed. A thin ZeroMQ shell around `LeaseTable`.
+/// and ends the job when every shard is committed. A thin ZeroMQ driver around `CoordinatorSession`.
 public final class CoordinatorService {
     let options: CoordinatorOptions
     let log = RoleLog(role: "coordinator")
-    let epoch = newEpoch()
-    private var table: LeaseTable
+    private let session: CoordinatorSession
     private let journal: CoordinatorJournal
     private let socket: MessageSocket
     private let context = ZMQContext()
     private let shardCount: Int
-    private var workers: [[UInt8]: String] = [:]
-    private var head: [UInt8]?
-    private var lastBeat: UInt64 = 0
     private let progress: ProgressReport
     /// Prometheus metrics; `metrics.endpoint?.port` is where they are served.
     public let metrics: RoleMetricsRegistry
     private var workerStats: [String: WorkerStats] = [:]
+    private var lastMetricsAt: UInt64 = 0
 
     private struct WorkerStats {
         var host: String
-        var lastSeen: UInt64
         var firstSeen: UInt64
         var images = 0
         var shard: Int = -1
@@ -94,18 +91,15 @@ public final class CoordinatorService {
         self.options = options
         let (_, items) = try options.dataset.open()
         let refs = items.map { ItemRef(index: UInt64($0.index), key: $0.key, label: Int32($0.label ?? -1)) }
-        let shards = ShardPlan.cut(refs, shardSize: options.shardSize)
-        shardCount = shards.count
-        journal = try CoordinatorJournal.open(
-            path: options.journalPath, fingerprint: ShardPlan.fingerprint(shards, shardSize: options.shardSize),
-            shardCount: shards.count, shardSize: options.shardSize)
-        let settings = LeaseSettings(
-            leaseMs: options.leaseMs, commitWaitMs: options.commitWaitMs,
-            workerDeadAfterMs: options.heartbeatMs * options.deadAfterBeats, maxAttemptsInFlight: 2,
-            stallAfterMs: options.stallMs)
-        // Attempt numbers never repeat across restarts, so a head never mixes two incarnations' attempts.
-        table = LeaseTable(shards: shards, settings: settings, committed: journal.committed,
-                           firstAttempt: journal.attemptsReservedThrough + 1)
+        let plan = ShardPlan(items: refs, shardSize: options.shardSize)
+        shardCount = plan.shards.count
+        journal = try CoordinatorJournal.open(path: options.journalPath, plan: plan)
+        let settings = CoordinatorSessionSettings(
+            lease: LeaseSettings(leaseMs: options.leaseMs, commitWaitMs: options.commitWaitMs,
+                                 workerDeadAfterMs: options.heartbeatMs * options.deadAfterBeats, maxAttemptsInFlight: 2,
+                                 stallAfterMs: options.stallMs),
+            heartbeatMs: options.heartbeatMs, deadAfterBeats: options.deadAfterBeats, headAddress: options.headAddress)
+        session = CoordinatorSession(epoch: newEpoch(), shards: plan.shards, settings: settings, journal: journal)
         let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.security)
         router.authenticator?.onDenied = { [log] denial in log.event("CURVE \(denial)") }
         try router.bind(options.bind)
@@ -113,133 +107,97 @@ public final class CoordinatorService {
         socket = MessageSocket(router, log: log)
         progress = ProgressReport(total: items.count)
         metrics = try RoleMetricsRegistry(role: "coordinator", port: options.metricsPort)
-        metrics.gauge(MetricName.shardsTotal).set(Double(shards.count))
+        metrics.gauge(MetricName.shardsTotal).set(Double(plan.shards.count))
         socket.onReject = { [metrics] in metrics.rejected($0) }
         if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
-        log.event("\(items.count) items in \(shards.count) shards of \(options.shardSize); \(journal.committed.count) already committed (journal \(options.journalPath)); listening on \(options.bind)")
+        log.event("\(items.count) items in \(plan.shards.count) shards of \(options.shardSize); \(journal.committed.count) already "
+            + "committed (journal \(options.journalPath)); listening on \(options.bind)")
     }
 
-    /// Serves until every shard is committed, then tells every peer to shut down.
+    /// Serves until every shard is committed and the peers were told, then returns.
     public func run() throws -> WireCounters {
-        var finishedAt: UInt64?
         while true {
-            let now = nowMs()
             if try waitForInput([socket.socket], timeoutMs: 50)[0] {
-                while let (identity, message) = socket.receive() { handle(message, from: identity!, now: now) }
+                while let (identity, message) = socket.receive() {
+                    let outputs: [CoordinatorOutput]
+                    do { outputs = try session.receive(message, from: identity!, now: nowMs()) } catch {
+                        // What the journal holds is unknown now; a restarted coordinator replays it.
+                        log.event("cannot write the journal: \(error); stopping")
+                        throw error
+                    }
+                    if perform(outputs) { return socket.counters }
+                }
             }
-            for event in table.tick(now: now) {
-                log.event("\(event)")
-                if case .reassigned = event { metrics.counter(MetricName.shardsReassigned).increment() }
-            }
-            if now - lastBeat >= options.heartbeatMs {
-                lastBeat = now
+            let now = nowMs()
+            if perform(session.tick(now: now)) { return socket.counters }
+            if now - lastMetricsAt >= options.heartbeatMs {
+                lastMetricsAt = now
                 publishWorkerMetrics(now: now)
-                for identity in Array(workers.keys) + (head.map { [$0] } ?? []) {
-                    socket.send(.heartbeat(epoch: epoch, sequence: now), to: identity)
-                }
-            }
-            if table.isComplete {
-                if finishedAt == nil {
-                    finishedAt = now
-                    log.event("all \(shardCount) shards committed; shutting the job down")
-                }
-                for identity in Array(workers.keys) + (head.map { [$0] } ?? []) {
-                    socket.send(.shutdown(reason: "job complete"), to: identity)
-                }
-                // Linger briefly so every peer hears the shutdown (they also learn it on their next request).
-                if now - finishedAt! > 2 * options.heartbeatMs { return socket.counters }
             }
         }
     }
 
-    private func handle(_ message: Message, from identity: [UInt8], now: UInt64) {
-        switch message {
-        case let .hello(workerID, host, pid, _):
-            if workers[identity] == nil { log.event("worker \(workerID) joined from \(host) (pid \(pid))") }
-            workerStats[workerID, default: WorkerStats(host: host, lastSeen: now, firstSeen: now)].host = host
-            workers[identity] = workerID
-            table.hello(worker: workerID, now: now)
-            socket.send(.welcome(epoch: epoch, headAddress: options.headAddress,
-                                 heartbeatIntervalMs: UInt32(options.heartbeatMs), deadAfterBeats: UInt32(options.deadAfterBeats)),
-                        to: identity)
-        case .heartbeat:
-            if let worker = workers[identity] {
-                table.heartbeat(worker: worker, now: now)
-                workerStats[worker]?.lastSeen = now
-            }
-        case .shardRequest(let workerID):
-            workers[identity] = workerID
-            if table.nextAttempt > journal.attemptsReservedThrough {
-                do { try journal.reserveAttempts(through: table.nextAttempt + 1023) } catch {
-                    log.event("cannot journal attempt numbers: \(error); stopping")
-                    exit(1)
-                }
-            }
-            switch table.request(worker: workerID, now: now) {
-            case let .assign(shardID, attempt, items, leaseMs):
-                log.event("leased shard \(shardID) attempt \(attempt) to \(workerID)")
+    /// Sends the session's messages and reports its events; true once the job is over.
+    private func perform(_ outputs: [CoordinatorOutput]) -> Bool {
+        var over = false
+        for output in outputs {
+            switch output {
+            case let .send(identity, message):
+                socket.send(message, to: identity)
+            case let .workerJoined(name, host, pid):
+                log.event("worker \(name) joined from \(host) (pid \(pid))")
+                workerStats[name, default: WorkerStats(host: host, firstSeen: nowMs())].host = host
+            case let .leased(shardID, attempt, worker):
+                log.event("leased shard \(shardID) attempt \(attempt) to \(worker)")
                 metrics.counter(MetricName.shardsLeased).increment()
-                workerStats[workerID]?.shard = Int(shardID)
-                socket.send(.assignment(shardID: shardID, attempt: attempt, leaseMs: leaseMs, items: items), to: identity)
-            case .noWork(let retry):
-                socket.send(.noWork(retryAfterMs: retry), to: identity)
-            case .finished:
-                socket.send(.shutdown(reason: "job complete"), to: identity)
-            }
-        case let .shardDone(shardID, attempt, items, deadLetters):
-            if let worker = workers[identity] {
-                table.shardDone(worker: worker, shardID: shardID, attempt: attempt, now: now)
-                workerStats[worker]?.images += Int(items) + Int(deadLetters)
+                workerStats[worker]?.shard = Int(shardID)
+            case let .workerFinishedShard(worker, items):
+                workerStats[worker]?.images += items
                 workerStats[worker]?.shard = -1
+            case let .committed(_, items):
+                progress.committed(items: items, log: log, table: session.table.progress)
+                metrics.counter(MetricName.shardsCommitted).increment()
+                metrics.counter(MetricName.images).increment(by: Int64(items))
+            case .event(let event):
+                report(event)
+            case .finished:
+                over = true
             }
-        case let .shardFailed(shardID, attempt, reason):
-            if let worker = workers[identity] {
-                log.event("worker \(worker) gave up shard \(shardID) attempt \(attempt): \(reason)")
-                table.shardFailed(worker: worker, shardID: shardID, attempt: attempt, now: now)
-            }
-        case let .headHello(_, committed):
-            head = identity
-            log.event("head connected with \(committed.count) committed shards")
-            for shardID in committed { record(shardID: shardID, attempt: 0, items: 0, now: now) }
-        case let .shardCommitted(shardID, attempt, items, deadLetters):
-            head = identity
-            record(shardID: shardID, attempt: attempt, items: Int(items) + Int(deadLetters), now: now)
-        default:
-            socket.counters.unexpectedMessages += 1
+        }
+        return over
+    }
+
+    private func report(_ event: LeaseEvent) {
+        switch event {
+        case let .reassigned(shardID, attempt, worker, reason):
+            log.event("shard \(shardID) goes back to the queue: attempt \(attempt) on \(worker) was revoked (\(reason.rawValue))")
+            metrics.counter(MetricName.shardsReassigned).increment()
+            workerStats[worker]?.shard = -1
+        case let .superseded(shardID, attempt, worker):
+            log.event("shard \(shardID) was committed by another attempt; attempt \(attempt) on \(worker) is redundant")
+        case .workerDead(let worker):
+            log.event("worker \(worker) has been silent too long and is considered dead; its leases are revoked")
+        case .committed(let shardID, _):
+            for (name, stats) in workerStats where stats.shard == Int(shardID) { workerStats[name]?.shard = -1 }
+        case .stall(let report):
+            log.event("stalled: \(report.description)")
+        case .finished:
+            log.event("all \(shardCount) shards are committed; telling every peer to shut down")
         }
     }
 
     private func publishWorkerMetrics(now: UInt64) {
-        let state = table.progress
+        let state = session.table.progress
         let fraction = state.total > 0 ? Double(state.committed) / Double(state.total) : 1
         metrics.gauge(MetricName.progress).set(fraction)
         metrics.gauge(MetricName.eta).set(progress.eta ?? -1)
+        let lastSeen = Dictionary(session.workerLastSeen.map { ($0.name, $0.lastSeen) }, uniquingKeysWith: max)
         for (worker, stats) in workerStats {
             let labels = [("worker", worker), ("host", stats.host)]
-            metrics.gauge(MetricName.heartbeatAge, labels).set(Double(now - stats.lastSeen) / 1000)
+            if let seen = lastSeen[worker] { metrics.gauge(MetricName.heartbeatAge, labels).set(Double(now - min(seen, now)) / 1000) }
             metrics.gauge(MetricName.workerShard, labels).set(Double(stats.shard))
             let seconds = Double(now - stats.firstSeen) / 1000
             metrics.gauge(MetricName.workerImagesPerSecond, labels).set(seconds > 0 ? Double(stats.images) / seconds : 0)
-        }
-    }
-
-    /// Journals a commit before anything acts on it, so a crash never forgets a committed shard.
-    private func record(shardID: UInt32, attempt: UInt32, items: Int, now: UInt64) {
-        guard Int(shardID) < shardCount else {
-            log.event("ignored a commit for unknown shard \(shardID)")
-            return
-        }
-        guard !journal.committed.contains(shardID) else { _ = table.committed(shardID: shardID, attempt: attempt, now: now); return }
-        do {
-            try journal.append(shardID: shardID, attempt: attempt)
-        } catch {
-            log.event("cannot journal the commit of shard \(shardID): \(error); stopping")
-            exit(1)
-        }
-        if table.committed(shardID: shardID, attempt: attempt, now: now) {
-            progress.committed(items: items, log: log, table: table.progress)
-            metrics.counter(MetricName.shardsCommitted).increment()
-            metrics.counter(MetricName.images).increment(by: Int64(items))
         }
     }
 }

@@ -1,3 +1,4 @@
+import ClusterSessions
 import FeatureCodec
 import FeatureStore
 import Foundation
@@ -17,6 +18,7 @@ public struct HeadOptions: Sendable {
     public var dtype: FeatureDTypeCode = .f16
     /// Batches each worker may have in flight to this head.
     public var creditWindow: UInt32 = 4
+    /// How often the head beats (and retries its introduction to the coordinator).
     public var heartbeatMs: UInt64 = 500
     /// Recorded in the store when it is created: backbone name and class names.
     public var metadata = StoreMetadata()
@@ -47,182 +49,104 @@ public struct HeadStatistics: Codable, Sendable {
     public var payloadBytes = 0
     public var rawBytes = 0
     public var committedShards = 0
+    /// Batches that arrived beyond the credits their worker was granted (dropped).
+    public var creditViolations = 0
     /// Frame bytes received on the data socket (headers, metadata and payload).
     public var wireBytes = 0
     /// Feature rows received per worker per second since the head started: `[worker: [second: rows]]`.
     public var rowsPerSecond: [String: [Int: Int]] = [:]
 }
 
-/// The head's ingest path without sockets: payload decoding, deduplication, shard appends, and
-/// syncs on a background thread.
+/// The head's store side: performs a `HeadSession`'s store effects, with syncs on a background thread
+/// (group commit: what is appended while one sync runs is covered by the next).
 ///
-/// A completed shard is appended to the store at once and acknowledged (returned by `receive` or
-/// `collectDurable`) only once a sync covering it has finished, so an acknowledged shard survives
-/// any crash. `HeadService` feeds it every feature batch; `benchmarkIngest` feeds it frames from memory.
-public final class BatchIngest {
-    private let storeURL: URL
+/// A shard appended here is reported by `collectDurable` only once a sync covering it has finished, so
+/// the session acknowledges only what survives any crash. A failed sync is thrown: what reached the disk
+/// is then unknown, and the head must stop rather than acknowledge ("fsyncgate").
+public final class HeadStore {
+    private let url: URL
     private let dtype: FeatureDTypeCode
     private let metadata: StoreMetadata
-    private let log: RoleLog
-    /// The store, once the first batch fixed its dimension (or reopened from disk).
+    /// The store, once created (or reopened from disk).
     public private(set) var store: FeatureStore?
-    private var ledger: ShardLedger?
     private let syncer = StoreSyncer()
-    /// Appended shards' contents and attempts, kept for their acknowledgement until they are durable.
-    private var awaitingSync: [UInt32: (contents: ShardContents, attempt: UInt32)] = [:]
-    /// Counts of everything received.
-    public private(set) var statistics = HeadStatistics()
+    /// Taken before anything else, even before the store exists: one head per store.
+    private let lock: StoreWriterLock
 
-    /// Reopens the store at `storeURL` if one exists (truncating an interrupted append); otherwise it
-    /// is created by the first batch.
-    public init(storeURL: URL, dtype: FeatureDTypeCode, metadata: StoreMetadata = StoreMetadata(), log: RoleLog) throws {
-        self.storeURL = storeURL
-        self.metadata = metadata
+    /// Takes the store folder's writer lock (refusing to start when another process writes it), then
+    /// reopens the store at `url` for writing if one exists (cutting off an interrupted append); otherwise
+    /// it is created by `create`.
+    public init(url: URL, dtype: FeatureDTypeCode, metadata: StoreMetadata = StoreMetadata()) throws {
+        self.url = url
         self.dtype = dtype
-        self.log = log
-        if FileManager.default.fileExists(atPath: storeURL.appendingPathComponent("store.json").path) {
-            let store = try FeatureStore.open(at: storeURL, forWriting: true)
-            self.store = store
-            ledger = ShardLedger(dimension: store.dimension, dtype: store.dtype, committed: store.committedShards)
-            log.event("reopened store \(storeURL.path): \(store.committedShards.count) shards committed")
+        self.metadata = metadata
+        lock = try StoreWriterLock.acquire(root: url)
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("store.json").path) {
+            store = try FeatureStore.open(at: url, forWriting: true, lock: lock)
         }
     }
 
     deinit { syncer.stop() }
 
-    /// Shards durably in the store, ascending.
-    public var committedShards: [UInt32] { store.map { Array($0.committedShards).sorted() } ?? [] }
-
-    /// Whether appended shards still wait for their sync.
-    public var hasPendingSyncs: Bool { !awaitingSync.isEmpty }
-
-    /// Takes one batch. Returns the shards that became durable meanwhile (this batch's own shard
-    /// usually comes back from a later call): the `shardCommitted` message to send and the shard's
-    /// contents (for the online training pass).
-    public func receive(_ batch: FeatureBatch) throws -> [(commit: Message, contents: ShardContents)] {
-        statistics.batches += 1
-        statistics.rows += batch.offsets.count
-        statistics.payloadBytes += batch.payload.count
-        statistics.rawBytes += Int(batch.rawLength)
-        let featureBytes: [UInt8]
-        do {
-            featureBytes = try Self.decodePayload(of: batch, as: store?.dtype ?? dtype)
-        } catch {
-            statistics.corruptPayloads += 1
-            log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(error)")
-            return try collectDurable()
-        }
-        // Only a batch whose payload decoded may fix the store's dimension.
-        if store == nil {
-            store = try FeatureStore.create(at: storeURL, dtype: dtype, dimension: Int(batch.dimension), metadata: metadata)
-            ledger = ShardLedger(dimension: Int(batch.dimension), dtype: dtype, committed: [])
-            log.event("created store \(storeURL.path) (\(batch.dimension)-d)")
-        }
-        let decoded = DecodedBatch(shardID: batch.shardID, attempt: batch.attempt, shardItemCount: batch.shardItemCount,
-                                   offsets: batch.offsets, indexes: batch.indexes, labels: batch.labels, keys: batch.keys,
-                                   deadLetters: batch.deadLetters, dtype: store!.dtype, featureBytes: featureBytes)
-        switch ledger!.receive(decoded) {
-        case let .accepted(_, duplicates):
-            statistics.duplicateRows += duplicates
-        case .completed(let contents):
-            let appended: Bool
-            do {
-                appended = try store!.append(contents, shardID: batch.shardID, attempt: batch.attempt)
-            } catch {
-                // Another attempt may still complete the shard; the store stays consistent either way.
-                ledger!.commitFailed(batch.shardID)
-                throw error
-            }
-            // Not appended: the store already holds the shard, so there is nothing to wait for.
-            if appended { awaitingSync[batch.shardID] = (contents, batch.attempt) } else { ledger!.markCommitted(batch.shardID) }
-        case .alreadyCommitted:
-            statistics.discardedBatches += 1
-        case .rejected(let reason):
-            statistics.rejectedBatches += 1
-            log.event("rejected batch of shard \(batch.shardID) attempt \(batch.attempt): \(reason)")
-        }
-        return try collectDurable()
+    /// Creates the store with rows of `dimension` values.
+    public func create(dimension: Int) throws {
+        guard store == nil else { return }
+        store = try FeatureStore.create(at: url, dtype: dtype, dimension: dimension, metadata: metadata, lock: lock)
     }
 
-    /// The shards whose sync finished since the last call, and starts the next sync when shards wait
-    /// for one. With `wait`, returns only when every appended shard is durable.
-    public func collectDurable(wait: Bool = false) throws -> [(commit: Message, contents: ShardContents)] {
+    /// Appends a shard's record without waiting for the disk; false when the store already holds it.
+    public func append(_ contents: ShardContents, shardID: UInt32, attempt: UInt32) throws -> Bool {
+        guard let store else { throw FeatureStoreError.notAStore(path: url.path) }
+        return try store.append(contents, shardID: shardID, attempt: attempt)
+    }
+
+    /// Whether appended shards wait for a sync.
+    public var syncPending: Bool { syncer.busy || !(store?.pendingShards.isEmpty ?? true) }
+
+    /// The shards whose sync finished since the last call, and starts the next sync when shards wait for
+    /// one. With `wait`, returns only when every appended shard is durable.
+    public func collectDurable(wait: Bool = false) throws -> [UInt32] {
         guard let store else { return [] }
-        var durable: [(commit: Message, contents: ShardContents)] = []
+        var durable: [UInt32] = []
         repeat {
-            if let ticket = try syncer.collect(wait: wait) {
-                for shard in store.completeSync(ticket) {
-                    ledger!.markCommitted(shard.shardID)
-                    guard let (contents, attempt) = awaitingSync.removeValue(forKey: shard.shardID) else { continue }
-                    statistics.committedShards += 1
-                    statistics.deadLetters += contents.deadLetters.count
-                    durable.append((.shardCommitted(shardID: shard.shardID, attempt: attempt, items: UInt32(contents.rowCount),
-                                                    deadLetters: UInt32(contents.deadLetters.count)), contents))
-                }
-            }
+            if let ticket = try syncer.collect(wait: wait) { durable += store.completeSync(ticket).map(\.shardID) }
             if !syncer.busy && !store.pendingShards.isEmpty { syncer.submit(store.prepareSync()) }
         } while wait && syncer.busy
         return durable
     }
-
-    /// The payload as little-endian rows of `dtype`: decompressed straight into place when the wire
-    /// already carries `dtype` (the usual f16 → f16), converted otherwise.
-    static func decodePayload(of batch: FeatureBatch, as dtype: FeatureDTypeCode) throws -> [UInt8] {
-        let rawLength = Int(batch.rawLength)
-        if batch.dtype == dtype {
-            return try batch.payload.withUnsafeBytes { payload in
-                try [UInt8](unsafeUninitializedCapacity: rawLength) { buffer, initialized in
-                    try FeatureCodec.decodeRaw(payload, dtype: batch.dtype, codec: batch.codec, rawLength: rawLength,
-                                               into: UnsafeMutableRawBufferPointer(buffer))
-                    initialized = rawLength
-                }
-            }
-        }
-        let values = try batch.payload.withUnsafeBytes {
-            try FeatureCodec.decode($0, dtype: batch.dtype, codec: batch.codec, rawLength: rawLength)
-        }
-        switch dtype {
-        case .f32:
-            return values.withUnsafeBytes { Array($0) }
-        case .f16:
-            return [UInt8](unsafeUninitializedCapacity: values.count * 2) { buffer, initialized in
-                values.withUnsafeBufferPointer { HalfConversion.toHalf($0.baseAddress!, into: buffer.baseAddress!, count: values.count) }
-                initialized = values.count * 2
-            }
-        }
-    }
 }
 
-/// The head: verifies, decompresses and deduplicates feature batches, commits shards atomically to
-/// the store, grants credits, and reports commits to the coordinator. A thin shell around
-/// `ShardLedger` and `FeatureStore`.
+/// The head: verifies, decompresses and deduplicates feature batches, commits shards atomically to the
+/// store, grants credits, and reports commits to the coordinator. A thin ZeroMQ driver around
+/// `HeadSession` (the protocol rules) and `HeadStore` (the disk).
 public final class HeadService {
     let options: HeadOptions
     public let log = RoleLog(role: "head")
-    let epoch = newEpoch()
     private let context = ZMQContext()
     private let data: MessageSocket
     private let control: MessageSocket
-    private let ingest: BatchIngest
+    private var session: HeadSession
+    private let store: HeadStore
     /// Prometheus metrics; `metrics.endpoint?.port` is where they are served.
     public let metrics: RoleMetricsRegistry
     /// Called with every newly committed shard, after the commit is durable (the online training pass).
     public var onCommit: ((ShardContents) -> Void)?
-    private var throughput: [String: [Int: Int]] = [:]
-    /// Credits granted and not yet used, per worker identity.
-    private var outstanding: [[UInt8]: UInt32] = [:]
-    private var coordinatorEpoch: UInt64 = 0
-    /// Worker names by data-socket identity, from their data-plane hello.
-    private var workerNames: [[UInt8]: String] = [:]
+    private var statistics = HeadStatistics()
     private let started = Date()
-    private var lastBeat: UInt64 = 0
-    private var lastHello: UInt64 = 0
+    private var jobComplete = false
 
     /// Opens (or prepares to create) the store and binds the data socket.
     public init(options: HeadOptions) throws {
         self.options = options
-        ingest = try BatchIngest(storeURL: URL(fileURLWithPath: options.storePath), dtype: options.dtype,
-                                 metadata: options.metadata, log: log)
+        store = try HeadStore(url: URL(fileURLWithPath: options.storePath), dtype: options.dtype, metadata: options.metadata)
+        if let existing = store.store {
+            log.event("reopened store \(options.storePath): \(existing.committedShards.count) shards committed")
+        }
+        var settings = HeadSessionSettings()
+        settings.creditWindow = options.creditWindow
+        settings.heartbeatMs = options.heartbeatMs
+        session = HeadSession(epoch: newEpoch(), dtype: store.store?.dtype ?? options.dtype, dimension: store.store?.dimension,
+                              committed: store.store?.committedShards ?? [], settings: settings)
         let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.dataSecurity)
         router.authenticator?.onDenied = { [log] denial in log.event("CURVE \(denial)") }
         try router.bind(options.bind)
@@ -237,8 +161,6 @@ public final class HeadService {
         log.event("listening for features on \(options.bind); coordinator \(options.coordinator)")
     }
 
-    private var committed: [UInt32] { ingest.committedShards }
-
     /// The file a head writes into its store when the coordinator declares the job complete.
     public static let completeMarker = "job-complete"
 
@@ -252,112 +174,122 @@ public final class HeadService {
         metrics.gauge(MetricName.trainingLoss, [("split", split)]).set(loss)
     }
 
-    /// Serves until the coordinator says the job is complete.
+    /// Serves until the coordinator says the job is complete. Throws when the store fails (a failed sync
+    /// included): the process must stop, and a restarted head reopens the store.
     public func run() throws -> HeadStatistics {
-        while true {
-            let now = nowMs()
+        try dispatch(session.start(now: nowMs()))
+        while !jobComplete {
             // While a sync runs, look back soon: its shards are acknowledged as soon as it is done.
-            let ready = try waitForInput([data.socket, control.socket], timeoutMs: ingest.hasPendingSyncs ? 2 : 50)
+            let ready = try waitForInput([data.socket, control.socket], timeoutMs: store.syncPending ? 2 : 50)
             if ready[1] {
-                while let (_, message) = control.receive() {
-                    if try handleControl(message) { return finish() }
-                }
+                while !jobComplete, let (_, message) = control.receive() { try dispatch(session.receiveControl(message, now: nowMs())) }
             }
             if ready[0] {
-                while let (identity, message) = data.receive() { try handleData(message, from: identity!) }
+                // Read what is waiting before processing any of it: credits are checked on arrival (§8.4).
+                var arrived: [(identity: [UInt8], message: Message)] = []
+                while arrived.count < 256, let (identity, message) = data.receive() {
+                    if case .featureBatch = message, !session.admitBatch(from: identity!, now: nowMs()) {
+                        log.event("dropped a batch from \(session.workerName(identity!) ?? "a peer that never said hello"): it exceeded its credits")
+                        metrics.counter(MetricName.creditViolations).increment()
+                        continue
+                    }
+                    arrived.append((identity!, message))
+                }
+                for (identity, message) in arrived where !jobComplete { try handleData(message, from: identity) }
             }
-            acknowledge(try ingest.collectDurable())
-            if now - lastBeat >= options.heartbeatMs {
-                lastBeat = now
-                control.send(.heartbeat(epoch: epoch, sequence: now))
-                for identity in outstanding.keys { data.send(.heartbeat(epoch: epoch, sequence: now), to: identity) }
-            }
-            // Until the coordinator has answered, keep introducing ourselves (it may not be up yet).
-            if coordinatorEpoch == 0, now - lastHello >= options.heartbeatMs {
-                lastHello = now
-                control.send(.headHello(epoch: epoch, committed: committed))
-            }
+            try dispatch(session.synced(try store.collectDurable(), now: nowMs()))
+            try dispatch(session.tick(now: nowMs()))
         }
-    }
-
-    /// Returns true when the job is over.
-    private func handleControl(_ message: Message) throws -> Bool {
-        switch message {
-        case .heartbeat(let peerEpoch, _):
-            if peerEpoch != coordinatorEpoch {
-                // A new coordinator incarnation: tell it everything we have, in case its journal missed a commit.
-                coordinatorEpoch = peerEpoch
-                control.send(.headHello(epoch: epoch, committed: committed))
-                log.event("coordinator epoch \(String(peerEpoch, radix: 16)); reported \(committed.count) committed shards")
-            }
-        case .shutdown(let reason):
-            log.event("shutdown: \(reason)")
-            // Recorded so that a head restarted after the job (say, killed while training) knows the store is whole.
-            let marker = URL(fileURLWithPath: options.storePath).appendingPathComponent(HeadService.completeMarker)
-            try? Data(reason.utf8).write(to: marker, options: .atomic)
-            return true
-        case .welcome:
-            break
-        default:
-            control.counters.unexpectedMessages += 1
-        }
-        return false
+        return finish()
     }
 
     private func handleData(_ message: Message, from identity: [UInt8]) throws {
+        let now = nowMs()
         switch message {
-        case .hello(let workerID, _, _, _):
-            workerNames[identity] = workerID
-            let have = outstanding[identity] ?? 0
-            let grant = options.creditWindow > have ? options.creditWindow - have : 0
-            outstanding[identity] = have + grant
-            if have == 0 { log.event("worker \(workerID) streaming; granted \(grant) credits") }
-            data.send(.credit(epoch: epoch, grant: grant), to: identity)
+        case let .hello(workerID, _, _, capabilities):
+            if session.creditLimit(of: identity) == nil { log.event("worker \(workerID) is streaming") }
+            try dispatch(session.workerHello(from: identity, name: workerID, batchesSent: capabilities["sent"].flatMap { UInt64($0) }, now: now))
         case .heartbeat:
-            break
+            session.workerHeartbeat(from: identity, now: now)
         case .featureBatch(let batch):
-            if let have = outstanding[identity], have > 0 { outstanding[identity] = have - 1 }
-            acknowledge(try ingest.receive(batch))
-            let worker = workerNames[identity] ?? "unknown"
+            statistics.batches += 1
+            statistics.rows += batch.offsets.count
+            statistics.payloadBytes += batch.payload.count
+            statistics.rawBytes += Int(batch.rawLength)
+            let decoded = Result { try DecodedBatch(decoding: batch, as: session.dtype) }
+            if case .failure(let error) = decoded {
+                log.event("rejected a batch of shard \(batch.shardID) attempt \(batch.attempt): its payload does not decode (\(error))")
+            }
+            try dispatch(session.receiveBatch(from: identity, batch: batch, decoded: decoded, now: now))
+            let worker = session.workerName(identity) ?? "unknown"
             metrics.counter(MetricName.images, [("worker", worker)]).increment(by: Int64(batch.offsets.count))
             metrics.counter(MetricName.wireBytes, [("direction", "in")]).increment(by: Int64(batch.payload.count))
-            let statistics = ingest.statistics
             if statistics.payloadBytes > 0 {
                 metrics.gauge(MetricName.compressionRatio).set(Double(statistics.rows * Int(batch.dimension) * 4) / Double(statistics.payloadBytes))
             }
             let second = Int(Date().timeIntervalSince(started))
-            throughput[workerNames[identity] ?? "unknown", default: [:]][second, default: 0] += batch.offsets.count
-            outstanding[identity, default: 0] += 1
-            data.send(.credit(epoch: epoch, grant: 1), to: identity)
-            metrics.gauge(MetricName.creditsInFlight, [("worker", workerNames[identity] ?? "unknown")]).set(Double(outstanding[identity]!))
+            statistics.rowsPerSecond[worker, default: [:]][second, default: 0] += batch.offsets.count
         default:
             data.counters.unexpectedMessages += 1
         }
     }
 
-    /// Reports durable shards to the coordinator and the training pass.
-    private func acknowledge(_ durable: [(commit: Message, contents: ShardContents)]) {
-        for (commit, contents) in durable {
-            control.send(commit)
-            metrics.counter(MetricName.deadLetters).increment(by: Int64(contents.deadLetters.count))
-            onCommit?(contents)
+    /// Sends the session's messages and performs its effects, feeding their results back.
+    private func dispatch(_ outputs: [HeadOutput]) throws {
+        for output in outputs {
+            switch output {
+            case .toCoordinator(let message):
+                control.send(message)
+            case let .toWorker(identity, message):
+                data.send(message, to: identity)
+            case .effect(.createStore(let dimension)):
+                try store.create(dimension: dimension)
+                log.event("created store \(options.storePath) with \(dimension)-value rows")
+            case let .effect(.append(shardID, attempt, contents)):
+                let stored: Bool
+                do {
+                    stored = try store.append(contents, shardID: shardID, attempt: attempt)
+                } catch {
+                    // Another attempt may still complete the shard; the store stays consistent either way.
+                    try dispatch(session.appendFailed(shardID: shardID, now: nowMs()))
+                    throw error
+                }
+                try dispatch(session.appended(shardID: shardID, stored: stored, now: nowMs()))
+            case .effect(.committed(let contents)):
+                statistics.committedShards += 1
+                statistics.deadLetters += contents.deadLetters.count
+                metrics.counter(MetricName.deadLetters).increment(by: Int64(contents.deadLetters.count))
+                onCommit?(contents)
+            case .effect(.jobComplete(let reason)):
+                log.event("the coordinator ended the job: \(reason)")
+                // Recorded so that a head restarted after the job (say, killed while training) knows the store is whole.
+                let marker = URL(fileURLWithPath: options.storePath).appendingPathComponent(HeadService.completeMarker)
+                try? Data(reason.utf8).write(to: marker, options: .atomic)
+                jobComplete = true
+            }
         }
     }
 
     private func finish() -> HeadStatistics {
         // The coordinator ends the job only after every shard was acknowledged, so this finds nothing
         // unless a late duplicate completed meanwhile; it is waited for all the same.
-        if let durable = try? ingest.collectDurable(wait: true) { acknowledge(durable) }
-        var statistics = ingest.statistics
+        if let durable = try? store.collectDurable(wait: true) { try? dispatch(session.synced(durable, now: nowMs())) }
+        let counters = session.counters
+        statistics.duplicateRows = counters.duplicateRows
+        statistics.discardedBatches = counters.lateBatches
+        statistics.rejectedBatches = counters.rejectedBatches
+        statistics.corruptPayloads = counters.corruptPayloads
+        statistics.creditViolations = counters.creditViolations
         statistics.rejectedFrames = data.counters.rejectedTotal + control.counters.rejectedTotal
         statistics.wireBytes = data.counters.bytesIn
-        statistics.rowsPerSecond = throughput
-        if let store = ingest.store {
+        if let store = store.store {
             let url = URL(fileURLWithPath: options.storePath).appendingPathComponent("ingest.json")
             if let json = try? JSONEncoder().encode(statistics) { try? json.write(to: url, options: .atomic) }
             log.event("store: \(store.inspect().description.replacingOccurrences(of: "\n", with: "; "))")
         }
-        log.event("ingested \(statistics.batches) batches, \(statistics.rejectedFrames) rejected frames, \(statistics.corruptPayloads) corrupt payloads, \(statistics.discardedBatches) late batches discarded")
+        log.event("ingested \(statistics.batches) batches; rejected \(statistics.rejectedFrames) malformed frames, "
+            + "\(statistics.corruptPayloads) undecodable payloads and \(statistics.creditViolations) batches beyond their credits; "
+            + "\(statistics.discardedBatches) late batches were re-acknowledged")
         return statistics
     }
 }

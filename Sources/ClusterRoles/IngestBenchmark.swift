@@ -1,4 +1,6 @@
+import ClusterSessions
 import FeatureCodec
+import FeatureStore
 import Foundation
 import WireProtocol
 
@@ -65,17 +67,39 @@ public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, row
         frames.append(frame)
         produced += rows
     }
-    let ingest = try BatchIngest(storeURL: directory, dtype: dtype, log: RoleLog(role: "bench"))
+    // The real head path: session rules and the store with its sync thread. One in-memory sender with a
+    // window wide enough that credits never hold it back (the sockets are not what is measured).
+    let store = try HeadStore(url: directory, dtype: dtype)
+    var settings = HeadSessionSettings()
+    settings.creditWindow = UInt32.max / 2
+    var session = HeadSession(epoch: 1, dtype: dtype, dimension: nil, committed: [], settings: settings)
+    var committed = 0
+    func perform(_ outputs: [HeadOutput]) throws {
+        for output in outputs {
+            switch output {
+            case .effect(.createStore(let dimension)): try store.create(dimension: dimension)
+            case let .effect(.append(shardID, attempt, contents)):
+                try perform(session.appended(shardID: shardID, stored: try store.append(contents, shardID: shardID, attempt: attempt), now: 0))
+            case .effect(.committed): committed += 1
+            default: break
+            }
+        }
+    }
+    let sender: [UInt8] = [1]
+    try perform(session.workerHello(from: sender, name: "bench", batchesSent: nil, now: 0))
     let start = Date()
     let cpuStart = processCPUSeconds()
     for frame in frames {
         guard case .featureBatch(let batch) = try FrameCodec.decode(frame) else { fatalError("not a feature batch") }
-        _ = try ingest.receive(batch)
+        let decoded = Result { try DecodedBatch(decoding: batch, as: dtype) }
+        precondition(session.admitBatch(from: sender, now: 0))
+        try perform(session.receiveBatch(from: sender, batch: batch, decoded: decoded, now: 0))
+        try perform(session.synced(try store.collectDurable(), now: 0))
     }
-    _ = try ingest.collectDurable(wait: true)
+    try perform(session.synced(try store.collectDurable(wait: true), now: 0))
     let seconds = Date().timeIntervalSince(start)
     let cpuSeconds = processCPUSeconds() - cpuStart
-    precondition(ingest.statistics.committedShards == (vectors + shardSize - 1) / shardSize, "every shard must commit")
+    precondition(committed == (vectors + shardSize - 1) / shardSize, "every shard must commit")
     let perVector = Double(wireBytes) / Double(vectors)
     return IngestBenchmark(vectors: vectors, seconds: seconds, cpuSeconds: cpuSeconds, wireBytesPerVector: perVector,
                            ratioVersusRawF32: Double(dimension * 4) / perVector)

@@ -18,6 +18,7 @@ enum MetricName {
     static let compressionRatio = "featstream_compression_ratio"
     static let queueDepth = "featstream_queue_depth"
     static let rejectedFrames = "featstream_rejected_frames_total"
+    static let creditViolations = "featstream_credit_violations_total"
     static let trainingLoss = "featstream_training_loss"
     static let heartbeatAge = "featstream_heartbeat_age_seconds"
     static let workerImagesPerSecond = "featstream_worker_images_per_second"

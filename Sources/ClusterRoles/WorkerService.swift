@@ -1,3 +1,4 @@
+import ClusterSessions
 import Dispatch
 import Extraction
 import FeatureCodec
@@ -35,14 +36,13 @@ public struct WorkerOptions: Sendable {
     }
 }
 
-/// Why a worker stopped in the middle of its loop.
-enum WorkerStop: Error {
-    case shutdown(String)
-}
-
-/// The worker: pulls shard leases, extracts features (decode overlapping the backbone), and streams
-/// compressed batches to the head within its credits, while heartbeating to both peers.
-public final class WorkerService {
+/// The worker: pulls shard leases, extracts features (decode overlapping the backbone) on a thread of its
+/// own, and streams compressed batches to the head within its credits. A thin ZeroMQ driver around
+/// `WorkerSession`, which keeps heartbeating both peers however long a shard takes.
+///
+/// Unchecked `Sendable`: the extraction thread touches only the extractor, the dataset, the (thread-safe)
+/// metrics and `imagesDone`, which the socket loop reads only after that thread has ended.
+public final class WorkerService: @unchecked Sendable {
     let options: WorkerOptions
     let log: RoleLog
     private let context = ZMQContext()
@@ -50,14 +50,8 @@ public final class WorkerService {
     private var data: MessageSocket?
     private let extractor: FeatureExtractor
     private let dataset: DatasetIndex
-    private var coordinatorEpoch: UInt64 = 0
-    private var headEpoch: UInt64 = 0
-    private var credits: UInt32 = 0
-    private var heartbeatMs: UInt64 = 500
-    private var lastBeat: UInt64 = 0
-    private var lastHeadHello: UInt64 = 0
-    private var welcomed = false
-    private var pendingReply: Message?
+    private var session: WorkerSession
+    private var job: ExtractionJob?
     private let draining = DrainFlag()
     /// Prometheus metrics; `metrics.endpoint?.port` is where they are served.
     public let metrics: RoleMetricsRegistry
@@ -82,32 +76,28 @@ public final class WorkerService {
         metrics = try RoleMetricsRegistry(role: "worker", port: options.metricsPort)
         control.onReject = { [metrics] in metrics.rejected($0) }
         if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
+        session = WorkerSession(workerID: options.workerID, host: ProcessInfo.processInfo.hostName, pid: UInt32(getpid()),
+                                capabilities: ["model": config.name, "batch": String(options.batch)])
         draining.install()
     }
 
-    /// Works until the coordinator says the job is complete, or until SIGTERM (after finishing the current shard).
+    /// Works until the coordinator says the job is complete, or until SIGTERM (which gives the current shard
+    /// back at once, whether or not the coordinator is there to hear it).
     public func run() throws -> WireCounters {
-        do {
-            try introduce()
-            while !draining.isSet {
-                control.send(.shardRequest(workerID: options.workerID))
-                switch try awaitReply(timeoutMs: 5000) {
-                case let .assignment(shardID, attempt, _, items)?:
-                    try work(shardID: shardID, attempt: attempt, items: items)
-                case .noWork(let retry)?:
-                    try pump(forMs: UInt64(retry))
-                case .shutdown(let reason)?:
-                    throw WorkerStop.shutdown(reason)
-                default:
-                    // No answer: the coordinator may be restarting. Introduce ourselves again.
-                    welcomed = false
-                    try introduce()
-                }
+        try dispatch(session.start(now: nowMs()))
+        while !session.isStopped {
+            if draining.isSet { try dispatch(session.terminate(now: nowMs())); break }
+            var sockets = [control.socket]
+            if let data { sockets.append(data.socket) }
+            let ready = try waitForInput(sockets, timeoutMs: job?.hasOutput == true ? 0 : 10)
+            if ready[0] { while !session.isStopped, let (_, message) = control.receive() { try dispatch(session.receiveControl(message, now: nowMs())) } }
+            if ready.count > 1, ready[1], let data {
+                while !session.isStopped, let (_, message) = data.receive() { try dispatch(session.receiveData(message, now: nowMs())) }
             }
-            log.event("drained after SIGTERM")
-        } catch WorkerStop.shutdown(let reason) {
-            log.event("shutdown: \(reason)")
+            try collectExtraction()
+            try dispatch(session.tick(now: nowMs()))
         }
+        job?.cancelAndWait()
         if imagesDone > 0 {
             log.event(String(format: "extracted %d images in %.2f s on shards: %.1f img/s; %.2f MB of features sent (%.2fx smaller than f32)",
                              imagesDone, shardSeconds, Double(imagesDone) / shardSeconds, Double(sentPayload) / 1e6,
@@ -118,153 +108,192 @@ public final class WorkerService {
         return counters
     }
 
-    private func introduce() throws {
-        while !welcomed {
-            // SIGTERM while no coordinator answers: there is no shard to finish, so leave now.
-            if draining.isSet { throw WorkerStop.shutdown("SIGTERM before the coordinator answered") }
-            control.send(.hello(workerID: options.workerID, host: ProcessInfo.processInfo.hostName,
-                                pid: UInt32(getpid()), capabilities: ["model": extractor.config.name, "batch": String(options.batch)]))
-            try pump(forMs: 1000, until: { self.welcomed })
+    /// Moves what the extraction thread produced into the session, as far as the credits allow.
+    private func collectExtraction() throws {
+        guard let job else { return }
+        while session.wantsMoreBatches, let batch = job.take() {
+            try dispatch(session.batchReady(batch, now: nowMs()))
+        }
+        guard let end = job.end, !job.hasOutput else { return }
+        self.job = nil
+        shardSeconds += Date().timeIntervalSince(job.started)
+        switch end {
+        case .finished:
+            try dispatch(session.extractionFinished(shardID: job.shardID, attempt: job.attempt, now: nowMs()))
+        case .failed(let reason):
+            log.event("gave up shard \(job.shardID) attempt \(job.attempt): \(reason)")
+            try dispatch(session.extractionFailed(shardID: job.shardID, attempt: job.attempt, reason: reason, now: nowMs()))
+        case .cancelled:
+            break
         }
     }
 
-    private func work(shardID: UInt32, attempt: UInt32, items refs: [ItemRef]) throws {
+    private func dispatch(_ outputs: [WorkerOutput]) throws {
+        for output in outputs {
+            switch output {
+            case .toCoordinator(let message):
+                control.send(message)
+            case .toHead(let message):
+                guard let data else { continue }
+                data.send(message)
+                if case .featureBatch(let batch) = message {
+                    sentPayload += batch.payload.count
+                    sentRaw += Int(batch.rawLength) * (batch.dtype == .f16 ? 2 : 1)
+                    metrics.counter(MetricName.wireBytes, [("direction", "out")]).increment(by: Int64(batch.payload.count))
+                    metrics.gauge(MetricName.creditsAvailable, [("worker", options.workerID)])
+                        .set(Double(session.creditLimit) - Double(session.batchesSent))
+                }
+            case .effect(.connectHead(let address)):
+                let dealer = try ZMQSocket(context, .dealer, highWaterMark: 8, security: options.dataSecurity)
+                try dealer.connect(address)
+                data = MessageSocket(dealer, log: log)
+                data?.onReject = { [metrics] in metrics.rejected($0) }
+                log.event("welcomed; streaming to \(address)")
+            case let .effect(.extract(shardID, attempt, items)):
+                job?.cancelAndWait()
+                job = ExtractionJob(shardID: shardID, attempt: attempt, refs: items, worker: self)
+            case .effect(.cancelExtraction):
+                job?.cancelAndWait()
+                job = nil
+            case .effect(.stop(let reason)):
+                log.event("stopping: \(reason)")
+            }
+        }
+    }
+
+    /// The items of an assignment in this worker's dataset, or why they are not there.
+    fileprivate func resolve(_ refs: [ItemRef]) -> Result<[DatasetItem], ExtractionJob.Failure> {
         var items: [DatasetItem] = []
+        items.reserveCapacity(refs.count)
         for ref in refs {
             guard ref.index < UInt64(dataset.items.count), dataset.items[Int(ref.index)].key == ref.key else {
-                let reason = "item \(ref.index) '\(ref.key)' is not in this worker's dataset \(options.dataset.path)"
-                control.send(.shardFailed(shardID: shardID, attempt: attempt, reason: reason))
-                log.event(reason)
-                return
+                return .failure(.init(reason: "item \(ref.index) '\(ref.key)' is not in this worker's dataset \(options.dataset.path)"))
             }
             items.append(dataset.items[Int(ref.index)])
         }
-        var offsets: [String: UInt32] = [:]
-        for (offset, item) in items.enumerated() { offsets[item.key] = UInt32(offset) }
-        var rows = 0, dead = 0
-        let started = Date()
-        defer {
-            shardSeconds += Date().timeIntervalSince(started)
-            imagesDone += rows + dead
-        }
+        return .success(items)
+    }
+
+    /// Extracts one shard attempt and encodes its batches (runs on the extraction thread).
+    fileprivate func extract(_ items: [DatasetItem], shardID: UInt32, attempt: UInt32, emit: (FeatureBatch) throws -> Void) throws {
+        var next = 0
         try extractor.extract(items, from: dataset, decodeThreads: options.decodeThreads) { batch in
+            // Each extracted batch covers the next items in order: rows for those that decoded, dead letters
+            // for the rest. Offsets come from positions, so an item listed twice is two items.
+            let count = batch.items.count + batch.deadLetters.count
+            let range = next..<(next + count)
+            next += count
+            var offsets: [UInt32] = [], dead: [DeadLetterEntry] = []
+            var rows = batch.items.makeIterator(), row = rows.next()
+            var letters = batch.deadLetters.makeIterator()
+            for offset in range {
+                if let current = row, current.index == items[offset].index {
+                    offsets.append(UInt32(offset))
+                    row = rows.next()
+                } else if let letter = letters.next() {
+                    dead.append(DeadLetterEntry(offset: UInt32(offset), key: items[offset].key, reason: letter.reason))
+                }
+            }
             let (payload, rawLength) = batch.features.withUnsafeBufferPointer {
                 FeatureCodec.encode($0, dtype: options.dtype, codec: options.codec)
             }
-            let message = FeatureBatch(
-                shardID: shardID, attempt: attempt, shardItemCount: UInt32(items.count),
-                offsets: batch.items.map { offsets[$0.key]! }, indexes: batch.items.map { UInt64($0.index) },
-                labels: batch.items.map { Int32($0.label ?? -1) }, keys: batch.items.map(\.key),
-                deadLetters: batch.deadLetters.map { DeadLetterEntry(offset: offsets[$0.key]!, key: $0.key, reason: $0.reason) },
-                dtype: options.dtype, dimension: UInt32(extractor.featureWidth), codec: options.codec,
-                rawLength: UInt32(rawLength), payload: payload)
-            try sendWithinCredits(.featureBatch(message))
-            metrics.counter(MetricName.images, [("worker", options.workerID)]).increment(by: Int64(batch.items.count + batch.deadLetters.count))
-            metrics.counter(MetricName.deadLetters, [("worker", options.workerID)]).increment(by: Int64(batch.deadLetters.count))
-            metrics.counter(MetricName.wireBytes, [("direction", "out")]).increment(by: Int64(payload.count))
-            metrics.gauge(MetricName.creditsAvailable, [("worker", options.workerID)]).set(Double(credits))
-            sentPayload += payload.count
-            sentRaw += batch.features.count * 4
-            rows += batch.items.count
-            dead += batch.deadLetters.count
+            try emit(FeatureBatch(
+                shardID: shardID, attempt: attempt, shardItemCount: UInt32(items.count), offsets: offsets,
+                indexes: batch.items.map { UInt64($0.index) }, labels: batch.items.map { Int32($0.label ?? -1) },
+                keys: batch.items.map(\.key), deadLetters: dead, dtype: options.dtype, dimension: UInt32(extractor.featureWidth),
+                codec: options.codec, rawLength: UInt32(rawLength), payload: payload))
+            metrics.counter(MetricName.images, [("worker", options.workerID)]).increment(by: Int64(count))
+            metrics.counter(MetricName.deadLetters, [("worker", options.workerID)]).increment(by: Int64(dead.count))
+            imagesDone += count
         }
-        control.send(.shardDone(shardID: shardID, attempt: attempt, items: UInt32(rows), deadLetters: UInt32(dead)))
     }
+}
 
-    /// Sends only with a credit in hand; while waiting, keeps heartbeating and listening.
-    private func sendWithinCredits(_ message: Message) throws {
-        while true {
-            if credits > 0, let data, data.send(message) {
-                credits -= 1
-                return
+/// One shard attempt extracted on a thread beside the worker's socket loop, handing encoded batches over
+/// through a queue of two (so extraction never runs far ahead of the head's credits).
+final class ExtractionJob: @unchecked Sendable {
+    struct Failure: Error { var reason: String }
+    enum End { case finished, failed(String), cancelled }
+    struct Cancelled: Error {}
+
+    let shardID: UInt32
+    let attempt: UInt32
+    let started = Date()
+    private let condition = NSCondition()
+    private var queue: [FeatureBatch] = []
+    private var ended: End?
+    private var cancelled = false
+    private var thread: Thread?
+
+    init(shardID: UInt32, attempt: UInt32, refs: [ItemRef], worker: WorkerService) {
+        self.shardID = shardID
+        self.attempt = attempt
+        let thread = Thread { [self] in
+            let end: End
+            switch worker.resolve(refs) {
+            case .failure(let failure):
+                end = .failed(failure.reason)
+            case .success(let items):
+                do {
+                    try worker.extract(items, shardID: shardID, attempt: attempt) { try self.put($0) }
+                    end = .finished
+                } catch is Cancelled {
+                    end = .cancelled
+                } catch {
+                    end = .failed("extraction failed: \(error)")
+                }
             }
-            // Return as soon as a credit arrives: the head grants one per batch it finishes.
-            try pump(forMs: 50, until: { self.credits > 0 })
+            condition.lock()
+            ended = end
+            condition.broadcast()
+            condition.unlock()
         }
+        thread.name = "extract"
+        thread.stackSize = 1 << 20
+        self.thread = thread
+        thread.start()
     }
 
-    /// Waits for the coordinator's answer to a request, serving everything else meanwhile.
-    private func awaitReply(timeoutMs: UInt64) throws -> Message? {
-        pendingReply = nil
-        try pump(forMs: timeoutMs, until: { self.pendingReply != nil })
-        return pendingReply
+    /// Whether batches wait to be taken.
+    var hasOutput: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return !queue.isEmpty
     }
 
-    /// Serves both sockets for up to `forMs`, returning early once `until` holds.
-    private func pump(forMs duration: UInt64, until done: () -> Bool = { false }) throws {
-        let deadline = nowMs() + duration
-        repeat {
-            var sockets = [control.socket]
-            if let data { sockets.append(data.socket) }
-            let ready = try waitForInput(sockets, timeoutMs: 20)
-            if ready[0] { while let (_, message) = control.receive() { try handleControl(message) } }
-            if ready.count > 1, ready[1], let data { while let (_, message) = data.receive() { handleData(message) } }
-            beat()
-            if done() { return }
-        } while nowMs() < deadline
+    /// How the extraction ended, once it has.
+    var end: End? {
+        condition.lock()
+        defer { condition.unlock() }
+        return ended
     }
 
-    private func handleControl(_ message: Message) throws {
-        switch message {
-        case let .welcome(epoch, headAddress, interval, _):
-            coordinatorEpoch = epoch
-            heartbeatMs = UInt64(max(interval, 50))
-            welcomed = true
-            if data == nil {
-                let dealer = try ZMQSocket(context, .dealer, highWaterMark: 8, security: options.dataSecurity)
-                try dealer.connect(headAddress)
-                data = MessageSocket(dealer, log: log)
-                data?.onReject = { [metrics] in metrics.rejected($0) }
-                log.event("welcomed; streaming to \(headAddress)")
-            }
-        case .heartbeat(let epoch, _):
-            if coordinatorEpoch != 0 && epoch != coordinatorEpoch {
-                log.event("coordinator restarted; introducing myself again")
-                coordinatorEpoch = epoch
-                control.send(.hello(workerID: options.workerID, host: ProcessInfo.processInfo.hostName,
-                                    pid: UInt32(getpid()), capabilities: [:]))
-            }
-        case .assignment, .noWork:
-            pendingReply = message
-        case .shutdown(let reason):
-            throw WorkerStop.shutdown(reason)
-        default:
-            control.counters.unexpectedMessages += 1
-        }
+    /// The oldest waiting batch.
+    func take() -> FeatureBatch? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !queue.isEmpty else { return nil }
+        condition.broadcast()
+        return queue.removeFirst()
     }
 
-    private func handleData(_ message: Message) {
-        switch message {
-        case let .credit(epoch, grant):
-            if epoch != headEpoch {
-                // Credits of a previous head incarnation died with it.
-                headEpoch = epoch
-                credits = 0
-            }
-            credits += grant
-        case .heartbeat(let epoch, _):
-            if headEpoch != 0 && epoch != headEpoch {
-                log.event("head restarted; asking for credits again")
-                headEpoch = epoch
-                credits = 0
-                lastHeadHello = 0
-            }
-        default:
-            data?.counters.unexpectedMessages += 1
-        }
+    /// Stops the extraction at its next batch and waits for the thread to end (the extractor's buffers
+    /// are shared between jobs).
+    func cancelAndWait() {
+        condition.lock()
+        cancelled = true
+        queue = []
+        condition.broadcast()
+        while ended == nil { condition.wait() }
+        condition.unlock()
     }
 
-    private func beat() {
-        let now = nowMs()
-        if now - lastBeat >= heartbeatMs {
-            lastBeat = now
-            control.send(.heartbeat(epoch: coordinatorEpoch, sequence: now))
-        }
-        // Without credits, keep asking: the head may have restarted or not be up yet.
-        if let data, credits == 0, now - lastHeadHello >= heartbeatMs {
-            lastHeadHello = now
-            data.send(.hello(workerID: options.workerID, host: ProcessInfo.processInfo.hostName, pid: UInt32(getpid()), capabilities: [:]))
-        }
+    private func put(_ batch: FeatureBatch) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while queue.count >= 2 && !cancelled { condition.wait() }
+        if cancelled { throw Cancelled() }
+        queue.append(batch)
     }
 }
 

@@ -52,6 +52,9 @@ public enum RevocationReason: String, Equatable, Sendable {
     case workerRestarted = "worker restarted"
     /// The worker gave the shard up (`shardFailed`).
     case failed = "worker gave up"
+    /// The worker asked for new work while holding the lease: a worker works one shard at a time, so it
+    /// no longer works on this one (its assignment was lost, say).
+    case abandoned = "worker asked for other work"
     /// The worker finished but the head's commit did not arrive within `commitWaitMs`.
     case commitWaitExpired = "commit wait expired"
 }
@@ -257,6 +260,13 @@ public struct LeaseTable: Sendable {
         guard let index = liveIndex(shardID, attempt, worker), live[Int(shardID)][index].doneAt == nil else { return }
         live[Int(shardID)][index].doneAt = now
         live[Int(shardID)][index].deadline = saturatingSum(now, settings.commitWaitMs)
+    }
+
+    /// The worker no longer works on any lease it has not finished (it asks for new work, and works one shard
+    /// at a time): revoke them (reported by the next `tick`). Finished attempts keep waiting for the commit.
+    public mutating func abandonWork(of worker: String, now: UInt64) {
+        touch(worker, now)
+        revokeWorking(of: worker, reason: .abandoned)
     }
 
     /// The worker gave the attempt up: revoke it, and make the shard pending unless another attempt still

@@ -41,6 +41,8 @@ public enum FeatureStoreError: Error, Equatable, CustomStringConvertible {
     case readOnly(path: String)
     /// A system call failed.
     case io(path: String, operation: String, errno: Int32)
+    /// Another process writes this store (`holder` says which, when it could be read).
+    case locked(path: String, holder: String)
 
     /// One line naming the path and the problem.
     public var description: String {
@@ -53,6 +55,7 @@ public enum FeatureStoreError: Error, Equatable, CustomStringConvertible {
         case .invalidContents(let shardID, let reason): "shard \(shardID): cannot commit: \(reason)"
         case .readOnly(let path): "\(path): opened read-only; open it for writing to commit"
         case .io(let path, let operation, let code): "\(path): \(operation) failed: \(String(cString: strerror(code)))"
+        case .locked(let path, let holder): "\(path): the store is being written by \(holder); one writer at a time (stop it first, or use another store)"
         }
     }
 }
@@ -139,6 +142,8 @@ public final class FeatureStore {
     private let writable: Bool
     /// Set when a failed append could not be undone: the segment's tail is unknown, so no more appends.
     private var poisoned: String?
+    /// Held while the store is open for writing.
+    private let writerLock: StoreWriterLock?
 
     /// Test hook: called at each commit stage so tests can kill the process there.
     var commitStageObserver: ((CommitStage) -> Void)?
@@ -152,8 +157,9 @@ public final class FeatureStore {
     public static let defaultSegmentLimit = 256 << 20
 
     private init(root: URL, manifest: StoreManifest, dtype: FeatureDTypeCode, shards: [UInt32: ShardLocation],
-                 writer: SegmentWriter?, writable: Bool, segmentLimit: Int) {
+                 writer: SegmentWriter?, writable: Bool, segmentLimit: Int, writerLock: StoreWriterLock?) {
         self.root = root
+        self.writerLock = writerLock
         self.dtype = dtype
         self.dimension = manifest.dimension
         self.metadata = StoreMetadata(model: manifest.model, classNames: manifest.classNames)
@@ -175,14 +181,17 @@ public final class FeatureStore {
 
     /// Creates an empty store at `root` (creating the directory if needed), makes `store.json` durable,
     /// and returns it open for writing.
+    ///
+    /// Takes the store's writer lock, or uses `lock` when the caller already holds it.
     public static func create(at root: URL, dtype: FeatureDTypeCode, dimension: Int,
                               metadata: StoreMetadata = StoreMetadata(),
-                              segmentLimit: Int = defaultSegmentLimit) throws -> FeatureStore {
+                              segmentLimit: Int = defaultSegmentLimit, lock: StoreWriterLock? = nil) throws -> FeatureStore {
         guard dimension > 0 else {
             throw FeatureStoreError.badManifest(path: root.path, reason: "dimension must be positive, not \(dimension)")
         }
         let fileManager = FileManager.default
         let manifestURL = root.appendingPathComponent("store.json")
+        let writerLock = try lock ?? StoreWriterLock.acquire(root: root)
         if fileManager.fileExists(atPath: manifestURL.path) { throw FeatureStoreError.alreadyExists(path: root.path) }
         try fileManager.createDirectory(at: segmentsDirectory(root), withIntermediateDirectories: true)
 
@@ -196,7 +205,7 @@ public final class FeatureStore {
         try Durable.syncDirectory(segmentsDirectory(root))
         try Durable.syncDirectory(root)
         return FeatureStore(root: root, manifest: manifest, dtype: dtype, shards: [:], writer: nil, writable: true,
-                            segmentLimit: segmentLimit)
+                            segmentLimit: segmentLimit, writerLock: writerLock)
     }
 
     /// Opens an existing store: validates `store.json` and walks every segment's record headers. Every
@@ -205,11 +214,14 @@ public final class FeatureStore {
     ///
     /// A bad tail of the last segment is an interrupted append. Read-only, it is ignored (it may be a
     /// live writer's append in progress); `forWriting`, it is truncated away and appends continue there.
+    /// `forWriting` takes the store's writer lock first (or uses `lock` when the caller holds it), so a
+    /// second writer is refused before it can touch anything.
     public static func open(at root: URL, verifyChecksums: Bool = false, forWriting: Bool = false,
-                            segmentLimit: Int = defaultSegmentLimit) throws -> FeatureStore {
+                            segmentLimit: Int = defaultSegmentLimit, lock: StoreWriterLock? = nil) throws -> FeatureStore {
         let fileManager = FileManager.default
         let manifestURL = root.appendingPathComponent("store.json")
         guard fileManager.fileExists(atPath: manifestURL.path) else { throw FeatureStoreError.notAStore(path: root.path) }
+        let writerLock = forWriting ? try lock ?? StoreWriterLock.acquire(root: root) : nil
         let manifest: StoreManifest
         do {
             manifest = try JSONDecoder().decode(StoreManifest.self, from: Data(contentsOf: manifestURL))
@@ -269,7 +281,7 @@ public final class FeatureStore {
             }
         }
         return FeatureStore(root: root, manifest: manifest, dtype: dtype, shards: shards, writer: writer, writable: forWriting,
-                            segmentLimit: segmentLimit)
+                            segmentLimit: segmentLimit, writerLock: writerLock)
     }
 
     // MARK: committing

@@ -130,9 +130,11 @@ public enum LedgerOutcome: Equatable, Sendable {
 /// The head's bookkeeping of partially received shard attempts; performs no I/O.
 ///
 /// Promises: a shard completes at most once (the first attempt to cover every offset wins and the
-/// others' data is dropped); offsets already seen by an attempt are dropped; no more than
-/// `maxOpenAttempts` attempts are buffered at a time (the least recently touched is evicted, and its data
-/// comes back when the coordinator re-leases the shard).
+/// others' data is dropped); offsets already seen by an attempt are dropped; a sender (a worker, which
+/// works one shard at a time) has at most one open attempt: its batch of a new attempt abandons its
+/// older unfinished one; no more than `maxOpenAttempts` attempts are buffered at a time, and a batch that
+/// would open one more is refused (never is a live attempt evicted to make room, which would starve
+/// progress: the head derives the bound from the number of workers it tracks).
 public struct ShardLedger: Sendable {
     private struct AttemptKey: Hashable, Sendable {
         var shardID: UInt32
@@ -141,7 +143,6 @@ public struct ShardLedger: Sendable {
 
     private struct PartialAttempt: Sendable {
         var shardItemCount: UInt32
-        var lastTouched: UInt64
         var rowSlotByOffset: [UInt32: Int] = [:]
         var indexes: [UInt64] = []
         var labels: [Int32] = []
@@ -168,16 +169,17 @@ public struct ShardLedger: Sendable {
     public private(set) var completing: Set<UInt32> = []
     /// Batches discarded because their shard was already committed or completing.
     public private(set) var discardedBatches = 0
-    /// Attempts dropped to respect `maxOpenAttempts`.
-    public private(set) var evictedAttempts = 0
-    /// Batches refused as inconsistent.
+    /// Batches refused as inconsistent, or because `maxOpenAttempts` attempts were open.
     public private(set) var rejectedBatches = 0
+    /// Unfinished attempts dropped because their sender moved on to another attempt (or was forgotten).
+    public private(set) var abandonedAttempts = 0
 
     private var attempts: [AttemptKey: PartialAttempt] = [:]
-    private var clock: UInt64 = 0
+    /// Each sender's open attempt.
+    private var openAttemptBySender: [[UInt8]: AttemptKey] = [:]
 
     /// Starts with the shards the store has already committed; `maxOpenAttempts` is raised to at least 1.
-    public init(dimension: Int, dtype: FeatureDTypeCode = .f32, committed: Set<UInt32>, maxOpenAttempts: Int = 64) {
+    public init(dimension: Int, dtype: FeatureDTypeCode = .f32, committed: Set<UInt32>, maxOpenAttempts: Int = 1024) {
         self.dimension = dimension
         self.dtype = dtype
         self.rowBytes = dimension * FeatureEncoding.width(of: dtype)
@@ -196,7 +198,9 @@ public struct ShardLedger: Sendable {
     /// A rejected batch leaves the ledger unchanged. Batches of a shard that is completing (between
     /// `.completed` and `markCommitted`) are answered `.accepted(newRows: 0, duplicates: all)`, since
     /// the contents being committed already cover them.
-    public mutating func receive(_ batch: DecodedBatch) -> LedgerOutcome {
+    /// `sender` identifies who sent the batch (a worker's connection); nil for callers that do not track
+    /// senders, whose attempts are then bounded by `maxOpenAttempts` alone.
+    public mutating func receive(_ batch: DecodedBatch, from sender: [UInt8]? = nil) -> LedgerOutcome {
         if committed.contains(batch.shardID) {
             discardedBatches += 1
             return .alreadyCommitted
@@ -211,14 +215,18 @@ public struct ShardLedger: Sendable {
             return .accepted(newRows: 0, duplicates: batch.offsets.count + batch.deadLetters.count)
         }
 
-        clock += 1
         var partial: PartialAttempt
         if let existing = attempts.removeValue(forKey: key) {
             partial = existing
         } else {
-            // Evict before inserting so the bound holds even transiently.
-            while attempts.count >= maxOpenAttempts { evictLeastRecentlyTouched() }
-            partial = PartialAttempt(shardItemCount: batch.shardItemCount, lastTouched: clock)
+            if let sender, let previous = openAttemptBySender[sender], previous != key, attempts.removeValue(forKey: previous) != nil {
+                abandonedAttempts += 1
+            }
+            guard attempts.count < maxOpenAttempts else {
+                rejectedBatches += 1
+                return .rejected("shard \(batch.shardID) attempt \(batch.attempt): \(maxOpenAttempts) attempts are already open")
+            }
+            partial = PartialAttempt(shardItemCount: batch.shardItemCount)
             // One allocation per attempt instead of repeated regrowth while rows stream in.
             let expectedRows = Int(batch.shardItemCount)
             partial.featureBytes.reserveCapacity(expectedRows * rowBytes)
@@ -227,7 +235,7 @@ public struct ShardLedger: Sendable {
             partial.keys.reserveCapacity(expectedRows)
             partial.rowSlotByOffset.reserveCapacity(expectedRows)
         }
-        partial.lastTouched = clock
+        if let sender { openAttemptBySender[sender] = key }
 
         var newRows = 0
         var duplicates = 0
@@ -278,6 +286,12 @@ public struct ShardLedger: Sendable {
         completing.remove(shardID)
     }
 
+    /// Drops the sender's open attempt (its session ended).
+    public mutating func forget(sender: [UInt8]) {
+        guard let key = openAttemptBySender.removeValue(forKey: sender) else { return }
+        if attempts.removeValue(forKey: key) != nil { abandonedAttempts += 1 }
+    }
+
     private func inconsistency(of batch: DecodedBatch, existing: PartialAttempt?) -> String? {
         let rows = batch.offsets.count
         guard batch.indexes.count == rows, batch.labels.count == rows, batch.keys.count == rows else {
@@ -304,12 +318,6 @@ public struct ShardLedger: Sendable {
                 + "shardItemCount \(batch.shardItemCount)"
         }
         return nil
-    }
-
-    private mutating func evictLeastRecentlyTouched() {
-        guard let oldest = attempts.min(by: { $0.value.lastTouched < $1.value.lastTouched })?.key else { return }
-        attempts.removeValue(forKey: oldest)
-        evictedAttempts += 1
     }
 
     private func contents(of partial: PartialAttempt) -> ShardContents {

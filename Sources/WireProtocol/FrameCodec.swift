@@ -166,7 +166,7 @@ extension FeatureDTypeCode {
 ///     10 + len  u32 CRC-32C (LE) over bytes [0, 10 + len)
 public enum FrameCodec {
     /// Wire major version; frames with any other major are rejected.
-    public static let majorVersion: UInt8 = 1
+    public static let majorVersion: UInt8 = 2
     /// Wire minor version this codec writes; frames with a higher minor are accepted and their
     /// unknown trailing body bytes ignored.
     public static let minorVersion: UInt8 = 0
@@ -228,8 +228,8 @@ public enum FrameCodec {
             w.u32(UInt32(truncatingIfNeeded: b.deadLetters.count))
             for d in b.deadLetters { w.u32(d.offset); w.str(d.key); w.str(d.reason) }
             w.u32(UInt32(truncatingIfNeeded: b.payload.count)); w.bytes.append(contentsOf: b.payload)
-        case .credit(let epoch, let grant):
-            w.u64(epoch); w.u32(grant)
+        case .credit(let epoch, let limit):
+            w.u64(epoch); w.u32(limit)
         }
         let bodyLength = UInt32(truncatingIfNeeded: w.bytes.count - headerSize)
         w.bytes.withUnsafeMutableBytes { $0.storeBytes(of: bodyLength.littleEndian, toByteOffset: 6, as: UInt32.self) }
@@ -374,7 +374,7 @@ public enum FrameCodec {
         case .featureBatch:
             return .featureBatch(try decodeFeatureBatch(&r))
         case .credit:
-            return .credit(epoch: try r.u64("epoch"), grant: try r.u32("grant"))
+            return .credit(epoch: try r.u64("epoch"), limit: try r.u32("limit"))
         }
     }
 

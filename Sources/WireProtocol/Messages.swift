@@ -140,6 +140,7 @@ public enum Message: Equatable, Sendable {
     // MARK: data plane
     /// Worker → head: features of one batch.
     case featureBatch(FeatureBatch)
-    /// Head → worker: the worker may send this many more batches.
-    case credit(epoch: UInt64, grant: UInt32)
+    /// Head → worker: the worker may have sent this many batches in all to this head epoch (a cumulative
+    /// limit, so a lost or repeated credit is harmless).
+    case credit(epoch: UInt64, limit: UInt32)
 }

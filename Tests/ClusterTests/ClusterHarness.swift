@@ -34,7 +34,11 @@ final class ClusterHarness {
     /// The demo's val split by default; `webdataset` uses its val shard, which has no train/val split of its own.
     var webdataset = false
 
+    /// A manifest to use instead of the demo's folders, when set.
+    var manifest: String?
+
     var datasetArguments: [String] {
+        if let manifest { return ["--data", manifest] }
         if webdataset {
             return ["--data", Self.home.appendingPathComponent("data/fashion-mnist-demo/webdataset/val-000000.tar").path,
                     "--limit", String(items)]

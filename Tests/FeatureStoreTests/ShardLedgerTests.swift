@@ -115,25 +115,30 @@ final class ShardLedgerTests: XCTestCase {
         XCTAssertEqual(ledger.openAttempts, 1)
     }
 
-    func testMemoryBoundEvictsTheLeastRecentlyTouchedAttempt() {
+    func testASendersNewAttemptAbandonsItsUnfinishedOneAndTheBoundRefusesInsteadOfEvicting() {
         var ledger = ShardLedger(dimension: 2, committed: [], maxOpenAttempts: 2)
-        _ = ledger.receive(makeBatch(shard: 1, count: 2, offsets: [0]))
-        _ = ledger.receive(makeBatch(shard: 2, count: 2, offsets: [0]))
-        _ = ledger.receive(makeBatch(shard: 1, count: 2, offsets: [0]))  // touches shard 1, so shard 2 is oldest
-        _ = ledger.receive(makeBatch(shard: 3, count: 2, offsets: [0]))
+        let (a, b, c): ([UInt8], [UInt8], [UInt8]) = ([1], [2], [3])
+        _ = ledger.receive(makeBatch(shard: 1, count: 2, offsets: [0]), from: a)
+        _ = ledger.receive(makeBatch(shard: 2, count: 2, offsets: [0]), from: b)
         XCTAssertEqual(ledger.openAttempts, 2)
-        XCTAssertEqual(ledger.evictedAttempts, 1)
-        XCTAssertEqual(ledger.bufferedRows, 2)
-
-        guard case .completed = ledger.receive(makeBatch(shard: 1, count: 2, offsets: [1])) else {
+        // A third sender's attempt would exceed the bound: refused, and nobody's progress is lost.
+        guard case .rejected(let reason) = ledger.receive(makeBatch(shard: 3, count: 2, offsets: [0]), from: c) else {
+            return XCTFail("a batch beyond the bound must be refused")
+        }
+        XCTAssertTrue(reason.contains("2 attempts are already open"), reason)
+        XCTAssertEqual(ledger.openAttempts, 2)
+        guard case .completed = ledger.receive(makeBatch(shard: 1, count: 2, offsets: [1]), from: a) else {
             return XCTFail("shard 1 kept its first row")
         }
-        // Shard 2's first row was evicted, so its second row alone does not complete it.
-        XCTAssertEqual(ledger.receive(makeBatch(shard: 2, count: 2, offsets: [1])), .accepted(newRows: 1, duplicates: 0))
-        XCTAssertEqual(ledger.receive(makeBatch(shard: 2, attempt: 2, count: 2, offsets: [0, 1])),
+        // Sender b moves on to shard 4: its unfinished shard 2 is abandoned, so a later row of it alone does not complete it.
+        XCTAssertEqual(ledger.receive(makeBatch(shard: 4, count: 2, offsets: [0]), from: b), .accepted(newRows: 1, duplicates: 0))
+        XCTAssertEqual(ledger.abandonedAttempts, 1)
+        XCTAssertEqual(ledger.receive(makeBatch(shard: 2, count: 2, offsets: [1]), from: c), .accepted(newRows: 1, duplicates: 0))
+        XCTAssertEqual(ledger.receive(makeBatch(shard: 2, attempt: 2, count: 2, offsets: [0, 1]), from: c),
                        .completed(ShardContents(shardItemCount: 2, dimension: 2, offsets: [0, 1], indexes: [2000, 2001],
                                                 labels: [0, 1], keys: ["s2/item0", "s2/item1"], features: [0, 0.1, 1, 1.1],
                                                 deadLetters: [])))
+        XCTAssertEqual(ledger.abandonedAttempts, 2, "sender c's own shard 2 attempt 1 was abandoned by its attempt 2")
     }
 
     func testDecodedBatchReadsRawF16AndF32Payloads() throws {

@@ -65,7 +65,7 @@ final class PropertyTests: XCTestCase {
         case .headHello: return .headHello(epoch: u64(&rng), committed: (0..<Int.random(in: 0...50, using: &rng)).map { _ in u32(&rng) })
         case .shardCommitted: return .shardCommitted(shardID: u32(&rng), attempt: u32(&rng), items: u32(&rng), deadLetters: u32(&rng))
         case .featureBatch: return .featureBatch(randomBatch(&rng))
-        case .credit: return .credit(epoch: u64(&rng), grant: u32(&rng))
+        case .credit: return .credit(epoch: u64(&rng), limit: u32(&rng))
         }
     }
 

@@ -30,7 +30,7 @@ final class VectorTests: XCTestCase {
         "head_hello": .headHello(epoch: 99, committed: [0, 1, 2, 5, 0xFFFF_FFFF]),
         "head_hello_empty": .headHello(epoch: 1, committed: []),
         "shard_committed": .shardCommitted(shardID: 7, attempt: 2, items: 997, deadLetters: 3),
-        "credit": .credit(epoch: 0xFEDC_BA98_7654_3210, grant: 8),
+        "credit": .credit(epoch: 0xFEDC_BA98_7654_3210, limit: 8),
         "feature_batch_raw_f32": .featureBatch(FeatureBatch(
             shardID: 7, attempt: 2, shardItemCount: 4, offsets: [0, 1], indexes: [100, 101], labels: [3, -1],
             keys: ["a/0.jpg", "a/1.jpg"], deadLetters: [], dtype: .f32, dimension: 4, codec: .raw, rawLength: 32,
@@ -61,7 +61,7 @@ final class VectorTests: XCTestCase {
         "invalid_empty": .tooShort(0),
         "invalid_short": .tooShort(5),
         "invalid_bad_magic": .badMagic,
-        "invalid_bad_version": .unsupportedVersion(major: 2, minor: 0),
+        "invalid_bad_version": .unsupportedVersion(major: 1, minor: 0),
         "invalid_unknown_type": .unknownType(0x7F),
         "invalid_bad_checksum": .checksumMismatch,
         "invalid_oversized_length": .exceedsLimit(""),

@@ -1,0 +1,694 @@
+import ClusterSessions
+import Coordination
+import FeatStreamTestSupport
+import FeatureCodec
+import FeatureStore
+import Foundation
+import WireProtocol
+
+/// A broken promise the simulator found, with the line that reproduces it.
+public struct SimulationViolation: Error, CustomStringConvertible {
+    /// The seed whose schedule broke it.
+    public let seed: UInt64
+    /// Simulated milliseconds at which it was seen.
+    public let time: UInt64
+    /// What broke.
+    public let invariant: String
+
+    /// One line: what broke, when, and the command that replays exactly this schedule.
+    public var description: String {
+        "seed \(seed) violated '\(invariant)' at \(time) ms; reproduce: swift run -c release featstream-sim --seed \(seed) --trace"
+    }
+}
+
+/// What one seed's run did, for coverage checks and the campaign summary.
+public struct SimulationOutcome: Sendable {
+    /// Simulated milliseconds until the job finished.
+    public var finishedAt: UInt64 = 0
+    /// Items in the plan, stored rows, dead letters.
+    public var items = 0, rows = 0, deadLetters = 0
+    /// Faults injected, by kind.
+    public var faults: [String: Int] = [:]
+    /// Batches the head refused for lack of credit, late batches re-acknowledged, and so on.
+    public var head = HeadSessionCounters()
+}
+
+/// A deterministic simulation of a whole job: one coordinator, one head and several workers, each the real
+/// session state machine (`CoordinatorSession` with the real `LeaseTable` and `CoordinatorJournal`,
+/// `HeadSession` with the real `ShardLedger` and `FeatureStore`, `WorkerSession`), over a simulated network
+/// and clock that a seeded generator fills with faults: message loss, duplication, delay and reordering,
+/// partitions between any two roles, crashes and restarts of any role (torn store tails and journal records
+/// included), full disks and failing syncs.
+///
+/// The files are real (in a temporary folder, on tmpfs when there is one); everything else is simulated,
+/// so a seed replays exactly. Checked throughout: no acknowledged shard is ever missing from the store after a
+/// head restart; no worker sends beyond its credit limit; open attempts, worker tables and outboxes stay
+/// within their bounds. Checked at the end: once faults stop, the job finishes within a bounded time, and
+/// every item is stored exactly once as a row or a dead letter.
+public final class ClusterSimulator {
+    /// Per-seed knobs drawn from the seed.
+    struct Schedule {
+        var itemCount: Int
+        var shardSize: Int
+        var workerCount: Int
+        var batchSize: Int
+        var faultsUntil: UInt64
+        var drop: Double
+        var duplicate: Double
+        var maxDelay: UInt64
+        var crashRate: Double
+        var partitionRate: Double
+        var diskFaultRate: Double
+        var slowExtraction: Bool
+    }
+
+    private enum Node: Hashable, CustomStringConvertible {
+        case coordinator, head, worker(Int)
+        var description: String {
+            switch self {
+            case .coordinator: return "coordinator"
+            case .head: return "head"
+            case .worker(let slot): return "w\(slot)"
+            }
+        }
+    }
+
+    private enum Event {
+        /// A message arriving at `to` from `from` (whose connection identity is `identity`).
+        case deliver(to: Node, from: Node, identity: [UInt8], generation: Int, message: Message)
+        case tick(Node, generation: Int)
+        case restart(Node)
+        case syncDone(generation: Int, ticket: Int)
+        case extractionStep(slot: Int, generation: Int, run: Int)
+    }
+
+    private struct Scheduled: Comparable {
+        var at: UInt64
+        var order: UInt64
+        var event: Event
+        static func < (a: Scheduled, b: Scheduled) -> Bool { (a.at, a.order) < (b.at, b.order) }
+        static func == (a: Scheduled, b: Scheduled) -> Bool { (a.at, a.order) == (b.at, b.order) }
+    }
+
+    private struct WorkerNode {
+        var session: WorkerSession
+        var generation: Int
+        var identity: [UInt8]
+        var connectedToHead = false
+        /// The running extraction: its items, the next offset, and a run number that cancels stale steps.
+        var extraction: (shardID: UInt32, attempt: UInt32, items: [ItemRef], next: Int)?
+        var run = 0
+    }
+
+    private struct HeadNode {
+        var session: HeadSession
+        var store: FeatureStore?
+        var generation: Int
+        /// Prepared syncs in flight: ticket number → (ticket, the last segment's length it covers).
+        var syncs: [Int: (ticket: SyncTicket, segment: URL?, length: Int)] = [:]
+        var nextTicket = 0
+        var syncInFlight = false
+    }
+
+    public let seed: UInt64
+    let schedule: Schedule
+    private var rng: SplitMix64
+    private var now: UInt64 = 0
+    private var queue: [Scheduled] = []
+    private var order: UInt64 = 0
+    private let directory: URL
+    private let storeURL: URL
+    private let journalURL: URL
+    private let plan: ShardPlan
+    private let badItems: Set<UInt64>
+    private let trace: ((String) -> Void)?
+
+    private var coordinator: CoordinatorSession?
+    private var journal: CoordinatorJournal?
+    private var coordinatorGeneration = 0
+    private var head: HeadNode?
+    private var headGeneration = 0
+    private var workers: [WorkerNode?]
+    private var down: Set<Node> = []
+    /// Pairs that cannot talk until the given time.
+    private var partitions: [(a: Node, b: Node, until: UInt64)] = []
+    /// Every shard the head ever acknowledged: none may be missing after any restart.
+    private var acknowledged: Set<UInt32> = []
+    /// Durable length of the store's last segment, by file, as of the last completed sync.
+    private var durableLength: [URL: Int] = [:]
+    private var outcome = SimulationOutcome()
+    private var finished = false
+
+    static let heartbeatMs: UInt64 = 100
+    static let dimension = 4
+    static let maxWorkers = 8
+    static let settleLimitMs: UInt64 = 120_000
+
+    /// Prepares the run for `seed` in a fresh temporary folder; `trace` receives one line per event.
+    public init(seed: UInt64, trace: ((String) -> Void)? = nil) throws {
+        self.seed = seed
+        self.trace = trace
+        var rng = SplitMix64(seed: seed)
+        func pick<T: Comparable>(_ range: ClosedRange<T>) -> T where T: FixedWidthInteger { T.random(in: range, using: &rng) }
+        func unit() -> Double { Double.random(in: 0..<1, using: &rng) }
+        let calm = unit() < 0.1
+        schedule = Schedule(
+            itemCount: pick(1...90), shardSize: pick(1...9), workerCount: pick(1...5), batchSize: pick(1...5),
+            faultsUntil: calm ? 0 : pick(2_000...12_000),
+            drop: unit() < 0.3 ? 0 : unit() * 0.15, duplicate: unit() < 0.5 ? 0 : unit() * 0.1,
+            maxDelay: pick(1...60), crashRate: unit() * 0.0015, partitionRate: unit() * 0.001,
+            diskFaultRate: unit() < 0.5 ? 0 : unit() * 0.05, slowExtraction: unit() < 0.2)
+        self.rng = rng
+        let items = (0..<schedule.itemCount).map { ItemRef(index: UInt64($0), key: "item\($0 / 3)", label: Int32($0 % 3)) }
+        plan = ShardPlan(items: items, shardSize: schedule.shardSize)
+        // Some items cannot be decoded: they must end as dead letters, exactly once.
+        badItems = Set((0..<UInt64(schedule.itemCount)).filter { $0 % 11 == 7 })
+        let base = FileManager.default.fileExists(atPath: "/dev/shm") ? URL(fileURLWithPath: "/dev/shm") : FileManager.default.temporaryDirectory
+        directory = base.appendingPathComponent("featstream-sim-\(getpid())-\(seed)")
+        try? FileManager.default.removeItem(at: directory)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        storeURL = directory.appendingPathComponent("store")
+        journalURL = directory.appendingPathComponent("journal")
+        workers = Array(repeating: nil, count: schedule.workerCount)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+
+    /// Runs the schedule to the end; throws the first violation.
+    public func run() throws -> SimulationOutcome {
+        outcome.items = schedule.itemCount
+        try startCoordinator()
+        try startHead()
+        for slot in 0..<schedule.workerCount { startWorker(slot) }
+        let deadline = schedule.faultsUntil + Self.settleLimitMs
+        while !finished {
+            guard !queue.isEmpty else { throw violation("the simulation ran out of events before the job finished") }
+            let next = popEvent()
+            now = next.at
+            guard now <= deadline else { throw violation("the job did not finish within \(Self.settleLimitMs) ms after faults stopped") }
+            try handle(next.event)
+        }
+        try checkFinalStore()
+        outcome.finishedAt = now
+        outcome.head = head?.session.counters ?? HeadSessionCounters()
+        return outcome
+    }
+
+    // MARK: - Roles
+
+    private func startCoordinator() throws {
+        coordinatorGeneration += 1
+        journal = try CoordinatorJournal.open(path: journalURL.path, plan: plan)
+        let settings = CoordinatorSessionSettings(
+            lease: LeaseSettings(leaseMs: 1_000, commitWaitMs: 800, workerDeadAfterMs: 5 * Self.heartbeatMs,
+                                 maxAttemptsInFlight: 2, stallAfterMs: 60_000, idleRetryMs: 50),
+            heartbeatMs: Self.heartbeatMs, deadAfterBeats: 5, headAddress: "sim://head", maxWorkers: Self.maxWorkers)
+        coordinator = CoordinatorSession(epoch: rng.next() | 1, shards: plan.shards, settings: settings, journal: journal!)
+        down.remove(.coordinator)
+        schedule(.tick(.coordinator, generation: coordinatorGeneration), after: 1)
+        log("coordinator started (generation \(coordinatorGeneration)); journal has \(journal!.committed.count) commits")
+    }
+
+    private func startHead() throws {
+        headGeneration += 1
+        var store: FeatureStore?
+        if FileManager.default.fileExists(atPath: storeURL.appendingPathComponent("store.json").path) {
+            store = try FeatureStore.open(at: storeURL, forWriting: true, segmentLimit: 2_048)
+            let missing = acknowledged.subtracting(store!.committedShards)
+            if !missing.isEmpty { throw violation("acknowledged shards \(missing.sorted()) are missing from the reopened store") }
+            if let last = try lastSegment() { durableLength[last] = fileLength(last) }
+        }
+        var settings = HeadSessionSettings()
+        settings.heartbeatMs = Self.heartbeatMs
+        settings.creditWindow = 2
+        settings.maxWorkers = Self.maxWorkers
+        var session = HeadSession(epoch: rng.next() | 1, dtype: .f16, dimension: store?.dimension,
+                                  committed: store?.committedShards ?? [], settings: settings)
+        let outputs = session.start(now: now)
+        head = HeadNode(session: session, store: store, generation: headGeneration)
+        down.remove(.head)
+        try perform(outputs, at: .head)
+        schedule(.tick(.head, generation: headGeneration), after: 1)
+        log("head started (generation \(headGeneration)); store holds \(store?.committedShards.count ?? 0) shards")
+    }
+
+    private func startWorker(_ slot: Int) {
+        let generation = (workers[slot]?.generation ?? 0) + 1
+        var session = WorkerSession(workerID: "w\(slot)", host: "sim", pid: UInt32(slot), outboxLimit: 2)
+        let outputs = session.start(now: now)
+        workers[slot] = WorkerNode(session: session, generation: generation, identity: Array("w\(slot).\(generation)".utf8))
+        down.remove(.worker(slot))
+        try? perform(outputs, at: .worker(slot))
+        schedule(.tick(.worker(slot), generation: generation), after: UInt64.random(in: 1...20, using: &rng))
+    }
+
+    private func crash(_ node: Node) throws {
+        guard !down.contains(node), !finished else { return }
+        down.insert(node)
+        outcome.faults["crash \(nodeKind(node))", default: 0] += 1
+        log("CRASH \(node)")
+        switch node {
+        case .coordinator:
+            coordinator = nil
+            journal?.close()
+            journal = nil
+            if chance(0.3) {
+                // Torn mid-write: a partial record at the journal's end, which the next open must cut off.
+                let handle = try FileHandle(forWritingTo: journalURL)
+                handle.seekToEndOfFile()
+                handle.write(Data([0x11, 0x00, 0x00, 0x00, 0xAB, 0xCD]))
+                try handle.close()
+            }
+        case .head:
+            head = nil
+            try tearLastSegment()
+        case .worker(let slot):
+            workers[slot]!.run += 1
+            workers[slot]!.extraction = nil
+        }
+        schedule(.restart(node), after: UInt64.random(in: 50...1_500, using: &rng))
+    }
+
+    // MARK: - Events
+
+    private func handle(_ event: Event) throws {
+        switch event {
+        case let .deliver(to, from, identity, generation, message):
+            guard !down.contains(to), generationMatches(to, generation) else { return }
+            try deliver(message, to: to, from: from, identity: identity)
+        case let .tick(node, generation):
+            guard !down.contains(node), generationMatches(node, generation) else { return }
+            try tick(node)
+            if !finished { schedule(.tick(node, generation: generation), after: UInt64.random(in: 10...40, using: &rng)) }
+            if faulty && chance(schedule.crashRate) { try crash(node) }
+            if faulty && chance(schedule.partitionRate) { partitionSomePair() }
+        case .restart(let node):
+            switch node {
+            case .coordinator: try startCoordinator()
+            case .head: try startHead()
+            case .worker(let slot): startWorker(slot)
+            }
+        case let .syncDone(generation, ticket):
+            guard !down.contains(.head), headGeneration == generation, head != nil else { return }
+            try completeSync(ticket)
+        case let .extractionStep(slot, generation, run):
+            guard !down.contains(.worker(slot)), let worker = workers[slot], worker.generation == generation, worker.run == run else { return }
+            try extractionStep(slot)
+        }
+    }
+
+    private func generationMatches(_ node: Node, _ generation: Int) -> Bool {
+        switch node {
+        case .coordinator: return generation == coordinatorGeneration
+        case .head: return generation == headGeneration
+        case .worker(let slot): return workers[slot]?.generation == generation
+        }
+    }
+
+    private func tick(_ node: Node) throws {
+        switch node {
+        case .coordinator:
+            let outputs = coordinator!.tick(now: now)
+            try perform(outputs)
+        case .head:
+            let outputs = head!.session.tick(now: now)
+            try perform(outputs, at: .head)
+            try startSyncIfDue()
+        case .worker(let slot):
+            let outputs = workers[slot]!.session.tick(now: now)
+            try perform(outputs, at: node)
+        }
+    }
+
+    private func deliver(_ message: Message, to node: Node, from: Node, identity: [UInt8]) throws {
+        switch node {
+        case .coordinator:
+            let outputs: [CoordinatorOutput]
+            do { outputs = try coordinator!.receive(message, from: identity, now: now) } catch {
+                throw violation("the coordinator's journal failed: \(error)")
+            }
+            if faulty && chance(schedule.crashRate * 20), !outputs.isEmpty {
+                // Crash after acting (journal written) and before any answer left.
+                try crash(.coordinator)
+                return
+            }
+            try perform(outputs)
+        case .head:
+            guard var head else { return }
+            var outputs: [HeadOutput]
+            switch message {
+            case let .hello(workerID, _, _, capabilities):
+                outputs = head.session.workerHello(from: identity, name: workerID, batchesSent: capabilities["sent"].flatMap { UInt64($0) }, now: now)
+            case .heartbeat:
+                if from == .coordinator { outputs = head.session.receiveControl(message, now: now) } else {
+                    head.session.workerHeartbeat(from: identity, now: now)
+                    outputs = []
+                }
+            case .featureBatch(let batch):
+                if head.session.admitBatch(from: identity, now: now) {
+                    let decoded = Result { try DecodedBatch(decoding: batch, as: .f16) }
+                    outputs = head.session.receiveBatch(from: identity, batch: batch, decoded: decoded, now: now)
+                } else {
+                    outputs = []
+                }
+            default:
+                outputs = head.session.receiveControl(message, now: now)
+            }
+            self.head = head
+            try perform(outputs, at: .head)
+            try startSyncIfDue()
+        case .worker(let slot):
+            let outputs = from == .coordinator ? workers[slot]!.session.receiveControl(message, now: now)
+                : workers[slot]!.session.receiveData(message, now: now)
+            try perform(outputs, at: node)
+        }
+    }
+
+    // MARK: - Outputs
+
+    private func perform(_ outputs: [CoordinatorOutput]) throws {
+        for output in outputs {
+            switch output {
+            case let .send(identity, message):
+                guard let target = node(forIdentity: identity) else { continue }
+                send(message, from: .coordinator, to: target, identity: [])
+            case .finished:
+                finished = true
+            case .event(let event):
+                log("coordinator: \(event)")
+            case .committed, .leased, .workerJoined, .workerFinishedShard:
+                break
+            }
+        }
+        if let coordinator, coordinator.workerCount > Self.maxWorkers {
+            throw violation("the coordinator tracks \(coordinator.workerCount) workers, more than \(Self.maxWorkers)")
+        }
+    }
+
+    private func perform(_ outputs: [HeadOutput], at _: Node) throws {
+        for output in outputs {
+            guard var head else { return }
+            switch output {
+            case .toCoordinator(let message):
+                if case .shardCommitted(let shardID, _, _, _) = message {
+                    guard head.store?.committedShards.contains(shardID) == true else {
+                        throw violation("the head acknowledged shard \(shardID) before it was durable")
+                    }
+                    acknowledged.insert(shardID)
+                }
+                send(message, from: .head, to: .coordinator, identity: Array("head.\(headGeneration)".utf8))
+            case let .toWorker(identity, message):
+                guard let target = node(forIdentity: identity) else { continue }
+                send(message, from: .head, to: target, identity: [])
+            case .effect(let effect):
+                switch effect {
+                case .createStore(let dimension):
+                    head.store = try FeatureStore.create(at: storeURL, dtype: .f16, dimension: dimension, segmentLimit: 2_048)
+                    self.head = head
+                case let .append(shardID, attempt, contents):
+                    if faulty && chance(schedule.diskFaultRate) {
+                        outcome.faults["disk full", default: 0] += 1
+                        try perform(self.head!.session.appendFailed(shardID: shardID, now: now), at: .head)
+                        continue
+                    }
+                    let stored = try head.store!.append(contents, shardID: shardID, attempt: attempt)
+                    try perform(self.head!.session.appended(shardID: shardID, stored: stored, now: now), at: .head)
+                case .committed:
+                    break
+                case .jobComplete:
+                    break
+                }
+            }
+        }
+        if let head {
+            if head.session.openAttempts > Self.maxWorkers { throw violation("the head buffers \(head.session.openAttempts) attempts") }
+            if head.session.workerCount > Self.maxWorkers { throw violation("the head tracks \(head.session.workerCount) workers") }
+        }
+    }
+
+    private func perform(_ outputs: [WorkerOutput], at node: Node) throws {
+        guard case .worker(let slot) = node else { return }
+        for output in outputs {
+            guard var worker = workers[slot] else { return }
+            switch output {
+            case .toCoordinator(let message):
+                send(message, from: node, to: .coordinator, identity: worker.identity)
+            case .toHead(let message):
+                guard worker.connectedToHead else { continue }
+                send(message, from: node, to: .head, identity: worker.identity)
+            case .effect(let effect):
+                switch effect {
+                case .connectHead:
+                    worker.connectedToHead = true
+                case let .extract(shardID, attempt, items):
+                    worker.run += 1
+                    worker.extraction = (shardID, attempt, items, 0)
+                    schedule(.extractionStep(slot: slot, generation: worker.generation, run: worker.run), after: extractionDelay())
+                case .cancelExtraction:
+                    worker.run += 1
+                    worker.extraction = nil
+                case .stop:
+                    down.insert(node)
+                }
+                workers[slot] = worker
+            }
+        }
+        if let worker = workers[slot], worker.session.batchesSent > worker.session.creditLimit {
+            throw violation("worker w\(slot) sent \(worker.session.batchesSent) batches on a limit of \(worker.session.creditLimit)")
+        }
+    }
+
+    // MARK: - The simulated extraction
+
+    private func extractionDelay() -> UInt64 {
+        schedule.slowExtraction ? UInt64.random(in: 100...900, using: &rng) : UInt64.random(in: 1...30, using: &rng)
+    }
+
+    /// Produces the next batch of the running extraction (features are a pure function of the item).
+    private func extractionStep(_ slot: Int) throws {
+        guard var worker = workers[slot], let extraction = worker.extraction else { return }
+        let node = Node.worker(slot)
+        guard worker.session.wantsMoreBatches else {
+            // Backpressure: the head's credits hold the extraction back.
+            schedule(.extractionStep(slot: slot, generation: worker.generation, run: worker.run), after: 10)
+            return
+        }
+        let end = min(extraction.items.count, extraction.next + schedule.batchSize)
+        if extraction.next < end {
+            let batch = makeBatch(shardID: extraction.shardID, attempt: extraction.attempt, items: extraction.items, range: extraction.next..<end)
+            worker.extraction!.next = end
+            let outputs = worker.session.batchReady(batch, now: now)
+            workers[slot] = worker
+            try perform(outputs, at: node)
+        }
+        guard var current = workers[slot], current.extraction != nil else { return }
+        if current.extraction!.next >= extraction.items.count {
+            current.extraction = nil
+            let outputs = current.session.extractionFinished(shardID: extraction.shardID, attempt: extraction.attempt, now: now)
+            workers[slot] = current
+            try perform(outputs, at: node)
+        } else {
+            schedule(.extractionStep(slot: slot, generation: current.generation, run: current.run), after: extractionDelay())
+        }
+    }
+
+    private func makeBatch(shardID: UInt32, attempt: UInt32, items: [ItemRef], range: Range<Int>) -> FeatureBatch {
+        var offsets: [UInt32] = [], indexes: [UInt64] = [], labels: [Int32] = [], keys: [String] = []
+        var dead: [DeadLetterEntry] = [], features: [Float] = []
+        for offset in range {
+            let item = items[offset]
+            if badItems.contains(item.index) {
+                dead.append(DeadLetterEntry(offset: UInt32(offset), key: item.key, reason: "decode: simulated bad item"))
+                continue
+            }
+            offsets.append(UInt32(offset))
+            indexes.append(item.index)
+            labels.append(item.label)
+            keys.append(item.key)
+            features += (0..<Self.dimension).map { Float(Int(item.index) * 8 + $0) / 64 }
+        }
+        let (payload, rawLength) = features.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: .f16, codec: .shuffleLZ4) }
+        return FeatureBatch(shardID: shardID, attempt: attempt, shardItemCount: UInt32(items.count), offsets: offsets, indexes: indexes,
+                            labels: labels, keys: keys, deadLetters: dead, dtype: .f16, dimension: UInt32(Self.dimension),
+                            codec: .shuffleLZ4, rawLength: UInt32(rawLength), payload: payload)
+    }
+
+    // MARK: - The simulated disk
+
+    private func startSyncIfDue() throws {
+        guard var head, let store = head.store, !head.syncInFlight, !store.pendingShards.isEmpty else { return }
+        let ticket = store.prepareSync()
+        let segment = try lastSegment()
+        head.nextTicket += 1
+        head.syncs[head.nextTicket] = (ticket, segment, segment.map(fileLength) ?? 0)
+        head.syncInFlight = true
+        self.head = head
+        schedule(.syncDone(generation: headGeneration, ticket: head.nextTicket), after: UInt64.random(in: 1...40, using: &rng))
+    }
+
+    private func completeSync(_ number: Int) throws {
+        guard var head, let sync = head.syncs.removeValue(forKey: number) else { return }
+        head.syncInFlight = false
+        self.head = head
+        if faulty && chance(schedule.diskFaultRate) {
+            // fsync failed: what reached the disk is unknown, so the head must stop rather than acknowledge.
+            outcome.faults["fsync failure", default: 0] += 1
+            try crash(.head)
+            return
+        }
+        try sync.ticket.perform()
+        let durable = head.store!.completeSync(sync.ticket)
+        if let segment = sync.segment { durableLength[segment] = max(durableLength[segment] ?? 0, sync.length) }
+        try perform(self.head!.session.synced(durable.map(\.shardID), now: now), at: .head)
+        try startSyncIfDue()
+    }
+
+    private func lastSegment() throws -> URL? {
+        let segments = storeURL.appendingPathComponent("segments")
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: segments.path) else { return nil }
+        return names.filter { $0.hasSuffix(".seg") }.sorted().last.map { segments.appendingPathComponent($0) }
+    }
+
+    private func fileLength(_ url: URL) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: url.path)[.size]) as? NSNumber)?.intValue ?? 0
+    }
+
+    /// A crash keeps what was synced and any prefix of what was not (the page cache is lost).
+    private func tearLastSegment() throws {
+        guard let last = try lastSegment() else { return }
+        let length = fileLength(last)
+        let durable = durableLength[last] ?? 0
+        guard length > durable else { return }
+        let kept = durable + Int.random(in: 0...(length - durable), using: &rng)
+        guard truncate(last.path, off_t(kept)) == 0 else { throw violation("cannot truncate \(last.path)") }
+        outcome.faults["torn store tail", default: 0] += 1
+    }
+
+    // MARK: - The simulated network
+
+    private var faulty: Bool { now < schedule.faultsUntil }
+
+    private func send(_ message: Message, from: Node, to: Node, identity: [UInt8]) {
+        if trace != nil { log("\(from) -> \(to): \(brief(message))") }
+        if faulty {
+            if partitions.contains(where: { ($0.a == from && $0.b == to || $0.a == to && $0.b == from) && now < $0.until }) {
+                outcome.faults["partitioned message", default: 0] += 1
+                return
+            }
+            if chance(schedule.drop) {
+                outcome.faults["dropped message", default: 0] += 1
+                return
+            }
+        }
+        let generation: Int
+        switch to {
+        case .coordinator: generation = coordinatorGeneration
+        case .head: generation = headGeneration
+        case .worker(let slot): generation = workers[slot]?.generation ?? 0
+        }
+        let copies = faulty && chance(schedule.duplicate) ? 2 : 1
+        if copies == 2 { outcome.faults["duplicated message", default: 0] += 1 }
+        for _ in 0..<copies {
+            let delay = faulty ? UInt64.random(in: 1...schedule.maxDelay, using: &rng) : 1
+            schedule(.deliver(to: to, from: from, identity: identity, generation: generation, message: message), after: delay)
+        }
+    }
+
+    private func partitionSomePair() {
+        var nodes: [Node] = [.coordinator, .head]
+        nodes += (0..<schedule.workerCount).map { Node.worker($0) }
+        let a = nodes[Int.random(in: 0..<nodes.count, using: &rng)]
+        let b = nodes[Int.random(in: 0..<nodes.count, using: &rng)]
+        guard a != b else { return }
+        partitions.append((a, b, now + UInt64.random(in: 100...3_000, using: &rng)))
+        outcome.faults["partition", default: 0] += 1
+        log("PARTITION \(a) | \(b)")
+    }
+
+    private func node(forIdentity identity: [UInt8]) -> Node? {
+        let name = String(decoding: identity, as: UTF8.self)
+        if name.hasPrefix("head.") { return name == "head.\(headGeneration)" ? .head : nil }
+        guard name.hasPrefix("w"), let dot = name.firstIndex(of: "."), let slot = Int(name[name.index(after: name.startIndex)..<dot]),
+              let generation = Int(name[name.index(after: dot)...]), workers.indices.contains(slot),
+              workers[slot]?.generation == generation else { return nil }
+        return .worker(slot)
+    }
+
+    // MARK: - Checks and helpers
+
+    private func checkFinalStore() throws {
+        head = nil
+        let store = try FeatureStore.open(at: storeURL, verifyChecksums: true)
+        let missing = acknowledged.subtracting(store.committedShards)
+        if !missing.isEmpty { throw violation("acknowledged shards \(missing.sorted()) are missing from the final store") }
+        let shards = plan.shards
+        let report = store.exactlyOnceReport(expectedIndexes: 0..<UInt64(schedule.itemCount)) { shardID, entry in
+            shards[Int(shardID)].items[Int(entry.offset)].index
+        }
+        guard report.missing.isEmpty, report.duplicated.isEmpty, report.unexpected.isEmpty, report.unresolvedDeadLetters == 0 else {
+            throw violation("not exactly once: missing \(report.missing.prefix(8)), duplicated \(Array(report.duplicated.keys.sorted().prefix(8))), unexpected \(report.unexpected.prefix(8))")
+        }
+        let deadIndexes = Set(try store.deadLetters().map { shards[Int($0.shardID)].items[Int($0.entry.offset)].index })
+        guard deadIndexes == badItems else { throw violation("dead letters \(deadIndexes.sorted()) are not the bad items \(badItems.sorted())") }
+        outcome.rows = report.rows
+        outcome.deadLetters = report.deadLetters
+    }
+
+    private func violation(_ text: String) -> SimulationViolation {
+        SimulationViolation(seed: seed, time: now, invariant: text)
+    }
+
+    private func chance(_ p: Double) -> Bool { p > 0 && Double.random(in: 0..<1, using: &rng) < p }
+
+    private func nodeKind(_ node: Node) -> String {
+        if case .worker = node { return "worker" }
+        return node.description
+    }
+
+    private func schedule(_ event: Event, after delay: UInt64) {
+        order += 1
+        let item = Scheduled(at: now + delay, order: order, event: event)
+        // A binary heap keeps the run deterministic and fast.
+        queue.append(item)
+        var child = queue.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard queue[child] < queue[parent] else { break }
+            queue.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    private func popEvent() -> Scheduled {
+        let top = queue[0]
+        let last = queue.removeLast()
+        if !queue.isEmpty {
+            queue[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1, right = left + 1
+                var smallest = parent
+                if left < queue.count, queue[left] < queue[smallest] { smallest = left }
+                if right < queue.count, queue[right] < queue[smallest] { smallest = right }
+                if smallest == parent { break }
+                queue.swapAt(parent, smallest)
+                parent = smallest
+            }
+        }
+        return top
+    }
+
+    private func brief(_ message: Message) -> String {
+        switch message {
+        case .featureBatch(let b): return "batch(shard \(b.shardID) attempt \(b.attempt) offsets \(b.offsets) dead \(b.deadLetters.map(\.offset)))"
+        case .assignment(let shardID, let attempt, _, let items): return "assignment(shard \(shardID) attempt \(attempt), \(items.count) items)"
+        case .headHello(_, let committed): return "headHello(\(committed.count) committed)"
+        case .welcome: return "welcome"
+        default: return "\(message)"
+        }
+    }
+
+    private func log(_ text: String) {
+        trace?("\(now) \(text)")
+    }
+}

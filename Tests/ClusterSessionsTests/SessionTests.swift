@@ -1,0 +1,201 @@
+import ClusterSessions
+import FeatureCodec
+import Coordination
+import FeatureStore
+import WireProtocol
+import XCTest
+
+/// Each protocol rule of the sessions, driven by hand with messages and the time.
+final class HeadSessionTests: XCTestCase {
+    let worker: [UInt8] = Array("w0".utf8)
+
+    func session(window: UInt32 = 2, committed: Set<UInt32> = []) -> HeadSession {
+        var settings = HeadSessionSettings()
+        settings.creditWindow = window
+        settings.heartbeatMs = 100
+        return HeadSession(epoch: 7, dtype: .f32, dimension: 2, committed: committed, settings: settings)
+    }
+
+    func batch(shard: UInt32, offsets: [UInt32], count: UInt32 = 2) -> (FeatureBatch, Result<DecodedBatch, Error>) {
+        let features: [Float] = offsets.flatMap { [Float($0), 1] }
+        let (payload, raw) = features.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: .f32, codec: .raw) }
+        let wire = FeatureBatch(shardID: shard, attempt: 1, shardItemCount: count, offsets: offsets, indexes: offsets.map(UInt64.init),
+                                labels: offsets.map { _ in 0 }, keys: offsets.map { "k\($0)" }, deadLetters: [], dtype: .f32,
+                                dimension: 2, codec: .raw, rawLength: UInt32(raw), payload: payload)
+        return (wire, Result { try DecodedBatch(decoding: wire, as: .f32) })
+    }
+
+    func credits(_ outputs: [HeadOutput]) -> [UInt32] {
+        outputs.compactMap { if case .toWorker(_, .credit(_, let limit)) = $0 { return limit }; return nil }
+    }
+
+    func testBatchesBeyondTheCreditLimitAreDroppedAndCounted() {
+        var head = session(window: 2)
+        XCTAssertEqual(credits(head.workerHello(from: worker, name: "w0", batchesSent: nil, now: 0)), [2])
+        for shard: UInt32 in 0..<2 {
+            let (wire, decoded) = batch(shard: shard, offsets: [0])
+            XCTAssertTrue(head.admitBatch(from: worker, now: 1))
+            _ = head.receiveBatch(from: worker, batch: wire, decoded: decoded, now: 1)
+        }
+        // Each processed batch raised the limit by one, so the worker may have sent 4 in all.
+        XCTAssertEqual(head.creditLimit(of: worker), 4)
+        // A burst read before any of it is processed: the 5th arrival is beyond the limit.
+        XCTAssertEqual((2..<5).map { _ in head.admitBatch(from: worker, now: 2) }, [true, true, false])
+        XCTAssertEqual(head.counters.creditViolations, 1)
+        // A stranger that never said hello has no credits at all.
+        XCTAssertFalse(head.admitBatch(from: [9], now: 3))
+        XCTAssertEqual(head.counters.creditViolations, 2)
+    }
+
+    func testTheCreditAndTheAckOfAShardCompletingBatchWaitForDurability() {
+        var head = session(window: 2)
+        _ = head.workerHello(from: worker, name: "w0", batchesSent: nil, now: 0)
+        let (first, firstRows) = batch(shard: 3, offsets: [0])
+        XCTAssertTrue(head.admitBatch(from: worker, now: 1))
+        XCTAssertEqual(credits(head.receiveBatch(from: worker, batch: first, decoded: firstRows, now: 1)), [3])
+        let (last, lastRows) = batch(shard: 3, offsets: [1])
+        XCTAssertTrue(head.admitBatch(from: worker, now: 2))
+        let outputs = head.receiveBatch(from: worker, batch: last, decoded: lastRows, now: 2)
+        XCTAssertEqual(credits(outputs), [], "no credit before the shard is durable")
+        XCTAssertFalse(outputs.contains { if case .toCoordinator(.shardCommitted) = $0 { return true }; return false })
+        guard case .effect(.append(3, 1, _))? = outputs.last else { return XCTFail("the completed shard must be appended: \(outputs)") }
+        XCTAssertEqual(head.appended(shardID: 3, stored: true, now: 3), [])
+        let durable = head.synced([3], now: 4)
+        XCTAssertTrue(durable.contains(.toCoordinator(.shardCommitted(shardID: 3, attempt: 1, items: 2, deadLetters: 0))))
+        XCTAssertEqual(credits(durable), [4])
+    }
+
+    func testALateBatchOfACommittedShardIsAcknowledgedAgain() {
+        var head = session(committed: [5])
+        _ = head.workerHello(from: worker, name: "w0", batchesSent: nil, now: 0)
+        let (wire, decoded) = batch(shard: 5, offsets: [0])
+        XCTAssertTrue(head.admitBatch(from: worker, now: 1))
+        let outputs = head.receiveBatch(from: worker, batch: wire, decoded: decoded, now: 1)
+        XCTAssertTrue(outputs.contains(.toCoordinator(.shardCommitted(shardID: 5, attempt: 1, items: 0, deadLetters: 0))), "\(outputs)")
+        XCTAssertEqual(head.counters.lateBatches, 1)
+    }
+
+    func testHelloIsRetriedUntilWelcomedAndRepeatedForANewCoordinator() {
+        var head = session(committed: [1, 2])
+        XCTAssertEqual(head.start(now: 0), [.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))])
+        XCTAssertTrue(head.tick(now: 100).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))))
+        _ = head.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5), now: 150)
+        XCTAssertFalse(head.tick(now: 200).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))))
+        XCTAssertEqual(head.receiveControl(.heartbeat(epoch: 99, sequence: 1), now: 250), [])
+        // A restarted coordinator shows a new epoch: tell it everything again, until it answers.
+        XCTAssertEqual(head.receiveControl(.heartbeat(epoch: 100, sequence: 1), now: 300),
+                       [.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))])
+        XCTAssertTrue(head.tick(now: 400).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))))
+    }
+
+    func testAHelloWithTheWorkersCountRepairsLostCredits() {
+        var head = session(window: 2)
+        _ = head.workerHello(from: worker, name: "w0", batchesSent: nil, now: 0)
+        // The worker sent 2 batches that never arrived, and has no credit left: its hello says so.
+        XCTAssertEqual(credits(head.workerHello(from: worker, name: "w0", batchesSent: 2, now: 10)), [4])
+    }
+}
+
+final class WorkerSessionTests: XCTestCase {
+    func welcomed() -> WorkerSession {
+        var worker = WorkerSession(workerID: "w0", host: "h", pid: 1)
+        _ = worker.start(now: 0)
+        let outputs = worker.receiveControl(.welcome(epoch: 5, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5), now: 1)
+        XCTAssertTrue(outputs.contains(.effect(.connectHead("tcp://head"))))
+        XCTAssertTrue(outputs.contains(.toCoordinator(.shardRequest(workerID: "w0"))))
+        return worker
+    }
+
+    func testHeartbeatsGoOnWhileAShardIsExtracted() {
+        var worker = welcomed()
+        let items = [ItemRef(index: 0, key: "a", label: 0)]
+        XCTAssertEqual(worker.receiveControl(.assignment(shardID: 1, attempt: 3, leaseMs: 1000, items: items), now: 2),
+                       [.effect(.extract(shardID: 1, attempt: 3, items: items))])
+        for now in stride(from: UInt64(100), through: 3_000, by: 100) {
+            XCTAssertTrue(worker.tick(now: now).contains(.toCoordinator(.heartbeat(epoch: 5, sequence: now))), "no beat at \(now)")
+        }
+    }
+
+    func testSigtermGivesTheShardBackWithoutWaitingForAnyPeer() {
+        var worker = welcomed()
+        _ = worker.receiveControl(.assignment(shardID: 1, attempt: 3, leaseMs: 1000, items: []), now: 2)
+        XCTAssertEqual(worker.terminate(now: 3), [.effect(.cancelExtraction),
+                                                  .toCoordinator(.shardFailed(shardID: 1, attempt: 3, reason: "draining: SIGTERM")),
+                                                  .effect(.stop(reason: "SIGTERM"))])
+        XCTAssertTrue(worker.isStopped)
+    }
+
+    func testBatchesLeaveOnlyWithinTheLimitAndDoneFollowsTheLast() {
+        var worker = welcomed()
+        _ = worker.receiveControl(.assignment(shardID: 1, attempt: 3, leaseMs: 1000, items: []), now: 2)
+        let batch = FeatureBatch(shardID: 1, attempt: 3, shardItemCount: 2, offsets: [0], indexes: [0], labels: [0], keys: ["a"],
+                                 deadLetters: [], dtype: .f32, dimension: 1, codec: .raw, rawLength: 4, payload: [0, 0, 0, 0])
+        XCTAssertEqual(worker.batchReady(batch, now: 3), [], "no credit yet")
+        XCTAssertEqual(worker.extractionFinished(shardID: 1, attempt: 3, now: 4), [])
+        let outputs = worker.receiveData(.credit(epoch: 9, limit: 1), now: 5)
+        XCTAssertEqual(outputs.first, .toHead(.featureBatch(batch)))
+        XCTAssertTrue(outputs.contains(.toCoordinator(.shardDone(shardID: 1, attempt: 3, items: 1, deadLetters: 0))))
+        XCTAssertEqual(worker.batchesSent, 1)
+    }
+
+    func testAnAssignmentNotAskedForIsGivenBack() {
+        var worker = welcomed()
+        _ = worker.receiveControl(.assignment(shardID: 1, attempt: 3, leaseMs: 1000, items: []), now: 2)
+        XCTAssertEqual(worker.receiveControl(.assignment(shardID: 2, attempt: 4, leaseMs: 1000, items: []), now: 3),
+                       [.toCoordinator(.shardFailed(shardID: 2, attempt: 4, reason: "busy: not requested"))])
+    }
+}
+
+final class CoordinatorSessionTests: XCTestCase {
+    final class MemoryJournal: CommitJournal {
+        var committed: Set<UInt32> = []
+        var attemptsReservedThrough: UInt32 = 0
+        var appends: [UInt32] = []
+        func append(shardID: UInt32, attempt: UInt32) throws { appends.append(shardID); committed.insert(shardID) }
+        func reserveAttempts(through: UInt32) throws { attemptsReservedThrough = through }
+    }
+
+    func makeSession(journal: MemoryJournal) -> CoordinatorSession {
+        let shards = (0..<3).map { Shard(id: UInt32($0), items: [ItemRef(index: UInt64($0), key: "k\($0)", label: 0)]) }
+        let settings = CoordinatorSessionSettings(lease: LeaseSettings(), heartbeatMs: 100, deadAfterBeats: 5, headAddress: "tcp://head")
+        return CoordinatorSession(epoch: 11, shards: shards, settings: settings, journal: journal)
+    }
+
+    func testAPeerOfAnEarlierIncarnationIsShownTheNewEpoch() throws {
+        let coordinator = makeSession(journal: MemoryJournal())
+        XCTAssertEqual(try coordinator.receive(.heartbeat(epoch: 3, sequence: 1), from: [1], now: 5),
+                       [.send([1], .heartbeat(epoch: 11, sequence: 5))])
+    }
+
+    func testHeadHelloIsJournaledThenWelcomed() throws {
+        let journal = MemoryJournal()
+        let coordinator = makeSession(journal: journal)
+        let outputs = try coordinator.receive(.headHello(epoch: 4, committed: [0, 2]), from: [7], now: 1)
+        XCTAssertEqual(journal.appends, [0, 2])
+        XCTAssertEqual(outputs.last, .send([7], .welcome(epoch: 11, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5)))
+        XCTAssertEqual(coordinator.table.progress.committed, 2)
+        // A re-acknowledgement of a journaled shard is not news and is not journaled twice.
+        XCTAssertEqual(try coordinator.receive(.shardCommitted(shardID: 2, attempt: 9, items: 0, deadLetters: 0), from: [7], now: 2), [])
+        XCTAssertEqual(journal.appends, [0, 2])
+    }
+
+    func testAttemptsAreReservedBeforeTheyAreHandedOut() throws {
+        let journal = MemoryJournal()
+        let coordinator = makeSession(journal: journal)
+        _ = try coordinator.receive(.hello(workerID: "w0", host: "h", pid: 1, capabilities: [:]), from: [1], now: 0)
+        let outputs = try coordinator.receive(.shardRequest(workerID: "w0"), from: [1], now: 1)
+        guard case .send(_, .assignment(_, let attempt, _, _))? = outputs.last else { return XCTFail("\(outputs)") }
+        XCTAssertLessThanOrEqual(attempt, journal.attemptsReservedThrough)
+    }
+
+    func testARequestReleasesTheWorkersUnfinishedLease() throws {
+        let coordinator = makeSession(journal: MemoryJournal())
+        _ = try coordinator.receive(.hello(workerID: "w0", host: "h", pid: 1, capabilities: [:]), from: [1], now: 0)
+        _ = try coordinator.receive(.shardRequest(workerID: "w0"), from: [1], now: 1)
+        // The assignment was lost; the worker asks again. Its heartbeats must not keep shard 0 leased for ever.
+        _ = try coordinator.receive(.shardRequest(workerID: "w0"), from: [1], now: 2)
+        let events = coordinator.tick(now: 3)
+        XCTAssertTrue(events.contains(.event(.reassigned(shardID: 0, attempt: 1, worker: "w0", reason: .abandoned))), "\(events)")
+        XCTAssertEqual(coordinator.table.progress.pending, 2, "shard 0 is pending again beside shard 2")
+    }
+}

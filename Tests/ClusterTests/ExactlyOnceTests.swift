@@ -1,0 +1,195 @@
+import FeatStreamTestSupport
+import FeatureCodec
+import FeatureStore
+import Foundation
+import Transport
+import WireProtocol
+import XCTest
+
+/// The exactly-once promise tried the way an audit broke it (issue #13), with real processes and a raw
+/// ZMTP client; every wait has a deadline and every check reads the store or the metrics.
+final class ExactlyOnceTests: XCTestCase {
+    var cluster: ClusterHarness!
+
+    override func setUpWithError() throws { cluster = try ClusterHarness() }
+    override func tearDown() { cluster.shutdown() }
+
+    /// A raw worker on the data plane: says hello, obeys nothing else.
+    final class RawWorker {
+        let socket: ZMQSocket
+        init(_ context: ZMQContext, head: String) throws {
+            socket = try ZMQSocket(context, .dealer, highWaterMark: 10_000)
+            try socket.connect(head)
+        }
+
+        func hello(name: String) throws { _ = try socket.send([FrameCodec.encode(.hello(workerID: name, host: "test", pid: 1, capabilities: [:]))]) }
+
+        /// The highest credit limit received within `timeout`, once one arrived.
+        func awaitCredit(timeout: TimeInterval = 30) throws -> UInt32? {
+            let deadline = Date().addingTimeInterval(timeout)
+            var best: UInt32?
+            while Date() < deadline {
+                guard try waitForInput([socket], timeoutMs: 50)[0] else { if best != nil { return best }; continue }
+                while let frames = try socket.receive() {
+                    if let frame = frames.last, case .credit(_, let limit)? = try? FrameCodec.decode(frame) { best = max(best ?? 0, limit) }
+                }
+            }
+            return best
+        }
+
+        func send(_ batch: FeatureBatch) throws { _ = try socket.send([FrameCodec.encode(.featureBatch(batch))]) }
+    }
+
+    static func batch(shard: UInt32, attempt: UInt32, count: Int, offsets: [Int], indexes: [UInt64], dimension: Int) -> FeatureBatch {
+        let features = [Float](repeating: 0.5, count: offsets.count * dimension)
+        let (payload, raw) = features.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: .f16, codec: .shuffleLZ4) }
+        return FeatureBatch(shardID: shard, attempt: attempt, shardItemCount: UInt32(count), offsets: offsets.map(UInt32.init),
+                            indexes: offsets.map { indexes[$0] }, labels: offsets.map { _ in 0 }, keys: offsets.map { "raw/\(indexes[$0])" },
+                            deadLetters: [], dtype: .f16, dimension: UInt32(dimension), codec: .shuffleLZ4, rawLength: UInt32(raw),
+                            payload: payload)
+    }
+
+    func waitUntil(_ what: String, timeout: TimeInterval = 60, _ condition: () -> Bool) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !condition() && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertTrue(condition(), "timed out waiting until \(what)\n\(cluster.logTails())")
+    }
+
+    func storedShards() -> [CommittedShard] { (try? FeatureStore.open(at: cluster.storeURL).shards) ?? [] }
+
+    /// Audit item 1: a shard the head committed while the coordinator was down is announced to the
+    /// restarted coordinator, which never leases it again; the job completes.
+    func testACommitMadeWhileTheCoordinatorIsDownReachesItsSuccessor() throws {
+        try cluster.startCoordinator()
+        try cluster.startHead()
+        try cluster.startWorker("w0")
+        waitUntil("two shards are stored") { storedShards().count >= 2 }
+        cluster.kill(cluster.coordinator)
+        cluster.kill(cluster.workers["w0"])
+        // Deliver the last shard by hand while no coordinator runs: its acknowledgement goes nowhere.
+        let expected = try cluster.expectedIndexes().sorted()
+        let shardCount = (cluster.items + cluster.shardSize - 1) / cluster.shardSize
+        let last = UInt32(shardCount - 1)
+        let indexes = Array(expected[(Int(last) * cluster.shardSize)...])
+        XCTAssertFalse(storedShards().contains { $0.shardID == last })
+        let context = ZMQContext()
+        let raw = try RawWorker(context, head: cluster.data)
+        try raw.hello(name: "raw")
+        XCTAssertNotNil(try raw.awaitCredit(timeout: 10))
+        try raw.send(Self.batch(shard: last, attempt: 999_999, count: indexes.count, offsets: Array(indexes.indices),
+                                indexes: indexes, dimension: 1280))
+        waitUntil("the hand-delivered shard is stored") { storedShards().contains { $0.shardID == last } }
+        try cluster.startCoordinator()
+        try cluster.startWorker("w1")
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+        XCTAssertEqual(storedShards().first { $0.shardID == last }?.attempt, 999_999, "the shard was stored again")
+    }
+
+    /// Audit item 2: 160 shard attempts open at once (one per worker identity), all stored.
+    func testOneHundredSixtyInterleavedShardsAreAllStored() throws {
+        try cluster.startHead()
+        let context = ZMQContext()
+        let workers = try (0..<160).map { _ in try RawWorker(context, head: cluster.data) }
+        for (number, worker) in workers.enumerated() { try worker.hello(name: "raw\(number)") }
+        for worker in workers { XCTAssertNotNil(try worker.awaitCredit(timeout: 10)) }
+        for offset in 0..<2 {
+            for (number, worker) in workers.enumerated() {
+                try worker.send(Self.batch(shard: UInt32(number), attempt: 1, count: 2, offsets: [offset],
+                                           indexes: [UInt64(2 * number), UInt64(2 * number + 1)], dimension: 8))
+            }
+        }
+        waitUntil("160 shards are stored") { storedShards().count == 160 }
+        let store = try FeatureStore.open(at: cluster.storeURL)
+        XCTAssertTrue(store.exactlyOnceReport(expectedIndexes: 0..<320).isExactlyOnce)
+    }
+
+    /// Audit item 3: a client that bursts 130 batches on a grant of 4 has the excess dropped and counted:
+    /// every batch is either stored or counted as a credit violation, and most are counted.
+    func testBatchesBeyondTheCreditsAreDroppedAndCounted() throws {
+        let metricsPort = try freeLocalPort()
+        try cluster.startHead(extra: ["--metrics-port", String(metricsPort)])
+        let context = ZMQContext()
+        let raw = try RawWorker(context, head: cluster.data)
+        try raw.hello(name: "greedy")
+        XCTAssertEqual(try raw.awaitCredit(timeout: 10), 4)
+        for shard in 0..<130 {
+            try raw.send(Self.batch(shard: UInt32(shard), attempt: 1, count: 1, offsets: [0], indexes: [UInt64(shard)], dimension: 8))
+        }
+        var violations = 0
+        waitUntil("every batch is stored or counted") {
+            violations = Int(metric("featstream_credit_violations_total", port: metricsPort) ?? 0)
+            return violations > 0 && storedShards().count + violations == 130
+        }
+        XCTAssertGreaterThan(violations, 64, "a burst of 130 on a window of 4 must mostly be refused")
+    }
+
+    /// Audit item 4: a second head on a live store is refused, naming the first, and nothing is lost.
+    func testASecondHeadOnALiveStoreIsRefused() throws {
+        try cluster.startJob()
+        cluster.waitForCommittedShards(2)
+        let second = Process()
+        second.executableURL = productsDirectory.appendingPathComponent("featstream")
+        second.arguments = ["head", "--bind", "tcp://127.0.0.1:\(try freeLocalPort())", "--coordinator", cluster.control,
+                            "--store", cluster.storeURL.path]
+        let output = Pipe()
+        second.standardError = output
+        second.standardOutput = output
+        try second.run()
+        let deadline = Date().addingTimeInterval(30)
+        while second.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if second.isRunning { second.terminate() }
+        XCTAssertNotEqual(second.terminationStatus, 0, "a second head was accepted on a live store")
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(text.contains("pid \(cluster.head!.processIdentifier)"), "the error must name the writer: \(text)")
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+    }
+
+    /// Audit item 6: a shard that takes several times the dead-after interval never gets its worker
+    /// declared dead. With one worker and no revocation, shard k is stored with attempt k + 1.
+    func testAWorkerBusyLongerThanTheDeadAfterIntervalIsNotDeclaredDead() throws {
+        cluster.shutdown()
+        cluster = try ClusterHarness(items: 128, shardSize: 64)
+        try cluster.startCoordinator(extra: ["--heartbeat-ms", "100", "--dead-after-beats", "3"])
+        try cluster.startHead()
+        try cluster.startWorker("w0")
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+        XCTAssertEqual(storedShards().map(\.attempt), [1, 2], "a shard was leased again: its worker was declared dead\n\(cluster.logTails())")
+    }
+
+    /// Audit item 11: SIGTERM to a worker whose coordinator is gone ends it within 5 s.
+    func testSIGTERMEndsAWorkerWhoseCoordinatorIsGone() throws {
+        try cluster.startJob()
+        cluster.waitForCommittedShards(2)
+        cluster.kill(cluster.coordinator)
+        let worker = cluster.workers["w0"]!
+        kill(worker.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(5)
+        while worker.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        XCTAssertFalse(worker.isRunning, "the worker outlived SIGTERM by 5 s\n\(cluster.logTails())")
+    }
+
+    /// Audit item 5: a manifest listing one image twice: both entries are items, and the job finishes.
+    func testAManifestListingAnImageTwiceFinishes() throws {
+        let folder = ClusterHarness.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder/val")
+        let classes = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
+        let images = try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent(classes[0]).path).sorted().prefix(5)
+        var lines = ["path,label"]
+        for image in images { lines.append("\(folder.path)/\(classes[0])/\(image),\(classes[0])") }
+        lines.append(lines[1])
+        let manifest = cluster.directory.appendingPathComponent("twice.csv")
+        try lines.joined(separator: "\n").write(to: manifest, atomically: true, encoding: .utf8)
+        cluster.manifest = manifest.path
+        try cluster.startJob()
+        cluster.waitForCompletion(timeout: 120)
+        let store = try FeatureStore.open(at: cluster.storeURL)
+        XCTAssertTrue(store.exactlyOnceReport(expectedIndexes: 0..<6).isExactlyOnce, "\(store.exactlyOnceReport(expectedIndexes: 0..<6))")
+    }
+
+    func metric(_ name: String, port: Int) -> Double? {
+        guard let text = try? String(contentsOf: URL(string: "http://127.0.0.1:\(port)/metrics")!, encoding: .utf8) else { return nil }
+        return text.split(separator: "\n").filter { $0.hasPrefix(name) }.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+    }
+}
