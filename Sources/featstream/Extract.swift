@@ -5,6 +5,7 @@ import ImageInput
 
 extension DatasetFormat: ExpressibleByArgument {}
 extension FeatureDType: ExpressibleByArgument {}
+extension ResizeMode: ExpressibleByArgument {}
 
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -50,7 +51,13 @@ struct Extract: ParsableCommand {
     var limit: Int?
 
     @Option(help: "Images whose header claims more pixels are dead-lettered without decoding.")
-    var maxPixels = 100_000_000
+    var maxPixels = ImageDecoder.defaultPixelLimit
+
+    @Option(help: "fast (scale JPEG and WebP while decoding) or exact (full decode, as torchvision); overrides the model config's preprocess.resize.")
+    var resize: ResizeMode?
+
+    @Flag(help: "Turn images upright by their EXIF Orientation tag (overrides the model config's preprocess.exifOrientation).")
+    var exifOrientation = false
 
     @Flag(help: "Also write the model's own logits (the config's logitsNode) to logits.npy.")
     var logits = false
@@ -73,7 +80,9 @@ struct Extract: ParsableCommand {
     }
 
     private func extract() throws {
-        let config = try ModelConfig.load(model)
+        var config = try ModelConfig.load(model)
+        if let resize { config.preprocess.resize = resize }
+        if exifOrientation { config.preprocess.exifOrientation = true }
         let dataset = try DatasetIndex.open(path: data, format: format)
         var items = dataset.items
         if let split {
@@ -105,6 +114,7 @@ struct Extract: ParsableCommand {
             "dtype": dtype.rawValue, "dataset": data, "format": dataset.format.rawValue,
             "images": items.count, "features": writer.rows, "deadLetters": writer.deadLetters.count,
             "seconds": seconds, "imagesPerSecond": rate, "batch": batch, "threads": extractor.engine.threads,
+            "resize": config.preprocess.resize.rawValue, "exifOrientation": config.preprocess.exifOrientation,
         ])
         print(String(format: "extracted %d features (%d-d %@) from %d images, %d dead letters, %.1f img/s -> %@",
                      writer.rows, extractor.featureWidth, dtype.rawValue, items.count, writer.deadLetters.count, rate, out))
