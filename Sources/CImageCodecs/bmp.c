@@ -1,4 +1,5 @@
-// BMP through stb_image (Debian's libstb): stb allocates the picture, which is copied out and freed.
+// BMP through stb_image (Debian's libstb): stb allocates the picture in the file's own channel count, which is
+// copied out (composited over white when it has alpha) and freed.
 #include "codecs.h"
 #include "common.h"
 
@@ -31,23 +32,31 @@ int bmpshim_decode(const void *data, size_t size, uint64_t max_pixels, uint8_t *
         return CODEC_BAD_REQUEST;
     }
     int w = 0, h = 0, channels = 0;
-    stbi_uc *pixels = size > 0x7fffffff ? NULL : stbi_load_from_memory((const stbi_uc *)data, (int)size, &w, &h, &channels, 4);
+    // The file's own channel count (1 to 4): most BMPs are plain RGB and copy straight out.
+    stbi_uc *pixels = size > 0x7fffffff ? NULL : stbi_load_from_memory((const stbi_uc *)data, (int)size, &w, &h, &channels, 0);
     if (!pixels) {
         const char *reason = stbi_failure_reason();
         codec_message(message, message_capacity, "%s", reason ? reason : "unreadable BMP");
         return CODEC_CORRUPT;
     }
-    if ((uint32_t)w != width || (uint32_t)h != height) {
+    if ((uint32_t)w != width || (uint32_t)h != height || channels < 1 || channels > 4) {
         stbi_image_free(pixels);
-        codec_message(message, message_capacity, "size changed between header and data");
+        codec_message(message, message_capacity, "size or channel count changed between header and data");
         return CODEC_CORRUPT;
     }
     size_t count = (size_t)width * height;
-    for (size_t i = 0; i < count; i++) {
-        uint8_t a = pixels[4 * i + 3];
-        dst[3 * i] = codec_over_white(pixels[4 * i], a);
-        dst[3 * i + 1] = codec_over_white(pixels[4 * i + 1], a);
-        dst[3 * i + 2] = codec_over_white(pixels[4 * i + 2], a);
+    if (channels == 3) {
+        memcpy(dst, pixels, count * 3);
+    } else {
+        for (size_t i = 0; i < count; i++) {
+            const stbi_uc *p = pixels + (size_t)channels * i;
+            uint8_t grey = channels <= 2;
+            uint8_t r = p[0], g = grey ? p[0] : p[1], b = grey ? p[0] : p[2];
+            uint8_t a = channels == 2 ? p[1] : channels == 4 ? p[3] : 255;
+            dst[3 * i] = codec_over_white(r, a);
+            dst[3 * i + 1] = codec_over_white(g, a);
+            dst[3 * i + 2] = codec_over_white(b, a);
+        }
     }
     stbi_image_free(pixels);
     return CODEC_OK;

@@ -96,6 +96,16 @@ public struct Preprocessing: Codable, Sendable, Equatable {
         exifOrientation = try container.decodeIfPresent(Bool.self, forKey: .exifOrientation) ?? false
     }
 
+    /// One line for exported models' notes, so a deployment can reproduce the inputs the head was trained on,
+    /// e.g. `RGB, resize 256 exact (full decode, antialiased bilinear), crop 224, mean [127.0, 127.0, 127.0], std [...],
+    /// EXIF orientation ignored`.
+    public var summary: String {
+        let how = resize == .exact ? "exact (full decode, antialiased \(filter.rawValue))"
+                                   : "fast (JPEG/WebP scaled while decoding, then antialiased \(filter.rawValue))"
+        return "\(colorOrder.rawValue), resize \(resizeShorterSide) \(how), crop \(crop), mean \(mean), std \(std), "
+            + "EXIF orientation \(exifOrientation ? "applied" : "ignored")"
+    }
+
     /// Number of floats one image occupies in a batch tensor (`3 * crop * crop`).
     public var valuesPerImage: Int { 3 * crop * crop }
 

@@ -88,7 +88,9 @@ struct Extract: ParsableCommand {
         if let split {
             items = items.filter { $0.split == split }
             guard !items.isEmpty else {
-                throw DatasetError(reason: "no items in split '\(split)' of \(data) (splits: \(Set(dataset.items.compactMap(\.split)).sorted()))")
+                let splits = Set(dataset.items.compactMap(\.split)).sorted()
+                throw DatasetError(reason: "\(data) has no items in split '\(split)'; "
+                                   + (splits.isEmpty ? "it has no splits." : "its splits are \(splits.joined(separator: ", "))."))
             }
         }
         if let limit { items = Array(items.prefix(limit)) }
@@ -116,7 +118,8 @@ struct Extract: ParsableCommand {
             "seconds": seconds, "imagesPerSecond": rate, "batch": batch, "threads": extractor.engine.threads,
             "resize": config.preprocess.resize.rawValue, "exifOrientation": config.preprocess.exifOrientation,
         ])
-        print(String(format: "extracted %d features (%d-d %@) from %d images, %d dead letters, %.1f img/s -> %@",
-                     writer.rows, extractor.featureWidth, dtype.rawValue, items.count, writer.deadLetters.count, rate, out))
+        print(String(format: "Extracted %d features (%d-d %@) from %d images with %d dead letters at %.1f img/s into %@ (%@ resize).",
+                     writer.rows, extractor.featureWidth, dtype.rawValue, items.count, writer.deadLetters.count, rate, out,
+                     config.preprocess.resize.rawValue))
     }
 }
