@@ -23,6 +23,13 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         // libpng reports errors by longjmp, which Swift cannot catch: the decode loop lives in C.
         .target(name: "CPNGShim", dependencies: ["CPNG"], path: "Sources/CPNGShim"),
+        // TIFF, GIF, WebP and BMP decoders (libtiff, giflib, libwebp, stb_image); error callbacks and
+        // variadic handlers live in C, as for libpng.
+        .systemLibrary(name: "CTIFF", path: "Sources/CTIFF"),
+        .systemLibrary(name: "CGIF", path: "Sources/CGIF"),
+        .systemLibrary(name: "CWebP", path: "Sources/CWebP"),
+        .systemLibrary(name: "CSTBImage", path: "Sources/CSTBImage"),
+        .target(name: "CImageCodecs", dependencies: ["CTIFF", "CGIF", "CWebP", "CSTBImage"], path: "Sources/CImageCodecs"),
         .systemLibrary(name: "CLZ4", path: "Sources/CLZ4"),
         .systemLibrary(name: "CZMQ", path: "Sources/CZMQ"),
         // SSE4.2 CRC-32C and F16C half conversion: instruction sets Swift cannot enable per function.
@@ -38,7 +45,7 @@ let package = Package(
             exclude: ["regenerate.sh"]
         ),
         .target(name: "Backbone", dependencies: ["CDNNL", "ONNXProto"]),
-        .target(name: "ImageInput", dependencies: ["CTurboJPEG", "CPNGShim"]),
+        .target(name: "ImageInput", dependencies: ["CTurboJPEG", "CPNGShim", "CImageCodecs", "CTIFF", "CGIF", "CWebP", "CSTBImage"]),
         .target(name: "Extraction", dependencies: ["Backbone", "ImageInput", "NumpyFormat"]),
 
         // MARK: The cluster: sans-I/O cores, then the ZeroMQ shell around them
@@ -81,7 +88,7 @@ let package = Package(
         // MARK: Tests
         .target(name: "FeatStreamTestSupport", path: "Sources/FeatStreamTestSupport"),
         .testTarget(name: "BackboneTests", dependencies: ["Backbone", "NumpyFormat"]),
-        .testTarget(name: "ImageInputTests", dependencies: ["ImageInput"], exclude: ["Fixtures"]),
+        .testTarget(name: "ImageInputTests", dependencies: ["ImageInput", "CPNG"], exclude: ["Fixtures"]),
         .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "NumpyFormat", "FeatStreamTestSupport"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "FeatureCodecTests", dependencies: ["FeatureCodec", "WireProtocol", "FeatStreamTestSupport"]),

@@ -13,9 +13,18 @@ Usage:
       [--swift "CMD"] [FILES...]
 
 With --swift, CMD is run with "--iterations N --resize S --crop C [--bicubic] FILES..." appended and must print
-a line containing "<rate> images/s" (e.g. `featstream bench-decode` wired to ImageInput.benchmarkDecode);
+a line containing "<rate> images/s" (e.g. `featstream bench decode` wired to ImageInput.benchmarkDecode);
 the Swift/Pillow ratios are then printed.
+
+  python3 Benchmarks/decode_vs_pillow.py --formats --swift "featstream bench decode" [--rounds 3] [JPEGS...]
+
+--formats re-encodes the JPEGs (default: the 20 ImageNet samples) with Pillow as PNG, lossy WebP, lossless
+WebP, GIF, BMP and LZW TIFF, and for each format times Pillow plain (full decode + resize, torchvision's way)
+against the Swift side with --resize-mode exact, alternating the two sides, median of --rounds; JPEG is
+also timed with --resize-mode fast against Pillow with draft. It prints a Markdown table.
 """
+import statistics
+import tempfile
 import argparse
 import glob
 import io
@@ -70,8 +79,66 @@ def time_pillow(blobs, iterations, size, crop, resample, draft, normalise):
     return len(blobs) * iterations / elapsed
 
 
+def swift_rate(command, files, args, extra=()):
+    command = shlex.split(command) + ["--iterations", str(args.iterations), "--resize", str(args.resize),
+                                      "--crop", str(args.crop)] + list(extra)
+    if args.filter == "bicubic":
+        command.append("--bicubic")
+    output = subprocess.run(command + files, check=True, capture_output=True, text=True).stdout
+    match = re.search(r"([0-9.]+) images/s \((\d+) images, (\d+) failures\)", output)
+    if not match:
+        sys.exit(f"could not parse Swift output: {output!r}")
+    if int(match.group(3)):
+        sys.exit(f"the Swift side failed on {match.group(3)} images: {output!r}")
+    return float(match.group(1))
+
+
+def format_table(args, jpegs):
+    """Per-format decode + resize + crop, Swift exact (and fast for JPEG) against Pillow, alternating."""
+    resample = Image.BILINEAR if args.filter == "bilinear" else Image.BICUBIC
+    sources = [Image.open(f).convert("RGB") for f in jpegs]
+    encodings = {
+        "JPEG (q≈75-95, as shipped)": None,
+        "PNG": dict(format="PNG"),
+        "WebP lossy q90": dict(format="WEBP", quality=90),
+        "WebP lossless": dict(format="WEBP", lossless=True),
+        "GIF (256 colours)": dict(format="GIF"),
+        "BMP 24-bit": dict(format="BMP"),
+        "TIFF LZW": dict(format="TIFF", compression="tiff_lzw"),
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for label, options in encodings.items():
+            if options is None:
+                files = list(jpegs)
+            else:
+                files = []
+                for i, im in enumerate(sources):
+                    path = os.path.join(folder, f"{i:02d}.{options['format'].lower()}")
+                    kwargs = {k: v for k, v in options.items() if k != "format"}
+                    (im.quantize(256) if options["format"] == "GIF" else im).save(path, options["format"], **kwargs)
+                    files.append(path)
+            blobs = [open(f, "rb").read() for f in files]
+            modes = [("exact", False)] + ([("fast", True)] if options is None else [])
+            for mode, draft in modes:
+                pillow, swift = [], []
+                for _ in range(args.rounds):
+                    pillow.append(time_pillow(blobs, args.iterations, args.resize, args.crop, resample, draft, False))
+                    swift.append(swift_rate(args.swift, files, args, ["--resize-mode", mode]))
+                p, s = statistics.median(pillow), statistics.median(swift)
+                peer = "Pillow + draft" if draft else "Pillow plain"
+                rows.append(f"| {label} | {mode} | {s:.1f} | {peer} {p:.1f} | **{s / p:.2f}×** |")
+                print(rows[-1], flush=True)
+    print()
+    print("| format (20 ImageNet photos re-encoded by Pillow) | featstream resize | featstream img/s | Pillow img/s | ratio |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--formats", action="store_true", help="per-format table (see above)")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("files", nargs="*")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--resize", type=int, default=256)
@@ -80,6 +147,11 @@ def main():
     parser.add_argument("--swift", help="command printing '<rate> images/s' for the Swift side")
     args = parser.parse_args()
 
+    if args.formats:
+        if not args.swift:
+            sys.exit("--formats needs --swift")
+        format_table(args, args.files or sorted(glob.glob(FOOLBOX)))
+        return
     files = args.files or sorted(glob.glob(FOOLBOX)) + sorted(glob.glob(FASHION))[:200]
     if not files:
         sys.exit("no input files")

@@ -12,6 +12,8 @@ echo
 echo "## Decode + resize 256 + crop 224, one thread: featstream vs Pillow"
 echo "### 20 ImageNet JPEGs (foolbox samples)"
 python3 Benchmarks/decode_vs_pillow.py --swift "$bin bench decode" .featstream/data/imagenet-samples/*.jpg
+echo "### Per format: the ImageNet JPEGs re-encoded as PNG, WebP, GIF, BMP and TIFF; exact and fast"
+python3 Benchmarks/decode_vs_pillow.py --formats --swift "$bin bench decode"
 echo "### 200 Fashion-MNIST PNGs"
 python3 Benchmarks/decode_vs_pillow.py --swift "$bin bench decode" $(ls .featstream/data/fashion-mnist-demo/imagefolder/val/*/*.png | head -200)
 echo

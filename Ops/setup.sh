@@ -29,6 +29,7 @@ done
 
 APT_PACKAGES=(
   libzmq3-dev liblz4-dev libdnnl-dev libturbojpeg0-dev libpng-dev libopenblas-dev
+  libwebp-dev libgif-dev libtiff-dev libstb-dev
   protobuf-compiler libonnx-dev dataset-fashion-mnist chromium openssh-server openssh-client
   slurm-wlm munge
 )

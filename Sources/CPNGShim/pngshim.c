@@ -115,14 +115,26 @@ static void composite_row(const uint8_t *rgba, uint8_t *rgb, uint32_t width) {
     }
 }
 
-int pngshim_decode_rgb8(const void *data, size_t size, uint64_t max_pixels,
-                        uint8_t *dst, size_t dst_capacity,
-                        uint32_t *width_out, uint32_t *height_out,
-                        char *message, size_t message_capacity) {
-    shim_source src = { (const uint8_t *)data, size, 0, 0, message, message_capacity };
-    set_message(&src, "");
+struct pngshim_reader {
+    shim_source src;
+    png_structp png;
+    png_infop info;
+    uint32_t width, height;
+    uint32_t next_row;      // rows handed out so far
+    int channels;           // 3, or 4 before compositing
+    int passes;             // 1, or 7 for Adam7
+    size_t row_bytes;
+    uint8_t *scratch;       // one RGBA row, or the whole frame of an interlaced image
+};
+
+int pngshim_open(const void *data, size_t size, uint64_t max_pixels, pngshim_reader **reader,
+                 uint32_t *width_out, uint32_t *height_out, int *interlaced,
+                 char *message, size_t message_capacity) {
+    *reader = NULL;
+    shim_source header_src = { (const uint8_t *)data, size, 0, 0, message, message_capacity };
+    set_message(&header_src, "");
     uint32_t claimed_width = 0, claimed_height = 0;
-    int status = parse_ihdr(&src, &claimed_width, &claimed_height);
+    int status = parse_ihdr(&header_src, &claimed_width, &claimed_height);
     *width_out = claimed_width;
     *height_out = claimed_height;
     if (status != PNGSHIM_OK) return status;
@@ -131,95 +143,99 @@ int pngshim_decode_rgb8(const void *data, size_t size, uint64_t max_pixels,
         char text[160];
         snprintf(text, sizeof text, "image %ux%u exceeds pixel limit %llu",
                  (unsigned)claimed_width, (unsigned)claimed_height, (unsigned long long)max_pixels);
-        set_message(&src, text);
+        set_message(&header_src, text);
         return PNGSHIM_TOO_LARGE;
     }
 
-    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, shim_error, shim_warning);
-    if (!png) { set_message(&src, "out of memory"); return PNGSHIM_OUT_OF_MEMORY; }
-    png_infop info = png_create_info_struct(png);
-    if (!info) {
-        png_destroy_read_struct(&png, NULL, NULL);
-        set_message(&src, "out of memory");
-        return PNGSHIM_OUT_OF_MEMORY;
-    }
+    pngshim_reader *r = (pngshim_reader *)calloc(1, sizeof *r);
+    if (!r) { set_message(&header_src, "out of memory"); return PNGSHIM_OUT_OF_MEMORY; }
+    r->src = header_src;
+    r->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &r->src, shim_error, shim_warning);
+    if (!r->png) { free(r); set_message(&header_src, "out of memory"); return PNGSHIM_OUT_OF_MEMORY; }
+    r->info = png_create_info_struct(r->png);
+    if (!r->info) { pngshim_close(r); set_message(&header_src, "out of memory"); return PNGSHIM_OUT_OF_MEMORY; }
 
-    // Scratch buffers are volatile so their values survive the longjmp back into setjmp.
-    uint8_t *volatile scratch = NULL;
-    png_bytep *volatile rows = NULL;
-
-    if (setjmp(png_jmpbuf(png))) {
-        int failure = src.ran_out ? PNGSHIM_TRUNCATED : PNGSHIM_CORRUPT;
-        free(scratch);
-        free(rows);
-        png_destroy_read_struct(&png, &info, NULL);
+    if (setjmp(png_jmpbuf(r->png))) {
+        int failure = r->src.ran_out ? PNGSHIM_TRUNCATED : PNGSHIM_CORRUPT;
+        pngshim_close(r);
         return failure;
     }
+    png_set_user_limits(r->png, 0x7fffffff, 0x7fffffff);
+    png_set_read_fn(r->png, &r->src, shim_read);
+    png_read_info(r->png, r->info);
 
-    png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
-    png_set_read_fn(png, &src, shim_read);
-    png_read_info(png, info);
+    r->width = png_get_image_width(r->png, r->info);
+    r->height = png_get_image_height(r->png, r->info);
+    int color_type = png_get_color_type(r->png, r->info);
+    int bit_depth = png_get_bit_depth(r->png, r->info);
+    if (bit_depth == 16) png_set_strip_16(r->png);
+    if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(r->png);
+    if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(r->png);
+    if (png_get_valid(r->png, r->info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(r->png);
+    if (color_type == PNG_COLOR_TYPE_GRAY || color_type == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(r->png);
+    r->passes = png_set_interlace_handling(r->png);
+    png_read_update_info(r->png, r->info);
 
-    png_uint_32 width = png_get_image_width(png, info);
-    png_uint_32 height = png_get_image_height(png, info);
-    if ((uint64_t)width * height * 3 > dst_capacity) {
-        set_message(&src, "destination buffer too small");
-        png_destroy_read_struct(&png, &info, NULL);
+    r->channels = png_get_channels(r->png, r->info);
+    if (r->channels != 3 && r->channels != 4) png_error(r->png, "unexpected channel count after transforms");
+    r->row_bytes = png_get_rowbytes(r->png, r->info);
+    if (r->row_bytes != (size_t)r->width * r->channels) png_error(r->png, "unexpected row size after transforms");
+    if (r->passes == 1 && r->channels == 4) {
+        r->scratch = (uint8_t *)malloc(r->row_bytes);
+        if (!r->scratch) png_error(r->png, "out of memory");
+    }
+    *interlaced = r->passes > 1;
+    *reader = r;
+    return PNGSHIM_OK;
+}
+
+int pngshim_read_rows(pngshim_reader *r, uint8_t *dst, uint32_t count, char *message, size_t message_capacity) {
+    r->src.message = message;
+    r->src.message_capacity = message_capacity;
+    set_message(&r->src, "");
+    if (count > r->height - r->next_row) {
+        set_message(&r->src, "more rows requested than the image has left");
         return PNGSHIM_BUFFER_TOO_SMALL;
     }
-
-    int color_type = png_get_color_type(png, info);
-    int bit_depth = png_get_bit_depth(png, info);
-    if (bit_depth == 16) png_set_strip_16(png);
-    if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
-    if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-    if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
-    if (color_type == PNG_COLOR_TYPE_GRAY || color_type == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
-    int passes = png_set_interlace_handling(png);
-    png_read_update_info(png, info);
-
-    int channels = png_get_channels(png, info);
-    if (channels != 3 && channels != 4) {
-        png_error(png, "unexpected channel count after transforms");
+    png_bytep *volatile rows = NULL;
+    if (setjmp(png_jmpbuf(r->png))) {
+        free(rows);
+        return r->src.ran_out ? PNGSHIM_TRUNCATED : PNGSHIM_CORRUPT;
     }
-    size_t row_bytes = png_get_rowbytes(png, info);
-    if (row_bytes != (size_t)width * channels) {
-        png_error(png, "unexpected row size after transforms");
-    }
-
-    if (passes > 1) {
-        // Interlaced passes revisit every row, so the whole image must be resident.
-        uint8_t *target = dst;
-        if (channels == 4) {
-            scratch = (uint8_t *)malloc(row_bytes * height);
-            if (!scratch) png_error(png, "out of memory");
-            target = scratch;
+    size_t out_bytes = (size_t)r->width * 3;
+    if (r->passes > 1) {
+        // Adam7 passes revisit every row, so the whole frame is decoded on the first call.
+        if (!r->scratch) {
+            r->scratch = (uint8_t *)malloc(r->row_bytes * r->height);
+            if (!r->scratch) png_error(r->png, "out of memory");
+            rows = (png_bytep *)malloc(sizeof(png_bytep) * r->height);
+            if (!rows) png_error(r->png, "out of memory");
+            for (png_uint_32 y = 0; y < r->height; y++) rows[y] = r->scratch + (size_t)y * r->row_bytes;
+            png_read_image(r->png, rows);
+            free(rows);
+            rows = NULL;
         }
-        rows = (png_bytep *)malloc(sizeof(png_bytep) * height);
-        if (!rows) png_error(png, "out of memory");
-        for (png_uint_32 y = 0; y < height; y++) rows[y] = target + (size_t)y * row_bytes;
-        png_read_image(png, rows);
-        if (channels == 4) {
-            for (png_uint_32 y = 0; y < height; y++) {
-                composite_row(scratch + (size_t)y * row_bytes, dst + (size_t)y * width * 3, width);
-            }
+        for (uint32_t i = 0; i < count; i++) {
+            const uint8_t *row = r->scratch + (size_t)(r->next_row + i) * r->row_bytes;
+            if (r->channels == 4) composite_row(row, dst + (size_t)i * out_bytes, r->width);
+            else memcpy(dst + (size_t)i * out_bytes, row, out_bytes);
         }
-    } else if (channels == 4) {
-        scratch = (uint8_t *)malloc(row_bytes);
-        if (!scratch) png_error(png, "out of memory");
-        for (png_uint_32 y = 0; y < height; y++) {
-            png_read_row(png, scratch, NULL);
-            composite_row(scratch, dst + (size_t)y * width * 3, width);
+    } else if (r->channels == 4) {
+        for (uint32_t i = 0; i < count; i++) {
+            png_read_row(r->png, r->scratch, NULL);
+            composite_row(r->scratch, dst + (size_t)i * out_bytes, r->width);
         }
     } else {
-        for (png_uint_32 y = 0; y < height; y++) {
-            png_read_row(png, dst + (size_t)y * row_bytes, NULL);
-        }
+        for (uint32_t i = 0; i < count; i++) png_read_row(r->png, dst + (size_t)i * out_bytes, NULL);
     }
-    // IEND is deliberately not read: trailing-chunk damage does not affect pixels (Pillow behaves the same).
-
-    free(scratch);
-    free(rows);
-    png_destroy_read_struct(&png, &info, NULL);
+    // IEND is deliberately never read: trailing-chunk damage does not affect pixels (Pillow behaves the same).
+    r->next_row += count;
     return PNGSHIM_OK;
+}
+
+void pngshim_close(pngshim_reader *r) {
+    if (!r) return;
+    if (r->png) png_destroy_read_struct(&r->png, r->info ? &r->info : NULL, NULL);
+    free(r->scratch);
+    free(r);
 }

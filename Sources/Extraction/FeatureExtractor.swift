@@ -45,7 +45,7 @@ public final class FeatureExtractor {
     ///   - includeLogits: also compute the config's `logitsNode`.
     ///   - pixelLimit: images whose header claims more pixels are dead-lettered before decoding.
     public init(config: ModelConfig, batchSize: Int = 16, threads: Int? = nil, includeLogits: Bool = false,
-                pixelLimit: Int = 100_000_000) throws {
+                pixelLimit: Int = ImageDecoder.defaultPixelLimit) throws {
         self.config = config
         self.batchSize = batchSize
         self.pixelLimit = pixelLimit

@@ -8,7 +8,8 @@ import ImageInput
 /// { "name": "efficientnet-lite0", "onnx": "model.onnx",
 ///   "input": {"name": "input", "layout": "NCHW"},
 ///   "preprocess": {"resizeShorterSide": 256, "crop": 224, "filter": "bilinear", "colorOrder": "RGB",
-///                  "mean": [127, 127, 127], "std": [128, 128, 128]},
+///                  "mean": [127, 127, 127], "std": [128, 128, 128],
+///                  "resize": "exact", "exifOrientation": false},
 ///   "featureNode": "features", "logitsNode": "logits", "classes": "classes.txt" }
 /// ```
 public struct ModelConfig: Codable, Sendable {

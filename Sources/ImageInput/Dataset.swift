@@ -194,5 +194,9 @@ func resolveLabels(_ raw: [String?]) -> (classes: [String], labels: [Int?]) {
     return (classes, raw.map { $0.flatMap { lookup[$0] } })
 }
 
-/// File extensions treated as images by the folder and manifest readers.
-let imageExtensions: Set<String> = ["jpg", "jpeg", "png"]
+/// WebDataset member types taken as a sample's image, in order of preference; the decoder still tells the format
+/// by the bytes.
+let imageExtensions = ["jpg", "jpeg", "png", "webp", "tif", "tiff", "gif", "bmp"]
+
+/// WebDataset member types that are never a sample's image (labels and metadata).
+let annotationExtensions: Set<String> = ["cls", "cls2", "txt", "json", "jsonl", "xml", "csv", "idx", "id", "index"]

@@ -1,6 +1,3 @@
-// CPNG is imported only so the Swift object autolinks libpng16: a C target's own includes carry no link flags.
-import CPNG
-import CPNGShim
 import CTurboJPEG
 
 /// An 8-bit image with interleaved R, G, B samples and tightly packed rows.
@@ -22,30 +19,77 @@ public struct RGBImage: Sendable, Equatable {
 }
 
 /// Container format identified from the leading bytes of a file.
-public enum ImageFormat: String, Sendable, Equatable {
+public enum ImageFormat: String, Sendable, Equatable, CaseIterable {
     /// JPEG/JFIF/EXIF (`FF D8 FF`).
     case jpeg = "JPEG"
     /// PNG (8-byte signature).
     case png = "PNG"
-    /// Recognised but not decoded here.
+    /// GIF87a/GIF89a; the first frame is decoded.
     case gif = "GIF"
-    /// Recognised but not decoded here.
+    /// Windows bitmap (`BM`).
     case bmp = "BMP"
-    /// Recognised but not decoded here.
+    /// RIFF/WEBP, lossy or lossless; the first frame of an animation is decoded.
     case webp = "WebP"
-    /// Recognised but not decoded here.
+    /// Classic or BigTIFF, either byte order; the first page is decoded.
     case tiff = "TIFF"
+    /// HEIF with HEVC pictures: recognised so it is named in dead letters, not decoded.
+    case heic = "HEIC"
+    /// HEIF with AV1 pictures: recognised, not decoded.
+    case avif = "AVIF"
+    /// JPEG 2000 (JP2 box or raw codestream): recognised, not decoded.
+    case jpeg2000 = "JPEG 2000"
+    /// JPEG XL (container or codestream): recognised, not decoded.
+    case jpegXL = "JPEG XL"
+    /// Photoshop document: recognised, not decoded.
+    case psd = "PSD"
+    /// Windows icon: recognised, not decoded.
+    case ico = "ICO"
+    /// PDF document: recognised, not decoded.
+    case pdf = "PDF"
+
+    /// Whether `ImageDecoder` decodes this format; the others become "unsupported format" dead letters.
+    public var isDecoded: Bool {
+        switch self {
+        case .jpeg, .png, .gif, .bmp, .webp, .tiff: return true
+        case .heic, .avif, .jpeg2000, .jpegXL, .psd, .ico, .pdf: return false
+        }
+    }
 
     /// Identifies the format by magic bytes; extensions lie, signatures rarely do. Returns nil when nothing matches.
     public static func detect<Bytes: Collection>(_ bytes: Bytes) -> ImageFormat? where Bytes.Element == UInt8 {
-        let head = Array(bytes.prefix(12))
-        func starts(_ magic: [UInt8]) -> Bool { head.count >= magic.count && Array(head.prefix(magic.count)) == magic }
+        let head = Array(bytes.prefix(64))
+        func starts(_ magic: [UInt8], at offset: Int = 0) -> Bool {
+            head.count >= offset + magic.count && Array(head[offset..<(offset + magic.count)]) == magic
+        }
         if starts([0xFF, 0xD8, 0xFF]) { return .jpeg }
         if starts([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return .png }
         if starts(Array("GIF87a".utf8)) || starts(Array("GIF89a".utf8)) { return .gif }
         if starts(Array("BM".utf8)) && head.count >= 6 { return .bmp }
-        if starts(Array("RIFF".utf8)) && head.count >= 12 && Array(head[8..<12]) == Array("WEBP".utf8) { return .webp }
-        if starts([0x49, 0x49, 0x2A, 0x00]) || starts([0x4D, 0x4D, 0x00, 0x2A]) { return .tiff }
+        if starts(Array("RIFF".utf8)) && starts(Array("WEBP".utf8), at: 8) { return .webp }
+        if starts([0x49, 0x49, 0x2A, 0x00]) || starts([0x4D, 0x4D, 0x00, 0x2A])
+            || starts([0x49, 0x49, 0x2B, 0x00]) || starts([0x4D, 0x4D, 0x00, 0x2B]) { return .tiff }
+        if starts(Array("ftyp".utf8), at: 4) && head.count >= 12 {
+            // The major brand, then the compatible brands up to the end of the ftyp box (within what was read).
+            let boxEnd = min(head.count, Int(head[0]) << 24 | Int(head[1]) << 16 | Int(head[2]) << 8 | Int(head[3]))
+            var brands = [String(decoding: head[8..<12], as: UTF8.self)]
+            var offset = 16
+            while offset + 4 <= boxEnd {
+                brands.append(String(decoding: head[offset..<(offset + 4)], as: UTF8.self))
+                offset += 4
+            }
+            if brands.contains(where: { $0 == "avif" || $0 == "avis" }) { return .avif }
+            if brands.contains(where: { ["heic", "heix", "hevc", "hevx", "heim", "heis", "mif1", "msf1"].contains($0) }) {
+                return .heic
+            }
+        }
+        if starts([0x00, 0x00, 0x00, 0x0C, 0x6A, 0x50, 0x20, 0x20, 0x0D, 0x0A, 0x87, 0x0A])
+            || starts([0xFF, 0x4F, 0xFF, 0x51]) { return .jpeg2000 }
+        if starts([0xFF, 0x0A]) || starts([0x00, 0x00, 0x00, 0x0C, 0x4A, 0x58, 0x4C, 0x20, 0x0D, 0x0A, 0x87, 0x0A]) {
+            return .jpegXL
+        }
+        if starts(Array("8BPS".utf8)) { return .psd }
+        if starts([0x00, 0x00, 0x01, 0x00]) && head.count >= 6 && head[4] | head[5] != 0 { return .ico }
+        if starts(Array("%PDF-".utf8)) { return .pdf }
         return nil
     }
 }
@@ -86,7 +130,10 @@ public struct ImageDecodeError: Error, CustomStringConvertible, Sendable, Equata
     public var description: String { "\(name): \(reason)" }
 }
 
-/// Decodes JPEG and PNG bytes to `RGBImage`.
+/// Decodes JPEG, PNG, GIF, BMP, WebP and TIFF bytes to 8-bit RGB, as rows (`withRows`) or a whole `RGBImage`.
+///
+/// PNG and TIFF are decoded band by band, so with `withRows` memory stays at a few rows whatever the image size
+/// (except interlaced PNG); JPEG and WebP can be scaled while decoding. Any alpha is composited over white.
 ///
 /// Holds a TurboJPEG handle, which is not thread-safe: create one decoder per thread or task and do not share it.
 public final class ImageDecoder {
@@ -95,8 +142,12 @@ public final class ImageDecoder {
     private let jpegHandle: tjhandle?
     private let scalingFactors: [tjscalingfactor]
 
+    /// The default `pixelLimit`: 1 Gpx. Only absurd headers and decode bombs reach it, since big PNG and TIFF
+    /// images stream and big JPEG and WebP images scale while decoding.
+    public static let defaultPixelLimit = 1_000_000_000
+
     /// Creates a decoder with its own TurboJPEG handle.
-    public init(pixelLimit: Int = 100_000_000) {
+    public init(pixelLimit: Int = ImageDecoder.defaultPixelLimit) {
         self.pixelLimit = pixelLimit
         jpegHandle = tjInitDecompress()
         var count: Int32 = 0
@@ -113,14 +164,17 @@ public final class ImageDecoder {
         if let jpegHandle { tjDestroy(jpegHandle) }
     }
 
-    /// Decodes an image.
+    /// Decodes an image and hands its rows to `body`, top row first.
     ///
     /// - Parameters:
-    ///   - bytes: the whole file.
+    ///   - bytes: the whole file; must stay valid until `body` returns.
     ///   - name: used only in error messages.
     ///   - shorterSideAtLeast: when set, JPEGs are downscaled in the DCT domain by the smallest TurboJPEG factor
-    ///     that keeps the shorter side ≥ this value (Pillow's `draft`), which is much cheaper than decoding full size.
-    public func decode(_ bytes: UnsafeRawBufferPointer, name: String, shorterSideAtLeast: Int? = nil) throws -> RGBImage {
+    ///     that keeps the shorter side ≥ this value (Pillow's `draft`), and WebPs by the same rule with factors
+    ///     1/2, 1/4, 1/8; other formats are unaffected (they are always exact).
+    ///   - body: reads the rows; it may stop early, and the rest is then never decoded.
+    public func withRows<T>(_ bytes: UnsafeRawBufferPointer, name: String, shorterSideAtLeast: Int? = nil,
+                            _ body: (any ImageRows) throws -> T) throws -> T {
         guard bytes.count > 0 else {
             throw ImageDecodeError(name: name, kind: .emptyFile, reason: "empty file")
         }
@@ -128,10 +182,30 @@ public final class ImageDecoder {
             throw ImageDecodeError(name: name, kind: .unknownSignature, reason: "not an image (unknown signature)")
         }
         switch format {
-        case .jpeg: return try decodeJPEG(bytes, name: name, shorterSideAtLeast: shorterSideAtLeast)
-        case .png: return try decodePNG(bytes, name: name)
-        default:
-            throw ImageDecodeError(name: name, kind: .unsupportedFormat, reason: "unsupported image format \(format.rawValue)")
+        case .jpeg: return try body(WholeImageRows(decodeJPEG(bytes, name: name, shorterSideAtLeast: shorterSideAtLeast)))
+        case .png: return try body(PNGRows(bytes, name: name, pixelLimit: pixelLimit))
+        case .tiff: return try body(TIFFRows(bytes, name: name, pixelLimit: pixelLimit))
+        case .gif: return try body(WholeImageRows(WholeFrameCodecs.gif(bytes, name: name, pixelLimit: pixelLimit)))
+        case .bmp: return try body(WholeImageRows(WholeFrameCodecs.bmp(bytes, name: name, pixelLimit: pixelLimit)))
+        case .webp:
+            return try body(WholeImageRows(WholeFrameCodecs.webp(bytes, name: name, pixelLimit: pixelLimit,
+                                                                 shorterSideAtLeast: shorterSideAtLeast)))
+        case .heic, .avif, .jpeg2000, .jpegXL, .psd, .ico, .pdf:
+            throw ImageDecodeError(name: name, kind: .unsupportedFormat, reason: "unsupported format: \(format.rawValue)")
+        }
+    }
+
+    /// Decodes a whole image into memory; see `withRows` for the parameters.
+    public func decode(_ bytes: UnsafeRawBufferPointer, name: String, shorterSideAtLeast: Int? = nil) throws -> RGBImage {
+        try withRows(bytes, name: name, shorterSideAtLeast: shorterSideAtLeast) { rows in
+            if let whole = rows as? WholeImageRows { return whole.image }
+            var pixels: [UInt8] = []
+            pixels.reserveCapacity(rows.width * rows.height * 3)
+            try rows.feed { band, count in
+                pixels.append(contentsOf: UnsafeBufferPointer(start: band, count: count * rows.width * 3))
+                return true
+            }
+            return RGBImage(width: rows.width, height: rows.height, pixels: pixels)
         }
     }
 
@@ -233,46 +307,6 @@ public final class ImageDecoder {
                 }
             }
             count = pixelCount * 3
-        }
-    }
-
-    private func decodePNG(_ bytes: UnsafeRawBufferPointer, name: String) throws -> RGBImage {
-        var message = [CChar](repeating: 0, count: 256)
-        var width: UInt32 = 0, height: UInt32 = 0
-        let headerStatus = pngshim_read_header(bytes.baseAddress, bytes.count, &width, &height, &message, message.count)
-        if headerStatus != Int32(PNGSHIM_OK.rawValue) {
-            throw pngError(name: name, status: headerStatus, message: message)
-        }
-        if Int(width) * Int(height) > pixelLimit {
-            throw ImageDecodeError(
-                name: name, kind: .exceedsPixelLimit,
-                reason: "image \(width)x\(height) exceeds pixel limit \(pixelLimit)")
-        }
-        let capacity = Int(width) * Int(height) * 3
-        var status: Int32 = 0
-        let pixels = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
-            status = pngshim_decode_rgb8(bytes.baseAddress, bytes.count, UInt64(pixelLimit), buffer.baseAddress, capacity,
-                                         &width, &height, &message, message.count)
-            // Unread pixels are left as whatever the allocator gave: the array is discarded on failure anyway.
-            count = capacity
-        }
-        if status != Int32(PNGSHIM_OK.rawValue) {
-            throw pngError(name: name, status: status, message: message)
-        }
-        return RGBImage(width: Int(width), height: Int(height), pixels: pixels)
-    }
-
-    private func pngError(name: String, status: Int32, message: [CChar]) -> ImageDecodeError {
-        let text = message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        switch UInt32(status) {
-        case PNGSHIM_TRUNCATED.rawValue:
-            return ImageDecodeError(name: name, kind: .truncated, reason: "truncated PNG: \(text)")
-        case PNGSHIM_TOO_LARGE.rawValue:
-            return ImageDecodeError(name: name, kind: .exceedsPixelLimit, reason: text)
-        case PNGSHIM_NOT_PNG.rawValue:
-            return ImageDecodeError(name: name, kind: .unknownSignature, reason: "not an image (\(text))")
-        default:
-            return ImageDecodeError(name: name, kind: .corrupt, reason: "corrupt PNG: \(text)")
         }
     }
 }

@@ -6,6 +6,16 @@ public enum ResizeFilter: String, Codable, Sendable {
     case bicubic
 }
 
+/// How an image is brought down to the model's size.
+public enum ResizeMode: String, Codable, Sendable, CaseIterable {
+    /// Scale while decoding where the format allows (JPEG DCT scaling as Pillow's `draft`, WebP's decoder
+    /// scaling), then resize: much cheaper on big photos, slightly different pixels.
+    case fast
+    /// Full decode, then the antialiased resize alone (torchvision's `Resize` on a PIL image): the pixels a
+    /// torchvision pipeline feeds the network.
+    case exact
+}
+
 /// Channel order the model expects in its input tensor.
 public enum ColorOrder: String, Codable, Sendable {
     /// Red, green, blue.
@@ -39,6 +49,10 @@ public struct Preprocessing: Codable, Sendable, Equatable {
     public var mean: [Float]
     /// Per-channel standard deviation, pixel units, output order.
     public var std: [Float]
+    /// Fast (scale while decoding) or exact (full decode) resizing; `exact` when omitted.
+    public var resize: ResizeMode
+    /// Turn images upright by their EXIF Orientation tag first; off when omitted, like torchvision.
+    public var exifOrientation: Bool
 
     /// Builds a config; defaults follow the common ImageNet recipe expressed in pixel units.
     public init(
@@ -47,7 +61,9 @@ public struct Preprocessing: Codable, Sendable, Equatable {
         filter: ResizeFilter = .bilinear,
         colorOrder: ColorOrder = .rgb,
         mean: [Float] = [123.675, 116.28, 103.53],
-        std: [Float] = [58.395, 57.12, 57.375]
+        std: [Float] = [58.395, 57.12, 57.375],
+        resize: ResizeMode = Preprocessing.defaultResize,
+        exifOrientation: Bool = false
     ) {
         self.resizeShorterSide = resizeShorterSide
         self.crop = crop
@@ -55,13 +71,19 @@ public struct Preprocessing: Codable, Sendable, Equatable {
         self.colorOrder = colorOrder
         self.mean = mean
         self.std = std
+        self.resize = resize
+        self.exifOrientation = exifOrientation
     }
+
+    /// The resize mode when a config names none (see README "Fast or exact resize" for the measurements).
+    public static let defaultResize = ResizeMode.exact
 
     private enum CodingKeys: String, CodingKey {
-        case resizeShorterSide, crop, filter, colorOrder, mean, std
+        case resizeShorterSide, crop, filter, colorOrder, mean, std, resize, exifOrientation
     }
 
-    /// Decodes the JSON fragment; `filter` may be omitted (bilinear is the torchvision default).
+    /// Decodes the JSON fragment; `filter` may be omitted (bilinear is the torchvision default), as may
+    /// `resize` (`defaultResize`) and `exifOrientation` (false).
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         resizeShorterSide = try container.decode(Int.self, forKey: .resizeShorterSide)
@@ -70,6 +92,18 @@ public struct Preprocessing: Codable, Sendable, Equatable {
         colorOrder = try container.decode(ColorOrder.self, forKey: .colorOrder)
         mean = try container.decode([Float].self, forKey: .mean)
         std = try container.decode([Float].self, forKey: .std)
+        resize = try container.decodeIfPresent(ResizeMode.self, forKey: .resize) ?? Self.defaultResize
+        exifOrientation = try container.decodeIfPresent(Bool.self, forKey: .exifOrientation) ?? false
+    }
+
+    /// One line for exported models' notes, so a deployment can reproduce the inputs the head was trained on,
+    /// e.g. `RGB, resize 256 exact (full decode, antialiased bilinear), crop 224, mean [127.0, 127.0, 127.0], std [...],
+    /// EXIF orientation ignored`.
+    public var summary: String {
+        let how = resize == .exact ? "exact (full decode, antialiased \(filter.rawValue))"
+                                   : "fast (JPEG/WebP scaled while decoding, then antialiased \(filter.rawValue))"
+        return "\(colorOrder.rawValue), resize \(resizeShorterSide) \(how), crop \(crop), mean \(mean), std \(std), "
+            + "EXIF orientation \(exifOrientation ? "applied" : "ignored")"
     }
 
     /// Number of floats one image occupies in a batch tensor (`3 * crop * crop`).

@@ -144,46 +144,74 @@ public final class ImagePreprocessor: Sendable {
     /// Number of distinct filter tables held; exposed so callers can see the cache working.
     public var cachedFilterTables: Int { tables.count }
 
-    /// Decodes `bytes` (DCT-downscaled where possible) and writes the result into batch slot `slot`.
+    /// Decodes `bytes` as the config says (fast or exact resize, EXIF orientation or not) and writes the result
+    /// into batch slot `slot`. Rows stream from the decoder into the resampler, so a big PNG or TIFF costs a few
+    /// rows of memory; only an EXIF rotation needs the (scaled) picture whole.
     public func decode(_ bytes: UnsafeRawBufferPointer, name: String, with decoder: ImageDecoder,
                        into batch: UnsafeMutablePointer<Float>, slot: Int, layout: TensorLayout) throws {
-        let image = try decoder.decode(bytes, name: name, shorterSideAtLeast: config.resizeShorterSide)
-        write(image, into: batch, slot: slot, layout: layout)
+        let shorterSide = config.resize == .fast ? config.resizeShorterSide : nil
+        let orientation = config.exifOrientation ? ExifOrientation.read(bytes) : 1
+        if orientation != 1 {
+            let image = try decoder.decode(bytes, name: name, shorterSideAtLeast: shorterSide).oriented(orientation)
+            write(image, into: batch, slot: slot, layout: layout)
+            return
+        }
+        try decoder.withRows(bytes, name: name, shorterSideAtLeast: shorterSide) { rows in
+            try resample(rows, into: batch, slot: slot, layout: layout)
+        }
     }
 
     /// Resizes, crops and normalises `image` into slot `slot` of a `[B,3,crop,crop]` (NCHW) or
     /// `[B,crop,crop,3]` (NHWC) float tensor. Only the rows and columns that survive the crop are computed.
     public func write(_ image: RGBImage, into batch: UnsafeMutablePointer<Float>, slot: Int, layout: TensorLayout) {
+        // A whole image feeds its rows in one band and cannot fail.
+        try! resample(WholeImageRows(image), into: batch, slot: slot, layout: layout)
+    }
+
+    /// `write` for rows arriving band by band: each input row is filtered horizontally once, then added into
+    /// the output rows whose vertical taps cover it, so memory is one crop of floats plus one row whatever the
+    /// input size. The arithmetic (and its order) is that of a horizontal pass over every needed row followed
+    /// by a vertical pass, so results do not depend on how the rows are banded. Rows below the last one the
+    /// crop needs are never decoded.
+    public func resample(_ rows: any ImageRows, into batch: UnsafeMutablePointer<Float>, slot: Int,
+                         layout: TensorLayout) throws {
         let c = config.crop
-        let resized = resizedSize(width: image.width, height: image.height)
+        let width = rows.width, height = rows.height
+        let resized = resizedSize(width: width, height: height)
         let origin = cropOrigin(resizedWidth: resized.width, resizedHeight: resized.height)
-        let horizontal = tables.table(inputSize: image.width, outputSize: resized.width,
+        let horizontal = tables.table(inputSize: width, outputSize: resized.width,
                                       keep: origin.x..<(origin.x + c), filter: config.filter)
-        let vertical = tables.table(inputSize: image.height, outputSize: resized.height,
+        let vertical = tables.table(inputSize: height, outputSize: resized.height,
                                     keep: origin.y..<(origin.y + c), filter: config.filter)
         let rowStart = Int(vertical.first[0])
         var rowEnd = rowStart
         for i in 0..<c { rowEnd = max(rowEnd, Int(vertical.first[i] + vertical.count[i])) }
-        let rows = rowEnd - rowStart
         let clamps = config.filter == .bicubic
         let rowFloats = c * 3
 
-        let intermediate = UnsafeMutablePointer<Float>.allocate(capacity: rows * rowFloats + rowFloats)
-        defer { intermediate.deallocate() }
-        let accumulator = intermediate + rows * rowFloats
+        // Output rows (c of them, rowFloats each), then one horizontally filtered input row.
+        let accumulators = UnsafeMutablePointer<Float>.allocate(capacity: c * rowFloats + rowFloats)
+        defer { accumulators.deallocate() }
+        accumulators.initialize(repeating: 0, count: c * rowFloats)
+        let filtered = accumulators + c * rowFloats
 
-        image.pixels.withUnsafeBufferPointer { pixelBuffer in
-            horizontal.first.withUnsafeBufferPointer { hFirst in
-            horizontal.count.withUnsafeBufferPointer { hCount in
-            horizontal.weights.withUnsafeBufferPointer { hWeights in
-                let src = pixelBuffer.baseAddress!
-                let taps = horizontal.taps
-                let stride = image.width * 3
-                for r in 0..<rows {
-                    let srcRow = src + (rowStart + r) * stride
-                    let dstRow = intermediate + r * rowFloats
+        var inputRow = 0       // index of the next row the decoder hands over
+        var firstOpen = 0      // first output row whose taps may still include inputRow
+        try horizontal.first.withUnsafeBufferPointer { hFirst in
+        try horizontal.count.withUnsafeBufferPointer { hCount in
+        try horizontal.weights.withUnsafeBufferPointer { hWeights in
+        try vertical.first.withUnsafeBufferPointer { vFirst in
+        try vertical.count.withUnsafeBufferPointer { vCount in
+        try vertical.weights.withUnsafeBufferPointer { vWeights in
+            try rows.feed { band, bandCount in
+                for b in 0..<bandCount {
+                    let r = inputRow + b
+                    if r < rowStart { continue }
+                    if r >= rowEnd { break }
+                    let srcRow = band + b * width * 3
+                    let hTaps = horizontal.taps
                     for x in 0..<c {
-                        let w = hWeights.baseAddress! + x * taps
+                        let w = hWeights.baseAddress! + x * hTaps
                         var p = srcRow + Int(hFirst[x]) * 3
                         var s0: Float = 0, s1: Float = 0, s2: Float = 0
                         for k in 0..<Int(hCount[x]) {
@@ -196,63 +224,57 @@ public final class ImagePreprocessor: Sendable {
                         if clamps {
                             s0 = min(max(s0, 0), 255); s1 = min(max(s1, 0), 255); s2 = min(max(s2, 0), 255)
                         }
-                        dstRow[3 * x] = s0
-                        dstRow[3 * x + 1] = s1
-                        dstRow[3 * x + 2] = s2
+                        filtered[3 * x] = s0
+                        filtered[3 * x + 1] = s1
+                        filtered[3 * x + 2] = s2
+                    }
+                    while firstOpen < c && Int(vFirst[firstOpen] + vCount[firstOpen]) <= r { firstOpen += 1 }
+                    var y = firstOpen
+                    while y < c && Int(vFirst[y]) <= r {
+                        let wk = vWeights[y * vertical.taps + (r - Int(vFirst[y]))]
+                        let out = accumulators + y * rowFloats
+                        for i in 0..<rowFloats { out[i] += wk * filtered[i] }
+                        y += 1
                     }
                 }
+                inputRow += bandCount
+                return inputRow < rowEnd
             }
-            }
-            }
+        }
+        }
+        }
+        }
+        }
         }
 
         let channelSource: (Int, Int, Int) = config.colorOrder == .rgb ? (0, 1, 2) : (2, 1, 0)
         let sources = [channelSource.0, channelSource.1, channelSource.2]
         let plane = c * c
         let out = batch + slot * 3 * plane
-        vertical.first.withUnsafeBufferPointer { vFirst in
-        vertical.count.withUnsafeBufferPointer { vCount in
-        vertical.weights.withUnsafeBufferPointer { vWeights in
-            let taps = vertical.taps
-            for y in 0..<c {
-                let w = vWeights.baseAddress! + y * taps
-                let base = Int(vFirst[y]) - rowStart
-                let n = Int(vCount[y])
-                let w0 = w[0]
-                var row = intermediate + base * rowFloats
-                for i in 0..<rowFloats { accumulator[i] = w0 * row[i] }
-                if n > 1 {
-                    for k in 1..<n {
-                        row += rowFloats
-                        let wk = w[k]
-                        for i in 0..<rowFloats { accumulator[i] += wk * row[i] }
-                    }
+        for y in 0..<c {
+            let accumulator = accumulators + y * rowFloats
+            if clamps {
+                for i in 0..<rowFloats { accumulator[i] = min(max(accumulator[i], 0), 255) }
+            }
+            switch layout {
+            case .nchw:
+                for ch in 0..<3 {
+                    let sc = scale[ch], bi = bias[ch], from = sources[ch]
+                    let dst = out + ch * plane + y * c
+                    for x in 0..<c { dst[x] = accumulator[3 * x + from] * sc + bi }
                 }
-                if clamps {
-                    for i in 0..<rowFloats { accumulator[i] = min(max(accumulator[i], 0), 255) }
-                }
-                switch layout {
-                case .nchw:
-                    for ch in 0..<3 {
-                        let sc = scale[ch], bi = bias[ch], from = sources[ch]
-                        let dst = out + ch * plane + y * c
-                        for x in 0..<c { dst[x] = accumulator[3 * x + from] * sc + bi }
-                    }
-                case .nhwc:
-                    let dst = out + y * rowFloats
-                    let s0 = scale[0], s1 = scale[1], s2 = scale[2]
-                    let b0 = bias[0], b1 = bias[1], b2 = bias[2]
-                    let f0 = sources[0], f1 = sources[1], f2 = sources[2]
-                    for x in 0..<c {
-                        let px = accumulator + 3 * x
-                        dst[3 * x] = px[f0] * s0 + b0
-                        dst[3 * x + 1] = px[f1] * s1 + b1
-                        dst[3 * x + 2] = px[f2] * s2 + b2
-                    }
+            case .nhwc:
+                let dst = out + y * rowFloats
+                let s0 = scale[0], s1 = scale[1], s2 = scale[2]
+                let b0 = bias[0], b1 = bias[1], b2 = bias[2]
+                let f0 = sources[0], f1 = sources[1], f2 = sources[2]
+                for x in 0..<c {
+                    let px = accumulator + 3 * x
+                    dst[3 * x] = px[f0] * s0 + b0
+                    dst[3 * x + 1] = px[f1] * s1 + b1
+                    dst[3 * x + 2] = px[f2] * s2 + b2
                 }
             }
-        }
-        }
         }
     }
 }

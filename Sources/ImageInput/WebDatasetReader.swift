@@ -178,10 +178,10 @@ public enum TarScanner {
 }
 
 /// Indexes WebDataset shards: members are grouped into samples by key (directory plus basename up to the first
-/// dot), images come from `.jpg`/`.jpeg`/`.png`, labels from `.cls` (integer) or `.txt` (name or integer).
+/// dot), the image from a `.jpg`/`.jpeg`/`.png`/`.webp`/`.tif`/`.tiff`/`.gif`/`.bmp` member (or else any member that
+/// is not a label or metadata, so an unsupported image such as `.heic` is dead-lettered with its format), labels
+/// from `.cls` (integer) or `.txt` (name or integer).
 public enum WebDatasetReader {
-    private static let imagePreference = ["jpg", "jpeg", "png"]
-
     /// Indexes one shard or every `*.tar` in a directory (sorted by name). Shards are scanned header by header;
     /// a corrupt shard keeps the samples before the damage and adds a dead letter naming the shard and offset.
     public static func index(path: String) throws -> DatasetIndex {
@@ -207,11 +207,17 @@ public enum WebDatasetReader {
             if let failure = scan.failure {
                 deadLetters.append(DeadLetter(key: shardName, reason: failure.description))
             }
-            let grouped = try group(scan.members, shard: shard)
+            let (grouped, strays) = try group(scan.members, shard: shard)
+            for stray in strays {
+                deadLetters.append(DeadLetter(key: "\(shardName):\(stray)",
+                                              reason: "the member has no extension, so it belongs to no sample"))
+            }
             for sample in grouped {
                 let sampleKey = "\(shardName):\(sample.key)"
-                guard let image = imagePreference.lazy.compactMap({ sample.files[$0] }).first else {
-                    deadLetters.append(DeadLetter(key: sampleKey, reason: "sample has no .jpg/.jpeg/.png member"))
+                let other = sample.files.keys.filter { !annotationExtensions.contains($0) }.sorted().first
+                guard let image = imageExtensions.lazy.compactMap({ sample.files[$0] }).first ?? other.flatMap({ sample.files[$0] }) else {
+                    let found = sample.files.keys.sorted().map { "." + $0 }.joined(separator: ", ")
+                    deadLetters.append(DeadLetter(key: sampleKey, reason: "the sample has no image member (it has \(found))"))
                     continue
                 }
                 samples.append((sampleKey, image, shard, sample.label))
@@ -225,9 +231,11 @@ public enum WebDatasetReader {
         return DatasetIndex(format: .webdataset, root: path, classes: classes, items: items, deadLetters: deadLetters)
     }
 
+    /// Samples in archive order, plus the names of members that cannot belong to one (no dotted extension).
     private static func group(_ members: [TarMember], shard: String)
-        throws -> [(key: String, files: [String: TarMember], label: String?)] {
+        throws -> (samples: [(key: String, files: [String: TarMember], label: String?)], strays: [String]) {
         var order: [String] = []
+        var strays: [String] = []
         var files: [String: [String: TarMember]] = [:]
         for member in members {
             var name = member.name
@@ -235,7 +243,10 @@ public enum WebDatasetReader {
             let slash = name.lastIndex(of: "/")
             let directory = slash.map { String(name[...$0]) } ?? ""
             let base = slash.map { String(name[name.index(after: $0)...]) } ?? name
-            guard let dot = base.firstIndex(of: "."), dot != base.startIndex else { continue }
+            guard let dot = base.firstIndex(of: "."), dot != base.startIndex else {
+                strays.append(name)
+                continue
+            }
             let key = directory + base[..<dot]
             // Like webdataset's decoders, the type is the last dotted component (`x.seg.png` is a png).
             let suffix = base[base.index(after: dot)...].lowercased()
@@ -245,7 +256,7 @@ public enum WebDatasetReader {
         }
         let fd = try openForReading(shard)
         defer { close(fd) }
-        return try order.map { key in
+        let samples = try order.map { key in
             let sample = files[key]!
             var label: String?
             if let labelMember = sample["cls"] ?? sample["txt"] {
@@ -256,5 +267,6 @@ public enum WebDatasetReader {
             }
             return (key, sample, label)
         }
+        return (samples, strays)
     }
 }

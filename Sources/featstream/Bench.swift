@@ -55,12 +55,14 @@ struct Bench: ParsableCommand {
         @Option(help: "Shorter side after resizing.") var resize = 256
         @Option(help: "Centre crop side.") var crop = 224
         @Flag(help: "Bicubic instead of bilinear.") var bicubic = false
+        @Option(help: "fast (scale while decoding) or exact (full decode).") var resizeMode = Preprocessing.defaultResize
         @Argument(help: "Image files.") var files: [String]
 
         func run() throws {
             let result = try benchmarkDecode(
                 files: files,
-                preprocessing: Preprocessing(resizeShorterSide: resize, crop: crop, filter: bicubic ? .bicubic : .bilinear),
+                preprocessing: Preprocessing(resizeShorterSide: resize, crop: crop, filter: bicubic ? .bicubic : .bilinear,
+                                             resize: resizeMode),
                 iterations: iterations)
             print(String(format: "swift: %.1f images/s (%d images, %d failures)", result.imagesPerSecond, result.images, result.failures))
         }

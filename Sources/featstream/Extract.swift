@@ -5,6 +5,7 @@ import ImageInput
 
 extension DatasetFormat: ExpressibleByArgument {}
 extension FeatureDType: ExpressibleByArgument {}
+extension ResizeMode: ExpressibleByArgument {}
 
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -50,7 +51,13 @@ struct Extract: ParsableCommand {
     var limit: Int?
 
     @Option(help: "Images whose header claims more pixels are dead-lettered without decoding.")
-    var maxPixels = 100_000_000
+    var maxPixels = ImageDecoder.defaultPixelLimit
+
+    @Option(help: "fast (scale JPEG and WebP while decoding) or exact (full decode, as torchvision); overrides the model config's preprocess.resize.")
+    var resize: ResizeMode?
+
+    @Flag(help: "Turn images upright by their EXIF Orientation tag (overrides the model config's preprocess.exifOrientation).")
+    var exifOrientation = false
 
     @Flag(help: "Also write the model's own logits (the config's logitsNode) to logits.npy.")
     var logits = false
@@ -73,13 +80,17 @@ struct Extract: ParsableCommand {
     }
 
     private func extract() throws {
-        let config = try ModelConfig.load(model)
+        var config = try ModelConfig.load(model)
+        if let resize { config.preprocess.resize = resize }
+        if exifOrientation { config.preprocess.exifOrientation = true }
         let dataset = try DatasetIndex.open(path: data, format: format)
         var items = dataset.items
         if let split {
             items = items.filter { $0.split == split }
             guard !items.isEmpty else {
-                throw DatasetError(reason: "no items in split '\(split)' of \(data) (splits: \(Set(dataset.items.compactMap(\.split)).sorted()))")
+                let splits = Set(dataset.items.compactMap(\.split)).sorted()
+                throw DatasetError(reason: "\(data) has no items in split '\(split)'; "
+                                   + (splits.isEmpty ? "it has no splits." : "its splits are \(splits.joined(separator: ", "))."))
             }
         }
         if let limit { items = Array(items.prefix(limit)) }
@@ -105,8 +116,10 @@ struct Extract: ParsableCommand {
             "dtype": dtype.rawValue, "dataset": data, "format": dataset.format.rawValue,
             "images": items.count, "features": writer.rows, "deadLetters": writer.deadLetters.count,
             "seconds": seconds, "imagesPerSecond": rate, "batch": batch, "threads": extractor.engine.threads,
+            "resize": config.preprocess.resize.rawValue, "exifOrientation": config.preprocess.exifOrientation,
         ])
-        print(String(format: "extracted %d features (%d-d %@) from %d images, %d dead letters, %.1f img/s -> %@",
-                     writer.rows, extractor.featureWidth, dtype.rawValue, items.count, writer.deadLetters.count, rate, out))
+        print(String(format: "Extracted %d features (%d-d %@) from %d images with %d dead letters at %.1f img/s into %@ (%@ resize).",
+                     writer.rows, extractor.featureWidth, dtype.rawValue, items.count, writer.deadLetters.count, rate, out,
+                     config.preprocess.resize.rawValue))
     }
 }

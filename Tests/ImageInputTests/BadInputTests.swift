@@ -3,12 +3,15 @@ import Foundation
 import XCTest
 @testable import ImageInput
 
-/// Calls the C shim directly with a tiny destination, to prove its own limit check runs before it needs one.
-private func shimDecodeStatus(_ buffer: UnsafeRawBufferPointer, limit: UInt64, width: inout UInt32,
-                              height: inout UInt32, message: inout [CChar]) -> Int32 {
-    var sink = [UInt8](repeating: 0, count: 16)
-    return pngshim_decode_rgb8(buffer.baseAddress, buffer.count, limit, &sink, sink.count,
-                               &width, &height, &message, message.count)
+/// Opens a PNG with the C shim directly, to prove its own limit check runs before libpng sees the stream.
+private func shimOpenStatus(_ buffer: UnsafeRawBufferPointer, limit: UInt64, width: inout UInt32,
+                            height: inout UInt32, message: inout [CChar]) -> Int32 {
+    var reader: OpaquePointer?
+    var interlaced: Int32 = 0
+    let status = pngshim_open(buffer.baseAddress, buffer.count, limit, &reader, &width, &height, &interlaced,
+                              &message, message.count)
+    pngshim_close(reader)
+    return status
 }
 
 final class BadInputTests: XCTestCase {
@@ -79,12 +82,42 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(decodeError(Array("hello, I am not a picture\n".utf8))?.kind, .unknownSignature)
     }
 
+    // Formats no library here decodes are told by their bytes and named, whatever the file is called.
     func testUnsupportedFormatsAreNamed() {
+        let heic: [UInt8] = [0, 0, 0, 24] + Array("ftypheic".utf8) + [0, 0, 0, 0] + Array("mif1heic".utf8) + [0, 0, 0, 0]
+        XCTAssertEqual(decodeError(heic)?.reason, "unsupported format: HEIC")
+        XCTAssertEqual(decodeError(heic)?.kind, .unsupportedFormat)
+        let avif: [UInt8] = [0, 0, 0, 28] + Array("ftypavif".utf8) + [0, 0, 0, 0] + Array("avifmif1miaf".utf8)
+        XCTAssertEqual(decodeError(avif)?.reason, "unsupported format: AVIF")
+        let jp2: [UInt8] = [0x00, 0x00, 0x00, 0x0C, 0x6A, 0x50, 0x20, 0x20, 0x0D, 0x0A, 0x87, 0x0A, 0, 0]
+        XCTAssertEqual(decodeError(jp2)?.reason, "unsupported format: JPEG 2000")
+        XCTAssertEqual(decodeError(Array("8BPS".utf8) + [0, 1, 0, 0])?.reason, "unsupported format: PSD")
+        XCTAssertEqual(decodeError(Array("%PDF-1.7\n".utf8))?.reason, "unsupported format: PDF")
+    }
+
+    // Recognised formats with broken contents say which format and what is wrong.
+    func testDamagedNewFormatsAreNamedErrors() throws {
         let gif = Array("GIF89a".utf8) + [1, 0, 1, 0, 0, 0, 0, 0x3B]
-        XCTAssertEqual(decodeError(gif)?.reason, "unsupported image format GIF")
+        XCTAssertEqual(decodeError(gif)?.reason.hasPrefix("corrupt GIF"), true, decodeError(gif)?.reason ?? "")
         let bmp = Array("BM".utf8) + [UInt8](repeating: 0, count: 60)
-        XCTAssertEqual(decodeError(bmp)?.reason, "unsupported image format BMP")
-        XCTAssertEqual(decodeError(bmp)?.kind, .unsupportedFormat)
+        XCTAssertEqual(decodeError(bmp)?.reason.hasPrefix("corrupt BMP"), true, decodeError(bmp)?.reason ?? "")
+        for name in ["lossy.webp", "rgb8_lzw.tif", "rgb16_tiles.tif", "palette.gif"] {
+            let full = try Fixtures.bytes(name)
+            let error = decodeError(Array(full.prefix(full.count * 2 / 3)))
+            XCTAssertNotNil(error, name)
+            XCTAssertTrue([.truncated, .corrupt].contains(error?.kind), "\(name): \(error?.reason ?? "")")
+            let format = ImageFormat.detect(full)!.rawValue
+            XCTAssertTrue(error?.reason.contains(format) ?? false, "\(name): \(error?.reason ?? "")")
+        }
+    }
+
+    // Every format checks the pixel limit against its header before it allocates pixels.
+    func testPixelLimitAppliesToEveryFormat() throws {
+        for name in ["lossless.webp", "palette.gif", "rgb24.bmp", "rgb8_tiles.tif", "rgb8.png", "baseline.jpg"] {
+            let error = decodeError(try Fixtures.bytes(name), limit: 40 * 30 - 1)
+            XCTAssertEqual(error?.kind, .exceedsPixelLimit, name)
+            XCTAssertEqual(error?.reason, "image 40x30 exceeds pixel limit 1199", name)
+        }
     }
 
     // 20000×20000×3 would be 1.2 GB: the header check must fire before any buffer exists,
@@ -99,7 +132,7 @@ final class BadInputTests: XCTestCase {
         var width: UInt32 = 0, height: UInt32 = 0
         XCTAssertEqual(pngHeader(width: 20000, height: 20000).withUnsafeBytes { buffer in
             var message = [CChar](repeating: 0, count: 128)
-            return shimDecodeStatus(buffer, limit: 1000, width: &width, height: &height, message: &message)
+            return shimOpenStatus(buffer, limit: 1000, width: &width, height: &height, message: &message)
         }, Int32(PNGSHIM_TOO_LARGE.rawValue))
     }
 
@@ -122,8 +155,8 @@ final class BadInputTests: XCTestCase {
         try dir.write("junk/empty.jpg", [])
         try dir.write("junk/truncated.jpg", Array(jpeg.prefix(jpeg.count / 2)))
         try dir.write("junk/text.png", text: "not a png")
-        try dir.write("junk/huge.png", pngHeader(width: 20000, height: 20000))
-        try dir.write("junk/anim.png", Array("GIF89a".utf8) + [1, 0, 1, 0])
+        try dir.write("junk/huge.png", pngHeader(width: 40000, height: 40000))
+        try dir.write("junk/anim.png", [0, 0, 0, 24] + Array("ftypheic".utf8) + [0, 0, 0, 0] + Array("mif1heic".utf8))
         try dir.write("junk/good.jpg", jpeg)
         let index = try DatasetIndex.open(path: dir.path)
         XCTAssertEqual(index.items.count, 6)
@@ -142,8 +175,8 @@ final class BadInputTests: XCTestCase {
         let reasons = Dictionary(uniqueKeysWithValues: letters.map { ($0.key, $0.reason) })
         XCTAssertEqual(reasons["junk/empty.jpg"], "empty file")
         XCTAssertEqual(reasons["junk/text.png"], "not an image (unknown signature)")
-        XCTAssertEqual(reasons["junk/anim.png"], "unsupported image format GIF")
-        XCTAssertEqual(reasons["junk/huge.png"], "image 20000x20000 exceeds pixel limit 100000000")
+        XCTAssertEqual(reasons["junk/anim.png"], "unsupported format: HEIC")
+        XCTAssertEqual(reasons["junk/huge.png"], "image 40000x40000 exceeds pixel limit 1000000000")
         XCTAssertTrue(reasons["junk/truncated.jpg"]?.hasPrefix("truncated JPEG") ?? false)
         // Dead letters round-trip through JSON for the dead-letter file.
         let data = try JSONEncoder().encode(letters)

@@ -9,7 +9,7 @@ final class DatasetTests: XCTestCase {
         try dir.write("train/dog/b.jpg", jpeg)
         try dir.write("train/dog/a.JPEG", jpeg)
         try dir.write("train/cat/x.png", try Fixtures.bytes("rgb8.png"))
-        try dir.write("train/cat/notes.txt", text: "ignored: not an image extension")
+        try dir.write("train/cat/notes.txt", text: "an item too: dead-lettered at decode time, never dropped")
         try dir.write("val/bird/1.jpg", jpeg)
         try dir.write("val/cat/fake.png", text: "an image extension does not make an image")
         try dir.write("val/cat/nested/deep.jpg", jpeg)
@@ -18,13 +18,13 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(index.format, .imagefolder)
         XCTAssertEqual(index.classes, ["bird", "cat", "dog"])
         XCTAssertEqual(index.items.map(\.key), [
-            "train/cat/x.png", "train/dog/a.JPEG", "train/dog/b.jpg",
+            "train/cat/notes.txt", "train/cat/x.png", "train/dog/a.JPEG", "train/dog/b.jpg",
             "val/bird/1.jpg", "val/cat/fake.png", "val/cat/nested/deep.jpg",
         ])
-        XCTAssertEqual(index.items.map(\.label), [1, 2, 2, 0, 1, 1])
-        XCTAssertEqual(index.items.map(\.split), ["train", "train", "train", "val", "val", "val"])
-        XCTAssertEqual(index.items.map(\.index), Array(0..<6))
-        XCTAssertEqual(try index.bytes(of: index.items[2]), jpeg)
+        XCTAssertEqual(index.items.map(\.label), [1, 1, 2, 2, 0, 1, 1])
+        XCTAssertEqual(index.items.map(\.split), ["train", "train", "train", "train", "val", "val", "val"])
+        XCTAssertEqual(index.items.map(\.index), Array(0..<7))
+        XCTAssertEqual(try index.bytes(of: index.items[3]), jpeg)
 
         // Same tree, same order: determinism does not depend on directory listing order.
         XCTAssertEqual(try DatasetIndex.open(path: dir.path).items, index.items)
@@ -76,7 +76,7 @@ final class DatasetTests: XCTestCase {
         } else {
             XCTFail("expected a tar member source")
         }
-        XCTAssertEqual(index.deadLetters, [DeadLetter(key: "shard-000.tar:meta", reason: "sample has no .jpg/.jpeg/.png member")])
+        XCTAssertEqual(index.deadLetters, [DeadLetter(key: "shard-000.tar:meta", reason: "the sample has no image member (it has .json)")])
         let decoded = try ImageDecoder().decode(try index.bytes(of: index.items[1]), name: index.items[1].key)
         XCTAssertEqual(decoded.width, 40)
     }

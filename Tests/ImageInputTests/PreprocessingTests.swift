@@ -20,6 +20,17 @@ final class PreprocessingTests: XCTestCase {
         """.utf8))
         XCTAssertEqual(withoutFilter.filter, .bilinear)
         XCTAssertEqual(withoutFilter.colorOrder, .bgr)
+        XCTAssertEqual(withoutFilter.resize, Preprocessing.defaultResize)
+        XCTAssertFalse(withoutFilter.exifOrientation)
+        let chosen = try JSONDecoder().decode(Preprocessing.self, from: Data("""
+        {"resizeShorterSide": 8, "crop": 8, "colorOrder": "RGB", "mean": [0,0,0], "std": [1,1,1],
+         "resize": "fast", "exifOrientation": true}
+        """.utf8))
+        XCTAssertEqual(chosen.resize, .fast)
+        XCTAssertTrue(chosen.exifOrientation)
+        XCTAssertThrowsError(try JSONDecoder().decode(Preprocessing.self, from: Data("""
+        {"resizeShorterSide": 8, "crop": 8, "colorOrder": "RGB", "mean": [0,0,0], "std": [1,1,1], "resize": "quick"}
+        """.utf8)))
         XCTAssertEqual(try JSONDecoder().decode(TensorLayout.self, from: Data("\"NHWC\"".utf8)), .nhwc)
     }
 
@@ -107,8 +118,9 @@ final class PreprocessingTests: XCTestCase {
         XCTAssertEqual(Array(out[0..<(3 * 28 * 28)]), Array(out[(3 * 28 * 28)...]))
     }
 
-    func testDecodeIntoBatchUsesDCTScaling() throws {
-        let preprocessor = try ImagePreprocessor(Preprocessing(resizeShorterSide: 96, crop: 96, mean: [0, 0, 0], std: [1, 1, 1]))
+    func testFastDecodeIntoBatchUsesDCTScaling() throws {
+        let preprocessor = try ImagePreprocessor(Preprocessing(resizeShorterSide: 96, crop: 96, mean: [0, 0, 0], std: [1, 1, 1],
+                                                               resize: .fast))
         var out = [Float](repeating: 0, count: 3 * 96 * 96)
         try Fixtures.bytes("large_1024x768.jpg").withUnsafeBytes { bytes in
             try out.withUnsafeMutableBufferPointer {
