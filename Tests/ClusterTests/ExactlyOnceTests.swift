@@ -1,6 +1,7 @@
 import FeatStreamTestSupport
 import FeatureCodec
 import FeatureStore
+import RoleMetrics
 import Foundation
 import Transport
 import WireProtocol
@@ -192,7 +193,7 @@ final class ExactlyOnceTests: XCTestCase {
     }
 
     func metric(_ name: String, port: Int) -> Double? {
-        guard let text = try? String(contentsOf: URL(string: "http://127.0.0.1:\(port)/metrics")!, encoding: .utf8) else { return nil }
-        return text.split(separator: "\n").filter { $0.hasPrefix(name) }.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+        guard let text = try? fetchMetrics("http://127.0.0.1:\(port)") else { return nil }
+        return MetricSample.parse(text).filter { $0.name == name }.map(\.value).reduce(0, +)
     }
 }
