@@ -110,7 +110,7 @@ public final class CoordinatorService {
         router.authenticator?.onDenied = { [log] denial in log.event("CURVE \(denial)") }
         try router.bind(options.bind)
         if options.security.isCurve { log.event("security: \(options.security)") }
-        socket = MessageSocket(router, log: log)
+        socket = MessageSocket(router, log: log, accepting: .coordinatorControl)
         progress = ProgressReport(total: items.count)
         metrics = try RoleMetricsRegistry(role: "coordinator", port: options.metricsPort)
         metrics.gauge(MetricName.shardsTotal).set(Double(shards.count))
