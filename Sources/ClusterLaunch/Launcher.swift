@@ -35,7 +35,7 @@ public struct RoleOutcome: Equatable, Sendable {
 /// client, streams their output, and stops every one of them again.
 ///
 /// Each role runs remotely as `setsid sh -c 'echo $$ > PIDFILE; exec featstream ...'`, so the role
-/// is a process group the launcher can signal as a whole with `kill -- -PGID` over a second ssh
+/// is a process group the launcher can signal as a whole with `kill -TERM -PGID` over a second ssh
 /// connection. No tty is involved; instead the remote wrapper watches the session's stdin, which
 /// only the launcher holds open: if the launcher dies without cleaning up, the stdin reaches EOF and
 /// the wrapper kills the group itself. Hence no remote orphans in either case.
@@ -272,7 +272,8 @@ public final class Launcher: @unchecked Sendable {
 
     // MARK: Remote commands
 
-    /// The remote side of one role. POSIX sh, run by the login shell of the remote user.
+    /// The remote side of one role. POSIX sh, run by the login shell of the remote user (so also
+    /// dash: `kill -SIG -PGID`, never `kill -SIG -- -PGID`, which dash refuses).
     ///
     /// Files it makes are private (umask 077). Without a `run_dir` the pid file goes into a fresh
     /// `mktemp -d` folder under `$XDG_RUNTIME_DIR` (or `~/.cache`), mode 0700; the pid file itself
@@ -301,7 +302,7 @@ public final class Launcher: @unchecked Sendable {
         c=$!
         i=0; while [ ! -s "$P" ] && kill -0 $c 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
         echo "@@featstream-launch pid $(cat "$P" 2>/dev/null || echo $c)" >&2
-        ( cat <&3 >/dev/null 2>&1; g=$(cat "$P" 2>/dev/null) && [ -n "$g" ] && kill -TERM -- -"$g" 2>/dev/null && { j=0; while kill -0 -- -"$g" 2>/dev/null && [ $j -lt \(grace * 10) ]; do sleep 0.1; j=$((j+1)); done; kill -KILL -- -"$g" 2>/dev/null; }; rm -f -- "$P" ) </dev/null >/dev/null 2>&1 &
+        ( cat <&3 >/dev/null 2>&1; g=$(cat "$P" 2>/dev/null) && [ -n "$g" ] && kill -TERM -"$g" 2>/dev/null && { j=0; while kill -0 -"$g" 2>/dev/null && [ $j -lt \(grace * 10) ]; do sleep 0.1; j=$((j+1)); done; kill -KILL -"$g" 2>/dev/null; }; rm -f -- "$P" ) </dev/null >/dev/null 2>&1 &
         w=$!
         exec 3<&-
         { wait $c; } 2>/dev/null; s=$?
@@ -315,11 +316,11 @@ public final class Launcher: @unchecked Sendable {
         let p = shellQuote(pidFile)
         return """
         P=\(p); [ -s "$P" ] || exit 0; g=$(cat "$P"); [ -n "$g" ] || exit 0
-        kill -TERM -- -"$g" 2>/dev/null || { rm -f "$P"; exit 0; }
-        i=0; while kill -0 -- -"$g" 2>/dev/null && [ $i -lt \(graceSeconds * 10) ]; do sleep 0.1; i=$((i+1)); done
-        kill -KILL -- -"$g" 2>/dev/null && sleep 0.2
+        kill -TERM -"$g" 2>/dev/null || { rm -f "$P"; exit 0; }
+        i=0; while kill -0 -"$g" 2>/dev/null && [ $i -lt \(graceSeconds * 10) ]; do sleep 0.1; i=$((i+1)); done
+        kill -KILL -"$g" 2>/dev/null && sleep 0.2
         rm -f -- "$P"; case "$P" in */featstream-launch.*/*) rmdir -- "$(dirname -- "$P")" 2>/dev/null;; esac
-        if kill -0 -- -"$g" 2>/dev/null; then echo "process group $g is still alive" >&2; exit 1; fi
+        if kill -0 -"$g" 2>/dev/null; then echo "process group $g is still alive" >&2; exit 1; fi
         exit 0
         """
     }

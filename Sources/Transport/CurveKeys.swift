@@ -151,6 +151,10 @@ public struct CurveKeyPair: Sendable, CustomStringConvertible, CustomDebugString
     /// Shows only the public key to `dump()` and reflection.
     public var customMirror: Mirror { Mirror(self, children: ["publicKey": publicKey]) }
 
+    /// The key loader's rule for secret key files: no access for group or others (0600, 0400).
+    /// Deployment files (Kubernetes Secret modes) are checked against this same function.
+    public static func acceptsSecretKeyMode(_ mode: mode_t) -> Bool { mode & 0o077 == 0 }
+
     // MARK: - Helpers
 
     static func isValidName(_ name: String) -> Bool {
@@ -176,7 +180,7 @@ public struct CurveKeyPair: Sendable, CustomStringConvertible, CustomDebugString
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw CurveKeyError.io(path: file.path, call: "stat", errno: errno) }
         guard info.st_mode & S_IFMT == S_IFREG else { throw CurveKeyError.io(path: file.path, call: "open (not a regular file)", errno: EINVAL) }
-        if secret && info.st_mode & 0o077 != 0 {
+        if secret && !acceptsSecretKeyMode(info.st_mode) {
             throw CurveKeyError.secretKeyFileTooOpen(path: file.path, mode: info.st_mode)
         }
         // A key file is 40 characters and a newline; anything much larger is not a key file.

@@ -45,11 +45,13 @@ struct Run: ParsableCommand {
             let runDirectory = try makePrivateRunDirectory()
             defer { try? FileManager.default.removeItem(at: runDirectory) }
             let security: RoleSecurityArguments
+            var serverKeys: [String: String] = [:]
             if insecurePlaintext {
                 security = .insecurePlaintext
             } else {
                 let keys = runDirectory.appendingPathComponent("keys").path
-                try ClusterKeyFolder.generate(at: keys, workers: names)
+                let folder = try ClusterKeyFolder.generate(at: keys, workers: names)
+                serverKeys = ["coordinator": try folder.publicKey(.coordinator), "head": try folder.publicKey(.head)]
                 security = .keys(keys)
             }
 
@@ -80,7 +82,7 @@ struct Run: ParsableCommand {
                 worker.metricsPort = try freeLocalPort()
                 workerCommands.append(worker)
             }
-            try writeRunState(outURL, RunState(coordinator: control, head: dataAddress, encrypted: !insecurePlaintext,
+            try writeRunState(outURL, RunState(coordinator: control, head: dataAddress, encrypted: !insecurePlaintext, publicKeys: serverKeys,
                                                metricsPorts: ["coordinator": coordinator.metricsPort!, "head": head.metricsPort!]
                                                    .merging(workerCommands.map { ($0.name, $0.metricsPort!) }) { $1 }))
             FileHandle.standardError.write(Data("run: live status with `featstream status http://127.0.0.1:\(coordinator.metricsPort!)`\n".utf8))
@@ -153,6 +155,8 @@ struct RunState: Codable {
     var coordinator: String
     var head: String
     var encrypted: Bool
+    /// The servers' CURVE public keys (`coordinator`, `head`); public, printed so operators can check them.
+    var publicKeys: [String: String]
     /// Metrics port of each role (`coordinator`, `head`, and each worker by name), all on 127.0.0.1.
     var metricsPorts: [String: Int]
 }
