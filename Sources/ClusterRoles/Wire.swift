@@ -111,7 +111,8 @@ final class MessageSocket {
                 log.event("refused a connection: \(denial)")
             }
         }
-        if socket.security.isCurve {
+        // Servers only: a client's failed handshakes are its server restarting, not an attack on it.
+        if socket.authenticator != nil {
             socket.onHandshakeFailure = { [log, rejectSink] failure in
                 rejectSink.report("handshake_failed")
                 log.event("refused a connection: \(failure)")

@@ -44,11 +44,15 @@ public struct ClusterKeyFolder: Sendable {
         }
     }
 
-    /// The key pair of `role` (its secret key file must be mode 0600 or stricter).
+    /// The key pair of `role` (its secret key file must be mode 0600 or stricter). Only the `.key`
+    /// file is needed: the public key is derived from it, and checked against the `.pub` file when
+    /// one is there. (A revoked worker's host may keep its `.pub`; the servers' folders decide.)
     public func pair(_ role: PeerRole) throws -> CurveKeyPair {
         if case .worker(let name) = role, !CurveKeyPair.isValidName(name) { throw CurveKeyError.invalidName(name) }
         let (directory, name) = location(role)
-        return try CurveKeyPair.load(directory: directory, name: name)
+        let publicFile = directory.appendingPathComponent(name + ".pub")
+        if FileManager.default.fileExists(atPath: publicFile.path) { return try CurveKeyPair.load(directory: directory, name: name) }
+        return try CurveKeyPair.load(secretFile: directory.appendingPathComponent(name + ".key"))
     }
 
     /// The public key of `role`.

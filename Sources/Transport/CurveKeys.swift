@@ -78,6 +78,15 @@ public struct CurveKeyPair: Sendable, CustomStringConvertible, CustomDebugString
         return CurveKeyPair(publicKey: publicKey, secretKey: secretKey)
     }
 
+    /// Loads a secret key file alone, deriving its public key.
+    public static func load(secretFile: URL) throws -> CurveKeyPair {
+        let secretKey = try readKeyFile(secretFile, secret: true)
+        guard Z85.isKey(secretKey), let publicKey = derivePublicKey(secretKey: secretKey) else {
+            throw CurveKeyError.malformedKey(what: secretFile.path)
+        }
+        return CurveKeyPair(publicKey: publicKey, secretKey: secretKey)
+    }
+
     /// Loads `NAME.pub` and `NAME.key` from `directory`, as written by `write(to:name:)`.
     public static func load(directory: URL, name: String) throws -> CurveKeyPair {
         try load(publicFile: directory.appendingPathComponent(name + ".pub"),

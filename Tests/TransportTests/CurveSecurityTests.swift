@@ -331,6 +331,8 @@ final class CurveSecurityTests: XCTestCase {
         XCTAssertEqual(changed.keys?.contains(w0), false)
         XCTAssertEqual(changed.keys?.contains(head), true)
         XCTAssertThrowsError(try folder.pair(.worker("../head")))
+        // A host needs only its own secret key: the public key is derived (w0's .pub was removed above).
+        XCTAssertEqual(try folder.pair(.worker("w0")).publicKey, w0)
     }
 
     final class ChangeLog: @unchecked Sendable { var keys: Set<String>? }
