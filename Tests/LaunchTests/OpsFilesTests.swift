@@ -51,6 +51,17 @@ final class OpsFilesTests: XCTestCase {
         }
     }
 
+    /// Every manifest against the Kubernetes API schemas, offline and strict (unknown fields refused):
+    /// kubernetes-validate, a pinned PyPI package from Ops/setup.sh.
+    func testKubernetesManifestsPassTheAPISchemas() throws {
+        let manifests = try FileManager.default.contentsOfDirectory(atPath: repositoryRoot.appendingPathComponent("Ops/k8s").path)
+            .filter { $0.hasSuffix(".yaml") }.sorted().map { repositoryRoot.appendingPathComponent("Ops/k8s/\($0)").path }
+        XCTAssertFalse(manifests.isEmpty)
+        let result = try runProcess(URL(fileURLWithPath: "/usr/bin/env"),
+                                    ["python3", "-m", "kubernetes_validate", "--strict", "--quiet", "-k", "1.30.0"] + manifests)
+        XCTAssertEqual(result.status, 0, "kubernetes-validate (pip install kubernetes-validate==1.37.0, see Ops/setup.sh):\n\(result.output)")
+    }
+
     func testSystemdUnitsMatchTheBuilder() throws {
         for (unit, role) in [("featstream-coordinator.service", "coordinator"), ("featstream-head.service", "head"),
                              ("featstream-worker@.service", "worker")] {
