@@ -87,6 +87,16 @@ enum MessageKind: String, Sendable {
     }
 }
 
+extension Message {
+    /// The worker name a message claims to come from, for messages that carry one.
+    var claimedWorkerID: String? {
+        switch self {
+        case .hello(let workerID, _, _, _), .shardRequest(let workerID): return workerID
+        default: return nil
+        }
+    }
+}
+
 /// Messages in and out of one ZeroMQ socket, with frame decoding, counting and the role policy in one place.
 final class MessageSocket {
     let socket: ZMQSocket
@@ -171,6 +181,13 @@ final class MessageSocket {
                     continue
                 }
                 role = peer.kind
+                // A worker key speaks only for its own worker: the name it claims is its key's name,
+                // or that name followed by "@host" (as `launch` names workers).
+                if case .worker(let keyName) = peer, let claimed = message.claimedWorkerID,
+                   claimed != keyName && !claimed.hasPrefix(keyName + "@") {
+                    reject("wrong_name", "dropped a \(kind.rawValue) message naming worker \(claimed) from key \(keyFingerprint(key)) (worker \(keyName))")
+                    continue
+                }
             } else if let server = socket.security.serverRole {
                 role = server.kind
             }

@@ -185,6 +185,10 @@ final class SecurityTests: XCTestCase {
         XCTAssertTrue(sendEventually(toHead, .shutdown(reason: "forged")))
         XCTAssertTrue(eventually { rejected("wrong_role", port: coordinatorPort) >= 2 }, cluster.logTails())
         XCTAssertTrue(eventually { rejected("wrong_role", port: headPort) >= 1 }, cluster.logTails())
+        // Nor may it speak for another worker: a hello and a shard request in w0's name are refused.
+        XCTAssertTrue(sendEventually(toCoordinator, .hello(workerID: "w0", host: "x", pid: 1, capabilities: [:])))
+        XCTAssertTrue(sendEventually(toCoordinator, .shardRequest(workerID: "w0")))
+        XCTAssertTrue(eventually { rejected("wrong_name", port: coordinatorPort) >= 2 }, cluster.logTails())
         XCTAssertEqual(metric("featstream_shards_committed_total", port: coordinatorPort).first?.value ?? 0, 0, cluster.logTails())
         XCTAssertTrue(cluster.head!.isRunning, "the head obeyed a worker's shutdown\n\(cluster.logTails())")
         XCTAssertFalse(HeadJobMarker.exists(cluster.storeURL), "the head wrote its job-complete marker")
@@ -229,7 +233,8 @@ final class SecurityTests: XCTestCase {
         var sent = 0
         let deadline = Date().addingTimeInterval(60)
         while sent < 10_000 && Date() < deadline {
-            if (try? socket.send([FrameCodec.encode(.hello(workerID: "flood-\(UUID().uuidString)", host: "h-\(sent)", pid: 1, capabilities: [:]))])) == true {
+            // Fresh names a worker key may use (its own name at any "host"); other names are refused outright.
+            if (try? socket.send([FrameCodec.encode(.hello(workerID: "w3@\(UUID().uuidString)", host: "h-\(sent)", pid: 1, capabilities: [:]))])) == true {
                 sent += 1
             } else {
                 _ = try? socket.receive()
