@@ -200,11 +200,16 @@ final class SecurityTests: XCTestCase {
         try FileManager.default.removeItem(at: cluster.keys.url.appendingPathComponent("workers/w3.pub"))
         kill(cluster.coordinator!.processIdentifier, SIGHUP)
         kill(cluster.head!.processIdentifier, SIGHUP)
+        // (The reload is asynchronous: hellos sent before it lands are still w3's to send.)
         XCTAssertTrue(eventually {
             _ = try? toCoordinator.send([FrameCodec.encode(.hello(workerID: "w3", host: "x", pid: 1, capabilities: [:]))])
             return rejected("revoked_key", port: coordinatorPort) >= 1
         }, cluster.logTails())
-        XCTAssertFalse(cluster.log("coordinator").contains("worker w3 joined"), cluster.log("coordinator"))
+        // From then on every message of that key is dropped: a shard request gets no lease.
+        let before = rejected("revoked_key", port: coordinatorPort)
+        XCTAssertTrue(sendEventually(toCoordinator, .shardRequest(workerID: "w3")))
+        XCTAssertTrue(eventually { rejected("revoked_key", port: coordinatorPort) > before }, cluster.logTails())
+        XCTAssertEqual(metric("featstream_shards_leased_total", port: coordinatorPort).first?.value ?? 0, 0, cluster.logTails())
 
         try cluster.startWorker("w0")
         cluster.waitForCompletion()

@@ -147,8 +147,19 @@ final class LaunchClusterTests: XCTestCase {
         Thread.sleep(forTimeInterval: 0.5)
         kill(run.pid, SIGKILL)
         _ = run.wait(timeout: 10)
-        let deadline = Date().addingTimeInterval(15)
-        while !featstreamProcesses().isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.2) }
+        // A role whose ssh session was still starting may appear after the kill; its wrapper stops it
+        // once it sees stdin closed. So wait until none has been seen for 2 s in a row.
+        let deadline = Date().addingTimeInterval(20)
+        var emptySince: Date?
+        while Date() < deadline {
+            if featstreamProcesses().isEmpty {
+                emptySince = emptySince ?? Date()
+                if Date().timeIntervalSince(emptySince!) >= 2 { break }
+            } else {
+                emptySince = nil
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
         assertNoFeatstreamProcesses()
     }
 
