@@ -98,7 +98,7 @@ let package = Package(
         .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto", "FeatStreamTestSupport"]),
         .testTarget(name: "HeadTrainingTests", dependencies: ["HeadTraining"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
-        .testTarget(name: "LaunchTests", dependencies: ["ClusterLaunch", "FeatStreamTestSupport"]),
+        .testTarget(name: "LaunchTests", dependencies: ["ClusterLaunch", "Transport", "FeatStreamTestSupport"]),
         .testTarget(
             name: "TrainingTests",
             dependencies: ["Extraction", "FeatureStore", "ImageInput", "NumpyFormat", "WireProtocol", "FeatStreamTestSupport"],
@@ -106,7 +106,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat", "FeatStreamTestSupport", "RoleMetrics"]
+            dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat", "FeatStreamTestSupport", "RoleMetrics",
+                           "ClusterLaunch", .product(name: "Prometheus", package: "swift-prometheus")]
         ),
     ]
 )

@@ -171,11 +171,13 @@ run_job() {
   bash "$net" up $((n + 2)) >/dev/null
   local out
   out=$(mktemp -d "$work/n$n-XXXX")
-  ip netns exec fs-h1 "$bin" coordinator --bind tcp://10.77.0.11:5555 --head tcp://10.77.0.12:5556 \
+  # Every socket is CurveZMQ (the default): the coordinator's, the head's and one key per worker.
+  "$bin" keygen --keys "$out/keys" --workers "$(seq -s, -f 'w%g' 1 "$n")" >/dev/null
+  ip netns exec fs-h1 "$bin" coordinator --keys "$out/keys" --bind tcp://10.77.0.11:5555 --head tcp://10.77.0.12:5556 \
       --data "$data" --split train --limit "$images" --journal "$out/journal" --shard-size 32 >/dev/null 2>"$out/coordinator.log" &
   pids=($!)
   ip netns exec fs-h2 "$bin" head --bind tcp://10.77.0.12:5556 --coordinator tcp://10.77.0.11:5555 \
-      --store "$out/store" --metrics-port 9400 >/dev/null 2>"$out/head.log" &
+      --store "$out/store" --keys "$out/keys" --metrics-port 9400 --metrics-bind 10.77.0.12 >/dev/null 2>"$out/head.log" &
   local head=$!
   pids+=("$head")
   local workers=()
@@ -183,7 +185,7 @@ run_job() {
     local g
     g=$(cpu_group "w$i")
     # Join the cgroup before entering the namespace: `ip netns exec` remounts /sys, hiding the cgroup tree.
-    sh -c "echo \$\$ > $g/cgroup.procs; exec ip netns exec fs-h$((i + 2)) $bin worker --coordinator tcp://10.77.0.11:5555 \
+    sh -c "echo \$\$ > $g/cgroup.procs; exec ip netns exec fs-h$((i + 2)) $bin worker --keys $out/keys --coordinator tcp://10.77.0.11:5555 \
         --model $model --data $data --split train --threads 1 --batch 16 --name w$i" >/dev/null 2>"$out/w$i.log" &
     workers+=($!)
   done

@@ -45,6 +45,7 @@ PIP_PACKAGES=(
   numpy==2.4.6
   Pillow==13.0.0
   scikit-learn==1.9.1
+  kubernetes-validate==1.37.0   # offline schema check of Ops/k8s (Tests/LaunchTests/OpsFilesTests)
 )
 
 SUDO=""

@@ -272,8 +272,8 @@ grep -q "coordinator exited with 0" "$STATE/jobs/slurm-$id.out" || fail "job $id
 grep -q "all $shards shards committed" "$OUT/coordinator.log" || fail "job $id: the coordinator never committed all $shards shards"
 for t in 0 1; do
   [ -s "$OUT/workers-$t.log" ] || fail "job $id: no log from worker task $t"
-  joined=$(grep -c "worker $HOST-$t joined" "$OUT/coordinator.log" || true)
-  [ "$joined" -ge 1 ] || fail "job $id: worker task $t ($HOST-$t) never joined the coordinator"
+  joined=$(grep -c "worker worker-$t@$HOST joined" "$OUT/coordinator.log" || true)
+  [ "$joined" -ge 1 ] || fail "job $id: worker task $t (worker-$t@$HOST) never joined the coordinator"
 done
 [ -f "$OUT/model/head.safetensors" ] || fail "job $id: the head wrote no trained model to $OUT/model"
 check_exactly_once "$OUT" "$ITEMS"

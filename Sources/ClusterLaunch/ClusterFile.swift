@@ -61,25 +61,6 @@ public struct SSHSettings: Equatable, Sendable {
     public var options: [String] = []
 }
 
-/// CurveZMQ key material, passed through to a role as `--curve-...` flags only when present.
-public struct CurveKeys: Equatable, Sendable {
-    /// Path given as `--curve-secret`.
-    public var secret: String?
-    /// Path given as `--curve-public`.
-    public var `public`: String?
-    /// Each entry given as its own `--curve-allow`.
-    public var allow: [String] = []
-
-    /// The flags for this role, in a stable order.
-    public var arguments: [String] {
-        var result: [String] = []
-        if let secret { result += ["--curve-secret", secret] }
-        if let `public` { result += ["--curve-public", `public`] }
-        for entry in allow { result += ["--curve-allow", entry] }
-        return result
-    }
-}
-
 /// Where a role runs and how others find it.
 public struct HostPlacement: Equatable, Sendable {
     /// The ssh destination (an alias from the ssh config, `host`, or `user@host`).
@@ -104,8 +85,6 @@ public struct CoordinatorSpec: Equatable, Sendable {
     public var journal: String
     /// Optional tuning passed as `--shard-size`, `--lease-ms`, ... when present.
     public var tuning: [String: Int] = [:]
-    /// Key material, when CurveZMQ is in use.
-    public var curve = CurveKeys()
     /// Passed verbatim after everything else.
     public var extraArguments: [String] = []
 }
@@ -130,8 +109,6 @@ public struct HeadSpec: Equatable, Sendable {
     public var credits: Int?
     /// `--train-out`, when the head should train once the job is complete.
     public var trainOut: String?
-    /// Key material, when CurveZMQ is in use.
-    public var curve = CurveKeys()
     /// Passed verbatim after everything else.
     public var extraArguments: [String] = []
 }
@@ -152,8 +129,6 @@ public struct WorkerGroupSpec: Equatable, Sendable {
     public var batch: Int?
     /// `--dtype` on the wire, when set.
     public var dtype: String?
-    /// Key material, when CurveZMQ is in use.
-    public var curve = CurveKeys()
     /// Passed verbatim after everything else.
     public var extraArguments: [String] = []
 }
@@ -166,8 +141,9 @@ public struct JobSettings: Equatable, Sendable {
     public var split: String?
     /// `--limit`.
     public var limit: Int?
-    /// Folder on every host for the launcher's pid files.
-    public var runDirectory = "/tmp/featstream-launch"
+    /// Folder on every host for the launcher's pid files; nil (the default) makes a private one per role
+    /// with `mktemp -d` under `$XDG_RUNTIME_DIR` or `~/.cache`, mode 0700.
+    public var runDirectory: String?
     /// A role that exits non-zero within this many seconds failed to start.
     public var startupSeconds = 5
     /// Seconds between SIGTERM and SIGKILL when stopping a role.
@@ -190,9 +166,9 @@ public struct ClusterDefinition: Equatable, Sendable {
     public var head: HeadSpec
     /// The worker groups, in file order.
     public var workers: [WorkerGroupSpec]
-    /// A folder laid out by `Cluster/make-keys.sh` (coordinator, head and worker key pairs and the two
-    /// allow-lists): when set, every role runs with CurveZMQ. Same path on every host.
-    public var keysDirectory: String?
+    /// The CurveZMQ key folder (`ClusterKeyFolder` layout, made by `featstream keygen --cluster FILE`):
+    /// `[keys] dir`, or `FILE.keys` beside the file. Same path on every host; every role runs CurveZMQ.
+    public var keysDirectory: String
 
     /// `tcp://address:port` of the coordinator, as the head and workers dial it.
     public var coordinatorAddress: String { "tcp://\(coordinator.placement.address):\(coordinator.port)" }
@@ -457,12 +433,9 @@ struct Schema {
         "job": ["featstream", "model", "data", "format", "split", "limit", "run_dir",
                 "startup_seconds", "stop_grace_seconds", "finish_seconds"],
         "coordinator": ["host", "address", "bind", "port", "featstream", "data", "journal", "shard_size", "lease_ms",
-                        "heartbeat_ms", "dead_after_beats", "commit_wait_ms", "stall_ms", "args",
-                        "curve_secret", "curve_public", "curve_allow"],
-        "head": ["host", "address", "bind", "port", "featstream", "store", "model", "data", "dtype", "credits", "train_out",
-                 "args", "curve_secret", "curve_public", "curve_allow"],
-        "workers": ["host", "address", "count", "featstream", "model", "data", "threads", "batch", "dtype", "args",
-                    "curve_secret", "curve_public", "curve_allow"],
+                        "heartbeat_ms", "dead_after_beats", "commit_wait_ms", "stall_ms", "args"],
+        "head": ["host", "address", "bind", "port", "featstream", "store", "model", "data", "dtype", "credits", "train_out", "args"],
+        "workers": ["host", "address", "count", "featstream", "model", "data", "threads", "batch", "dtype", "args"],
     ]
 
     func fail(_ line: Int, _ key: String?, _ message: String) -> ClusterFileError {
@@ -518,10 +491,6 @@ struct Schema {
         func typeError(_ key: String, _ entry: Entry, _ expected: String) -> ClusterFileError {
             schema.fail(entry.line, "\(label).\(key)", "expected \(expected), found \(entry.value.typeName)")
         }
-
-        func curve() throws -> CurveKeys {
-            CurveKeys(secret: try string("curve_secret"), public: try string("curve_public"), allow: try stringOrStrings("curve_allow") ?? [])
-        }
     }
 
     func definition() throws -> ClusterDefinition {
@@ -548,6 +517,14 @@ struct Schema {
         ssh.user = try sshView.string("user")
         if let timeout = try sshView.int("connect_timeout", range: 1...600) { ssh.connectTimeout = timeout }
         ssh.options = try sshView.strings("options") ?? []
+        // Everything below reaches ssh's command line: refuse what ssh could read as an option or a command.
+        for (key, value) in [("ssh", ssh.executable), ("config", ssh.configFile)] {
+            if let value, let problem = SSHField.pathProblem(value) { throw fail(sshView.entry(key)!.line, "ssh.\(key)", problem) }
+        }
+        if let user = ssh.user, let problem = SSHField.userProblem(user) { throw fail(sshView.entry("user")!.line, "ssh.user", problem) }
+        for option in ssh.options {
+            if let problem = SSHField.optionProblem(option) { throw fail(sshView.entry("options")!.line, "ssh.options", problem) }
+        }
 
         let jobView = single("job")
         var job = JobSettings()
@@ -560,7 +537,7 @@ struct Schema {
             throw fail(e.line, "job.split", "'\(split)' is not train or val")
         }
         job.limit = try jobView.int("limit", range: 1...Int.max)
-        if let runDir = try jobView.string("run_dir") { job.runDirectory = runDir }
+        job.runDirectory = try jobView.string("run_dir")
         if let s = try jobView.int("startup_seconds", range: 0...600) { job.startupSeconds = s }
         if let s = try jobView.int("stop_grace_seconds", range: 0...600) { job.stopGraceSeconds = s }
         if let s = try jobView.int("finish_seconds", range: 0...86_400) { job.finishSeconds = s }
@@ -570,6 +547,10 @@ struct Schema {
 
         func placement(_ view: View) throws -> HostPlacement {
             let host = try view.required(try view.string("host"), "host")
+            if let problem = SSHField.hostProblem(host) { throw fail(view.entry("host")!.line, "\(view.label).host", problem) }
+            if let address = try view.string("address"), let problem = SSHField.hostProblem(address) {
+                throw fail(view.entry("address")!.line, "\(view.label).address", problem)
+            }
             // A destination like user@host names the address too; an ssh alias needs `address`.
             let implied = host.split(separator: "@").last.map(String.init) ?? host
             guard let binary = try view.string("featstream") ?? defaultBinary else {
@@ -592,7 +573,6 @@ struct Schema {
                             ("dead_after_beats", "--dead-after-beats"), ("commit_wait_ms", "--commit-wait-ms"), ("stall_ms", "--stall-ms")] {
             if let n = try c.int(key, range: 1...Int.max) { coordinator.tuning[flag] = n }
         }
-        coordinator.curve = try c.curve()
         coordinator.extraArguments = try c.strings("args") ?? []
 
         let h = try requireTable("head")
@@ -604,7 +584,6 @@ struct Schema {
         head.dtype = try h.string("dtype")
         head.credits = try h.int("credits", range: 1...1_000_000)
         head.trainOut = try h.string("train_out")
-        head.curve = try h.curve()
         head.extraArguments = try h.strings("args") ?? []
         if head.trainOut != nil && head.model == nil {
             throw fail(h.entry("train_out")!.line, "head.train_out", "training needs a model (set head.model or job.model)")
@@ -632,14 +611,15 @@ struct Schema {
             group.threads = try w.int("threads", range: 1...1024)
             group.batch = try w.int("batch", range: 1...65_536)
             group.dtype = try w.string("dtype")
-            group.curve = try w.curve()
-            group.extraArguments = try w.strings("args") ?? []
+                group.extraArguments = try w.strings("args") ?? []
             workers.append(group)
         }
         guard !workers.isEmpty else { throw fail(0, "[[workers]]", "at least one [[workers]] table is required") }
 
-        var definition = ClusterDefinition(source: file, ssh: ssh, job: job, coordinator: coordinator, head: head, workers: workers)
-        definition.keysDirectory = try single("keys").string("dir")
-        return definition
+        // Relative paths would differ between hosts; the default sits beside the cluster file.
+        let keys = try single("keys").string("dir") ?? (file + ".keys")
+        let absoluteKeys = keys.hasPrefix("/") ? keys : FileManager.default.currentDirectoryPath + "/" + keys
+        return ClusterDefinition(source: file, ssh: ssh, job: job, coordinator: coordinator, head: head, workers: workers,
+                                 keysDirectory: (absoluteKeys as NSString).standardizingPath)
     }
 }

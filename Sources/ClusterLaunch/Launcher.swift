@@ -13,6 +13,8 @@ public struct PlannedRole: Equatable, Sendable {
     public var command: [String]
     /// Folders that must exist on the host before the role starts (the journal's, the store's parent).
     public var directories: [String]
+    /// A worker's key name in the cluster's key folder (`workers/NAME`); nil for the coordinator and head.
+    public var keyName: String? = nil
 }
 
 /// What became of one role, for the closing table.
@@ -33,7 +35,7 @@ public struct RoleOutcome: Equatable, Sendable {
 /// client, streams their output, and stops every one of them again.
 ///
 /// Each role runs remotely as `setsid sh -c 'echo $$ > PIDFILE; exec featstream ...'`, so the role
-/// is a process group the launcher can signal as a whole with `kill -- -PGID` over a second ssh
+/// is a process group the launcher can signal as a whole with `kill -TERM -PGID` over a second ssh
 /// connection. No tty is involved; instead the remote wrapper watches the session's stdin, which
 /// only the launcher holds open: if the launcher dies without cleaning up, the stdin reaches EOF and
 /// the wrapper kills the group itself. Hence no remote orphans in either case.
@@ -59,65 +61,49 @@ public final class Launcher: @unchecked Sendable {
     }
 
     /// The command line of every role, derived from the definition alone (so it is testable without hosts).
+    /// Every role runs CurveZMQ with the cluster's key folder; worker N uses key `workers/workerN`.
     public static func plan(_ d: ClusterDefinition) -> [PlannedRole] {
-        var dataset: [String] = []
-        if let format = d.job.format { dataset += ["--format", format] }
-        if let split = d.job.split { dataset += ["--split", split] }
-        if let limit = d.job.limit { dataset += ["--limit", String(limit)] }
+        let dataset = { (path: String) in DatasetArguments(data: path, format: d.job.format, split: d.job.split, limit: d.job.limit) }
         let parent = { (path: String) in (path as NSString).deletingLastPathComponent }
+        let security = RoleSecurityArguments.keys(d.keysDirectory)
 
         let c = d.coordinator
-        var coordinator = [c.placement.featstream, "coordinator", "--bind", "tcp://\(c.bind):\(c.port)",
-                           "--head", d.headAddress, "--data", c.data] + dataset + ["--journal", c.journal]
-        for flag in c.tuning.keys.sorted() { coordinator += [flag, String(c.tuning[flag]!)] }
-        // With a [keys] folder every socket is CurveZMQ: each role its own pair, servers their allow-lists,
-        // clients the servers' public keys. Explicit curve_* keys in a role's table still apply after these.
-        let keys = d.keysDirectory.map { dir in { (name: String) in (dir as NSString).appendingPathComponent(name) } }
-        func pair(_ name: String) -> [String] {
-            keys.map { ["--curve-secret", $0("\(name).key"), "--curve-public", $0("\(name).pub")] } ?? []
-        }
-        if let keys { coordinator += pair("coordinator") + ["--curve-allow", keys("allow-coordinator")] }
-        coordinator += c.curve.arguments + c.extraArguments
+        var coordinator = RoleCommand.Coordinator(bind: "tcp://\(c.bind):\(c.port)", headAddress: d.headAddress,
+                                                  dataset: dataset(c.data), journal: c.journal, security: security)
+        coordinator.tuning = c.tuning
 
         let h = d.head
-        var head = [h.placement.featstream, "head", "--bind", "tcp://\(h.bind):\(h.port)",
-                    "--coordinator", d.coordinatorAddress, "--store", h.store]
-        if let model = h.model { head += ["--model", model] }
-        if let data = h.data {
-            head += ["--data", data]
-            if let format = d.job.format { head += ["--format", format] }
-        }
-        if let dtype = h.dtype { head += ["--dtype", dtype] }
-        if let credits = h.credits { head += ["--credits", String(credits)] }
-        if let trainOut = h.trainOut { head += ["--train-out", trainOut] }
-        if let keys {
-            head += pair("head") + ["--curve-allow", keys("allow-head"), "--curve-coordinator-public", keys("coordinator.pub")]
-        }
-        head += h.curve.arguments + h.extraArguments
+        var head = RoleCommand.Head(bind: "tcp://\(h.bind):\(h.port)", coordinator: d.coordinatorAddress, store: h.store, security: security)
+        head.model = h.model
+        head.data = h.data
+        head.format = d.job.format
+        head.dtype = h.dtype
+        head.credits = h.credits
+        head.trainOut = h.trainOut
 
         var result = [
-            PlannedRole(label: "coordinator", host: c.placement.sshDestination, command: coordinator,
-                        directories: [d.job.runDirectory, parent(c.journal)].filter { !$0.isEmpty }),
-            PlannedRole(label: "head", host: h.placement.sshDestination, command: head,
-                        directories: [d.job.runDirectory, parent(h.store)].filter { !$0.isEmpty }),
+            PlannedRole(label: "coordinator", host: c.placement.sshDestination,
+                        command: [c.placement.featstream] + RoleCommand.coordinator(coordinator).arguments + c.extraArguments,
+                        directories: [parent(c.journal)].filter { !$0.isEmpty }),
+            PlannedRole(label: "head", host: h.placement.sshDestination,
+                        command: [h.placement.featstream] + RoleCommand.head(head).arguments + h.extraArguments,
+                        directories: [parent(h.store)].filter { !$0.isEmpty }),
         ]
         var number = 0
         for group in d.workers {
             for _ in 0..<group.count {
                 number += 1
-                var worker = [group.placement.featstream, "worker", "--coordinator", d.coordinatorAddress,
-                              "--model", group.model, "--data", group.data] + dataset
-                worker += ["--name", "worker\(number)@\(group.placement.sshDestination)"]
-                if let threads = group.threads { worker += ["--threads", String(threads)] }
-                if let batch = group.batch { worker += ["--batch", String(batch)] }
-                if let dtype = group.dtype { worker += ["--dtype", dtype] }
-                if let keys {
-                    worker += pair("worker") + ["--curve-coordinator-public", keys("coordinator.pub"),
-                                                "--curve-head-public", keys("head.pub")]
-                }
-                worker += group.curve.arguments + group.extraArguments
-                result.append(PlannedRole(label: "worker\(number)", host: group.placement.sshDestination,
-                                          command: worker, directories: [d.job.runDirectory]))
+                var worker = RoleCommand.Worker(coordinator: d.coordinatorAddress, model: group.model, dataset: dataset(group.data),
+                                                name: "worker\(number)@\(group.placement.sshDestination)", security: security)
+                worker.keyName = "worker\(number)"
+                worker.threads = group.threads
+                worker.batch = group.batch
+                worker.dtype = group.dtype
+                var role = PlannedRole(label: "worker\(number)", host: group.placement.sshDestination,
+                                       command: [group.placement.featstream] + RoleCommand.worker(worker).arguments + group.extraArguments,
+                                       directories: [])
+                role.keyName = worker.keyName
+                result.append(role)
             }
         }
         return result
@@ -262,7 +248,7 @@ public final class Launcher: @unchecked Sendable {
             group.enter()
             Thread.detachNewThread { [self] in
                 let grace = self.definition.job.stopGraceSeconds
-                let result = self.ssh(role.role.host, self.stopCommand(pidFile: role.pidFile, graceSeconds: grace),
+                let result = self.ssh(role.role.host, self.stopCommand(pidFile: role.effectivePidFile, graceSeconds: grace),
                                       timeout: Double(grace + self.definition.ssh.connectTimeout) + 10)
                 role.setConfirmedGone(result.status == 0)
                 if result.status != 0 {
@@ -286,25 +272,41 @@ public final class Launcher: @unchecked Sendable {
 
     // MARK: Remote commands
 
-    /// The remote side of one role. POSIX sh, run by the login shell of the remote user.
+    /// The remote side of one role. POSIX sh, run by the login shell of the remote user (so also
+    /// dash: `kill -SIG -PGID`, never `kill -SIG -- -PGID`, which dash refuses).
+    ///
+    /// Files it makes are private (umask 077). Without a `run_dir` the pid file goes into a fresh
+    /// `mktemp -d` folder under `$XDG_RUNTIME_DIR` (or `~/.cache`), mode 0700; the pid file itself
+    /// is created with the shell's noclobber (`set -C`: O_CREAT|O_EXCL, which never follows a
+    /// planted symlink). The wrapper reports the pid file's path with the pid so `stop` finds it.
     func wrapperCommand(_ role: PlannedRole, pidFile: String) -> String {
         let grace = definition.job.stopGraceSeconds
         let directories = role.directories.map(shellQuote).joined(separator: " ")
         let command = role.command.map(shellQuote).joined(separator: " ")
-        let p = shellQuote(pidFile)
+        let makeDirectories = directories.isEmpty ? "" : "mkdir -p -- \(directories) || exit 97\n"
+        let pidLine: String
+        if definition.job.runDirectory != nil {
+            pidLine = "mkdir -p -m 700 -- \(shellQuote((pidFile as NSString).deletingLastPathComponent)) || exit 97\nP=\(shellQuote(pidFile)); rm -f -- \"$P\""
+        } else {
+            pidLine = """
+            b=${XDG_RUNTIME_DIR:-$HOME/.cache}; mkdir -p -m 700 -- "$b" || exit 97
+            D=$(mktemp -d "$b/featstream-launch.XXXXXXXX") || exit 97
+            P="$D/\(pidFile)"
+            """
+        }
         return """
-        umask 022; mkdir -p \(directories) || exit 97
-        P=\(p); rm -f "$P"
+        umask 077; \(makeDirectories)\(pidLine)
+        echo "@@featstream-launch pidfile $P" >&2
         exec 3<&0
-        setsid -w sh -c 'echo $$ > "$1"; shift; exec "$@"' featstream-launch "$P" \(command) </dev/null 3<&- &
+        setsid -w sh -c 'set -C; echo $$ > "$1" || exit 96; shift; exec "$@"' featstream-launch "$P" \(command) </dev/null 3<&- &
         c=$!
         i=0; while [ ! -s "$P" ] && kill -0 $c 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
         echo "@@featstream-launch pid $(cat "$P" 2>/dev/null || echo $c)" >&2
-        ( cat <&3 >/dev/null 2>&1; g=$(cat "$P" 2>/dev/null) && [ -n "$g" ] && kill -TERM -- -"$g" 2>/dev/null && { j=0; while kill -0 -- -"$g" 2>/dev/null && [ $j -lt \(grace * 10) ]; do sleep 0.1; j=$((j+1)); done; kill -KILL -- -"$g" 2>/dev/null; }; rm -f "$P" ) </dev/null >/dev/null 2>&1 &
+        ( cat <&3 >/dev/null 2>&1; g=$(cat "$P" 2>/dev/null) && [ -n "$g" ] && kill -TERM -"$g" 2>/dev/null && { j=0; while kill -0 -"$g" 2>/dev/null && [ $j -lt \(grace * 10) ]; do sleep 0.1; j=$((j+1)); done; kill -KILL -"$g" 2>/dev/null; }; rm -f -- "$P" ) </dev/null >/dev/null 2>&1 &
         w=$!
         exec 3<&-
         { wait $c; } 2>/dev/null; s=$?
-        kill $w 2>/dev/null; rm -f "$P"
+        kill $w 2>/dev/null; rm -f -- "$P"; [ -n "${D:-}" ] && rmdir -- "$D" 2>/dev/null
         exit $s
         """
     }
@@ -314,11 +316,11 @@ public final class Launcher: @unchecked Sendable {
         let p = shellQuote(pidFile)
         return """
         P=\(p); [ -s "$P" ] || exit 0; g=$(cat "$P"); [ -n "$g" ] || exit 0
-        kill -TERM -- -"$g" 2>/dev/null || { rm -f "$P"; exit 0; }
-        i=0; while kill -0 -- -"$g" 2>/dev/null && [ $i -lt \(graceSeconds * 10) ]; do sleep 0.1; i=$((i+1)); done
-        kill -KILL -- -"$g" 2>/dev/null && sleep 0.2
-        rm -f "$P"
-        if kill -0 -- -"$g" 2>/dev/null; then echo "process group $g is still alive" >&2; exit 1; fi
+        kill -TERM -"$g" 2>/dev/null || { rm -f "$P"; exit 0; }
+        i=0; while kill -0 -"$g" 2>/dev/null && [ $i -lt \(graceSeconds * 10) ]; do sleep 0.1; i=$((i+1)); done
+        kill -KILL -"$g" 2>/dev/null && sleep 0.2
+        rm -f -- "$P"; case "$P" in */featstream-launch.*/*) rmdir -- "$(dirname -- "$P")" 2>/dev/null;; esac
+        if kill -0 -"$g" 2>/dev/null; then echo "process group $g is still alive" >&2; exit 1; fi
         exit 0
         """
     }
@@ -330,7 +332,8 @@ public final class Launcher: @unchecked Sendable {
         if let user = definition.ssh.user { arguments += ["-l", user] }
         arguments += ["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=\(definition.ssh.connectTimeout)"]
         for option in definition.ssh.options { arguments += ["-o", option] }
-        return arguments + [destination, remoteCommand]
+        // `--` ends ssh's options: a destination can never be read as one (it is validated too).
+        return arguments + ["--", destination, remoteCommand]
     }
 
     /// A Process for ssh in a session of its own, so a terminal's Ctrl-C reaches only the launcher,
@@ -447,6 +450,7 @@ final class RunningRole: @unchecked Sendable {
     private let input = Pipe()
     private let lock = NSLock()
     private var remotePid: Int?
+    private var remotePidFile: String?
     private var stopping = false
     private var gone = true
     private let readers = DispatchGroup()
@@ -454,8 +458,9 @@ final class RunningRole: @unchecked Sendable {
     init(role: PlannedRole, launcher: Launcher) {
         self.role = role
         self.launcher = launcher
-        let directory = launcher.definition.job.runDirectory
-        self.pidFile = (directory as NSString).appendingPathComponent("\(launcher.launchID)-\(role.label).pid")
+        let name = "\(launcher.launchID)-\(role.label).pid"
+        // Without run_dir the wrapper makes a private folder and reports the full path (see wrapperCommand).
+        self.pidFile = launcher.definition.job.runDirectory.map { ($0 as NSString).appendingPathComponent(name) } ?? name
         self.process = launcher.sshProcess(role.host, launcher.wrapperCommand(role, pidFile: pidFile))
     }
 
@@ -491,6 +496,11 @@ final class RunningRole: @unchecked Sendable {
     }
 
     private func handle(_ line: String, toError: Bool) {
+        let fileMarker = "@@featstream-launch pidfile "
+        if line.hasPrefix(fileMarker) {
+            lock.withLock { remotePidFile = String(line.dropFirst(fileMarker.count)) }
+            return
+        }
         let marker = "@@featstream-launch pid "
         if line.hasPrefix(marker), let pid = Int(line.dropFirst(marker.count)) {
             lock.withLock { remotePid = pid }
@@ -500,6 +510,9 @@ final class RunningRole: @unchecked Sendable {
     }
 
     var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
+
+    /// The pid file as the remote wrapper reported it (its private folder), else the planned path.
+    var effectivePidFile: String { lock.withLock { remotePidFile ?? pidFile } }
 
     func markStopping() { lock.withLock { stopping = true } }
     func setConfirmedGone(_ value: Bool) { lock.withLock { gone = gone && value } }

@@ -101,10 +101,9 @@ public final class CoordinatorService {
             heartbeatMs: options.heartbeatMs, deadAfterBeats: options.deadAfterBeats, headAddress: options.headAddress)
         session = CoordinatorSession(epoch: newEpoch(), shards: plan.shards, settings: settings, journal: journal)
         let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.security)
-        router.authenticator?.onDenied = { [log] denial in log.event("CURVE \(denial)") }
         try router.bind(options.bind)
         if options.security.isCurve { log.event("security: \(options.security)") }
-        socket = MessageSocket(router, log: log)
+        socket = MessageSocket(router, log: log, accepting: .coordinatorControl)
         progress = ProgressReport(total: items.count)
         metrics = try RoleMetricsRegistry(role: "coordinator", port: options.metricsPort)
         metrics.gauge(MetricName.shardsTotal).set(Double(plan.shards.count))

@@ -148,12 +148,11 @@ public final class HeadService {
         session = HeadSession(epoch: newEpoch(), dtype: store.store?.dtype ?? options.dtype, dimension: store.store?.dimension,
                               committed: store.store?.committedShards ?? [], settings: settings)
         let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.dataSecurity)
-        router.authenticator?.onDenied = { [log] denial in log.event("CURVE \(denial)") }
         try router.bind(options.bind)
-        data = MessageSocket(router, log: log)
+        data = MessageSocket(router, log: log, accepting: .headData)
         let dealer = try ZMQSocket(context, .dealer, highWaterMark: 1000, security: options.controlSecurity)
         try dealer.connect(options.coordinator)
-        control = MessageSocket(dealer, log: log)
+        control = MessageSocket(dealer, log: log, accepting: .headControl)
         metrics = try RoleMetricsRegistry(role: "head", port: options.metricsPort)
         data.onReject = { [metrics] in metrics.rejected($0) }
         control.onReject = { [metrics] in metrics.rejected($0) }

@@ -38,12 +38,15 @@ public final class RoleMetricsRegistry: @unchecked Sendable {
         if let port { endpoint = try MetricsEndpoint(registry: registry, port: port) }
     }
 
+    /// Bounds the series peers can create through label values (worker names, hosts, reasons).
+    public private(set) lazy var limit = SeriesLimit(registry: registry)
+
     func counter(_ name: String, _ labels: [(String, String)] = []) -> Counter {
-        registry.makeCounter(name: name, labels: [("role", role)] + labels)
+        labels.isEmpty ? registry.makeCounter(name: name, labels: [("role", role)]) : limit.counter(name, [("role", role)] + labels)
     }
 
     func gauge(_ name: String, _ labels: [(String, String)] = []) -> Gauge {
-        registry.makeGauge(name: name, labels: [("role", role)] + labels)
+        labels.isEmpty ? registry.makeGauge(name: name, labels: [("role", role)]) : limit.gauge(name, [("role", role)] + labels)
     }
 
     /// Counts a rejected frame under its reason.

@@ -71,7 +71,7 @@ public final class WorkerService: @unchecked Sendable {
         (dataset, _) = try options.dataset.open()
         let dealer = try ZMQSocket(context, .dealer, highWaterMark: 16, security: options.controlSecurity)
         try dealer.connect(options.coordinator)
-        control = MessageSocket(dealer, log: log)
+        control = MessageSocket(dealer, log: log, accepting: .workerControl)
         try extractor.engine.warmUp()
         metrics = try RoleMetricsRegistry(role: "worker", port: options.metricsPort)
         control.onReject = { [metrics] in metrics.rejected($0) }
@@ -146,7 +146,7 @@ public final class WorkerService: @unchecked Sendable {
             case .effect(.connectHead(let address)):
                 let dealer = try ZMQSocket(context, .dealer, highWaterMark: 8, security: options.dataSecurity)
                 try dealer.connect(address)
-                data = MessageSocket(dealer, log: log)
+                data = MessageSocket(dealer, log: log, accepting: .workerData)
                 data?.onReject = { [metrics] in metrics.rejected($0) }
                 log.event("welcomed; streaming to \(address)")
             case let .effect(.extract(shardID, attempt, items)):

@@ -1,31 +1,51 @@
 import Foundation
 import Prometheus
 
-/// Serves a Prometheus registry over plain HTTP/1.1 (`GET /metrics`, any path) on its own thread.
+/// Serves a Prometheus registry over plain HTTP/1.1 (`GET /metrics`, any path).
 ///
-/// Deliberately minimal: one request per connection, text exposition format, no keep-alive. A
-/// scrape every few seconds is all it has to carry, and it needs no HTTP stack.
+/// One accept thread hands each connection to a worker thread of its own, so scrapes run
+/// concurrently; each connection has a deadline (`connectionDeadline`) for its whole request, and at
+/// most `maxConnections` are served at once (more are closed at once), so a client that opens a
+/// connection and sends nothing (slowloris) costs one thread for at most the deadline and never
+/// delays anyone else. Hand-written rather than swift-nio's NIOHTTP1: one read-only text page, no
+/// keep-alive, no request body, ~100 lines; NIO's cold-build cost is not paid for that.
 public final class MetricsEndpoint: @unchecked Sendable {
+    /// The interface endpoints bind when none is given: loopback, unless a role's `--metrics-bind` widens it.
+    public nonisolated(unsafe) static var defaultHost = "127.0.0.1"
+    /// Connections served at once; more are closed on arrival.
+    public static let maxConnections = 32
+    /// Seconds a connection may take to send its request and receive the answer.
+    public static let connectionDeadline = 2.0
+
     /// The port actually bound (useful when 0 was asked for).
     public let port: Int
+    /// The interface bound.
+    public let host: String
     private let registry: PrometheusCollectorRegistry
     private let listener: Int32
+    private let lock = NSLock()
+    private var active = 0
 
-    /// Binds `host:port` (port 0 picks a free one) and starts serving.
-    public init(registry: PrometheusCollectorRegistry, host: String = "0.0.0.0", port: Int) throws {
+    /// Binds `host:port` (port 0 picks a free one; host defaults to `defaultHost`) and starts serving.
+    public init(registry: PrometheusCollectorRegistry, host: String? = nil, port: Int) throws {
+        let host = host ?? Self.defaultHost
         self.registry = registry
+        self.host = host
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw MetricsEndpointError("socket: errno \(errno)") }
         var yes: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr(host)
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+            close(fd)
+            throw MetricsEndpointError("metrics bind address \(host) is not an IPv4 address")
+        }
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &length) == 0
+                bind(fd, $0, length) == 0 && listen(fd, 64) == 0 && getsockname(fd, $0, &length) == 0
             }
         }
         guard ok else {
@@ -34,40 +54,68 @@ public final class MetricsEndpoint: @unchecked Sendable {
         }
         listener = fd
         self.port = Int(UInt16(bigEndian: address.sin_port))
-        let thread = Thread { [self] in serve() }
+        let thread = Thread { [self] in acceptLoop() }
         thread.name = "metrics"
         thread.start()
     }
 
-    private func serve() {
+    /// Connections being served right now.
+    public var activeConnections: Int { lock.withLock { active } }
+
+    private func acceptLoop() {
         while true {
             let client = accept(listener, nil, nil)
             if client < 0 {
-                if errno == EINTR { continue }
+                if errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE { continue }
                 return
             }
-            var timeout = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            // Read the request head (bounded), then answer whatever it asked.
-            var request = [UInt8]()
-            var chunk = [UInt8](repeating: 0, count: 1024)
-            while request.count < 8192, !request.ends(with: [13, 10, 13, 10]) {
-                let n = read(client, &chunk, chunk.count)
+            let admitted = lock.withLock { () -> Bool in
+                guard active < Self.maxConnections else { return false }
+                active += 1
+                return true
+            }
+            guard admitted else {
+                close(client)
+                continue
+            }
+            let worker = Thread { [self] in
+                serve(client)
+                close(client)
+                lock.withLock { active -= 1 }
+            }
+            worker.name = "metrics-connection"
+            worker.start()
+        }
+    }
+
+    /// Reads the request head until the deadline, then answers with the page; whatever was asked.
+    private func serve(_ client: Int32) {
+        let deadline = Date().addingTimeInterval(Self.connectionDeadline)
+        var request = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 1024)
+        while request.count < 8192, !request.ends(with: [13, 10, 13, 10]) {
+            let remaining = Int(deadline.timeIntervalSinceNow * 1000)
+            guard remaining > 0 else { return }
+            var item = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&item, 1, Int32(remaining))
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else { return }
+            let n = read(client, &chunk, chunk.count)
+            if n <= 0 { return }
+            request += chunk[0..<n]
+        }
+        var timeout = timeval(tv_sec: Int(Self.connectionDeadline), tv_usec: 0)
+        setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let body = registry.emitToBuffer()
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        let response = Array(head.utf8) + body
+        response.withUnsafeBytes { raw in
+            var sent = 0
+            while sent < raw.count, Date() < deadline {
+                let n = send(client, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
                 if n <= 0 { break }
-                request += chunk[0..<n]
+                sent += n
             }
-            let body = registry.emitToBuffer()
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
-            let response = Array(head.utf8) + body
-            response.withUnsafeBytes { raw in
-                var sent = 0
-                while sent < raw.count {
-                    let n = write(client, raw.baseAddress! + sent, raw.count - sent)
-                    if n <= 0 { break }
-                    sent += n
-                }
-            }
-            close(client)
         }
     }
 }

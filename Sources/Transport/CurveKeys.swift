@@ -78,6 +78,15 @@ public struct CurveKeyPair: Sendable, CustomStringConvertible, CustomDebugString
         return CurveKeyPair(publicKey: publicKey, secretKey: secretKey)
     }
 
+    /// Loads a secret key file alone, deriving its public key.
+    public static func load(secretFile: URL) throws -> CurveKeyPair {
+        let secretKey = try readKeyFile(secretFile, secret: true)
+        guard Z85.isKey(secretKey), let publicKey = derivePublicKey(secretKey: secretKey) else {
+            throw CurveKeyError.malformedKey(what: secretFile.path)
+        }
+        return CurveKeyPair(publicKey: publicKey, secretKey: secretKey)
+    }
+
     /// Loads `NAME.pub` and `NAME.key` from `directory`, as written by `write(to:name:)`.
     public static func load(directory: URL, name: String) throws -> CurveKeyPair {
         try load(publicFile: directory.appendingPathComponent(name + ".pub"),
@@ -151,6 +160,10 @@ public struct CurveKeyPair: Sendable, CustomStringConvertible, CustomDebugString
     /// Shows only the public key to `dump()` and reflection.
     public var customMirror: Mirror { Mirror(self, children: ["publicKey": publicKey]) }
 
+    /// The key loader's rule for secret key files: no access for group or others (0600, 0400).
+    /// Deployment files (Kubernetes Secret modes) are checked against this same function.
+    public static func acceptsSecretKeyMode(_ mode: mode_t) -> Bool { mode & 0o077 == 0 }
+
     // MARK: - Helpers
 
     static func isValidName(_ name: String) -> Bool {
@@ -176,7 +189,7 @@ public struct CurveKeyPair: Sendable, CustomStringConvertible, CustomDebugString
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw CurveKeyError.io(path: file.path, call: "stat", errno: errno) }
         guard info.st_mode & S_IFMT == S_IFREG else { throw CurveKeyError.io(path: file.path, call: "open (not a regular file)", errno: EINVAL) }
-        if secret && info.st_mode & 0o077 != 0 {
+        if secret && !acceptsSecretKeyMode(info.st_mode) {
             throw CurveKeyError.secretKeyFileTooOpen(path: file.path, mode: info.st_mode)
         }
         // A key file is 40 characters and a newline; anything much larger is not a key file.

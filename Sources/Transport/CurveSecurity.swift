@@ -43,8 +43,8 @@ public enum ZMQSecurityError: Error, CustomStringConvertible {
 public struct ZMQSecurity: Sendable, CustomStringConvertible {
     enum Mechanism: Sendable {
         case none
-        case curveServer(keys: CurveKeyPair, allowList: Set<String>, domain: String)
-        case curveClient(keys: CurveKeyPair, serverPublicKey: String)
+        case curveServer(keys: CurveKeyPair, allowList: Set<String>, domain: String, peers: PeerDirectory?)
+        case curveClient(keys: CurveKeyPair, serverPublicKey: String, serverRole: PeerRole?)
     }
 
     let mechanism: Mechanism
@@ -69,14 +69,36 @@ public struct ZMQSecurity: Sendable, CustomStringConvertible {
             throw ZMQSecurityError.malformedPublicKey(what: "allow-list entry #\(allowList.distance(from: allowList.startIndex, to: bad) + 1)")
         }
         guard (1...255).contains(domain.utf8.count) else { throw ZMQSecurityError.invalidDomain(domain) }
-        return ZMQSecurity(mechanism: .curveServer(keys: keys, allowList: allowList, domain: domain))
+        return ZMQSecurity(mechanism: .curveServer(keys: keys, allowList: allowList, domain: domain, peers: nil))
+    }
+
+    /// A CURVE server whose allow-list is `peers`: every admitted key is bound to a role, which
+    /// `MessageSocket` checks each message against, and `peers.reload()` updates the ZAP allow-list.
+    public static func curveServer(keys: CurveKeyPair, peers: PeerDirectory, domain: String = defaultDomain) throws -> ZMQSecurity {
+        let server = try curveServer(keys: keys, allowList: peers.publicKeys, domain: domain)
+        guard case .curveServer(let keys, let allowList, let domain, _) = server.mechanism else { return server }
+        return ZMQSecurity(mechanism: .curveServer(keys: keys, allowList: allowList, domain: domain, peers: peers))
     }
 
     /// A CURVE client: proves its identity with `keys` and talks only to the server holding the
     /// secret key of `serverPublicKey` (an impostor cannot complete the handshake).
-    public static func curveClient(keys: CurveKeyPair, serverPublicKey: String) throws -> ZMQSecurity {
+    /// - Parameter serverRole: the role the server's key is bound to, when known: every message this
+    ///   client receives comes from that role (CURVE proves it), so policies can be checked on clients too.
+    public static func curveClient(keys: CurveKeyPair, serverPublicKey: String, serverRole: PeerRole? = nil) throws -> ZMQSecurity {
         guard Z85.isKey(serverPublicKey) else { throw ZMQSecurityError.malformedPublicKey(what: "the server public key") }
-        return ZMQSecurity(mechanism: .curveClient(keys: keys, serverPublicKey: serverPublicKey))
+        return ZMQSecurity(mechanism: .curveClient(keys: keys, serverPublicKey: serverPublicKey, serverRole: serverRole))
+    }
+
+    /// The role-bound key table of a CURVE server made with `curveServer(keys:peers:)`; nil otherwise.
+    public var peers: PeerDirectory? {
+        if case .curveServer(_, _, _, let peers) = mechanism { return peers }
+        return nil
+    }
+
+    /// The role of the server a CURVE client talks to, when it was given.
+    public var serverRole: PeerRole? {
+        if case .curveClient(_, _, let role) = mechanism { return role }
+        return nil
     }
 
     /// True for CURVE (encrypted and authenticated) settings.
@@ -90,9 +112,9 @@ public struct ZMQSecurity: Sendable, CustomStringConvertible {
         switch mechanism {
         case .none:
             return "plaintext (no CURVE)"
-        case .curveServer(let keys, let allowList, let domain):
+        case .curveServer(let keys, let allowList, let domain, _):
             return "CURVE server \(keys.publicKey), \(allowList.count) allowed client key(s), ZAP domain \(domain)"
-        case .curveClient(let keys, let serverPublicKey):
+        case .curveClient(let keys, let serverPublicKey, _):
             return "CURVE client \(keys.publicKey) to server \(serverPublicKey)"
         }
     }
@@ -102,11 +124,13 @@ public struct ZMQSecurity: Sendable, CustomStringConvertible {
         switch mechanism {
         case .none:
             return
-        case .curveServer(let keys, let allowList, let domain):
+        case .curveServer(let keys, let allowList, let domain, let peers):
             // The handler must exist before the socket can accept anyone: libzmq lets every CURVE
             // client in when no handler is bound and ZAP is not enforced.
             let authenticator = try socket.context.startAuthenticator()
             try authenticator.register(domain: domain, allowList: allowList)
+            // A reloaded key table (SIGHUP) replaces this domain's allow-list for the next handshakes.
+            peers?.onChange { [weak authenticator] keys in authenticator?.setAllowList(keys, domain: domain) }
             try socket.set(ZMQ_CURVE_SERVER, Int32(1), name: "CURVE_SERVER")
             try socket.setKey(ZMQ_CURVE_SECRETKEY, keys.secretKey, name: "CURVE_SECRETKEY")
             try socket.setString(ZMQ_ZAP_DOMAIN, domain, name: "ZAP_DOMAIN")
@@ -117,7 +141,7 @@ public struct ZMQSecurity: Sendable, CustomStringConvertible {
             if zmq_setsockopt(socket.handle, 93, &enforce, MemoryLayout<Int32>.size) != 0 && zmq_errno() != EINVAL {
                 throw ZMQError(call: "setsockopt(ZAP_ENFORCE_DOMAIN)", errno: zmq_errno())
             }
-        case .curveClient(let keys, let serverPublicKey):
+        case .curveClient(let keys, let serverPublicKey, _):
             try socket.setKey(ZMQ_CURVE_SERVERKEY, serverPublicKey, name: "CURVE_SERVERKEY")
             try socket.setKey(ZMQ_CURVE_PUBLICKEY, keys.publicKey, name: "CURVE_PUBLICKEY")
             try socket.setKey(ZMQ_CURVE_SECRETKEY, keys.secretKey, name: "CURVE_SECRETKEY")

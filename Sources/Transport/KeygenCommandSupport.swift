@@ -1,6 +1,6 @@
 import Foundation
 
-/// What `featstream keygen` made: where the files are and the public key to hand to peers.
+/// What `featstream keygen --out DIR --name NAME` made: where the files are and the public key to hand to peers.
 public struct CurveKeygenResult: Sendable, CustomStringConvertible {
     /// The new public key (Z85): safe to print and to copy into servers' allow folders.
     public let publicKey: String
@@ -24,42 +24,82 @@ public func runCurveKeygen(outDirectory: String, name: String) throws -> CurveKe
     return CurveKeygenResult(publicKey: pair.publicKey, publicFile: files.publicFile, secretFile: files.secretFile)
 }
 
-/// Builds a role's `ZMQSecurity` from its command-line key files, for the CLI.
+/// Why a role may not start with the security it was given.
+public struct RoleSecurityError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Every socket's security for each role, from `--keys DIR` or the explicit plaintext flags.
 ///
-/// All of a role's CURVE flags or none: a partial set throws, naming what is missing, so a typo can
-/// never leave a role silently in plaintext. No flags at all means `.none`.
-public enum CurveFlags {
-    /// A server socket's security: `--curve-secret`, `--curve-public`, `--curve-allow` (folder of `*.pub`).
-    public static func server(secretFile: String?, publicFile: String?, allowDirectory: String?,
-                              domain: String = ZMQSecurity.defaultDomain) throws -> ZMQSecurity {
-        let given = [("--curve-secret", secretFile), ("--curve-public", publicFile), ("--curve-allow", allowDirectory)]
-        guard let keys = try keyPair(given, secretFile: secretFile, publicFile: publicFile), let allowDirectory else { return .none }
-        let allowList = try CurveKeyPair.loadPublicKeys(directory: URL(fileURLWithPath: allowDirectory, isDirectory: true))
-        guard !allowList.isEmpty else {
-            throw ZMQSecurityError.incompleteCurveFlags("--curve-allow \(allowDirectory) holds no *.pub files: no client could connect")
+/// The rule, in one place: CURVE unless `--insecure-plaintext`; plaintext only on loopback endpoints
+/// unless `--allow-remote-plaintext` as well. Without keys and without the flag a role refuses to start.
+public struct RoleSecurity: Sendable {
+    /// The key folder (`--keys`), or nil for plaintext.
+    public let keys: ClusterKeyFolder?
+    /// A warning to print loudly when plaintext was chosen; nil with CURVE.
+    public let plaintextWarning: String?
+
+    /// Resolves the flags of `role`; `endpoints` are the addresses it binds or dials (checked for loopback).
+    public init(role: String, keysDirectory: String?, insecurePlaintext: Bool, allowRemotePlaintext: Bool, endpoints: [String]) throws {
+        if let keysDirectory {
+            guard !insecurePlaintext else { throw RoleSecurityError("--keys and --insecure-plaintext contradict each other; give one") }
+            keys = ClusterKeyFolder(path: keysDirectory)
+            plaintextWarning = nil
+            return
         }
-        return try .curveServer(keys: keys, allowList: allowList, domain: domain)
+        guard insecurePlaintext else {
+            throw RoleSecurityError("""
+                no CURVE keys: give --keys DIR (make one with `featstream keygen --keys DIR --workers w0,w1`, or \
+                `featstream keygen --cluster FILE` for a cluster file), or --insecure-plaintext to run unencrypted on loopback
+                """)
+        }
+        let remote = endpoints.filter { !isLoopbackEndpoint($0) }
+        if !remote.isEmpty && !allowRemotePlaintext {
+            throw RoleSecurityError("--insecure-plaintext is refused for \(remote.joined(separator: ", ")), which is not a loopback address; "
+                                    + "anyone on that network could lease, commit or shut down the job. Use --keys DIR, "
+                                    + "or add --allow-remote-plaintext if you really mean it")
+        }
+        keys = nil
+        plaintextWarning = "WARNING: \(role) runs WITHOUT encryption or authentication (--insecure-plaintext"
+            + (remote.isEmpty ? ", loopback only" : ", --allow-remote-plaintext on \(remote.joined(separator: ", "))")
+            + "): any local process can impersonate any role"
     }
 
-    /// A client socket's security: `--curve-secret`, `--curve-public` and the server's public key file
-    /// (`serverFlag` names that flag in errors, e.g. `--curve-coordinator-public`).
-    public static func client(secretFile: String?, publicFile: String?, serverPublicFile: String?,
-                              serverFlag: String = "--curve-server-public") throws -> ZMQSecurity {
-        let given = [("--curve-secret", secretFile), ("--curve-public", publicFile), (serverFlag, serverPublicFile)]
-        guard let keys = try keyPair(given, secretFile: secretFile, publicFile: publicFile), let serverPublicFile else { return .none }
-        let serverKey = try CurveKeyPair.loadPublicKey(file: URL(fileURLWithPath: serverPublicFile))
-        return try .curveClient(keys: keys, serverPublicKey: serverKey)
+    /// The coordinator's control socket: a CURVE server admitting the head's key and every worker key.
+    public func coordinatorControl() throws -> ZMQSecurity {
+        guard let keys else { return .none }
+        return try .curveServer(keys: keys.pair(.coordinator), peers: keys.peers(admittedBy: .coordinator))
     }
 
-    /// The role's key pair when every flag is given, nil when none is; throws on a partial set.
-    private static func keyPair(_ given: [(String, String?)], secretFile: String?, publicFile: String?) throws -> CurveKeyPair? {
-        let missing = given.filter { $0.1 == nil }.map(\.0)
-        if missing.count == given.count { return nil }
-        guard missing.isEmpty, let secretFile, let publicFile else {
-            let present = given.filter { $0.1 != nil }.map(\.0)
-            throw ZMQSecurityError.incompleteCurveFlags(
-                "CURVE needs \(given.map(\.0).joined(separator: ", ")) together; got \(present.joined(separator: ", ")) without \(missing.joined(separator: ", "))")
-        }
-        return try CurveKeyPair.load(publicFile: URL(fileURLWithPath: publicFile), secretFile: URL(fileURLWithPath: secretFile))
+    /// The head's data socket (a CURVE server admitting worker keys) and its control socket (a client of the coordinator).
+    public func head() throws -> (data: ZMQSecurity, control: ZMQSecurity) {
+        guard let keys else { return (.none, .none) }
+        let pair = try keys.pair(.head)
+        return (try .curveServer(keys: pair, peers: keys.peers(admittedBy: .head)),
+                try .curveClient(keys: pair, serverPublicKey: keys.publicKey(.coordinator), serverRole: .coordinator))
     }
+
+    /// A worker's control socket (client of the coordinator) and data socket (client of the head), with key `name`.
+    public func worker(keyName name: String) throws -> (control: ZMQSecurity, data: ZMQSecurity) {
+        guard let keys else { return (.none, .none) }
+        let pair = try keys.pair(.worker(name))
+        return (try .curveClient(keys: pair, serverPublicKey: keys.publicKey(.coordinator), serverRole: .coordinator),
+                try .curveClient(keys: pair, serverPublicKey: keys.publicKey(.head), serverRole: .head))
+    }
+}
+
+/// True when `endpoint` (`tcp://host:port`, or a bare host) names a loopback address; `*`, `0.0.0.0`
+/// and every other host are not loopback. `inproc://` and `ipc://` never leave the machine.
+public func isLoopbackEndpoint(_ endpoint: String) -> Bool {
+    if endpoint.hasPrefix("inproc://") || endpoint.hasPrefix("ipc://") { return true }
+    var host = endpoint.hasPrefix("tcp://") ? String(endpoint.dropFirst(6)) : endpoint
+    if host.hasPrefix("[") {
+        host = String(host.dropFirst().prefix { $0 != "]" })
+    } else if let colon = host.lastIndex(of: ":") {
+        host = String(host[..<colon])
+    }
+    if host == "localhost" || host == "::1" { return true }
+    let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+    return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
 }

@@ -48,6 +48,8 @@ public final class ZMQSocket {
     public let kind: Kind
     /// The security the socket was created with (CURVE server or client, or plaintext).
     public let security: ZMQSecurity
+    /// Reports failed handshakes, once `onHandshakeFailure` is set.
+    var monitor: HandshakeMonitor?
 
     /// Creates a socket with bounded queues and no linger on close.
     ///
@@ -88,7 +90,13 @@ public final class ZMQSocket {
         try security.apply(to: self)
     }
 
-    deinit { zmq_close(handle) }
+    deinit {
+        if monitor != nil {
+            zmq_socket_monitor(handle, nil, 0)
+            monitor?.stop()
+        }
+        zmq_close(handle)
+    }
 
     func set<T: FixedWidthInteger>(_ option: Int32, _ value: T) throws {
         var value = value
@@ -131,6 +139,12 @@ public final class ZMQSocket {
 
     /// Receives one multipart message if one is waiting.
     public func receive() throws -> [[UInt8]]? {
+        try receiveWithPeer()?.frames
+    }
+
+    /// Receives one multipart message if one is waiting, with the public key (Z85) that authenticated
+    /// the connection it came on: the ZAP handler's User-Id, present on CURVE server sockets only.
+    public func receiveWithPeer() throws -> (frames: [[UInt8]], peerKey: String?)? {
         var frames: [[UInt8]] = []
         while true {
             var message = zmq_msg_t()
@@ -145,7 +159,11 @@ public final class ZMQSocket {
             let size = zmq_msg_size(&message)
             let data = zmq_msg_data(&message)!
             frames.append([UInt8](UnsafeRawBufferPointer(start: data, count: size)))
-            if zmq_msg_more(&message) == 0 { return frames }
+            if zmq_msg_more(&message) == 0 {
+                // Metadata is per connection; libzmq attaches it to every frame of the message.
+                let userID = zmq_msg_gets(&message, "User-Id").map { String(cString: $0) }
+                return (frames, userID.flatMap { $0.isEmpty ? nil : $0 })
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClusterLaunch
 import ClusterRoles
 import Extraction
 import FeatureStore
@@ -7,6 +8,7 @@ import HeadJob
 import HeadTraining
 import Foundation
 import ImageInput
+import RoleMetrics
 import Transport
 import WireProtocol
 
@@ -27,10 +29,30 @@ struct DatasetOptions: ParsableArguments {
     var selection: DatasetSelection { DatasetSelection(path: data, format: format, split: split, limit: limit) }
 }
 
-/// This role's CurveZMQ key pair; giving both turns CurveZMQ on for every socket of the role.
-struct CurveOptions: ParsableArguments {
-    @Option(help: "This role's CURVE secret key file (mode 0600, from `featstream keygen`).") var curveSecret: String?
-    @Option(help: "This role's CURVE public key file.") var curvePublic: String?
+/// How a role's sockets are secured, and where its metrics listen. CURVE is the default: a role
+/// without `--keys` refuses to start unless told `--insecure-plaintext` (see `RoleSecurity`).
+struct SecurityOptions: ParsableArguments {
+    @Option(help: "The cluster's CURVE key folder (from `featstream keygen`): this role's key pair and its peers' public keys.")
+    var keys: String?
+    @Flag(help: "Run without encryption or authentication (loopback addresses only). Anyone who can reach the port can act as any role.")
+    var insecurePlaintext = false
+    @Flag(help: "With --insecure-plaintext: allow non-loopback addresses too.")
+    var allowRemotePlaintext = false
+    @Option(help: "Interface for the metrics endpoint (default 127.0.0.1; 0.0.0.0 for every interface).")
+    var metricsBind = "127.0.0.1"
+
+    /// Resolves the flags for `role`, printing the plaintext warning loudly; also applies --metrics-bind.
+    /// Files the role creates (store, journal) are private to its user: umask 077.
+    func resolve(role: String, endpoints: [String]) throws -> RoleSecurity {
+        umask(0o077)
+        MetricsEndpoint.defaultHost = metricsBind
+        let security = try RoleSecurity(role: role, keysDirectory: keys, insecurePlaintext: insecurePlaintext,
+                                        allowRemotePlaintext: allowRemotePlaintext, endpoints: endpoints)
+        if let warning = security.plaintextWarning {
+            printError(String(repeating: "!", count: 72) + "\n" + warning + "\n" + String(repeating: "!", count: 72))
+        }
+        return security
+    }
 }
 
 /// Runs a role, turning any error into one clear line and a failing exit status.
@@ -66,8 +88,7 @@ struct Coordinator: ParsableCommand {
     @Option(help: "After a worker reports a shard done, wait this long (ms) for the head's commit.") var commitWaitMs: UInt64 = 30_000
     @Option(help: "Log stuck shards and workers after this long (ms) without a commit.") var stallMs: UInt64 = 60_000
     @Option(help: "Serve Prometheus metrics on this port (0: any free port).") var metricsPort: Int?
-    @OptionGroup var curve: CurveOptions
-    @Option(help: "Folder of allowed client public keys (*.pub: every worker's and the head's).") var curveAllow: String?
+    @OptionGroup var security: SecurityOptions
 
     func run() throws {
         try runRole("coordinator") {
@@ -79,8 +100,10 @@ struct Coordinator: ParsableCommand {
             options.commitWaitMs = commitWaitMs
             options.stallMs = stallMs
             options.metricsPort = metricsPort
-            options.security = try CurveFlags.server(secretFile: curve.curveSecret, publicFile: curve.curvePublic,
-                                                     allowDirectory: curveAllow)
+            options.security = try security.resolve(role: "coordinator", endpoints: [bind]).coordinatorControl()
+            // SIGHUP re-reads the key folder: a worker whose .pub was removed is refused from then on.
+            let hangup = options.security.peers?.reloadOnHangup { printError("coordinator: \($0)") }
+            defer { hangup?.cancel() }
             let counters = try CoordinatorService(options: options).run()
             print("coordinator: job complete; \(counters.rejectedTotal) malformed frames rejected")
         }
@@ -110,9 +133,7 @@ struct Head: ParsableCommand {
     @Option(help: "Train the head when the job completes and write the model folder here.") var trainOut: String?
     @Option(help: "Serve Prometheus metrics on this port (0: any free port).") var metricsPort: Int?
     @OptionGroup var training: HeadTrainingOptions
-    @OptionGroup var curve: CurveOptions
-    @Option(help: "Folder of allowed worker public keys (*.pub).") var curveAllow: String?
-    @Option(help: "The coordinator's CURVE public key file.") var curveCoordinatorPublic: String?
+    @OptionGroup var security: SecurityOptions
 
     func run() throws {
         try runRole("head") {
@@ -126,11 +147,9 @@ struct Head: ParsableCommand {
                 options.dtype = try parseDType(dtype)
                 options.metadata = StoreMetadata(model: backbone?.name, classNames: classes)
                 options.metricsPort = metricsPort
-                options.dataSecurity = try CurveFlags.server(secretFile: curve.curveSecret, publicFile: curve.curvePublic,
-                                                             allowDirectory: curveAllow)
-                options.controlSecurity = try CurveFlags.client(secretFile: curve.curveSecret, publicFile: curve.curvePublic,
-                                                                serverPublicFile: curveCoordinatorPublic,
-                                                                serverFlag: "--curve-coordinator-public")
+                (options.dataSecurity, options.controlSecurity) = try security.resolve(role: "head", endpoints: [bind, coordinator]).head()
+                let hangup = options.dataSecurity.peers?.reloadOnHangup { printError("head: \($0)") }
+                defer { hangup?.cancel() }
                 let service = try HeadService(options: options)
                 if trainOut != nil, let classes {
                     let online = OnlineTraining(config: training.config, classCount: classes.count, split: split, log: service.log) {
@@ -223,9 +242,8 @@ struct Worker: ParsableCommand {
     @Option(help: "Feature element type on the wire: f32 or f16.") var dtype = "f16"
     @Option(help: "Worker name (default: host-pid).") var name: String?
     @Option(help: "Serve Prometheus metrics on this port (0: any free port).") var metricsPort: Int?
-    @OptionGroup var curve: CurveOptions
-    @Option(help: "The coordinator's CURVE public key file.") var curveCoordinatorPublic: String?
-    @Option(help: "The head's CURVE public key file.") var curveHeadPublic: String?
+    @OptionGroup var security: SecurityOptions
+    @Option(help: "This worker's key in the key folder: workers/NAME.key (default: --name).") var keyName: String?
 
     func run() throws {
         try runRole("worker") {
@@ -236,11 +254,8 @@ struct Worker: ParsableCommand {
             options.decodeThreads = decodeThreads
             options.dtype = try parseDType(dtype)
             options.metricsPort = metricsPort
-            options.controlSecurity = try CurveFlags.client(secretFile: curve.curveSecret, publicFile: curve.curvePublic,
-                                                            serverPublicFile: curveCoordinatorPublic,
-                                                            serverFlag: "--curve-coordinator-public")
-            options.dataSecurity = try CurveFlags.client(secretFile: curve.curveSecret, publicFile: curve.curvePublic,
-                                                         serverPublicFile: curveHeadPublic, serverFlag: "--curve-head-public")
+            (options.controlSecurity, options.dataSecurity) = try security.resolve(role: "worker", endpoints: [coordinator])
+                .worker(keyName: keyName ?? id)
             let service = try WorkerService(options: options)
             _ = try service.run()
         }
@@ -275,20 +290,42 @@ struct Store: ParsableCommand {
 
 struct Keygen: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Generate a CurveZMQ key pair: NAME.pub (share it) and NAME.key (mode 0600, keep it private).",
+        abstract: "Generate CurveZMQ keys: a cluster's key folder, or one key pair.",
         discussion: """
-        Put each client's NAME.pub into the --curve-allow folder of every server it connects to:
-        the coordinator's folder needs every worker's and the head's; the head's needs every worker's.
-        Existing files are never overwritten.
+        `--cluster FILE`: the key folder a cluster file's [keys] dir names (or FILE.keys next to it),
+        with the coordinator's, the head's and one pair per worker of the file.
+        `--keys DIR --workers w0,w1`: the same layout for hand-started roles (`--keys DIR` on each).
+        `--out DIR --name NAME`: a single pair, NAME.pub and NAME.key.
+        Secret keys are mode 0600 in 0700 folders; existing keys are never overwritten, so adding
+        workers is the same command with more names.
         """)
-    @Option(help: "Folder for the key files (created with mode 0700 if missing).") var out: String
-    @Option(help: "Key pair name: writes NAME.pub and NAME.key.") var name: String
+    @Option(help: "Cluster file: make the key folder it uses, one key per worker.") var cluster: String?
+    @Option(help: "Key folder to make (with --workers).") var keys: String?
+    @Option(help: "Comma-separated worker names (with --keys).") var workers: String?
+    @Option(help: "Folder for a single key pair.") var out: String?
+    @Option(help: "Key pair name: writes NAME.pub and NAME.key.") var name: String?
 
     func run() throws {
         try runRole("keygen") {
-            let result = try runCurveKeygen(outDirectory: out, name: name)
-            print(result.publicKey)
-            printError("wrote \(result.publicFile.path) and \(result.secretFile.path) (mode 0600)")
+            if let cluster {
+                let definition = try ClusterFile.parse(path: cluster)
+                let names = Launcher.plan(definition).compactMap(\.keyName)
+                try ClusterKeyFolder.generate(at: definition.keysDirectory, workers: names)
+                print(definition.keysDirectory)
+                printError("wrote keys for the coordinator, the head and \(names.count) worker(s) to \(definition.keysDirectory); "
+                           + "copy the folder to the same path on every host (each host needs only its own .key)")
+            } else if let keys {
+                let names = (workers ?? "").split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                try ClusterKeyFolder.generate(at: keys, workers: names)
+                print(keys)
+                printError("wrote keys for the coordinator, the head and \(names.count) worker(s) to \(keys)")
+            } else if let out, let name {
+                let result = try runCurveKeygen(outDirectory: out, name: name)
+                print(result.publicKey)
+                printError("wrote \(result.publicFile.path) and \(result.secretFile.path) (mode 0600)")
+            } else {
+                throw ValidationError("give --cluster FILE, --keys DIR [--workers NAMES], or --out DIR --name NAME")
+            }
         }
     }
 }

@@ -23,6 +23,13 @@ struct Launch: ParsableCommand {
             throw ExitCode(2)
         }
         let launcher = Launcher(definition: definition)
+        // Every socket is CurveZMQ: without the key folder nothing starts, and the message says how to make it.
+        let coordinatorKey = URL(fileURLWithPath: definition.keysDirectory).appendingPathComponent("coordinator.pub").path
+        if !dryRun && !FileManager.default.fileExists(atPath: coordinatorKey) {
+            printError("featstream launch: no CURVE key folder at \(definition.keysDirectory) (the file's [keys] dir, or FILE.keys); "
+                       + "make it with:\n  featstream keygen --cluster \(clusterFile)\nthen copy it to the same path on every host")
+            throw ExitCode(2)
+        }
         if dryRun {
             for role in launcher.roles { print("\(role.host) \(role.label): \(role.command.joined(separator: " "))") }
             return

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClusterLaunch
 import FeatureStore
 import HeadExport
 import Transport
@@ -10,6 +11,9 @@ struct Run: ParsableCommand {
         discussion: """
         The embedded default. Picks free localhost ports, starts every role, waits for the job to
         finish and prints a summary. Re-running with the same --out resumes an interrupted job.
+        Every socket runs CurveZMQ with key pairs made for this run only, in a private folder
+        (mode 0700, under $XDG_RUNTIME_DIR or ~/.cache) that is deleted when the run ends.
+        OUT/run.json lists the roles' addresses and metrics ports while it runs.
         """)
 
     @Option(help: "Model folder, config or .onnx.") var model: String
@@ -20,77 +24,104 @@ struct Run: ParsableCommand {
     @Option(help: "Images per backbone run.") var batch = 16
     @Option(help: "Feature element type on the wire and in the store: f32 or f16.") var dtype = "f16"
     @Flag(help: "Only extract; do not train a head.") var noTrain = false
+    @Flag(help: "Run the roles without CurveZMQ (loopback only; for measuring what encryption costs).") var insecurePlaintext = false
     @OptionGroup var training: HeadTrainingOptions
 
     func run() throws {
         try runRole("run") {
             guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
             _ = try parseDType(dtype)
+            umask(0o077)
             let outURL = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
             let control = "tcp://127.0.0.1:\(try freeLocalPort())"
             let dataAddress = "tcp://127.0.0.1:\(try freeLocalPort())"
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let threads = max(1, cores / workers)
-            var datasetArguments = ["--data", dataset.data]
-            if let format = dataset.format { datasetArguments += ["--format", format.rawValue] }
-            if let split = dataset.split { datasetArguments += ["--split", split] }
-            if let limit = dataset.limit { datasetArguments += ["--limit", String(limit)] }
+            let datasetArguments = DatasetArguments(data: dataset.data, format: dataset.format?.rawValue, split: dataset.split, limit: dataset.limit)
+            let names = (0..<workers).map { "w\($0)" }
 
-            let metricsPort = try freeLocalPort()
-            FileHandle.standardError.write(Data("run: live status with `featstream status http://127.0.0.1:\(metricsPort)`\n".utf8))
-            let start = Date()
-            let coordinator = try spawn(["coordinator", "--bind", control, "--head", dataAddress, "--metrics-port", String(metricsPort),
-                                         "--journal", outURL.appendingPathComponent("coordinator.journal").path,
-                                         "--shard-size", String(shardSize)] + datasetArguments)
-            var headArguments = ["head", "--bind", dataAddress, "--coordinator", control,
-                                 "--store", outURL.appendingPathComponent("store").path, "--dtype", dtype,
-                                 "--model", model, "--data", dataset.data]
-            if let format = dataset.format { headArguments += ["--format", format.rawValue] }
+            // Ephemeral keys: one pair per role, in a private folder that lives as long as this run.
+            let runDirectory = try makePrivateRunDirectory()
+            defer { try? FileManager.default.removeItem(at: runDirectory) }
+            let security: RoleSecurityArguments
+            var serverKeys: [String: String] = [:]
+            if insecurePlaintext {
+                security = .insecurePlaintext
+            } else {
+                let keys = runDirectory.appendingPathComponent("keys").path
+                let folder = try ClusterKeyFolder.generate(at: keys, workers: names)
+                serverKeys = ["coordinator": try folder.publicKey(.coordinator), "head": try folder.publicKey(.head)]
+                security = .keys(keys)
+            }
+
+            var coordinator = RoleCommand.Coordinator(bind: control, headAddress: dataAddress, dataset: datasetArguments,
+                                                      journal: outURL.appendingPathComponent("coordinator.journal").path, security: security)
+            coordinator.shardSize = shardSize
+            coordinator.metricsPort = try freeLocalPort()
+            var head = RoleCommand.Head(bind: dataAddress, coordinator: control, store: outURL.appendingPathComponent("store").path,
+                                        security: security)
+            head.dtype = dtype
+            head.model = model
+            head.data = dataset.data
+            head.format = dataset.format?.rawValue
+            head.metricsPort = try freeLocalPort()
             if !noTrain {
-                headArguments += ["--train-out", outURL.appendingPathComponent("model").path, "--l2", training.l2,
-                                  "--hidden", String(training.hidden), "--max-epochs", String(training.maxEpochs),
-                                  "--validation-fraction", String(training.validationFraction)]
-                if training.mlp { headArguments.append("--mlp") }
-                if training.balanced { headArguments.append("--balanced") }
+                head.trainOut = outURL.appendingPathComponent("model").path
+                head.training = ["--l2", training.l2, "--hidden", String(training.hidden), "--max-epochs", String(training.maxEpochs),
+                                 "--validation-fraction", String(training.validationFraction)]
+                if training.mlp { head.training.append("--mlp") }
+                if training.balanced { head.training.append("--balanced") }
             }
-            let head = try spawn(headArguments)
-            var workerProcesses: [Process] = []
-            for index in 0..<workers {
-                workerProcesses.append(try spawn(["worker", "--coordinator", control, "--model", model,
-                                                  "--batch", String(batch), "--threads", String(threads),
-                                                  "--dtype", dtype, "--name", "w\(index)"] + datasetArguments))
+            var workerCommands: [RoleCommand.Worker] = []
+            for name in names {
+                var worker = RoleCommand.Worker(coordinator: control, model: model, dataset: datasetArguments, name: name, security: security)
+                worker.batch = batch
+                worker.threads = threads
+                worker.dtype = dtype
+                worker.metricsPort = try freeLocalPort()
+                workerCommands.append(worker)
             }
-            let everyone = [coordinator, head] + workerProcesses
-            // Ctrl-C or SIGTERM ends the children too; nothing is left behind.
-            let stop = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-            signal(SIGINT, SIG_IGN)
-            stop.setEventHandler {
-                for process in everyone where process.isRunning { kill(process.processIdentifier, SIGTERM) }
-            }
-            stop.resume()
+            try writeRunState(outURL, RunState(coordinator: control, head: dataAddress, encrypted: !insecurePlaintext, publicKeys: serverKeys,
+                                               metricsPorts: ["coordinator": coordinator.metricsPort!, "head": head.metricsPort!]
+                                                   .merging(workerCommands.map { ($0.name, $0.metricsPort!) }) { $1 }))
+            FileHandle.standardError.write(Data("run: live status with `featstream status http://127.0.0.1:\(coordinator.metricsPort!)`\n".utf8))
+
+            let start = Date()
+            let supervisor = LocalSupervisor()
+            // SIGINT or SIGTERM ends the children too: nothing is left behind.
+            supervisor.stopOnSignals()
+            let coordinatorProcess = try supervisor.spawn(.coordinator(coordinator))
+            let headProcess = try supervisor.spawn(.head(head))
+            let workerProcesses = try workerCommands.map { try supervisor.spawn(.worker($0)) }
 
             // The job is over when the coordinator exits; it fails if the head dies, or if the coordinator
             // has not finished a while after every worker is gone.
             var workersGoneAt: Date?
-            while coordinator.isRunning {
-                if !head.isRunning && head.terminationStatus != 0 { break }
+            while coordinatorProcess.isRunning && !supervisor.stopping {
+                if !headProcess.isRunning && headProcess.terminationStatus != 0 { break }
                 if workerProcesses.allSatisfy({ !$0.isRunning }) {
                     workersGoneAt = workersGoneAt ?? Date()
                     if Date().timeIntervalSince(workersGoneAt!) > 15 { break }
                 }
                 Thread.sleep(forTimeInterval: 0.1)
             }
+            if supervisor.stopping {
+                supervisor.stopAll(graceSeconds: 5)
+                throw ClusterFailure(message: "stopped by signal; every role was stopped")
+            }
             let deadline = Date().addingTimeInterval(10)
             while workerProcesses.contains(where: \.isRunning) && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
             let extracted = Date().timeIntervalSince(start)
-            let finished = !coordinator.isRunning && coordinator.terminationStatus == 0
-            for process in [coordinator] + workerProcesses where process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            // The head goes on to train once the job is complete; it ends by itself (or on Ctrl-C).
-            if !finished && head.isRunning { kill(head.processIdentifier, SIGTERM) }
-            for process in everyone { process.waitUntilExit() }
-            guard coordinator.terminationStatus == 0, head.terminationStatus == 0 else {
-                throw ClusterFailure(message: "coordinator exited with \(coordinator.terminationStatus), head with \(head.terminationStatus)")
+            let finished = !coordinatorProcess.isRunning && coordinatorProcess.terminationStatus == 0
+            for process in [coordinatorProcess] + workerProcesses where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            // The head goes on to train once the job is complete; it ends by itself (or on a signal).
+            if !finished && headProcess.isRunning { kill(headProcess.processIdentifier, SIGTERM) }
+            while headProcess.isRunning && !supervisor.stopping { Thread.sleep(forTimeInterval: 0.1) }
+            supervisor.stopAll(graceSeconds: 5)
+            if supervisor.stopping { throw ClusterFailure(message: "stopped by signal; every role was stopped") }
+            guard coordinatorProcess.terminationStatus == 0, headProcess.terminationStatus == 0 else {
+                throw ClusterFailure(message: "coordinator exited with \(coordinatorProcess.terminationStatus), head with \(headProcess.terminationStatus)")
             }
             try summarize(outURL, seconds: extracted)
         }
@@ -117,14 +148,23 @@ struct Run: ParsableCommand {
                          100 * evaluation.top1, 100 * evaluation.top5, modelURL.path))
         }
     }
+}
 
-    private func spawn(_ arguments: [String]) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = arguments
-        try process.run()
-        return process
-    }
+/// `OUT/run.json`: where a running `featstream run` put its roles, for `status`, benchmarks and tests.
+struct RunState: Codable {
+    var coordinator: String
+    var head: String
+    var encrypted: Bool
+    /// The servers' CURVE public keys (`coordinator`, `head`); public, printed so operators can check them.
+    var publicKeys: [String: String]
+    /// Metrics port of each role (`coordinator`, `head`, and each worker by name), all on 127.0.0.1.
+    var metricsPorts: [String: Int]
+}
+
+private func writeRunState(_ outURL: URL, _ state: RunState) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(state).write(to: outURL.appendingPathComponent("run.json"), options: .atomic)
 }
 
 /// The fields of the head's `ingest.json` that the summary reports.

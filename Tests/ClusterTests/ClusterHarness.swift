@@ -1,3 +1,4 @@
+import ClusterLaunch
 import FeatStreamTestSupport
 import FeatureStore
 import Foundation
@@ -8,6 +9,9 @@ import XCTest
 /// A real cluster of `featstream` processes on localhost, for fault-injection tests.
 ///
 /// Every role is a child process of the test with its own log file; `tearDown` kills whatever is left.
+/// Roles start through the same `RoleCommand` builder as `featstream run` and `launch`, with CurveZMQ
+/// keys made for the cluster (`keys`: the coordinator, the head and workers w0...w3), unless a test
+/// of the plaintext path sets `security = .insecurePlaintext`.
 final class ClusterHarness {
     static let home = featureStreamHome(anchor: #filePath)
     let directory: URL
@@ -29,6 +33,27 @@ final class ClusterHarness {
         data = "tcp://127.0.0.1:\(try freeLocalPort())"
         self.items = items
         self.shardSize = shardSize
+        keys = try ClusterKeyFolder.generate(at: directory.appendingPathComponent("keys").path, workers: Self.workerNames)
+        security = .keys(keys.url.path)
+    }
+
+    /// Worker names that have keys in `keys`.
+    static let workerNames = ["w0", "w1", "w2", "w3"]
+    /// The cluster's key folder.
+    let keys: ClusterKeyFolder
+    /// How every role started from now on secures its sockets.
+    var security: RoleSecurityArguments
+
+    /// A client's security as a holder of `role`'s key, talking to the server of `server`'s role (for raw test clients).
+    func clientSecurity(as role: PeerRole, to server: PeerRole) throws -> ZMQSecurity {
+        try .curveClient(keys: keys.pair(role), serverPublicKey: keys.publicKey(server), serverRole: server)
+    }
+
+    var dataset: DatasetArguments {
+        if let manifest { return DatasetArguments(data: manifest) }
+        return webdataset
+            ? DatasetArguments(data: Self.home.appendingPathComponent("data/fashion-mnist-demo/webdataset/val-000000.tar").path, limit: items)
+            : DatasetArguments(data: Self.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path, split: "val", limit: items)
     }
 
     /// The demo's val split by default; `webdataset` uses its val shard, which has no train/val split of its own.
@@ -37,29 +62,22 @@ final class ClusterHarness {
     /// A manifest to use instead of the demo's folders, when set.
     var manifest: String?
 
-    var datasetArguments: [String] {
-        if let manifest { return ["--data", manifest] }
-        if webdataset {
-            return ["--data", Self.home.appendingPathComponent("data/fashion-mnist-demo/webdataset/val-000000.tar").path,
-                    "--limit", String(items)]
-        }
-        return ["--data", Self.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path,
-                "--split", "val", "--limit", String(items)]
-    }
+    var datasetArguments: [String] { dataset.arguments }
 
     var storeURL: URL { directory.appendingPathComponent("store") }
 
     func startCoordinator(extra: [String] = []) throws {
-        coordinator = try spawn("coordinator", ["coordinator", "--bind", control, "--head", data,
-                                                "--journal", directory.appendingPathComponent("journal").path,
-                                                "--shard-size", String(shardSize), "--heartbeat-ms", "200",
-                                                "--dead-after-beats", "5", "--lease-ms", "4000",
-                                                "--commit-wait-ms", "3000", "--stall-ms", "10000"] + datasetArguments + extra)
+        var command = RoleCommand.Coordinator(bind: control, headAddress: data, dataset: dataset,
+                                              journal: directory.appendingPathComponent("journal").path, security: security)
+        command.shardSize = shardSize
+        command.tuning = ["--heartbeat-ms": 200, "--dead-after-beats": 5, "--lease-ms": 4000, "--commit-wait-ms": 3000, "--stall-ms": 10000]
+        coordinator = try spawn("coordinator", RoleCommand.coordinator(command).arguments + extra)
     }
 
     func startHead(credits: Int = 4, extra: [String] = []) throws {
-        head = try spawn("head", ["head", "--bind", data, "--coordinator", control, "--store", storeURL.path,
-                                  "--credits", String(credits)] + extra)
+        var command = RoleCommand.Head(bind: data, coordinator: control, store: storeURL.path, security: security)
+        command.credits = credits
+        head = try spawn("head", RoleCommand.head(command).arguments + extra)
     }
 
     /// The usual job: a coordinator, a head and two workers, `w0` and `w1`.
@@ -70,10 +88,14 @@ final class ClusterHarness {
         try startWorker("w1")
     }
 
-    func startWorker(_ name: String, extra: [String] = []) throws {
-        workers[name] = try spawn(name, ["worker", "--coordinator", control,
-                                         "--model", Self.home.appendingPathComponent("models/efficientnet-lite0").path,
-                                         "--batch", "4", "--threads", "1", "--name", name] + datasetArguments + extra)
+    /// Starts worker `name` with the key of the same name (`keyName` to use another worker's key).
+    func startWorker(_ name: String, keyName: String? = nil, extra: [String] = []) throws {
+        var command = RoleCommand.Worker(coordinator: control, model: Self.home.appendingPathComponent("models/efficientnet-lite0").path,
+                                         dataset: dataset, name: name, security: security)
+        command.batch = 4
+        command.threads = 1
+        command.keyName = keyName
+        workers[name] = try spawn(name, RoleCommand.worker(command).arguments + extra)
     }
 
     /// Waits for the coordinator to finish the job; fails the test with the logs if it does not.

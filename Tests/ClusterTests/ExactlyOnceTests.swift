@@ -67,6 +67,8 @@ final class ExactlyOnceTests: XCTestCase {
     /// Audit item 1: a shard the head committed while the coordinator was down is announced to the
     /// restarted coordinator, which never leases it again; the job completes.
     func testACommitMadeWhileTheCoordinatorIsDownReachesItsSuccessor() throws {
+        // The raw client speaks plaintext, so the roles of this test do too (keys are SecurityTests' subject).
+        cluster.security = .insecurePlaintext
         try cluster.startCoordinator()
         try cluster.startHead()
         try cluster.startWorker("w0")
@@ -94,6 +96,8 @@ final class ExactlyOnceTests: XCTestCase {
 
     /// Audit item 2: 160 shard attempts open at once (one per worker identity), all stored.
     func testOneHundredSixtyInterleavedShardsAreAllStored() throws {
+        // The raw client speaks plaintext, so the roles of this test do too (keys are SecurityTests' subject).
+        cluster.security = .insecurePlaintext
         try cluster.startHead()
         let context = ZMQContext()
         let workers = try (0..<160).map { _ in try RawWorker(context, head: cluster.data) }
@@ -112,6 +116,8 @@ final class ExactlyOnceTests: XCTestCase {
     /// Audit item 3: a client that bursts 130 batches on a grant of 4 has the excess dropped and counted:
     /// every batch is either stored or counted as a credit violation, and most are counted.
     func testBatchesBeyondTheCreditsAreDroppedAndCounted() throws {
+        // The raw client speaks plaintext, so the roles of this test do too (keys are SecurityTests' subject).
+        cluster.security = .insecurePlaintext
         let metricsPort = try freeLocalPort()
         try cluster.startHead(extra: ["--metrics-port", String(metricsPort)])
         let context = ZMQContext()
@@ -135,7 +141,7 @@ final class ExactlyOnceTests: XCTestCase {
         let second = Process()
         second.executableURL = productsDirectory.appendingPathComponent("featstream")
         second.arguments = ["head", "--bind", "tcp://127.0.0.1:\(try freeLocalPort())", "--coordinator", cluster.control,
-                            "--store", cluster.storeURL.path]
+                            "--store", cluster.storeURL.path, "--keys", cluster.keys.url.path]
         let output = Pipe()
         second.standardError = output
         second.standardOutput = output

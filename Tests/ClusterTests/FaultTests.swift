@@ -87,6 +87,7 @@ final class FaultTests: XCTestCase {
     /// Garbage and malformed frames on the coordinator's and the head's sockets are rejected and counted;
     /// nothing crashes, and the job still completes exactly once afterwards.
     func testMalformedFramesAreRejectedAndCounted() throws {
+        cluster.security = .insecurePlaintext  // raw plaintext clients below; SecurityTests covers CURVE
         try cluster.startCoordinator()
         try cluster.startHead()
         Thread.sleep(forTimeInterval: 1)
@@ -147,6 +148,7 @@ final class FaultTests: XCTestCase {
 
     /// A worker fed garbage by its coordinator and its head rejects and counts it, and keeps working.
     func testWorkerRejectsGarbageFromBothPeers() throws {
+        cluster.security = .insecurePlaintext  // the fake peers below are plaintext; SecurityTests covers CURVE
         let context = ZMQContext()
         let fakeCoordinator = try ZMQSocket(context, .router)
         try fakeCoordinator.bind(cluster.control)

@@ -23,13 +23,14 @@ final class ClusterFileTests: XCTestCase {
     port = 5555
     journal = "/j/coordinator.journal"
     lease_ms = 3000
-    curve_secret = "/k/c.secret"
 
     [head]
     host = "root@10.0.0.2"
     port = 5556
     store = "/s/store"
-    curve_allow = ["/k/a", "/k/b"]
+
+    [keys]
+    dir = "/k"
 
     [[workers]]
     host = "w1"
@@ -91,10 +92,10 @@ final class ClusterFileTests: XCTestCase {
         XCTAssertTrue(coordinator.joined(separator: " ").contains("--head tcp://10.0.0.2:5556"))
         XCTAssertTrue(coordinator.joined(separator: " ").contains("--split val --limit 1000"))
         XCTAssertTrue(coordinator.joined(separator: " ").contains("--lease-ms 3000"))
-        XCTAssertTrue(coordinator.joined(separator: " ").contains("--curve-secret /k/c.secret"))
-        XCTAssertFalse(coordinator.contains("--curve-public"), "curve flags only when present")
-        XCTAssertTrue(roles[1].command.joined(separator: " ").contains("--curve-allow /k/a --curve-allow /k/b"))
-        XCTAssertFalse(roles[2].command.contains { $0.hasPrefix("--curve") })
+        // Every role runs CurveZMQ with the one key folder; each worker has its own key.
+        for role in roles { XCTAssertTrue(role.command.joined(separator: " ").hasSuffix("--keys /k"), role.command.joined(separator: " ")) }
+        XCTAssertEqual(roles.compactMap(\.keyName), ["worker1", "worker2", "worker3"])
+        XCTAssertTrue(roles[3].command.joined(separator: " ").contains("--key-name worker2"))
         XCTAssertTrue(roles[4].command.joined(separator: " ").contains("--data /other/d --split val"))
     }
 

@@ -59,7 +59,7 @@ final class LaunchClusterTests: XCTestCase {
         XCTAssertTrue(text.contains("worker worker1@fs-h3 joined") && text.contains("worker worker2@fs-h4 joined"), text)
         // netns.toml's [keys] table: the coordinator's socket runs CurveZMQ, and no secret key reaches the output.
         XCTAssertNotNil(text.range(of: "\\[fs-h1 coordinator\\] .*security: ", options: .regularExpression), text)
-        let secret = (try? String(contentsOf: output.appendingPathComponent("keys/worker.key"), encoding: .utf8))?
+        let secret = (try? String(contentsOf: output.appendingPathComponent("keys/workers/worker1.key"), encoding: .utf8))?
             .split(separator: "\n").last.map(String.init) ?? "unreadable"
         XCTAssertFalse(text.contains(secret), "a secret key appears in the launch output")
         XCTAssertNotNil(text.range(of: "\\[fs-h1 coordinator\\] .*progress 13/13 shards", options: .regularExpression), text)
@@ -67,6 +67,23 @@ final class LaunchClusterTests: XCTestCase {
         try assertStoreHasEveryRowOnce()
         assertNoFeatstreamProcesses()
         XCTAssertEqual(pidFiles(), [], "pid files left behind")
+    }
+
+    /// One key per worker: with worker2's public key removed from the folder (revoked), worker2 is
+    /// refused by both servers, worker1 does the whole job, and every row is stored once.
+    func testRevokedWorkerKeyIsRefusedAndTheJobCompletes() throws {
+        try clusterUp(4)
+        let environment = environment()
+        try FileManager.default.removeItem(at: output.appendingPathComponent("keys/workers/worker2.pub"))
+        let run = try LaunchRun(clusterFile: Self.clusterFile, environment: environment)
+        let status = run.wait(timeout: 240)
+        let text = run.text
+        XCTAssertEqual(status, 0, text)
+        XCTAssertTrue(text.contains("worker worker1@fs-h3 joined"), text)
+        XCTAssertFalse(text.contains("worker worker2@fs-h4 joined"), "a revoked worker joined\n\(text)")
+        XCTAssertNotNil(text.range(of: "\\[fs-h1 coordinator\\] .*refused a connection", options: .regularExpression), text)
+        try assertStoreHasEveryRowOnce()
+        assertNoFeatstreamProcesses()
     }
 
     /// A destination that does not answer stops the launch before anything starts.
@@ -130,8 +147,19 @@ final class LaunchClusterTests: XCTestCase {
         Thread.sleep(forTimeInterval: 0.5)
         kill(run.pid, SIGKILL)
         _ = run.wait(timeout: 10)
-        let deadline = Date().addingTimeInterval(15)
-        while !featstreamProcesses().isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.2) }
+        // A role whose ssh session was still starting may appear after the kill; its wrapper stops it
+        // once it sees stdin closed. So wait until none has been seen for 2 s in a row.
+        let deadline = Date().addingTimeInterval(20)
+        var emptySince: Date?
+        while Date() < deadline {
+            if featstreamProcesses().isEmpty {
+                emptySince = emptySince ?? Date()
+                if Date().timeIntervalSince(emptySince!) >= 2 { break }
+            } else {
+                emptySince = nil
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
         assertNoFeatstreamProcesses()
     }
 
@@ -203,10 +231,12 @@ final class LaunchClusterTests: XCTestCase {
         guard up.status == 0 else { throw XCTSkip("netns-cluster.sh up \(hosts) failed (no sshd, or namespaces not permitted here):\n\(up.output)") }
     }
 
-    /// The key folder netns.toml's [keys] table names, made once per test output folder.
+    /// The key folder netns.toml's [keys] table names (one key per worker), made the way an operator
+    /// would: `featstream keygen --cluster FILE`. Kept if it exists.
     func makeKeys() throws {
-        let script = repositoryRoot.appendingPathComponent("Cluster/make-keys.sh").path
-        let result = try runProcess(URL(fileURLWithPath: script), [output.appendingPathComponent("keys").path, Self.binary])
+        let result = try runProcess(URL(fileURLWithPath: "/usr/bin/env"),
+                                    ["FEATSTREAM_BIN=\(Self.binary)", "FEATSTREAM_REPO=\(repositoryRoot.path)", "FEATSTREAM_LAUNCH_OUT=\(output.path)",
+                                     Self.binary, "keygen", "--cluster", Self.clusterFile])
         XCTAssertEqual(result.status, 0, result.output)
     }
 

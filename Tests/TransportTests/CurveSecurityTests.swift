@@ -278,33 +278,110 @@ final class CurveSecurityTests: XCTestCase {
         XCTAssertTrue(denial.description.contains("127.0.0.1"))
     }
 
-    func testCurveFlagsAreAllOrNothing() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("curve-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let server = try runCurveKeygen(outDirectory: directory.appendingPathComponent("server").path, name: "coordinator")
-        let worker = try runCurveKeygen(outDirectory: directory.appendingPathComponent("allow").path, name: "worker-1")
-        let allow = directory.appendingPathComponent("allow").path
+    /// The role rule in one place: keys, or plaintext on loopback only, or plaintext remote with both flags.
+    func testRoleSecurityRefusesPlaintextUnlessAskedAndOnLoopback() throws {
+        XCTAssertThrowsError(try RoleSecurity(role: "coordinator", keysDirectory: nil, insecurePlaintext: false,
+                                              allowRemotePlaintext: false, endpoints: ["tcp://127.0.0.1:1"])) {
+            XCTAssertTrue("\($0)".contains("--keys DIR") && "\($0)".contains("--insecure-plaintext"), "\($0)")
+        }
+        let local = try RoleSecurity(role: "coordinator", keysDirectory: nil, insecurePlaintext: true, allowRemotePlaintext: false,
+                                     endpoints: ["tcp://127.0.0.1:5555", "tcp://localhost:1", "tcp://[::1]:2"])
+        XCTAssertFalse(try local.coordinatorControl().isCurve)
+        XCTAssertTrue(local.plaintextWarning?.contains("WARNING") == true)
+        for remote in ["tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.0.0.1:5555", "tcp://example.org:1"] {
+            XCTAssertThrowsError(try RoleSecurity(role: "head", keysDirectory: nil, insecurePlaintext: true, allowRemotePlaintext: false,
+                                                  endpoints: [remote]), remote) {
+                XCTAssertTrue("\($0)".contains("--allow-remote-plaintext"), "\($0)")
+            }
+            XCTAssertNotNil(try RoleSecurity(role: "head", keysDirectory: nil, insecurePlaintext: true, allowRemotePlaintext: true,
+                                             endpoints: [remote]).plaintextWarning)
+        }
+        XCTAssertThrowsError(try RoleSecurity(role: "head", keysDirectory: "/k", insecurePlaintext: true, allowRemotePlaintext: false, endpoints: []))
+    }
 
-        XCTAssertFalse(try CurveFlags.server(secretFile: nil, publicFile: nil, allowDirectory: nil).isCurve)
-        XCTAssertFalse(try CurveFlags.client(secretFile: nil, publicFile: nil, serverPublicFile: nil).isCurve)
-        let serverSecurity = try CurveFlags.server(secretFile: server.secretFile.path, publicFile: server.publicFile.path, allowDirectory: allow)
-        XCTAssertTrue(serverSecurity.isCurve)
-        XCTAssertTrue("\(serverSecurity)".contains("1 allowed"))
-        XCTAssertTrue(try CurveFlags.client(secretFile: worker.secretFile.path, publicFile: worker.publicFile.path,
-                                            serverPublicFile: server.publicFile.path).isCurve)
-        // Partial sets never fall back to plaintext.
-        XCTAssertThrowsError(try CurveFlags.server(secretFile: server.secretFile.path, publicFile: server.publicFile.path, allowDirectory: nil)) {
-            XCTAssertTrue("\($0)".contains("--curve-allow"), "\($0)")
+    /// `ClusterKeyFolder`: one pair per role and worker, private modes, role-bound peer tables, revocation by reload.
+    func testKeyFolderBindsKeysToRolesAndReloadRevokes() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keys-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let folder = try ClusterKeyFolder.generate(at: directory.path, workers: ["w0", "w1"])
+        XCTAssertEqual(try mode(directory), 0o700)
+        XCTAssertEqual(try mode(directory.appendingPathComponent("workers")), 0o700)
+        for file in ["coordinator.key", "head.key", "workers/w0.key", "workers/w1.key"] {
+            XCTAssertEqual(try mode(directory.appendingPathComponent(file)), 0o600, file)
         }
-        XCTAssertThrowsError(try CurveFlags.client(secretFile: worker.secretFile.path, publicFile: worker.publicFile.path,
-                                                   serverPublicFile: nil, serverFlag: "--curve-head-public")) {
-            XCTAssertTrue("\($0)".contains("without --curve-head-public"), "\($0)")
-        }
-        XCTAssertThrowsError(try CurveFlags.client(secretFile: nil, publicFile: nil, serverPublicFile: server.publicFile.path))
-        // An empty allow folder is an error, not a server that refuses everyone.
-        try FileManager.default.createDirectory(at: directory.appendingPathComponent("empty"), withIntermediateDirectories: true)
-        XCTAssertThrowsError(try CurveFlags.server(secretFile: server.secretFile.path, publicFile: server.publicFile.path,
-                                                   allowDirectory: directory.appendingPathComponent("empty").path))
+        let w0 = try folder.publicKey(.worker("w0")), head = try folder.publicKey(.head)
+        XCTAssertNotEqual(w0, try folder.publicKey(.worker("w1")), "every worker has its own key")
+        let coordinatorPeers = try folder.peers(admittedBy: .coordinator)
+        XCTAssertEqual(coordinatorPeers.role(of: head), .head)
+        XCTAssertEqual(coordinatorPeers.role(of: w0), .worker("w0"))
+        XCTAssertNil(coordinatorPeers.role(of: try folder.publicKey(.coordinator)))
+        let headPeers = try folder.peers(admittedBy: .head)
+        XCTAssertNil(headPeers.role(of: head), "the head does not admit itself")
+        XCTAssertEqual(headPeers.counts[.worker], 2)
+        // Generating again keeps every existing key and adds only new workers.
+        try ClusterKeyFolder.generate(at: directory.path, workers: ["w0", "w1", "w2"])
+        XCTAssertEqual(try folder.publicKey(.worker("w0")), w0)
+        XCTAssertEqual(try folder.workerKeys().count, 3)
+        // Revocation: remove w0's .pub, reload; its key maps to no role and leaves the allow-list.
+        try FileManager.default.removeItem(at: directory.appendingPathComponent("workers/w0.pub"))
+        let changed = ChangeLog()
+        coordinatorPeers.onChange { changed.keys = $0 }
+        try coordinatorPeers.reload()
+        XCTAssertNil(coordinatorPeers.role(of: w0))
+        XCTAssertEqual(changed.keys?.contains(w0), false)
+        XCTAssertEqual(changed.keys?.contains(head), true)
+        XCTAssertThrowsError(try folder.pair(.worker("../head")))
+        // A host needs only its own secret key: the public key is derived (w0's .pub was removed above).
+        XCTAssertEqual(try folder.pair(.worker("w0")).publicKey, w0)
+    }
+
+    final class ChangeLog: @unchecked Sendable { var keys: Set<String>? }
+
+    /// The ZAP handler's User-Id (the client's key) arrives with every message, so a server knows
+    /// which key sent it; a reload that drops a key stops new handshakes with it.
+    func testServerLearnsTheSendersKeyAndReloadRevokesNewHandshakes() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keys-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let folder = try ClusterKeyFolder.generate(at: directory.path, workers: ["w0", "w1"])
+        let context = ZMQContext()
+        let peers = try folder.peers(admittedBy: .head)
+        let server = try ZMQSocket(context, .router, security: .curveServer(keys: folder.pair(.head), peers: peers))
+        let endpoint = try server.bind("tcp://127.0.0.1:\(try freeLocalPort())")
+        let w1Security = try ZMQSecurity.curveClient(keys: folder.pair(.worker("w1")), serverPublicKey: folder.publicKey(.head), serverRole: .head)
+        let (c0, s0) = try makeClient(.curveClient(keys: folder.pair(.worker("w0")), serverPublicKey: folder.publicKey(.head), serverRole: .head),
+                                      to: endpoint)
+        XCTAssertTrue(try sendEventually(s0, [[1]]))
+        var received: (frames: [[UInt8]], peerKey: String?)?
+        XCTAssertTrue(eventually { received = try? server.receiveWithPeer(); return received != nil })
+        XCTAssertEqual(received?.peerKey, try folder.publicKey(.worker("w0")))
+        XCTAssertEqual(peers.role(of: received!.peerKey!), .worker("w0"))
+        // Revoke w1 before it connects: its handshake is refused.
+        try FileManager.default.removeItem(at: directory.appendingPathComponent("workers/w1.pub"))
+        try peers.reload()
+        let deniedBefore = server.authenticator!.deniedCount
+        let (c1, s1) = try makeClient(w1Security, to: endpoint)
+        XCTAssertFalse(try sendEventually(s1, [[2]], seconds: 1.5))
+        XCTAssertTrue(eventually { server.authenticator!.deniedCount > deniedBefore })
+        _ = (c0, c1)
+    }
+
+    /// A plaintext client knocking on a CURVE socket is seen (and can be counted), not only wrong keys.
+    func testFailedPlaintextHandshakeIsReported() throws {
+        let server = try makeServer(allow: [try CurveKeyPair.generate().publicKey])
+        let failures = FailureLog()
+        server.socket.onHandshakeFailure = { failures.add($0) }
+        let (context, client) = try makeClient(.none, to: server.endpoint, queueWhileUnconnected: true)
+        _ = try client.send([[1, 2, 3]])
+        XCTAssertTrue(eventually { failures.count > 0 }, "no handshake failure reported")
+        XCTAssertNil(try server.socket.receive())
+        _ = context
+    }
+
+    final class FailureLog: @unchecked Sendable {
+        private let lock = NSLock()
+        private var items: [HandshakeFailure] = []
+        func add(_ failure: HandshakeFailure) { lock.withLock { items.append(failure) } }
+        var count: Int { lock.withLock { items.count } }
     }
 
     private func mode(_ file: URL) throws -> mode_t {
