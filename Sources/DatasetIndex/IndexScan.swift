@@ -92,6 +92,9 @@ public struct IndexProgress: Sendable, Equatable {
     public var finalItems = 0
     /// Dead letters so far.
     public var deadLetters = 0
+    /// Whether every item is final: `finalItems` is the total, though the file is still being assembled
+    /// and synced (`finished` follows).
+    public var itemsComplete = false
     /// Whether the index file is complete (or the scan failed).
     public var finished = false
     /// Why the scan stopped, when it failed.
@@ -141,11 +144,11 @@ public final class IndexScan: @unchecked Sendable {
         return state
     }
 
-    /// Blocks until at least `items` items are final or the scan has finished, or `deadline` passes;
-    /// returns the progress then.
+    /// Blocks until at least `items` items are final or every item is, or `deadline` passes; returns the
+    /// progress then.
     public func wait(forItems items: Int, until deadline: Date = .distantFuture) -> IndexProgress {
         lock.lock(); defer { lock.unlock() }
-        while state.finalItems < items && !state.finished {
+        while state.finalItems < items && !state.itemsComplete && !state.finished {
             // Foundation's wait(until:) overflows on distantFuture.
             if deadline == .distantFuture { lock.wait() } else if !lock.wait(until: deadline) { break }
         }
@@ -201,9 +204,10 @@ public final class IndexScan: @unchecked Sendable {
         relative.hasPrefix("/") ? relative : (root.isEmpty ? relative : root + "/" + relative)
     }
 
-    func publish(items: Int, deadLetters: Int, sources: [String]) {
+    func publish(items: Int, deadLetters: Int, sources: [String], complete: Bool = false) {
         lock.lock()
         state.finalItems = items
+        if complete { state.itemsComplete = true }
         state.deadLetters = deadLetters
         if sources.count != self.sources.count { self.sources = sources }
         lock.broadcast()
@@ -213,7 +217,7 @@ public final class IndexScan: @unchecked Sendable {
     func end(result: IndexedDataset?, failure: String?) {
         lock.lock()
         self.result = result
-        if let result { state.finalItems = result.count; state.deadLetters = result.deadLetterCount }
+        if let result { state.finalItems = result.count; state.deadLetters = result.deadLetterCount; state.itemsComplete = true }
         state.failure = failure
         state.finished = true
         lock.broadcast()

@@ -5,48 +5,70 @@ import Glibc
 import Darwin
 #endif
 
-/// One growing section of an index under construction: appends are buffered, checksummed as they reach
-/// the file, and readable through `pread` by other threads once flushed.
+/// One growing section of an index under construction: appends go to a fixed raw buffer (no per-append
+/// allocation or exclusivity check on an array), are checksummed as they reach the file, and are readable
+/// through `pread` by other threads once flushed.
 final class PartFile {
     let path: String
     let fd: Int32
-    private var buffer: [UInt8] = []
-    private let bufferLimit: Int
+    private let storage: UnsafeMutableRawPointer
+    private let capacity: Int
+    private var used = 0
     /// Bytes flushed to the file.
     private(set) var flushed: UInt64 = 0
     private(set) var crc = RunningCRC()
 
     init(path: String, bufferLimit: Int = 1 << 20) throws {
         self.path = path
-        self.bufferLimit = bufferLimit
+        capacity = bufferLimit
         fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw IndexError("cannot create \(path): \(errnoText())") }
-        buffer.reserveCapacity(bufferLimit)
+        storage = .allocate(byteCount: bufferLimit, alignment: 16)
     }
 
-    deinit { close(fd) }
+    deinit {
+        close(fd)
+        storage.deallocate()
+    }
 
     /// Bytes appended so far, flushed or not.
-    var length: UInt64 { flushed + UInt64(buffer.count) }
+    var length: UInt64 { flushed + UInt64(used) }
 
     @inline(__always) func append(_ bytes: UnsafeRawBufferPointer) throws {
-        buffer.append(contentsOf: bytes)
-        if buffer.count >= bufferLimit { try flush() }
+        if used + bytes.count > capacity {
+            try flush()
+            if bytes.count > capacity { return try writeThrough(bytes) }
+        }
+        if let base = bytes.baseAddress { (storage + used).copyMemory(from: base, byteCount: bytes.count) }
+        used += bytes.count
     }
 
-    @inline(__always) func append(_ bytes: [UInt8]) throws {
-        buffer.append(contentsOf: bytes)
-        if buffer.count >= bufferLimit { try flush() }
+    func append(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try append($0) } }
+
+    /// Appends one 32-byte item record (Protocols/INDEX.md §4.2) in place.
+    @inline(__always) func appendRecord(keyOffset: UInt64, keyLength: UInt32, label: Int32, memberOffset: UInt64,
+                                        memberSize: UInt32, source: UInt32) throws {
+        if used + 32 > capacity { try flush() }
+        let p = storage + used
+        p.storeBytes(of: keyOffset.littleEndian, toByteOffset: 0, as: UInt64.self)
+        p.storeBytes(of: keyLength.littleEndian, toByteOffset: 8, as: UInt32.self)
+        p.storeBytes(of: UInt32(bitPattern: label).littleEndian, toByteOffset: 12, as: UInt32.self)
+        p.storeBytes(of: memberOffset.littleEndian, toByteOffset: 16, as: UInt64.self)
+        p.storeBytes(of: memberSize.littleEndian, toByteOffset: 24, as: UInt32.self)
+        p.storeBytes(of: source.littleEndian, toByteOffset: 28, as: UInt32.self)
+        used += 32
+    }
+
+    private func writeThrough(_ bytes: UnsafeRawBufferPointer) throws {
+        crc.add(bytes)
+        try writeAll(fd: fd, bytes, at: flushed, what: path)
+        flushed += UInt64(bytes.count)
     }
 
     func flush() throws {
-        guard !buffer.isEmpty else { return }
-        try buffer.withUnsafeBytes { raw in
-            crc.add(raw)
-            try writeAll(fd: fd, raw, at: flushed, what: path)
-        }
-        flushed += UInt64(buffer.count)
-        buffer.removeAll(keepingCapacity: true)
+        guard used > 0 else { return }
+        try writeThrough(UnsafeRawBufferPointer(start: storage, count: used))
+        used = 0
     }
 }
 
@@ -143,15 +165,9 @@ public final class IndexWriter {
     @inline(__always)
     public func appendItem(key: UnsafeRawBufferPointer, label: Int32, source: UInt32 = 0xFFFF_FFFF,
                            memberOffset: UInt64 = 0, memberSize: UInt32 = 0) throws {
-        scratch.removeAll(keepingCapacity: true)
-        scratch.appendLE(keys.length)
-        scratch.appendLE(UInt32(key.count))
-        scratch.appendLE(UInt32(bitPattern: label))
-        scratch.appendLE(memberOffset)
-        scratch.appendLE(memberSize)
-        scratch.appendLE(source)
+        try records.appendRecord(keyOffset: keys.length, keyLength: UInt32(key.count), label: label,
+                                 memberOffset: memberOffset, memberSize: memberSize, source: source)
         try keys.append(key)
-        try records.append(scratch)
         itemCount += 1
     }
 

@@ -29,6 +29,7 @@ struct ManifestScanner {
         let directory = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         defer { if directory >= 0 { close(directory) } }
         var lines = LineSource(fd: fd, what: path)
+        lines.beforeRead = { [context] in try context.publish() }
         var state = RowState(context: context, manifest: name, directory: directory)
         if (path as NSString).pathExtension.lowercased() == "csv" {
             try scanCSV(&lines, &state)
@@ -57,7 +58,27 @@ struct ManifestScanner {
         let wanted = context.selection.split.map { Array($0.utf8) }
         while !context.full, let line = try lines.next() {
             let number = line.number
-            if line.bytes.contains(0x22) {
+            let bytes = line.bytes
+            if bytes.isEmpty { continue }
+            // The fast path, one pass: fields are the bytes between commas, unless a quote shows up.
+            var column = 0, start = 0
+            var pathRange = 0..<0, labelRange = 0..<0, splitRange: Range<Int>? = nil
+            var havePath = false, quoted = false, clean = true
+            var seen: UInt8 = 0
+            let base = bytes.baseAddress!
+            for i in 0..<bytes.count {
+                let b = base.load(fromByteOffset: i, as: UInt8.self)
+                seen |= b
+                if b == 0x2C {
+                    if column == pathColumn { pathRange = start..<i; havePath = true }
+                    else if column == labelColumn { labelRange = start..<i }
+                    else if column == splitColumn { splitRange = start..<i }
+                    column += 1
+                    start = i + 1
+                } else if b == 0x22 { quoted = true; break }
+                else if b == 0 { clean = false }
+            }
+            if quoted {
                 // Quoted fields may hold commas, doubled quotes and newlines: the slow path.
                 guard let fields = try quotedRecord(first: line, lines: &lines) else {
                     try state.dead(number, "has an unterminated quoted field (no closing quote within \(Self.recordLimit) bytes)")
@@ -69,29 +90,19 @@ struct ManifestScanner {
                 let l = field(labelColumn).map { Array(trimmed($0[...])) } ?? []
                 let s = field(splitColumn).map { trimmed($0[...]) }
                 try p.withUnsafeBytes { pb in try l.withUnsafeBytes { lb in
-                    try state.row(number, path: pb, label: lb, labelIsNumber: false, split: s, wanted: wanted)
+                    try state.row(number, path: pb, label: lb, labelIsNumber: false, split: s, wanted: wanted, clean: false)
                 } }
                 continue
             }
-            // The fast path: no quotes, so fields are the bytes between commas.
-            let bytes = line.bytes
-            if bytes.isEmpty { continue }
-            var column = 0, start = 0
-            var pathRange = 0..<0, labelRange = 0..<0, splitRange: Range<Int>? = nil
-            var havePath = false
-            for i in 0...bytes.count {
-                if i == bytes.count || bytes[i] == 0x2C {
-                    if column == pathColumn { pathRange = start..<i; havePath = true }
-                    else if column == labelColumn { labelRange = start..<i }
-                    else if column == splitColumn { splitRange = start..<i }
-                    column += 1
-                    start = i + 1
-                }
-            }
-            if !havePath { try state.dead(number, "row has \(column) fields but the 'path' column is field \(pathColumn + 1)"); continue }
+            if column == pathColumn { pathRange = start..<bytes.count; havePath = true }
+            else if column == labelColumn { labelRange = start..<bytes.count }
+            else if column == splitColumn { splitRange = start..<bytes.count }
+            column += 1
+            if !havePath { try state.dead(number, "has \(column) fields but the 'path' column is field \(pathColumn + 1)"); continue }
             let label = trimmed(bytes[labelRange])
             try state.row(number, path: UnsafeRawBufferPointer(rebasing: bytes[pathRange]), label: UnsafeRawBufferPointer(rebasing: label),
-                          labelIsNumber: false, split: splitRange.map { ArraySlice(trimmed(bytes[$0])) }, wanted: wanted)
+                          labelIsNumber: false, split: splitRange.map { ArraySlice(trimmed(bytes[$0])) }, wanted: wanted,
+                          clean: clean && seen < 0x80)
         }
     }
 
@@ -152,7 +163,7 @@ struct ManifestScanner {
             guard let p = row.path, !p.isEmpty else { try state.dead(line.number, "object has no string 'path'"); continue }
             if wanted != nil && row.split == nil { context.skipped += 1; continue }
             try p.withUnsafeBytes { pb in try (row.label ?? []).withUnsafeBytes { lb in
-                try state.row(line.number, path: pb, label: lb, labelIsNumber: row.labelIsNumber, split: row.split.map { $0[...] }, wanted: wanted)
+                try state.row(line.number, path: pb, label: lb, labelIsNumber: row.labelIsNumber, split: row.split.map { $0[...] }, wanted: wanted, clean: false)
             } }
         }
     }
@@ -177,12 +188,15 @@ private struct RowState {
     }
 
     mutating func row(_ line: Int, path: UnsafeRawBufferPointer, label: UnsafeRawBufferPointer, labelIsNumber: Bool,
-                      split: ArraySlice<UInt8>?, wanted: [UInt8]?) throws {
+                      split: ArraySlice<UInt8>?, wanted: [UInt8]?, clean: Bool) throws {
         if let wanted, split.map({ !$0.elementsEqual(wanted) }) ?? true { context.skipped += 1; return }
         if path.isEmpty { try dead(line, "has no path"); return }
-        if path.contains(0) { try dead(line, "has a NUL byte in its path"); return }
-        if path.contains(where: { $0 >= 0x80 }) && String(validating: path, as: UTF8.self) == nil {
-            try dead(line, "has a path that is not UTF-8"); return
+        // `clean`: the caller saw only ASCII without NUL in the whole line, so these scans can be skipped.
+        if !clean {
+            if path.contains(0) { try dead(line, "has a NUL byte in its path"); return }
+            if path.contains(where: { $0 >= 0x80 }) && String(validating: path, as: UTF8.self) == nil {
+                try dead(line, "has a path that is not UTF-8"); return
+            }
         }
         let labelID: Int32
         switch context.labels.id(for: label, isNumber: labelIsNumber, at: "line \(line)") {
@@ -243,6 +257,9 @@ struct LineSource {
         box = Box(buffer)
     }
 
+    /// Called before each read of the file: the scanner publishes its items there, so a manifest that
+    /// arrives slowly (a pipe) never holds final items back while the read waits.
+    var beforeRead: (() throws -> Void)?
     /// Lines handed back by `pushBack`, returned before the file's next line.
     private var replay: [(bytes: [UInt8], number: Int)] = []
     private var replayed: UnsafeMutableRawBufferPointer?
@@ -287,6 +304,7 @@ struct LineSource {
     }
 
     private mutating func refill() throws {
+        try beforeRead?()
         if start > 0 {
             if end > start { memmove(buffer.baseAddress!, buffer.baseAddress! + start, end - start) }
             end -= start
@@ -311,16 +329,20 @@ struct LineSource {
     }
 }
 
+/// `bytes` without leading and trailing spaces, tabs, carriage returns and newlines.
 func trimmed(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
     var s = bytes.startIndex, e = bytes.endIndex
-    while s < e && (bytes[s] == 0x20 || bytes[s] == 0x09) { s += 1 }
-    while e > s && (bytes[e - 1] == 0x20 || bytes[e - 1] == 0x09 || bytes[e - 1] == 0x0D) { e -= 1 }
+    while s < e && isBlank(bytes[s]) { s += 1 }
+    while e > s && isBlank(bytes[e - 1]) { e -= 1 }
     return bytes[s..<e]
 }
 
+/// `bytes` without leading and trailing spaces, tabs, carriage returns and newlines.
 func trimmed(_ bytes: Slice<UnsafeRawBufferPointer>) -> Slice<UnsafeRawBufferPointer> {
     var s = bytes.startIndex, e = bytes.endIndex
-    while s < e && (bytes[s] == 0x20 || bytes[s] == 0x09) { s += 1 }
-    while e > s && (bytes[e - 1] == 0x20 || bytes[e - 1] == 0x09 || bytes[e - 1] == 0x0D) { e -= 1 }
+    while s < e && isBlank(bytes[s]) { s += 1 }
+    while e > s && isBlank(bytes[e - 1]) { e -= 1 }
     return bytes[s..<e]
 }
+
+@inline(__always) func isBlank(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A }

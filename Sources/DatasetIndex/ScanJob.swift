@@ -40,9 +40,9 @@ final class ScanContext {
         if now - lastPublish >= UInt64(options.publishIntervalMs) { try publish(); lastPublish = now }
     }
 
-    func publish() throws {
+    func publish(complete: Bool = false) throws {
         let items = try writer.publish()
-        scan.publish(items: items, deadLetters: writer.deadLetterCount, sources: writer.sourcePaths)
+        scan.publish(items: items, deadLetters: writer.deadLetterCount, sources: writer.sourcePaths, complete: complete)
     }
 
     /// Adds `sampledFiles` evenly spaced file items to the fingerprint (image folders and manifests).
@@ -70,14 +70,14 @@ struct LabelTable {
     private var firstWhere = ""
 
     /// The id for `text` (already trimmed), -1 for empty text, or the reason it is refused.
-    mutating func id(for text: UnsafeRawBufferPointer, isNumber: Bool = false, at place: String) -> Result<Int32, LabelRefusal> {
+    mutating func id(for text: UnsafeRawBufferPointer, isNumber: Bool = false, at place: @autoclosure () -> String) -> Result<Int32, LabelRefusal> {
         if text.isEmpty { return .success(-1) }
         var value = 0
         var digits = !text.isEmpty && text.count <= 7
         if digits { for b in text { if b < 0x30 || b > 0x39 { digits = false; break }; value = value * 10 + Int(b - 0x30) } }
         if kind == .none {
             kind = digits ? .integers : .names
-            firstWhere = place
+            firstWhere = place()
         }
         if kind == .integers {
             guard digits else {
@@ -176,7 +176,7 @@ struct ScanJob: @unchecked Sendable {
                 classNames = context.labels.names
             }
             if kind != .webDataset { try context.sampleItemFiles() }
-            try context.publish()
+            try context.publish(complete: true)
             let classCount = labelKind == .integers ? context.labels.classCount : classNames.count
             try context.writer.finish(labelKind: labelKind, classNames: labelKind == .integers ? [] : classNames,
                                       classCount: classCount, skipped: context.skipped, to: indexPath)

@@ -60,6 +60,13 @@ while !arguments.isEmpty {
                           checkPaths: !switches.contains("--no-check-paths"))
 }
 
+func cpuSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 func peakRSSKiB() -> Int {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
@@ -77,6 +84,8 @@ case "build":
     do { scan = try IndexScan.start(selection(positional[0]), indexPath: out, options: options) } catch { fail("\(error)") }
     let early = scan.wait(forItems: first)
     let firstSeconds = Date().timeIntervalSince(start)
+    _ = scan.wait(forItems: Int.max)
+    let scanSeconds = Date().timeIntervalSince(start)
     let index: IndexedDataset
     do { index = try scan.finished() } catch { fail("\(error)") }
     let seconds = Date().timeIntervalSince(start)
@@ -84,8 +93,9 @@ case "build":
     print(json([
         "items": index.count, "deadLetters": index.deadLetterCount, "skipped": index.skippedCount,
         "classes": index.classCount, "seconds": seconds, "itemsPerSecond": Double(index.count) / max(seconds, 1e-9),
+        "scanSeconds": scanSeconds, "scanItemsPerSecond": Double(index.count) / max(scanSeconds, 1e-9),
         "firstItems": min(first, early.finalItems), "firstItemsSeconds": firstSeconds, "indexBytes": bytes,
-        "peakRSSKiB": peakRSSKiB(), "contentID": String(index.contentID, radix: 16),
+        "peakRSSKiB": peakRSSKiB(), "cpuSeconds": cpuSeconds(), "contentID": String(index.contentID, radix: 16),
         "datasetFingerprint": String(index.datasetFingerprint, radix: 16),
     ]))
 case "show":
