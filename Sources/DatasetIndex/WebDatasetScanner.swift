@@ -59,12 +59,16 @@ struct WebDatasetScanner {
 
     /// One sample being collected: members with the same key in a row.
     private struct Sample {
-        var key: String
+        /// UTF-8 of `<shard name>:<sample key>`, the item key.
+        var key: [UInt8]
         var image: (kind: Int, offset: UInt64, size: UInt64)?
         var label: [UInt8]?
         var labelFromCls = false
         var others: [String] = []
     }
+
+    private static let imageKinds: [[UInt8]] = imagePreference.map { Array($0.utf8) }
+    private static let cls = Array("cls".utf8), txt = Array("txt".utf8)
 
     private func shard(_ file: String, name: String) throws {
         let fd = open(file, O_RDONLY | O_CLOEXEC)
@@ -79,25 +83,28 @@ struct WebDatasetScanner {
         let reader = WindowReader(fd: fd, size: size, what: file)
         var sample: Sample?
         var lastMember = "(none)"
+        let prefix = Array((name + ":").utf8)
 
         func emit() throws {
             guard let s = sample else { return }
             sample = nil
-            let key = name + ":" + s.key
             guard let image = s.image else {
+                let key = String(decoding: s.key, as: UTF8.self)
                 try context.dead(key, "sample has no .jpg/.jpeg/.png member" + (s.others.isEmpty ? "" : " (has \(s.others.map { "." + $0 }.joined(separator: ", ")))"))
                 return
             }
-            guard image.size <= UInt64(UInt32.max) else { try context.dead(key, "image member is \(image.size) bytes, above the 4 GiB an index locator holds"); return }
+            guard image.size <= UInt64(UInt32.max) else { try context.dead(String(decoding: s.key, as: UTF8.self), "image member is \(image.size) bytes, above the 4 GiB an index locator holds"); return }
             var label: Int32 = -1
             if let text = s.label {
                 let t = trimmed(text[...])
-                switch Array(t).withUnsafeBytes({ context.labels.id(for: $0, at: key) }) {
+                switch Array(t).withUnsafeBytes({ context.labels.id(for: $0, at: String(decoding: s.key, as: UTF8.self)) }) {
                 case .success(let id): label = id
-                case .failure(let refusal): try context.dead(key, "bad label: \(refusal.reason)"); return
+                case .failure(let refusal): try context.dead(String(decoding: s.key, as: UTF8.self), "bad label: \(refusal.reason)"); return
                 }
             }
-            try context.writer.appendItem(key: key, label: label, source: source, memberOffset: image.offset, memberSize: UInt32(image.size))
+            try s.key.withUnsafeBytes {
+                try context.writer.appendItem(key: $0, label: label, source: source, memberOffset: image.offset, memberSize: UInt32(image.size))
+            }
             try context.publishIfDue()
         }
 
@@ -123,9 +130,9 @@ struct WebDatasetScanner {
             }
             guard let stored = parseNumber(UnsafeRawBufferPointer(rebasing: header[148..<156])) else { try stop("checksum field is not a number"); break }
             var unsigned = 0, signed = 0
-            for (k, b) in header.enumerated() {
-                let v = (148..<156).contains(k) ? 0x20 : b
-                unsigned += Int(v); signed += Int(Int8(bitPattern: v))
+            for k in 0..<512 {
+                let v = k >= 148 && k < 156 ? 0x20 : header[k]
+                unsigned &+= Int(v); signed &+= Int(Int8(bitPattern: v))
             }
             guard UInt64(unsigned) == stored || Int(truncatingIfNeeded: stored) == signed else { try stop("checksum mismatch"); break }
             guard let headerSize = parseNumber(UnsafeRawBufferPointer(rebasing: header[124..<136])) else { try stop("size field is not a number"); break }
@@ -177,31 +184,38 @@ struct WebDatasetScanner {
                     try context.dead(name + ":" + full, "member is not a regular file (tar type '\(Character(Unicode.Scalar(type)))')")
                     continue scan
                 }
-                var member = full
-                while member.hasPrefix("./") { member.removeFirst(2) }
-                let slash = member.lastIndex(of: "/")
-                let directory = slash.map { String(member[...$0]) } ?? ""
-                let base = slash.map { String(member[member.index(after: $0)...]) } ?? member
-                guard let dot = base.firstIndex(of: "."), dot != base.startIndex else {
+                // Grouping on bytes (no String work per member): key = directory + basename up to its first
+                // dot, kind = the last dotted component, lower-cased.
+                var member = Array(full.utf8)[...]
+                while member.starts(with: [0x2E, 0x2F]) { member = member.dropFirst(2) }
+                let baseStart = (member.lastIndex(of: 0x2F).map { $0 + 1 }) ?? member.startIndex
+                guard let dot = member[baseStart...].firstIndex(of: 0x2E), dot != baseStart else {
                     try emit()
                     try context.dead(name + ":" + full, "member name has no extension, so it belongs to no sample")
                     continue scan
                 }
-                let key = directory + base[..<dot]
-                let suffix = base[base.index(after: dot)...].lowercased()
-                let kind = suffix.split(separator: ".").last.map(String.init) ?? suffix
-                if sample?.key != key { try emit(); sample = Sample(key: key) }
-                if let rank = Self.imagePreference.firstIndex(of: kind) {
+                let lastDot = member.lastIndex(of: 0x2E)!
+                let kindBytes = member[(lastDot + 1)...].map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+                let keyBytes = member[member.startIndex..<dot]
+                if let current = sample, current.key.count == prefix.count + keyBytes.count,
+                   current.key[prefix.count...].elementsEqual(keyBytes) {
+                    // same sample
+                } else {
+                    try emit()
+                    sample = Sample(key: prefix + keyBytes)
+                }
+                if let rank = Self.imageKinds.firstIndex(of: kindBytes) {
                     if sample!.image == nil || rank < sample!.image!.kind { sample!.image = (rank, dataOffset, dataSize) }
-                } else if kind == "cls" || (kind == "txt" && !sample!.labelFromCls) {
+                } else if kindBytes == Self.cls || (kindBytes == Self.txt && !sample!.labelFromCls) {
                     guard dataSize <= UInt64(Self.labelLimit), let data = reader.bytes(at: dataOffset, count: Int(dataSize)) else {
                         try context.dead(name + ":" + full, "label member is \(dataSize) bytes, above the \(Self.labelLimit)-byte limit")
                         continue scan
                     }
                     sample!.label = Array(data)
-                    sample!.labelFromCls = kind == "cls"
-                } else if !sample!.others.contains(kind) {
-                    sample!.others.append(kind)
+                    sample!.labelFromCls = kindBytes == Self.cls
+                } else {
+                    let kind = String(decoding: kindBytes, as: UTF8.self)
+                    if !sample!.others.contains(kind) { sample!.others.append(kind) }
                 }
             }
         }
