@@ -94,7 +94,7 @@ extension UnsafeRawBufferPointer {
 }
 
 /// 64-bit FNV-1a: tiny, dependency-free and identical on every platform; used for fingerprints, not integrity.
-public struct FNV1a64: Sendable {
+struct FNV1a64: Sendable {
     /// The hash of everything added so far.
     public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
 
