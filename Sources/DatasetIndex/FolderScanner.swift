@@ -54,7 +54,7 @@ struct FolderScanner {
                 let fd = openat(rootFD, split, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 guard fd >= 0 else { continue }   // reported as unreadable by the walk below
                 defer { close(fd) }
-                if let entries = try? listAll(fd, relative: split) {
+                if let entries = try? listAll(fd, relative: split, report: false) {
                     entries.filter { $0.type == .directory }.forEach { classes.insert($0.name) }
                 }
             }
@@ -63,13 +63,14 @@ struct FolderScanner {
         let labelOf = Dictionary(uniqueKeysWithValues: classNames.enumerated().map { ($1, Int32($0)) })
 
         try fingerprintDirectory(rootFD, relative: ".")
-        // Walked in entry order, which for top-level folders is the key order.
-        try walkEntries(rootFD, relative: "") { name, type, relative in
+        // The root's listing above is walked as is (a second listing could report a partial read twice).
+        for (name, type) in top where !context.full {
+            let relative = name
             if splits.isEmpty {
-                guard type == .directory else { try context.dead(relative, (type.refusal ?? "is a file") + " directly in the image folder, outside any class folder"); return }
+                guard type == .directory else { try context.dead(relative, (type.refusal ?? "is a file") + " directly in the image folder, outside any class folder"); continue }
                 try walk(parent: rootFD, name: name, relative: relative, label: labelOf[name]!)
             } else if type == .directory && splits.contains(name) {
-                if let wanted = context.selection.split, wanted != name { return }
+                if let wanted = context.selection.split, wanted != name { continue }
                 try walkDirectory(parent: rootFD, name: name, relative: relative) { fd, className, type, classRelative in
                     guard type == .directory else { try context.dead(classRelative, (type.refusal ?? "is a file") + " directly in \(name)/, outside any class folder"); return }
                     try walk(parent: fd, name: className, relative: classRelative, label: labelOf[className]!)
@@ -122,9 +123,9 @@ struct FolderScanner {
     }
 
     /// Lists `fd` through the external sorter and calls `body` per entry in order.
-    private func walkEntries(_ fd: Int32, relative: String, _ body: (String, EntryType, String) throws -> Void) throws {
+    private func walkEntries(_ fd: Int32, relative: String, report: Bool = true, _ body: (String, EntryType, String) throws -> Void) throws {
         let sorter = ExternalSorter(runBytes: context.options.sortRunBytes, temporaryDirectory: context.temporaryDirectory)
-        if let failure = try list(fd, into: sorter) {
+        if let failure = try list(fd, into: sorter), report {
             try context.dead(relative.isEmpty ? "./" : relative + "/", "reading the directory failed part way: \(failure)")
         }
         let sorted = try sorter.finish()
@@ -138,9 +139,10 @@ struct FolderScanner {
         }
     }
 
-    private func listAll(_ fd: Int32, relative: String) throws -> [(name: String, type: EntryType)] {
+    /// The entries of a small directory (the root, a split folder), in order.
+    private func listAll(_ fd: Int32, relative: String, report: Bool = true) throws -> [(name: String, type: EntryType)] {
         var result: [(String, EntryType)] = []
-        try walkEntries(fd, relative: relative) { name, type, _ in result.append((name, type)) }
+        try walkEntries(fd, relative: relative, report: report) { name, type, _ in result.append((name, type)) }
         return result
     }
 
