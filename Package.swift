@@ -64,6 +64,9 @@ let package = Package(
         .target(name: "Transport", dependencies: ["CZMQ"]),
         .target(name: "RoleMetrics", dependencies: [.product(name: "Prometheus", package: "swift-prometheus")]),
         .target(name: "ClusterLaunch"),
+        // The coordinator's on-disk dataset index (Protocols/INDEX.md); featstream-index drives it for benchmarks.
+        .target(name: "DatasetIndex", dependencies: ["WireProtocol"]),
+        .executableTarget(name: "featstream-index", dependencies: ["DatasetIndex"]),
 
         // MARK: The trained head: exports and reports
         .target(name: "HeadExport", dependencies: ["ONNXProto"]),
@@ -98,6 +101,7 @@ let package = Package(
         .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto", "FeatStreamTestSupport"]),
         .testTarget(name: "HeadTrainingTests", dependencies: ["HeadTraining"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
+        .testTarget(name: "DatasetIndexTests", dependencies: ["DatasetIndex", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "LaunchTests", dependencies: ["ClusterLaunch", "Transport", "FeatStreamTestSupport"]),
         .testTarget(
             name: "TrainingTests",
