@@ -18,6 +18,8 @@ public final class BackboneEngine {
     public let maxBatch: Int
     /// Threads oneDNN uses for each run.
     public let threads: Int
+    /// Whether primitives on oneDNN's slow reference kernels are accepted rather than a load error.
+    public let allowReferenceKernels: Bool
 
     private let graph: ONNXGraph
     private let context: DNNLContext
@@ -31,8 +33,12 @@ public final class BackboneEngine {
     ///   - outputs: tensor names to compute (for example the pooled-features node).
     ///   - maxBatch: the largest batch `run` will be given.
     ///   - threads: oneDNN threads; `nil` keeps the OpenMP default (all cores).
-    /// - Throws: `BackboneError.unsupportedOp` naming the op and node when the graph needs an op the engine lacks.
-    public init(modelPath: String, input: String? = nil, outputs: [String], maxBatch: Int = 16, threads: Int? = nil) throws {
+    ///   - imageShape: the input's dims after the batch, required only when the graph leaves them symbolic.
+    ///   - allowReferenceKernels: accept primitives on oneDNN's reference kernels (10-100x slower) instead of failing.
+    /// - Throws: `BackboneError.unsupportedOps` listing every node the engine cannot run;
+    ///   `BackboneError.referenceKernels` when a primitive would run on a reference kernel and that is not allowed.
+    public init(modelPath: String, input: String? = nil, outputs: [String], maxBatch: Int = 16, threads: Int? = nil,
+                imageShape: [Int]? = nil, allowReferenceKernels: Bool = false) throws {
         guard maxBatch >= 1 else { throw BackboneError.invalidBatch("maxBatch must be at least 1") }
         graph = try ONNXGraph(contentsOf: URL(fileURLWithPath: modelPath))
         if let input {
@@ -47,12 +53,21 @@ public final class BackboneEngine {
         self.threads = threads ?? Int(omp_get_max_threads())
         context = try DNNLContext()
         self.maxBatch = maxBatch
+        self.allowReferenceKernels = allowReferenceKernels
         // Planning the full batch validates the graph now, so unsupported ops fail at load, not mid-job.
-        let plan = try Plan(graph: graph, input: inputName, outputs: outputs, batch: maxBatch)
-        imageShape = Array(plan.shapes[plan.input]!.dropFirst())
+        let plan = try Plan(graph: graph, input: inputName, outputs: outputs, batch: maxBatch, imageShape: imageShape)
+        self.imageShape = Array(plan.shapes[plan.input]!.dropFirst())
         outputNames = outputs
         outputWidths = plan.outputs.map { plan.shapes[$0]!.dropFirst().reduce(1, *) }
-        networks[maxBatch] = try CompiledNetwork(plan: plan, context: context)
+        networks[maxBatch] = try compile(plan)
+    }
+
+    private func compile(_ plan: Plan) throws -> CompiledNetwork {
+        let network = try CompiledNetwork(plan: plan, context: context)
+        if !allowReferenceKernels, !network.referenceKernels.isEmpty {
+            throw BackboneError.referenceKernels(network.referenceKernels)
+        }
+        return network
     }
 
     /// Floats per image in the input buffer.
@@ -92,8 +107,8 @@ public final class BackboneEngine {
 
     private func network(for batch: Int) throws -> CompiledNetwork {
         if let network = networks[batch] { return network }
-        let plan = try Plan(graph: graph, input: inputName, outputs: outputNames, batch: batch)
-        let network = try CompiledNetwork(plan: plan, context: context)
+        let plan = try Plan(graph: graph, input: inputName, outputs: outputNames, batch: batch, imageShape: imageShape)
+        let network = try compile(plan)
         // Keep the full-batch network and only the most recent tail size, to bound memory.
         networks = networks.filter { $0.key == maxBatch }
         networks[batch] = network

@@ -155,6 +155,9 @@ final class PrimitiveDesc {
         _ = dnnl_primitive_desc_query(handle, dnnl_query_impl_info_str, 0, &name)
         return name.map { String(cString: $0) } ?? "?"
     }
+
+    /// True when oneDNN picked its reference (unoptimised) implementation.
+    var isReference: Bool { implementation.hasPrefix("ref") }
 }
 
 extension Activation {
@@ -167,6 +170,19 @@ extension Activation {
         case .hardSwish: return (dnnl_eltwise_hardswish, 0, 0)
         case let .linear(alpha, beta): return (dnnl_eltwise_linear, alpha, beta)
         case .tanh: return (dnnl_eltwise_tanh, 0, 0)
+        case .swish(let alpha): return (dnnl_eltwise_swish, alpha, 0)
+        case .geluErf: return (dnnl_eltwise_gelu_erf, 0, 0)
+        case .geluTanh: return (dnnl_eltwise_gelu_tanh, 0, 0)
+        case .mish: return (dnnl_eltwise_mish, 0, 0)
+        case .softplus: return (dnnl_eltwise_soft_relu, 1, 0)
+        case .elu(let alpha): return (dnnl_eltwise_elu, alpha, 0)
+        case .exp: return (dnnl_eltwise_exp, 0, 0)
+        case .sqrt: return (dnnl_eltwise_sqrt, 0, 0)
+        case .abs: return (dnnl_eltwise_abs, 0, 0)
+        case .square: return (dnnl_eltwise_square, 0, 0)
+        case .erf:
+            // The planner rejects an Erf that is not part of a GELU, so none reaches oneDNN.
+            preconditionFailure("Erf outside a GELU pattern reached lowering")
         }
     }
 }

@@ -23,11 +23,13 @@ struct Bench: ParsableCommand {
         @Option(help: "Images per run.") var batch = 16
         @Option(help: "oneDNN threads.") var threads = 2
         @Option(help: "Seconds to measure, after warm-up.") var seconds = 5.0
+        @Flag(help: "Run even if oneDNN picks a slow reference kernel for some primitive.") var allowReferenceKernels = false
 
         func run() throws {
             let config = try ModelConfig.load(model)
             let engine = try BackboneEngine(modelPath: config.onnxPath, input: config.input.name,
-                                            outputs: [config.featureNode], maxBatch: batch, threads: threads)
+                                            outputs: [config.featureNode], maxBatch: batch, threads: threads,
+                                            allowReferenceKernels: allowReferenceKernels)
             if !engine.referenceKernels.isEmpty {
                 printError("warning: reference kernels in use: \(engine.referenceKernels.joined(separator: "; "))")
             }
