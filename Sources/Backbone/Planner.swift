@@ -17,7 +17,8 @@ struct Plan {
     var outputs: [String]
 
     /// - Parameter imageShape: the input's dims after the batch, for models whose graph leaves them symbolic.
-    init(graph: ONNXGraph, input: String, outputs: [String], batch: Int, imageShape: [Int]? = nil) throws {
+    /// - Parameter fusing: false skips pass 4, for callers that want only shapes (model inspection).
+    init(graph: ONNXGraph, input: String, outputs: [String], batch: Int, imageShape: [Int]? = nil, fusing: Bool = true) throws {
         guard let declared = graph.inputs.first(where: { $0.name == input }) else {
             throw BackboneError.unknownTensor(input)
         }
@@ -78,9 +79,9 @@ struct Plan {
             throw BackboneError.invalidGraph("'\(name)' does not depend on the input '\(input)'")
         }
         self.shapes = shapes
-        self.steps = Self.fuse(steps, shapes: shapes, outputs: self.outputs)
+        self.steps = fusing ? Self.fuse(steps, shapes: shapes, outputs: self.outputs) : steps
         // An Erf that did not turn out to be part of a GELU has no oneDNN kernel.
-        for step in self.steps {
+        for step in self.steps where fusing {
             if case .activation(let activations) = step.op, activations.contains(.erf) {
                 unsupported.append(UnsupportedNode(op: "Erf", node: step.node, detail: "only as part of GELU (x * 0.5 * (1 + erf(x / sqrt 2)))"))
             }

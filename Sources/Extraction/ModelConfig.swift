@@ -35,9 +35,12 @@ public struct ModelConfig: Codable, Sendable {
     public var classes: String?
 
     /// The folder the config was read from; relative paths resolve against it.
-    public private(set) var directory: URL = URL(fileURLWithPath: ".")
+    public internal(set) var directory: URL = URL(fileURLWithPath: ".")
     /// The absolute path of the config file itself.
-    public private(set) var configPath: String = ""
+    public internal(set) var configPath: String = ""
+    /// For a bare `.onnx` with no config beside it: each value guessed from the graph (JSON key → why).
+    /// Empty for a config read from a file.
+    public internal(set) var guessed: [String: String] = [:]
 
     private enum CodingKeys: String, CodingKey {
         case name, onnx, input, preprocess, featureNode, logitsNode, classes
@@ -64,6 +67,8 @@ public struct ModelConfig: Codable, Sendable {
             candidates = [url]
         }
         guard let configURL = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
+            // A bare model: the same inference as `featstream model init`, with the guesses recorded.
+            if url.pathExtension == "onnx" { return try inferred(fromONNX: url.path).config }
             throw ModelConfigError(path: path, reason: "no model config found (looked for \(candidates.map(\.path).joined(separator: ", ")))")
         }
         var config: ModelConfig

@@ -19,7 +19,7 @@ struct Extract: ParsableCommand {
         """
     )
 
-    @Option(help: "Model folder, model config (.json) or .onnx file with a config beside it.")
+    @Option(help: "Model folder, model config (.json) or .onnx file (without a config beside it, one is inferred and printed).")
     var model: String
 
     @Option(help: "Dataset: ImageFolder root, .tar shard or folder of shards, or .csv/.jsonl manifest.")
@@ -74,6 +74,7 @@ struct Extract: ParsableCommand {
 
     private func extract() throws {
         let config = try ModelConfig.load(model)
+        announceInferredConfig(config, command: "extract")
         let dataset = try DatasetIndex.open(path: data, format: format)
         var items = dataset.items
         if let split {

@@ -2,6 +2,7 @@ import ArgumentParser
 import FeatureStore
 import HeadExport
 import Transport
+import Extraction
 import Foundation
 
 struct Run: ParsableCommand {
@@ -26,6 +27,7 @@ struct Run: ParsableCommand {
         try runRole("run") {
             guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
             _ = try parseDType(dtype)
+            announceInferredConfig(try ModelConfig.load(model), command: "run")
             let outURL = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
             let control = "tcp://127.0.0.1:\(try freeLocalPort())"

@@ -1,0 +1,56 @@
+import ArgumentParser
+import Extraction
+import Foundation
+
+/// `featstream model init`: bring a bare ONNX model with one command.
+struct Model: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Work with backbone models.",
+        subcommands: [Init.self]
+    )
+
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "init",
+            abstract: "Write an editable model.json for a bare .onnx, saying which values were guessed.",
+            discussion: """
+            Reads the graph: the image input (name, shape, layout), the tensors that look like the
+            pooled features before the classifier (with their widths), and whether the graph
+            normalises its own input. Writes model.json beside the model (or --out) with the best
+            candidate as featureNode, the others under featureCandidates, and every guessed value
+            under guessed. `extract` and `run` on a bare .onnx use the same inference.
+            """)
+
+        @Argument(help: "The .onnx file.") var model: String
+        @Option(help: "Where to write the config (default: model.json beside the model).") var out: String?
+        @Flag(help: "Replace an existing config file.") var force = false
+
+        func run() throws {
+            do {
+                let inferred = try ModelConfig.inferred(fromONNX: model)
+                let target = out.map { URL(fileURLWithPath: $0) }
+                    ?? URL(fileURLWithPath: model).deletingLastPathComponent().appendingPathComponent("model.json")
+                if FileManager.default.fileExists(atPath: target.path) && !force {
+                    printError("featstream model init: \(target.path) exists; pass --force to replace it")
+                    throw ExitCode.failure
+                }
+                try inferred.json().write(to: target, options: .atomic)
+                print(inferred.summary)
+                print("Wrote \(target.path); edit the guessed values if they are wrong.")
+            } catch let error as ExitCode {
+                throw error
+            } catch {
+                printError("featstream model init: \(error)")
+                throw ExitCode.failure
+            }
+        }
+    }
+}
+
+/// Tells the user, on standard error, that a bare .onnx is being used with a guessed config.
+func announceInferredConfig(_ config: ModelConfig, command: String) {
+    guard !config.guessed.isEmpty, let inferred = try? ModelConfig.inferred(fromONNX: config.onnxPath),
+          let json = try? inferred.json() else { return }
+    printError("\(command): no model config beside \(config.onnxPath); using this one inferred from the graph "
+               + "(`featstream model init` writes it for editing):\n" + String(decoding: json, as: UTF8.self))
+}
