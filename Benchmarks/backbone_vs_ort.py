@@ -8,7 +8,12 @@ over rounds, and the ratio is swift/onnxruntime.
 
 Usage:
   python3 Benchmarks/backbone_vs_ort.py --featstream .build/release/featstream \
-      [--models open-nsfw efficientnet-lite0] [--batches 16 1] [--threads 2] [--seconds 4] [--rounds 3]
+      [--models open-nsfw efficientnet-lite0] [--zoo] [--batches 16 1] [--threads 2] [--seconds 4] [--rounds 3]
+
+--zoo adds every model of $FEATSTREAM_HOME/zoo (Ops/models/make_zoo.py). A model name is looked up in
+$FEATSTREAM_HOME/models, then in $FEATSTREAM_HOME/zoo. The ratio column is the median of the per-round
+ratios (each round runs both sides back to back), which is steadier than a ratio of medians on a
+shared machine; both medians are shown too.
 """
 import argparse
 import json
@@ -62,19 +67,28 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--zoo", action="store_true", help="also every model in $FEATSTREAM_HOME/zoo")
     args = parser.parse_args()
 
-    print(f"| model | batch | onnxruntime img/s | featstream img/s | ratio |")
+    models = list(args.models)
+    zoo = os.path.join(HOME, "zoo")
+    if args.zoo:
+        models += sorted(m for m in os.listdir(zoo) if os.path.isfile(os.path.join(zoo, m, "model.json")))
+
+    print(f"| model | batch | onnxruntime img/s | featstream img/s | ratio (median of rounds) |")
     print(f"|---|---|---|---|---|")
-    for model in args.models:
+    for model in models:
         model_dir = os.path.join(HOME, "models", model)
+        if not os.path.isdir(model_dir):
+            model_dir = os.path.join(zoo, model)
         for batch in args.batches:
             ort, swift = [], []
             for _ in range(args.rounds):
                 ort.append(ort_rate(model_dir, batch, args.threads, args.seconds))
                 swift.append(swift_rate(args.featstream, model_dir, batch, args.threads, args.seconds))
             o, s = statistics.median(ort), statistics.median(swift)
-            print(f"| {model} | {batch} | {o:.1f} | {s:.1f} | {s / o:.2f}x |", flush=True)
+            ratio = statistics.median(b / a for a, b in zip(ort, swift))
+            print(f"| {model} | {batch} | {o:.1f} | {s:.1f} | {ratio:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ final class CompiledNetwork {
 
     let context: DNNLContext
     private var executions: [(primitive: dnnl_primitive_t, args: [dnnl_exec_arg_t])] = []
-    private var outputMemories: [dnnl_memory_t] = []
+    /// One memory per requested output, in the plan's output order (emitted in execution order).
+    private var outputMemories: [dnnl_memory_t?] = []
 
     // Everything below is owned, and released in deinit.
     private var memories: [dnnl_memory_t] = []
@@ -47,14 +48,24 @@ final class CompiledNetwork {
     /// The input memory and every view of it: their data handle is the caller's buffer, set per run.
     private var inputViews: [dnnl_memory_t] = []
 
-    init(plan: Plan, context: DNNLContext) throws {
+    /// Activation ranges for int8 convolutions; `nil` builds an all-fp32 network.
+    let calibration: Calibration?
+    /// The graph input: the convolution reading it stays fp32 (quantising normalised pixels costs the most accuracy).
+    private let graphInput: String
+    /// Convolutions that run in int8, by step label (for tests and diagnostics).
+    private(set) var int8Convolutions: [String] = []
+
+    init(plan: Plan, context: DNNLContext, calibration: Calibration? = nil) throws {
         self.context = context
+        self.calibration = calibration
+        graphInput = plan.input
         inputShape = plan.shapes[plan.input]!
         outputShapes = plan.outputs.map { name in
             let shape = plan.shapes[name]!
             return [shape[0], shape.dropFirst().reduce(1, *)]
         }
 
+        outputMemories = [dnnl_memory_t?](repeating: nil, count: plan.outputs.count)
         var lastUse: [String: Int] = [:]
         for (index, step) in plan.steps.enumerated() {
             for name in step.inputs { lastUse[name] = index }
@@ -106,6 +117,7 @@ final class CompiledNetwork {
             try dnnlCheck(dnnl_memory_set_data_handle(view, UnsafeMutableRawPointer(mutating: input)), "memory_set_data_handle")
         }
         for (memory, pointer) in zip(outputMemories, outputs) {
+            guard let memory else { continue }
             try dnnlCheck(dnnl_memory_set_data_handle(memory, pointer), "memory_set_data_handle")
         }
         for execution in executions {
@@ -234,9 +246,16 @@ final class CompiledNetwork {
             : [groups, conv.outChannels / groups] + conv.weightShape.dropFirst()
         let sumValue = conv.sumInput.map { values[$0]! }
 
+        // int8: per-output-channel s8 weights, the input quantised with its calibrated per-tensor scale,
+        // f32 accumulation rescaled by oneDNN's output scales, post-ops and the result in f32.
+        let quantization = step.inputs[0] == graphInput ? nil
+            : calibration?.ranges[step.inputs[0]].flatMap(ActivationQuantization.init)
+        let int8Weights = quantization.map { _ in quantizeWeights(conv.weights, outChannels: conv.outChannels) }
+        var useInt8 = quantization != nil
+
         func describe(src srcChoice: MemoryDesc, dst dstChoice: MemoryDesc) throws -> PrimitiveDesc {
             var srcMD = srcChoice
-            var weightsMD = try MemoryDesc.any(weightDims)
+            var weightsMD = try MemoryDesc.any(weightDims, type: useInt8 ? dnnl_s8 : dnnl_f32)
             var biasMD = try MemoryDesc.plain([conv.outChannels])
             var dstMD = dstChoice
             var desc = dnnl_convolution_desc_t()
@@ -244,7 +263,9 @@ final class CompiledNetwork {
                 &desc, dnnl_forward_inference, dnnl_convolution_auto, &srcMD, &weightsMD, &biasMD, &dstMD,
                 dnnlDims(conv.strides), dnnlDims(conv.dilations.map { $0 - 1 }),
                 dnnlDims(conv.padsBegin), dnnlDims(conv.padsEnd)), "convolution_forward_desc_init")
-            return try PrimitiveDesc(&desc, postOps: conv.postOps, context: context, call: "primitive_desc_create(convolution)")
+            let scales = useInt8 ? (mask: Int32(2), values: int8Weights!.scales.map { $0 * quantization!.scale }) : nil
+            return try PrimitiveDesc(&desc, postOps: conv.postOps, outputScales: scales, context: context,
+                                     call: "primitive_desc_create(convolution)")
         }
         // Preferred layouts first: the residual's own layout, then channel-blocked, then oneDNN's choice.
         // A layout for which oneDNN has only its reference kernel (grouped convolutions with few
@@ -257,7 +278,18 @@ final class CompiledNetwork {
         var chosen: PrimitiveDesc?
         var firstWorking: PrimitiveDesc?
         var lastError: Error?
-        for (srcChoice, dstChoice) in candidates {
+        if let quantization {
+            let type = quantization.unsigned ? dnnl_u8 : dnnl_s8
+            for dstChoice in [try MemoryDesc.tagged(outputDims, DNNLContext.blockedTag), try .any(outputDims)] {
+                if let pd = try? describe(src: try .any(src.md.shape, type: type), dst: dstChoice), !pd.isReference {
+                    chosen = pd
+                    break
+                }
+            }
+            // No int8 kernel for this convolution: it stays fp32.
+            useInt8 = chosen != nil
+        }
+        for (srcChoice, dstChoice) in candidates where chosen == nil {
             do {
                 let pd = try describe(src: srcChoice, dst: dstChoice)
                 if !pd.isReference { chosen = pd; break }
@@ -267,9 +299,16 @@ final class CompiledNetwork {
             }
         }
         guard let pd = chosen ?? firstWorking else { throw lastError! }
-        let input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label)
-        let userWeights = try MemoryDesc.plain(weightDims)
-        let weights = try constant(conv.weights, md: userWeights, as: pd.md(dnnl_query_weights_md))
+        let input: Value
+        let weights: dnnl_memory_t
+        if useInt8, let quantization, let int8Weights {
+            input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label, scale: 1 / quantization.scale)
+            weights = try constant(int8Weights.values, md: try .plain(weightDims, type: dnnl_s8), as: pd.md(dnnl_query_weights_md))
+            int8Convolutions.append(step.label)
+        } else {
+            input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label)
+            weights = try constant(conv.weights, md: try .plain(weightDims), as: pd.md(dnnl_query_weights_md))
+        }
         let dstMD = pd.md(dnnl_query_dst_md)
         let dst: Value
         if let sum = sumValue, let name = conv.sumInput {
@@ -283,8 +322,10 @@ final class CompiledNetwork {
         } else {
             dst = try output(step.output, md: dstMD)
         }
+        // oneDNN 2.x adds the bias before applying the output scales: in int8 it is in accumulator units.
+        let bias = useInt8 ? zip(conv.bias, int8Weights!.scales).map { $0 / ($1 * quantization!.scale) } : conv.bias
         try execute(pd, label: step.label, [(DNNL_ARG_SRC, input.memory), (DNNL_ARG_WEIGHTS, weights),
-                                     (DNNL_ARG_BIAS, try constant(conv.bias)), (DNNL_ARG_DST, dst.memory)])
+                                     (DNNL_ARG_BIAS, try constant(bias)), (DNNL_ARG_DST, dst.memory)])
     }
 
     func lowerPooling(_ alg: dnnl_alg_kind_t, _ window: Pooling, step: Step, outputDims: [Int]) throws {
@@ -385,20 +426,23 @@ final class CompiledNetwork {
     }
 
     /// `value` in layout `md`, converting through a pooled buffer when the layouts differ.
-    func reorder(_ value: Value, to md: MemoryDesc, label: String) throws -> Value {
-        if value.md.same(as: md) { return value }
+    func reorder(_ value: Value, to md: MemoryDesc, label: String, scale: Float? = nil) throws -> Value {
+        if value.md.same(as: md) && scale == nil { return value }
         let slot = takeSlot(md.byteCount)
         let converted = Value(md: md, memory: try makeMemory(md, pointer: slots[slot].pointer), slot: slot)
-        try emitReorder(from: value, to: converted, label: label)
+        try emitReorder(from: value, to: converted, label: label, scale: scale)
         // Only the current step reads the converted copy; its slot is freed once the step is lowered.
         temporaries.append(slot)
         return converted
     }
 
-    func emitReorder(from source: Value, to target: Value, label: String) throws {
+    /// A reorder, optionally multiplying by `scale` on the way (how f32 is quantised to u8/s8).
+    func emitReorder(from source: Value, to target: Value, label: String, scale: Float? = nil) throws {
         var pd: dnnl_primitive_desc_t?
         var from = source.md, to = target.md
-        try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &from, context.engine, &to, context.engine, nil), "reorder_primitive_desc_create")
+        let attr = try scale.flatMap { try PrimitiveDesc.attributes([], outputScales: (mask: 0, values: [$0])) }
+        defer { if let attr { dnnl_primitive_attr_destroy(attr) } }
+        try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &from, context.engine, &to, context.engine, attr), "reorder_primitive_desc_create")
         let owned = PrimitiveDesc(owning: pd!)
         try execute(owned, label: "reorder for \(label)", [(DNNL_ARG_FROM, source.memory), (DNNL_ARG_TO, target.memory)])
     }
@@ -407,12 +451,12 @@ final class CompiledNetwork {
         let value = values[name]!
         let md = try MemoryDesc.plain(value.md.shape)
         let memory = try makeMemory(md, pointer: nil)
-        outputMemories.append(memory)
+        outputMemories[index] = memory
         try emitReorder(from: value, to: Value(md: md, memory: memory, slot: nil), label: "output '\(name)'")
     }
 
     /// A constant (weights, bias) kept for the network's lifetime, optionally converted to the layout a primitive wants.
-    func constant(_ data: [Float], md: MemoryDesc? = nil, as packed: MemoryDesc? = nil) throws -> dnnl_memory_t {
+    func constant<Element>(_ data: [Element], md: MemoryDesc? = nil, as packed: MemoryDesc? = nil) throws -> dnnl_memory_t {
         let md = try md ?? MemoryDesc.plain([data.count])
         let pointer = allocate(md.byteCount)
         data.withUnsafeBytes { pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
