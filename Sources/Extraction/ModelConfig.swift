@@ -1,3 +1,4 @@
+import Backbone
 import Foundation
 import ImageInput
 
@@ -33,6 +34,10 @@ public struct ModelConfig: Codable, Sendable {
     public var logitsNode: String?
     /// A file of class names for the logits, one per line, relative to the config's folder.
     public var classes: String?
+    /// Convolution precision; `nil` means fp32. int8 needs a calibration file (`featstream calibrate`).
+    public var precision: Precision?
+    /// The int8 calibration file, relative to the config's folder (default `calibration.json`).
+    public var calibration: String?
 
     /// The folder the config was read from; relative paths resolve against it.
     public internal(set) var directory: URL = URL(fileURLWithPath: ".")
@@ -43,7 +48,7 @@ public struct ModelConfig: Codable, Sendable {
     public internal(set) var guessed: [String: String] = [:]
 
     private enum CodingKeys: String, CodingKey {
-        case name, onnx, input, preprocess, featureNode, logitsNode, classes
+        case name, onnx, input, preprocess, featureNode, logitsNode, classes, precision, calibration
     }
 
     /// The absolute path of the ONNX file.
@@ -82,6 +87,23 @@ public struct ModelConfig: Codable, Sendable {
         if url.pathExtension == "onnx" { config.onnx = url.path }
         try config.validate(at: configURL.path)
         return config
+    }
+
+    /// Where the int8 calibration is (or will be written by `featstream calibrate`).
+    public var calibrationPath: String { resolve(calibration ?? "calibration.json").path }
+
+    /// The calibration the engine needs for `precision`: `nil` for fp32.
+    /// - Throws: `ModelConfigError` when int8 is asked for and no calibration file exists yet.
+    public func int8Calibration() throws -> Calibration? {
+        guard precision == .int8 else { return nil }
+        guard let data = FileManager.default.contents(atPath: calibrationPath) else {
+            throw ModelConfigError(path: calibrationPath, reason: "int8 needs a calibration; run `featstream calibrate --model \(configPath) --data DATASET` first")
+        }
+        do {
+            return try JSONDecoder().decode(Calibration.self, from: data)
+        } catch {
+            throw ModelConfigError(path: calibrationPath, reason: "invalid calibration file: \(error)")
+        }
     }
 
     /// The class names for the logits node, if the config names a classes file.

@@ -1,10 +1,12 @@
 import ArgumentParser
+import Backbone
 import Extraction
 import Foundation
 import ImageInput
 
 extension DatasetFormat: ExpressibleByArgument {}
 extension FeatureDType: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -52,6 +54,9 @@ struct Extract: ParsableCommand {
     @Option(help: "Images whose header claims more pixels are dead-lettered without decoding.")
     var maxPixels = 100_000_000
 
+    @Option(help: "Convolution precision: fp32, or int8 (needs `featstream calibrate` first). Default: the model config's.")
+    var precision: Precision?
+
     @Flag(help: "Also write the model's own logits (the config's logitsNode) to logits.npy.")
     var logits = false
 
@@ -73,8 +78,9 @@ struct Extract: ParsableCommand {
     }
 
     private func extract() throws {
-        let config = try ModelConfig.load(model)
+        var config = try ModelConfig.load(model)
         announceInferredConfig(config, command: "extract")
+        if let precision { config.precision = precision }
         let dataset = try DatasetIndex.open(path: data, format: format)
         var items = dataset.items
         if let split {
@@ -103,7 +109,7 @@ struct Extract: ParsableCommand {
         let rate = seconds > 0 ? Double(items.count) / seconds : 0
         try writer.finish(summary: [
             "model": config.name, "featureNode": config.featureNode, "featureWidth": extractor.featureWidth,
-            "dtype": dtype.rawValue, "dataset": data, "format": dataset.format.rawValue,
+            "dtype": dtype.rawValue, "precision": (config.precision ?? .fp32).rawValue, "dataset": data, "format": dataset.format.rawValue,
             "images": items.count, "features": writer.rows, "deadLetters": writer.deadLetters.count,
             "seconds": seconds, "imagesPerSecond": rate, "batch": batch, "threads": extractor.engine.threads,
         ])

@@ -26,8 +26,9 @@ struct FeatStream: ParsableCommand {
           keygen       a CurveZMQ key pair for securing every socket.
           bench        measure the backbone, decoder and codecs.
           model init   an editable model.json for a bare .onnx.
+          calibrate    activation ranges for --precision int8.
         """,
-        subcommands: [Run.self, Launch.self, Extract.self, Coordinator.self, Worker.self, Head.self, Train.self, Predict.self, ExportFeatures.self, Store.self, Status.self, Keygen.self, Bench.self, Model.self],
+        subcommands: [Run.self, Launch.self, Extract.self, Coordinator.self, Worker.self, Head.self, Train.self, Predict.self, ExportFeatures.self, Store.self, Status.self, Keygen.self, Bench.self, Model.self, Calibrate.self],
         defaultSubcommand: Run.self
     )
 }

@@ -1,6 +1,8 @@
 import ArgumentParser
+import Backbone
 import Extraction
 import Foundation
+import ImageInput
 
 /// `featstream model init`: bring a bare ONNX model with one command.
 struct Model: ParsableCommand {
@@ -53,4 +55,73 @@ func announceInferredConfig(_ config: ModelConfig, command: String) {
           let json = try? inferred.json() else { return }
     printError("\(command): no model config beside \(config.onnxPath); using this one inferred from the graph "
                + "(`featstream model init` writes it for editing):\n" + String(decoding: json, as: UTF8.self))
+}
+
+/// `featstream calibrate`: the activation ranges int8 convolutions need, from a dataset's first images.
+struct Calibrate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure activation ranges for --precision int8 and write them beside the model.",
+        discussion: """
+        Runs the fp32 backbone over the first --images images of the dataset (dataset order) and
+        records, for every tensor that feeds a convolution, its minimum and maximum. The file
+        (calibration.json beside the model config, or the config's "calibration") lists the images used.
+        """)
+
+    @Option(help: "Model folder, config or .onnx.") var model: String
+    @Option(help: "Dataset: ImageFolder root, .tar shard or folder of shards, or .csv/.jsonl manifest.") var data: String
+    @Option(help: "Dataset format; detected from the path when omitted.") var format: DatasetFormat?
+    @Option(help: "Images to calibrate on.") var images = 512
+    @Option(help: "Images per backbone run.") var batch = 16
+    @Option(help: "oneDNN threads (default: all cores).") var threads: Int?
+    @Option(help: "Where to write the calibration (default: the model's calibration path).") var out: String?
+
+    func run() throws {
+        do {
+            let config = try ModelConfig.load(model)
+            announceInferredConfig(config, command: "calibrate")
+            let dataset = try DatasetIndex.open(path: data, format: format)
+            let engine = try BackboneEngine(modelPath: config.onnxPath, input: config.input.name, outputs: [config.featureNode],
+                                            maxBatch: batch, threads: threads)
+            let preprocessor = try ImagePreprocessor(config.preprocess)
+            let decoder = ImageDecoder()
+            var calibration = Calibration()
+            let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * engine.imageElementCount)
+            defer { buffer.deallocate() }
+            var skipped = 0
+            var filled = 0
+            func flush() throws {
+                guard filled > 0 else { return }
+                try engine.observeRanges(UnsafeBufferPointer(buffer), batch: filled, into: &calibration)
+                filled = 0
+            }
+            for item in dataset.items where calibration.images.count < images {
+                do {
+                    let bytes = try dataset.bytes(of: item)
+                    try bytes.withUnsafeBytes { raw in
+                        try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.baseAddress!, slot: filled,
+                                                layout: config.input.layout)
+                    }
+                } catch {
+                    skipped += 1
+                    continue
+                }
+                calibration.images.append(item.key)
+                filled += 1
+                if filled == batch { try flush() }
+            }
+            try flush()
+            guard !calibration.images.isEmpty else {
+                throw DatasetError(reason: "no decodable image in \(data) to calibrate on")
+            }
+            let target = out ?? config.calibrationPath
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(calibration).write(to: URL(fileURLWithPath: target), options: .atomic)
+            print("calibrated \(calibration.ranges.count) convolution inputs on \(calibration.images.count) images"
+                  + (skipped > 0 ? " (\(skipped) undecodable skipped)" : "") + " -> \(target)")
+        } catch {
+            printError("featstream calibrate: \(error)")
+            throw ExitCode.failure
+        }
+    }
 }
