@@ -62,7 +62,7 @@ def swift_rate(featstream, model_dir, batch, threads, seconds, precision="fp32")
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--featstream", required=True, help="path to a release build of featstream")
-    parser.add_argument("--models", nargs="+", default=["open-nsfw", "efficientnet-lite0"])
+    parser.add_argument("--models", nargs="*", default=["open-nsfw", "efficientnet-lite0"])
     parser.add_argument("--batches", nargs="+", type=int, default=[16, 1])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=4)

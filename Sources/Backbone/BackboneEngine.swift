@@ -110,6 +110,9 @@ public final class BackboneEngine {
     /// Convolutions of the full-batch network that run in int8 (empty in fp32).
     public var int8Convolutions: [String] { networks[maxBatch]?.int8Convolutions ?? [] }
 
+    /// Tensors the full-batch int8 network keeps in u8/s8 between convolutions (the rest are f32).
+    public var int8Tensors: Set<String> { networks[maxBatch]?.int8Tensors ?? [] }
+
     /// Runs `batch` images through the fp32 network and widens `calibration`'s range of every tensor
     /// that feeds a convolution (the ranges an int8 engine quantises with).
     public func observeRanges(_ input: UnsafeBufferPointer<Float>, batch: Int, into calibration: inout Calibration) throws {

@@ -54,11 +54,36 @@ final class CompiledNetwork {
     private let graphInput: String
     /// Convolutions that run in int8, by step label (for tests and diagnostics).
     private(set) var int8Convolutions: [String] = []
+    /// Convolution outputs read only by other (int8) convolutions: written as u8/s8 directly, at the
+    /// scale their readers quantise with, instead of f32 plus a quantising reorder per reader.
+    let int8Tensors: Set<String>
+
+    static func int8Tensors(_ plan: Plan, calibration: Calibration?) -> Set<String> {
+        guard let calibration else { return [] }
+        var readers: [String: [Step]] = [:]
+        for step in plan.steps { for name in Set(step.inputs) { readers[name, default: []].append(step) } }
+        var result = Set<String>()
+        for step in plan.steps {
+            guard case .convolution(let conv) = step.op, step.inputs[0] != plan.input,
+                  calibration.ranges[step.inputs[0]].flatMap(ActivationQuantization.init) != nil,
+                  calibration.ranges[step.output].flatMap(ActivationQuantization.init) != nil,
+                  !plan.outputs.contains(step.output), conv.sumInput == nil,
+                  conv.postOps.allSatisfy({ $0 == .activation(.relu(negativeSlope: 0)) || $0.isClipFromZero }),
+                  let users = readers[step.output], !users.isEmpty,
+                  users.allSatisfy({ user in
+                      guard case .convolution(let next) = user.op else { return false }
+                      return user.inputs[0] == step.output && next.sumInput != step.output
+                  }) else { continue }
+            result.insert(step.output)
+        }
+        return result
+    }
 
     init(plan: Plan, context: DNNLContext, calibration: Calibration? = nil) throws {
         self.context = context
         self.calibration = calibration
         graphInput = plan.input
+        int8Tensors = Self.int8Tensors(plan, calibration: calibration)
         inputShape = plan.shapes[plan.input]!
         outputShapes = plan.outputs.map { name in
             let shape = plan.shapes[name]!
@@ -252,6 +277,12 @@ final class CompiledNetwork {
             : calibration?.ranges[step.inputs[0]].flatMap(ActivationQuantization.init)
         let int8Weights = quantization.map { _ in quantizeWeights(conv.weights, outChannels: conv.outChannels) }
         var useInt8 = quantization != nil
+        // How the input is stored when its producer wrote it as int8 (same range, so the same scale).
+        let storedQuantization = src.md.data_type == dnnl_f32 ? nil
+            : calibration?.ranges[step.inputs[0]].flatMap(ActivationQuantization.init)
+        var outputQuantization = useInt8 && int8Tensors.contains(step.output)
+            ? calibration?.ranges[step.output].flatMap(ActivationQuantization.init) : nil
+        var postOps: [PostOp] { outputQuantization.map { q in conv.postOps.map { $0.rescaled(by: 1 / q.scale) } } ?? conv.postOps }
 
         func describe(src srcChoice: MemoryDesc, dst dstChoice: MemoryDesc) throws -> PrimitiveDesc {
             var srcMD = srcChoice
@@ -263,8 +294,9 @@ final class CompiledNetwork {
                 &desc, dnnl_forward_inference, dnnl_convolution_auto, &srcMD, &weightsMD, &biasMD, &dstMD,
                 dnnlDims(conv.strides), dnnlDims(conv.dilations.map { $0 - 1 }),
                 dnnlDims(conv.padsBegin), dnnlDims(conv.padsEnd)), "convolution_forward_desc_init")
-            let scales = useInt8 ? (mask: Int32(2), values: int8Weights!.scales.map { $0 * quantization!.scale }) : nil
-            return try PrimitiveDesc(&desc, postOps: conv.postOps, outputScales: scales, context: context,
+            let dstScale = outputQuantization?.scale ?? 1
+            let scales = useInt8 ? (mask: Int32(2), values: int8Weights!.scales.map { $0 * quantization!.scale / dstScale }) : nil
+            return try PrimitiveDesc(&desc, postOps: postOps, outputScales: scales, context: context,
                                      call: "primitive_desc_create(convolution)")
         }
         // Preferred layouts first: the residual's own layout, then channel-blocked, then oneDNN's choice.
@@ -280,7 +312,14 @@ final class CompiledNetwork {
         var lastError: Error?
         if let quantization {
             let type = quantization.unsigned ? dnnl_u8 : dnnl_s8
-            for dstChoice in [try MemoryDesc.tagged(outputDims, DNNLContext.blockedTag), try .any(outputDims)] {
+            if let out = outputQuantization,
+               let pd = try? describe(src: try .any(src.md.shape, type: type), dst: try .any(outputDims, type: out.unsigned ? dnnl_u8 : dnnl_s8)),
+               !pd.isReference {
+                chosen = pd
+            } else {
+                outputQuantization = nil
+            }
+            for dstChoice in [try MemoryDesc.tagged(outputDims, DNNLContext.blockedTag), try .any(outputDims)] where chosen == nil {
                 if let pd = try? describe(src: try .any(src.md.shape, type: type), dst: dstChoice), !pd.isReference {
                     chosen = pd
                     break
@@ -302,11 +341,13 @@ final class CompiledNetwork {
         let input: Value
         let weights: dnnl_memory_t
         if useInt8, let quantization, let int8Weights {
-            input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label, scale: 1 / quantization.scale)
+            // An input already stored as int8 has this scale; an f32 one is quantised on the way in.
+            input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label,
+                                scale: storedQuantization == nil ? 1 / quantization.scale : nil)
             weights = try constant(int8Weights.values, md: try .plain(weightDims, type: dnnl_s8), as: pd.md(dnnl_query_weights_md))
             int8Convolutions.append(step.label)
         } else {
-            input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label)
+            input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label, scale: storedQuantization?.scale)
             weights = try constant(conv.weights, md: try .plain(weightDims), as: pd.md(dnnl_query_weights_md))
         }
         let dstMD = pd.md(dnnl_query_dst_md)

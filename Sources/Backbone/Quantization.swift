@@ -80,3 +80,18 @@ func quantizeWeights(_ weights: [Float], outChannels: Int) -> (values: [Int8], s
     }
     return (values, scales)
 }
+
+extension PostOp {
+    /// `clip(0, h)` (ReLU6 and friends): unchanged in meaning when its input is scaled.
+    var isClipFromZero: Bool {
+        if case .activation(.clip(low: 0, _)) = self { return true }
+        return false
+    }
+
+    /// The same post-op on values multiplied by `factor` (for an int8 destination); only ReLU and
+    /// clip-from-zero reach here, which scale exactly.
+    func rescaled(by factor: Float) -> PostOp {
+        if case .activation(.clip(let low, let high)) = self { return .activation(.clip(low: low * factor, high: high * factor)) }
+        return self
+    }
+}
