@@ -194,4 +194,21 @@ if [ "$WANT_GOLDENS" -eq 1 ]; then
   fi
 fi
 
+# --- 8. model zoo (with --goldens) ----------------------------------------------
+# Eleven CNN families with seeded random weights and their onnxruntime features
+# (Ops/models/make_zoo.py, ~370 MB, about a minute); regenerated only when the script changes.
+if [ "$WANT_GOLDENS" -eq 1 ]; then
+  ZOO="$HOME_DIR/zoo"
+  stamp="$(sha256sum "$REPO/Ops/models/make_zoo.py" | awk '{print $1}')"
+  if [ -f "$ZOO/.stamp" ] && [ "$(cat "$ZOO/.stamp")" = "$stamp" ]; then
+    step zoo "ok ($ZOO)"
+  else
+    t=$(now)
+    rm -f "$ZOO/.stamp"
+    "$PYTHON" "$REPO/Ops/models/make_zoo.py" --out "$ZOO" --goldens >/dev/null
+    echo "$stamp" > "$ZOO/.stamp"
+    step zoo "generated -> $ZOO ($(since "$t"))"
+  fi
+fi
+
 step done "FEATSTREAM_HOME=$HOME_DIR"

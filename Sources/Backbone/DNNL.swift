@@ -17,24 +17,26 @@ typealias MemoryDesc = dnnl_memory_desc_t
 
 extension MemoryDesc {
     /// A descriptor with an explicit format tag.
-    static func tagged(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> MemoryDesc {
+    static func tagged(_ dims: [Int], _ tag: dnnl_format_tag_t, type: dnnl_data_type_t = dnnl_f32) throws -> MemoryDesc {
         var md = MemoryDesc()
-        try dnnlCheck(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dnnlDims(dims), dnnl_f32, tag),
+        try dnnlCheck(dnnl_memory_desc_init_by_tag(&md, Int32(dims.count), dnnlDims(dims), type, tag),
                       "memory_desc_init_by_tag(\(dims))")
         return md
     }
 
     /// Dense row-major layout, the layout of NumPy arrays and of ONNX tensors.
-    static func plain(_ dims: [Int]) throws -> MemoryDesc {
+    static func plain(_ dims: [Int], type: dnnl_data_type_t = dnnl_f32) throws -> MemoryDesc {
         let tags: [dnnl_format_tag_t] = [dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde, dnnl_abcdef]
         guard (1...tags.count).contains(dims.count) else {
             throw BackboneError.invalidGraph("tensors of rank \(dims.count) are not supported")
         }
-        return try tagged(dims, tags[dims.count - 1])
+        return try tagged(dims, tags[dims.count - 1], type: type)
     }
 
     /// "Let the primitive choose": used where oneDNN knows the fastest layout better than we do.
-    static func any(_ dims: [Int]) throws -> MemoryDesc { try tagged(dims, dnnl_format_tag_any) }
+    static func any(_ dims: [Int], type: dnnl_data_type_t = dnnl_f32) throws -> MemoryDesc {
+        try tagged(dims, dnnl_format_tag_any, type: type)
+    }
 
     /// An arbitrary strided view, used for zero-copy transposes.
     static func strided(_ dims: [Int], strides: [Int]) throws -> MemoryDesc {
@@ -111,8 +113,10 @@ final class PrimitiveDesc {
     let handle: dnnl_primitive_desc_t
 
     /// Creates from an op descriptor (`dnnl_convolution_desc_t` and friends) and optional post-ops.
-    init<OpDesc>(_ desc: inout OpDesc, postOps: [PostOp] = [], context: DNNLContext, call: String) throws {
-        let attr = try Self.attributes(postOps)
+    /// - Parameter outputScales: oneDNN's output scales (int8): a mask (0 per tensor, 2 per output channel) and the values.
+    init<OpDesc>(_ desc: inout OpDesc, postOps: [PostOp] = [], outputScales: (mask: Int32, values: [Float])? = nil,
+                 context: DNNLContext, call: String) throws {
+        let attr = try Self.attributes(postOps, outputScales: outputScales)
         defer { if let attr { dnnl_primitive_attr_destroy(attr) } }
         var pd: dnnl_primitive_desc_t?
         try withUnsafePointer(to: &desc) { pointer in
@@ -125,10 +129,15 @@ final class PrimitiveDesc {
 
     deinit { dnnl_primitive_desc_destroy(handle) }
 
-    static func attributes(_ postOps: [PostOp]) throws -> dnnl_primitive_attr_t? {
-        guard !postOps.isEmpty else { return nil }
+    static func attributes(_ postOps: [PostOp], outputScales: (mask: Int32, values: [Float])? = nil) throws -> dnnl_primitive_attr_t? {
+        guard !postOps.isEmpty || outputScales != nil else { return nil }
         var attr: dnnl_primitive_attr_t?
         try dnnlCheck(dnnl_primitive_attr_create(&attr), "primitive_attr_create")
+        if let outputScales {
+            try dnnlCheck(dnnl_primitive_attr_set_output_scales(attr, Int64(outputScales.values.count), outputScales.mask, outputScales.values),
+                          "primitive_attr_set_output_scales")
+        }
+        guard !postOps.isEmpty else { return attr }
         var ops: dnnl_post_ops_t?
         try dnnlCheck(dnnl_post_ops_create(&ops), "post_ops_create")
         defer { dnnl_post_ops_destroy(ops) }
@@ -155,6 +164,9 @@ final class PrimitiveDesc {
         _ = dnnl_primitive_desc_query(handle, dnnl_query_impl_info_str, 0, &name)
         return name.map { String(cString: $0) } ?? "?"
     }
+
+    /// True when oneDNN picked its reference (unoptimised) implementation.
+    var isReference: Bool { implementation.hasPrefix("ref") }
 }
 
 extension Activation {
@@ -167,6 +179,19 @@ extension Activation {
         case .hardSwish: return (dnnl_eltwise_hardswish, 0, 0)
         case let .linear(alpha, beta): return (dnnl_eltwise_linear, alpha, beta)
         case .tanh: return (dnnl_eltwise_tanh, 0, 0)
+        case .swish(let alpha): return (dnnl_eltwise_swish, alpha, 0)
+        case .geluErf: return (dnnl_eltwise_gelu_erf, 0, 0)
+        case .geluTanh: return (dnnl_eltwise_gelu_tanh, 0, 0)
+        case .mish: return (dnnl_eltwise_mish, 0, 0)
+        case .softplus: return (dnnl_eltwise_soft_relu, 1, 0)
+        case .elu(let alpha): return (dnnl_eltwise_elu, alpha, 0)
+        case .exp: return (dnnl_eltwise_exp, 0, 0)
+        case .sqrt: return (dnnl_eltwise_sqrt, 0, 0)
+        case .abs: return (dnnl_eltwise_abs, 0, 0)
+        case .square: return (dnnl_eltwise_square, 0, 0)
+        case .erf:
+            // The planner rejects an Erf that is not part of a GELU, so none reaches oneDNN.
+            preconditionFailure("Erf outside a GELU pattern reached lowering")
         }
     }
 }

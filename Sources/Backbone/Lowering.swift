@@ -15,9 +15,10 @@ final class CompiledNetwork {
     /// The implementation picked for each primitive, in execution order (for diagnostics and tests).
     private(set) var implementations: [(step: String, implementation: String)] = []
 
-    private let context: DNNLContext
+    let context: DNNLContext
     private var executions: [(primitive: dnnl_primitive_t, args: [dnnl_exec_arg_t])] = []
-    private var outputMemories: [dnnl_memory_t] = []
+    /// One memory per requested output, in the plan's output order (emitted in execution order).
+    private var outputMemories: [dnnl_memory_t?] = []
 
     // Everything below is owned, and released in deinit.
     private var memories: [dnnl_memory_t] = []
@@ -25,7 +26,7 @@ final class CompiledNetwork {
     private var primitiveDescs: [PrimitiveDesc] = []
 
     /// A tensor during lowering: its layout, its oneDNN memory object, and the pool slot behind it.
-    private struct Value {
+    struct Value {
         var md: MemoryDesc
         var memory: dnnl_memory_t
         /// `nil` for memory the caller owns (the input) or constants.
@@ -39,7 +40,7 @@ final class CompiledNetwork {
         var views: Int
     }
 
-    private var values: [String: Value] = [:]
+    var values: [String: Value] = [:]
     private var slots: [Slot] = []
     private var freeSlots: [Int] = []
     /// Slots holding reordered copies that only the step being lowered reads.
@@ -47,14 +48,49 @@ final class CompiledNetwork {
     /// The input memory and every view of it: their data handle is the caller's buffer, set per run.
     private var inputViews: [dnnl_memory_t] = []
 
-    init(plan: Plan, context: DNNLContext) throws {
+    /// Activation ranges for int8 convolutions; `nil` builds an all-fp32 network.
+    let calibration: Calibration?
+    /// The graph input: the convolution reading it stays fp32 (quantising normalised pixels costs the most accuracy).
+    private let graphInput: String
+    /// Convolutions that run in int8, by step label (for tests and diagnostics).
+    private(set) var int8Convolutions: [String] = []
+    /// Convolution outputs read only by other (int8) convolutions: written as u8/s8 directly, at the
+    /// scale their readers quantise with, instead of f32 plus a quantising reorder per reader.
+    let int8Tensors: Set<String>
+
+    static func int8Tensors(_ plan: Plan, calibration: Calibration?) -> Set<String> {
+        guard let calibration else { return [] }
+        var readers: [String: [Step]] = [:]
+        for step in plan.steps { for name in Set(step.inputs) { readers[name, default: []].append(step) } }
+        var result = Set<String>()
+        for step in plan.steps {
+            guard case .convolution(let conv) = step.op, step.inputs[0] != plan.input,
+                  calibration.ranges[step.inputs[0]].flatMap(ActivationQuantization.init) != nil,
+                  calibration.ranges[step.output].flatMap(ActivationQuantization.init) != nil,
+                  !plan.outputs.contains(step.output), conv.sumInput == nil,
+                  conv.postOps.allSatisfy({ $0 == .activation(.relu(negativeSlope: 0)) || $0.isClipFromZero }),
+                  let users = readers[step.output], !users.isEmpty,
+                  users.allSatisfy({ user in
+                      guard case .convolution(let next) = user.op else { return false }
+                      return user.inputs[0] == step.output && next.sumInput != step.output
+                  }) else { continue }
+            result.insert(step.output)
+        }
+        return result
+    }
+
+    init(plan: Plan, context: DNNLContext, calibration: Calibration? = nil) throws {
         self.context = context
+        self.calibration = calibration
+        graphInput = plan.input
+        int8Tensors = Self.int8Tensors(plan, calibration: calibration)
         inputShape = plan.shapes[plan.input]!
         outputShapes = plan.outputs.map { name in
             let shape = plan.shapes[name]!
             return [shape[0], shape.dropFirst().reduce(1, *)]
         }
 
+        outputMemories = [dnnl_memory_t?](repeating: nil, count: plan.outputs.count)
         var lastUse: [String: Int] = [:]
         for (index, step) in plan.steps.enumerated() {
             for name in step.inputs { lastUse[name] = index }
@@ -106,6 +142,7 @@ final class CompiledNetwork {
             try dnnlCheck(dnnl_memory_set_data_handle(view, UnsafeMutableRawPointer(mutating: input)), "memory_set_data_handle")
         }
         for (memory, pointer) in zip(outputMemories, outputs) {
+            guard let memory else { continue }
             try dnnlCheck(dnnl_memory_set_data_handle(memory, pointer), "memory_set_data_handle")
         }
         for execution in executions {
@@ -141,7 +178,7 @@ final class CompiledNetwork {
             ])
 
         case .activation(let activations):
-            var src = values[step.inputs[0]]!
+            var src = try dense(values[step.inputs[0]]!, label: step.label)
             let dst = try output(step.output, md: src.md, reusing: step.inputs[0], isLastUse: isLastUse)
             for activation in activations {
                 var desc = dnnl_eltwise_desc_t()
@@ -155,36 +192,9 @@ final class CompiledNetwork {
                 src = dst
             }
 
-        case let .binary(kind, constantOperand):
-            var src0 = values[step.inputs[0]]!
-            var src1: Value
-            var src0Name = step.inputs[0]
-            if let c = constantOperand {
-                let dims = [Int](repeating: 1, count: max(0, outputDims.count - c.shape.count)) + c.shape
-                let md = try MemoryDesc.plain(dims)
-                src1 = Value(md: md, memory: try constant(c.floats, md: md), slot: nil)
-            } else {
-                src1 = values[step.inputs[1]]!
-                if src0.md.shape != outputDims {
-                    // Both kinds commute; oneDNN broadcasts only the second operand.
-                    swap(&src0, &src1)
-                    src0Name = step.inputs[1]
-                }
-                if src1.md.shape == src0.md.shape {
-                    src1 = try reorder(src1, to: src0.md, label: step.label)
-                }
-            }
-            guard src0.md.shape == outputDims else {
-                throw BackboneError.unsupportedOp(op: step.opType, node: step.node,
-                                                  detail: "broadcasting both operands (\(src0.md.shape), \(src1.md.shape)) is not supported")
-            }
-            var desc = dnnl_binary_desc_t()
-            var md0 = src0.md, md1 = src1.md, dstMD = src0.md
-            try dnnlCheck(dnnl_binary_desc_init(&desc, kind == .add ? dnnl_binary_add : dnnl_binary_mul, &md0, &md1, &dstMD),
-                          "binary_desc_init")
-            let pd = try PrimitiveDesc(&desc, context: context, call: "primitive_desc_create(binary)")
-            let dst = try output(step.output, md: src0.md, reusing: src0Name, isLastUse: isLastUse)
-            try execute(pd, label: step.label, [(DNNL_ARG_SRC_0, src0.memory), (DNNL_ARG_SRC_1, src1.memory), (DNNL_ARG_DST, dst.memory)])
+        case let .binary(kind, constantOperand, constantFirst, post):
+            try lowerBinary(kind, constant: constantOperand, constantFirst: constantFirst, post: post, step: step,
+                            outputDims: outputDims, isLastUse: isLastUse)
 
         case .maxPool(let window):
             try lowerPooling(dnnl_pooling_max, window, step: step, outputDims: outputDims)
@@ -225,10 +235,10 @@ final class CompiledNetwork {
         case .concat(let axis):
             var sources = step.inputs.map { values[$0]! }
             var pd: PrimitiveDesc
-            do {
-                pd = try makeConcat(sources.map(\.md), axis: axis)
-            } catch {
-                // Blocked layouts cannot be concatenated along a partially filled channel block.
+            if let blocked = try? makeConcat(sources.map(\.md), axis: axis), !blocked.isReference {
+                pd = blocked
+            } else {
+                // Blocked layouts concatenate along a partially filled channel block only by the reference kernel.
                 sources = try sources.map { try reorder($0, to: try .plain($0.md.shape), label: step.label) }
                 pd = try makeConcat(sources.map(\.md), axis: axis)
             }
@@ -237,9 +247,20 @@ final class CompiledNetwork {
             args.append((DNNL_ARG_DST, dst.memory))
             try execute(pd, label: step.label, args)
 
-        case .pad:
-            throw BackboneError.unsupportedOp(op: "Pad", node: step.node,
-                                              detail: "only zero padding that feeds a Conv is supported")
+        case let .pad(begin, end, mode, value):
+            try lowerPad(begin: begin, end: end, mode: mode, value: value, step: step, outputDims: outputDims)
+        case .softmax(let axis):
+            try lowerSoftmax(axis: axis, step: step, isLastUse: isLastUse)
+        case let .layerNorm(scale, shift, epsilon):
+            try lowerLayerNorm(scale: scale, shift: shift, epsilon: epsilon, step: step, isLastUse: isLastUse)
+        case let .reduce(kind, _):
+            try lowerReduce(kind, step: step, outputDims: outputDims)
+        case .prelu(let slope):
+            try lowerPRelu(slope: slope, step: step, isLastUse: isLastUse)
+        case let .slice(axis, start, _):
+            try lowerSlice(axis: axis, start: start, step: step, outputDims: outputDims)
+        case .resize(let linear, _):
+            try lowerResize(linear: linear, step: step, outputDims: outputDims)
         }
     }
 
@@ -250,9 +271,22 @@ final class CompiledNetwork {
             : [groups, conv.outChannels / groups] + conv.weightShape.dropFirst()
         let sumValue = conv.sumInput.map { values[$0]! }
 
-        func describe(dst dstChoice: MemoryDesc) throws -> PrimitiveDesc {
-            var srcMD = src.md.isChannelBlocked ? src.md : try MemoryDesc.any(src.md.shape)
-            var weightsMD = try MemoryDesc.any(weightDims)
+        // int8: per-output-channel s8 weights, the input quantised with its calibrated per-tensor scale,
+        // f32 accumulation rescaled by oneDNN's output scales, post-ops and the result in f32.
+        let quantization = step.inputs[0] == graphInput ? nil
+            : calibration?.ranges[step.inputs[0]].flatMap(ActivationQuantization.init)
+        let int8Weights = quantization.map { _ in quantizeWeights(conv.weights, outChannels: conv.outChannels) }
+        var useInt8 = quantization != nil
+        // How the input is stored when its producer wrote it as int8 (same range, so the same scale).
+        let storedQuantization = src.md.data_type == dnnl_f32 ? nil
+            : calibration?.ranges[step.inputs[0]].flatMap(ActivationQuantization.init)
+        var outputQuantization = useInt8 && int8Tensors.contains(step.output)
+            ? calibration?.ranges[step.output].flatMap(ActivationQuantization.init) : nil
+        var postOps: [PostOp] { outputQuantization.map { q in conv.postOps.map { $0.rescaled(by: 1 / q.scale) } } ?? conv.postOps }
+
+        func describe(src srcChoice: MemoryDesc, dst dstChoice: MemoryDesc) throws -> PrimitiveDesc {
+            var srcMD = srcChoice
+            var weightsMD = try MemoryDesc.any(weightDims, type: useInt8 ? dnnl_s8 : dnnl_f32)
             var biasMD = try MemoryDesc.plain([conv.outChannels])
             var dstMD = dstChoice
             var desc = dnnl_convolution_desc_t()
@@ -260,19 +294,62 @@ final class CompiledNetwork {
                 &desc, dnnl_forward_inference, dnnl_convolution_auto, &srcMD, &weightsMD, &biasMD, &dstMD,
                 dnnlDims(conv.strides), dnnlDims(conv.dilations.map { $0 - 1 }),
                 dnnlDims(conv.padsBegin), dnnlDims(conv.padsEnd)), "convolution_forward_desc_init")
-            return try PrimitiveDesc(&desc, postOps: conv.postOps, context: context, call: "primitive_desc_create(convolution)")
+            let dstScale = outputQuantization?.scale ?? 1
+            let scales = useInt8 ? (mask: Int32(2), values: int8Weights!.scales.map { $0 * quantization!.scale / dstScale }) : nil
+            return try PrimitiveDesc(&desc, postOps: postOps, outputScales: scales, context: context,
+                                     call: "primitive_desc_create(convolution)")
         }
-        var pd: PrimitiveDesc
-        if let sum = sumValue, sum.md.isChannelBlocked, let chosen = try? describe(dst: sum.md) {
-            pd = chosen
-        } else if let chosen = try? describe(dst: try .tagged(outputDims, DNNLContext.blockedTag)) {
-            pd = chosen
+        // Preferred layouts first: the residual's own layout, then channel-blocked, then oneDNN's choice.
+        // A layout for which oneDNN has only its reference kernel (grouped convolutions with few
+        // channels per group, say) is skipped for the next one.
+        let srcDefault = src.md.isChannelBlocked ? src.md : try MemoryDesc.any(src.md.shape)
+        var candidates: [(MemoryDesc, MemoryDesc)] = []
+        if let sum = sumValue, sum.md.isChannelBlocked { candidates.append((srcDefault, sum.md)) }
+        candidates += [(srcDefault, try .tagged(outputDims, DNNLContext.blockedTag)), (srcDefault, try .any(outputDims)),
+                       (try .any(src.md.shape), try .any(outputDims)), (try .plain(src.md.shape), try .plain(outputDims))]
+        var chosen: PrimitiveDesc?
+        var firstWorking: PrimitiveDesc?
+        var lastError: Error?
+        if let quantization {
+            let type = quantization.unsigned ? dnnl_u8 : dnnl_s8
+            if let out = outputQuantization,
+               let pd = try? describe(src: try .any(src.md.shape, type: type), dst: try .any(outputDims, type: out.unsigned ? dnnl_u8 : dnnl_s8)),
+               !pd.isReference {
+                chosen = pd
+            } else {
+                outputQuantization = nil
+            }
+            for dstChoice in [try MemoryDesc.tagged(outputDims, DNNLContext.blockedTag), try .any(outputDims)] where chosen == nil {
+                if let pd = try? describe(src: try .any(src.md.shape, type: type), dst: dstChoice), !pd.isReference {
+                    chosen = pd
+                    break
+                }
+            }
+            // No int8 kernel for this convolution: it stays fp32.
+            useInt8 = chosen != nil
+        }
+        for (srcChoice, dstChoice) in candidates where chosen == nil {
+            do {
+                let pd = try describe(src: srcChoice, dst: dstChoice)
+                if !pd.isReference { chosen = pd; break }
+                firstWorking = firstWorking ?? pd
+            } catch {
+                lastError = error
+            }
+        }
+        guard let pd = chosen ?? firstWorking else { throw lastError! }
+        let input: Value
+        let weights: dnnl_memory_t
+        if useInt8, let quantization, let int8Weights {
+            // An input already stored as int8 has this scale; an f32 one is quantised on the way in.
+            input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label,
+                                scale: storedQuantization == nil ? 1 / quantization.scale : nil)
+            weights = try constant(int8Weights.values, md: try .plain(weightDims, type: dnnl_s8), as: pd.md(dnnl_query_weights_md))
+            int8Convolutions.append(step.label)
         } else {
-            pd = try describe(dst: try .any(outputDims))
+            input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label, scale: storedQuantization?.scale)
+            weights = try constant(conv.weights, md: try .plain(weightDims), as: pd.md(dnnl_query_weights_md))
         }
-        let input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label)
-        let userWeights = try MemoryDesc.plain(weightDims)
-        let weights = try constant(conv.weights, md: userWeights, as: pd.md(dnnl_query_weights_md))
         let dstMD = pd.md(dnnl_query_dst_md)
         let dst: Value
         if let sum = sumValue, let name = conv.sumInput {
@@ -286,11 +363,13 @@ final class CompiledNetwork {
         } else {
             dst = try output(step.output, md: dstMD)
         }
+        // oneDNN 2.x adds the bias before applying the output scales: in int8 it is in accumulator units.
+        let bias = useInt8 ? zip(conv.bias, int8Weights!.scales).map { $0 / ($1 * quantization!.scale) } : conv.bias
         try execute(pd, label: step.label, [(DNNL_ARG_SRC, input.memory), (DNNL_ARG_WEIGHTS, weights),
-                                     (DNNL_ARG_BIAS, try constant(conv.bias)), (DNNL_ARG_DST, dst.memory)])
+                                     (DNNL_ARG_BIAS, try constant(bias)), (DNNL_ARG_DST, dst.memory)])
     }
 
-    private func lowerPooling(_ alg: dnnl_alg_kind_t, _ window: Pooling, step: Step, outputDims: [Int]) throws {
+    func lowerPooling(_ alg: dnnl_alg_kind_t, _ window: Pooling, step: Step, outputDims: [Int]) throws {
         let src = values[step.inputs[0]]!
         var srcMD = src.md
         var dstMD = try MemoryDesc.any(outputDims)
@@ -320,7 +399,7 @@ final class CompiledNetwork {
 
     // MARK: - Values and buffers
 
-    private func makeMemory(_ md: MemoryDesc, pointer: UnsafeMutableRawPointer?) throws -> dnnl_memory_t {
+    func makeMemory(_ md: MemoryDesc, pointer: UnsafeMutableRawPointer?) throws -> dnnl_memory_t {
         var md = md
         var memory: dnnl_memory_t?
         try dnnlCheck(dnnl_memory_create(&memory, &md, context.engine, pointer), "memory_create")
@@ -328,14 +407,14 @@ final class CompiledNetwork {
         return memory!
     }
 
-    private func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+    func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
         let pointer = UnsafeMutableRawPointer(aligned64: max(bytes, 64))
         buffers.append(pointer)
         return pointer
     }
 
     /// A pool slot of at least `bytes`: the smallest free one that fits, or a new one.
-    private func takeSlot(_ bytes: Int) -> Int {
+    func takeSlot(_ bytes: Int) -> Int {
         if let best = freeSlots.filter({ slots[$0].capacity >= bytes }).min(by: { slots[$0].capacity < slots[$1].capacity }) {
             freeSlots.removeAll { $0 == best }
             slots[best].views = 1
@@ -347,7 +426,7 @@ final class CompiledNetwork {
 
     /// A fresh value for `name`; when `reusing` names a dead input with the same layout, its buffer is reused in place.
     @discardableResult
-    private func output(_ name: String, md: MemoryDesc, reusing source: String? = nil,
+    func output(_ name: String, md: MemoryDesc, reusing source: String? = nil,
                         isLastUse: (String) -> Bool = { _ in false }) throws -> Value {
         if let source, let value = values[source], let slot = value.slot, isLastUse(source),
            slots[slot].views == 1, value.md.same(as: md) {
@@ -361,51 +440,64 @@ final class CompiledNetwork {
 
     /// A second view of the same bytes under a new name and layout.
     @discardableResult
-    private func alias(_ name: String, of value: Value, md: MemoryDesc) throws -> Value {
+    func alias(_ name: String, of value: Value, md: MemoryDesc) throws -> Value {
         var pointer: UnsafeMutableRawPointer?
         try dnnlCheck(dnnl_memory_get_data_handle(value.memory, &pointer), "memory_get_data_handle")
-        if let slot = value.slot { slots[slot].views += 1 }
+        if let slot = value.slot {
+            if let temporary = temporaries.firstIndex(of: slot) {
+                // A reordered copy made for this step now outlives it: the new name takes over its one view.
+                temporaries.remove(at: temporary)
+            } else {
+                slots[slot].views += 1
+            }
+        }
         let view = Value(md: md, memory: try makeMemory(md, pointer: pointer), slot: value.slot)
         if inputViews.contains(value.memory) { inputViews.append(view.memory) }
         values[name] = view
         return view
     }
 
-    private func release(_ name: String) {
+    func isInputView(_ memory: dnnl_memory_t) -> Bool { inputViews.contains(memory) }
+    func markInputView(_ memory: dnnl_memory_t) { inputViews.append(memory) }
+
+    func release(_ name: String) {
         guard let value = values.removeValue(forKey: name), let slot = value.slot else { return }
         slots[slot].views -= 1
         if slots[slot].views == 0 { freeSlots.append(slot) }
     }
 
     /// `value` in layout `md`, converting through a pooled buffer when the layouts differ.
-    private func reorder(_ value: Value, to md: MemoryDesc, label: String) throws -> Value {
-        if value.md.same(as: md) { return value }
+    func reorder(_ value: Value, to md: MemoryDesc, label: String, scale: Float? = nil) throws -> Value {
+        if value.md.same(as: md) && scale == nil { return value }
         let slot = takeSlot(md.byteCount)
         let converted = Value(md: md, memory: try makeMemory(md, pointer: slots[slot].pointer), slot: slot)
-        try emitReorder(from: value, to: converted, label: label)
+        try emitReorder(from: value, to: converted, label: label, scale: scale)
         // Only the current step reads the converted copy; its slot is freed once the step is lowered.
         temporaries.append(slot)
         return converted
     }
 
-    private func emitReorder(from source: Value, to target: Value, label: String) throws {
+    /// A reorder, optionally multiplying by `scale` on the way (how f32 is quantised to u8/s8).
+    func emitReorder(from source: Value, to target: Value, label: String, scale: Float? = nil) throws {
         var pd: dnnl_primitive_desc_t?
         var from = source.md, to = target.md
-        try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &from, context.engine, &to, context.engine, nil), "reorder_primitive_desc_create")
+        let attr = try scale.flatMap { try PrimitiveDesc.attributes([], outputScales: (mask: 0, values: [$0])) }
+        defer { if let attr { dnnl_primitive_attr_destroy(attr) } }
+        try dnnlCheck(dnnl_reorder_primitive_desc_create(&pd, &from, context.engine, &to, context.engine, attr), "reorder_primitive_desc_create")
         let owned = PrimitiveDesc(owning: pd!)
         try execute(owned, label: "reorder for \(label)", [(DNNL_ARG_FROM, source.memory), (DNNL_ARG_TO, target.memory)])
     }
 
-    private func emitOutput(_ name: String, index: Int) throws {
+    func emitOutput(_ name: String, index: Int) throws {
         let value = values[name]!
         let md = try MemoryDesc.plain(value.md.shape)
         let memory = try makeMemory(md, pointer: nil)
-        outputMemories.append(memory)
+        outputMemories[index] = memory
         try emitReorder(from: value, to: Value(md: md, memory: memory, slot: nil), label: "output '\(name)'")
     }
 
     /// A constant (weights, bias) kept for the network's lifetime, optionally converted to the layout a primitive wants.
-    private func constant(_ data: [Float], md: MemoryDesc? = nil, as packed: MemoryDesc? = nil) throws -> dnnl_memory_t {
+    func constant<Element>(_ data: [Element], md: MemoryDesc? = nil, as packed: MemoryDesc? = nil) throws -> dnnl_memory_t {
         let md = try md ?? MemoryDesc.plain([data.count])
         let pointer = allocate(md.byteCount)
         data.withUnsafeBytes { pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -426,11 +518,11 @@ final class CompiledNetwork {
         return target
     }
 
-    private func scratch(_ md: MemoryDesc) throws -> dnnl_memory_t {
+    func scratch(_ md: MemoryDesc) throws -> dnnl_memory_t {
         try makeMemory(md, pointer: allocate(md.byteCount))
     }
 
-    private func execute(_ pd: PrimitiveDesc, label: String, _ args: [(Int32, dnnl_memory_t)]) throws {
+    func execute(_ pd: PrimitiveDesc, label: String, _ args: [(Int32, dnnl_memory_t)]) throws {
         var primitive: dnnl_primitive_t?
         try dnnlCheck(dnnl_primitive_create(&primitive, pd.handle), "primitive_create")
         var execArgs = args.map { dnnl_exec_arg_t(arg: $0.0, memory: $0.1) }

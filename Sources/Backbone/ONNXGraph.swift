@@ -15,6 +15,20 @@ public struct ConstantTensor: Sendable {
 
     /// The number of elements the shape describes.
     public var count: Int { shape.reduce(1, *) }
+
+    /// True for tensors whose values are integers (shape operands, indices, booleans).
+    public var isInteger: Bool { floats.isEmpty && (count == 0 || !ints.isEmpty) }
+
+    init(shape: [Int], floats: [Float] = [], ints: [Int64] = []) {
+        self.shape = shape
+        self.floats = floats
+        self.ints = ints
+    }
+
+    /// The values as floats whichever element type the tensor has.
+    var asFloats: [Float] { floats.isEmpty ? ints.map(Float.init) : floats }
+    /// The values as integers whichever element type the tensor has (floats truncate, as Cast does).
+    var asInts: [Int64] { ints.isEmpty && !floats.isEmpty ? floats.map { Int64($0) } : ints }
 }
 
 /// One node of the ONNX graph with its attributes decoded, before any planning.
@@ -43,6 +57,10 @@ struct ONNXGraph {
     /// Graph inputs that are not initializers, with their declared shapes (`nil` for symbolic dims).
     var inputs: [(name: String, shape: [Int?])]
     var opsetVersion: Int
+    /// For each graph input, the symbolic name of each dimension (`nil` where it is fixed or unnamed).
+    var inputDimNames: [String: [String?]]
+    /// The graph's declared outputs, in order.
+    var graphOutputs: [String]
 
     /// Reads and decodes an `.onnx` file.
     init(contentsOf url: URL) throws {
@@ -71,14 +89,15 @@ struct ONNXGraph {
         }
         var nodes: [GraphNode] = []
         for node in model.graph.node {
-            if node.opType == "Constant", let value = node.attribute.first(where: { $0.name == "value" }) {
-                constants[node.output[0]] = try ConstantTensor(value.t, path: path)
+            if node.opType == "Constant", node.domain.isEmpty || node.domain == "ai.onnx",
+               let value = try Self.constantValue(node, path: path) {
+                constants[node.output[0]] = value
                 continue
             }
             var attributes: [String: Onnx_AttributeProto] = [:]
             for attribute in node.attribute { attributes[attribute.name] = attribute }
             nodes.append(GraphNode(
-                name: node.name, opType: node.opType, inputs: node.input, outputs: node.output,
+                name: node.name, opType: node.domain.isEmpty || node.domain == "ai.onnx" ? node.opType : "\(node.domain).\(node.opType)", inputs: node.input, outputs: node.output,
                 attributes: attributes))
         }
         self.nodes = nodes
@@ -89,6 +108,26 @@ struct ONNXGraph {
                 return nil
             }
             return (info.name, dims)
+        }
+        inputDimNames = Dictionary(uniqueKeysWithValues: model.graph.input.filter { constants[$0.name] == nil }.map { info in
+            (info.name, info.type.tensorType.shape.dim.map { dim -> String? in
+                if case .dimParam(let name)? = dim.value, !name.isEmpty { return name }
+                return nil
+            })
+        })
+        graphOutputs = model.graph.output.map(\.name)
+    }
+
+    /// A Constant node's value from whichever attribute holds it (`value`, `value_float`, `value_ints`, ...).
+    static func constantValue(_ node: Onnx_NodeProto, path: String) throws -> ConstantTensor? {
+        guard let attribute = node.attribute.first else { return nil }
+        switch attribute.name {
+        case "value": return try ConstantTensor(attribute.t, path: path)
+        case "value_float": return ConstantTensor(shape: [], floats: [attribute.f])
+        case "value_floats": return ConstantTensor(shape: [attribute.floats.count], floats: attribute.floats)
+        case "value_int": return ConstantTensor(shape: [], ints: [attribute.i])
+        case "value_ints": return ConstantTensor(shape: [attribute.ints.count], ints: attribute.ints)
+        default: return nil
         }
     }
 }
@@ -117,6 +156,14 @@ extension ConstantTensor {
         case .int32?:
             ints = raw.isEmpty ? tensor.int32Data.map(Int64.init) : Self.decode(raw, as: Int32.self).map(Int64.init)
             guard ints.count == count else { throw Self.sizeMismatch(tensor, path: path) }
+        case .int8?, .int16?:
+            ints = raw.isEmpty ? tensor.int32Data.map(Int64.init)
+                : (tensor.dataType == Int32(Onnx_TensorProto.DataType.int8.rawValue)
+                    ? Self.decode(raw, as: Int8.self).map(Int64.init) : Self.decode(raw, as: Int16.self).map(Int64.init))
+            guard ints.count == count else { throw Self.sizeMismatch(tensor, path: path) }
+        case .uint8?, .bool?:
+            ints = raw.isEmpty ? tensor.int32Data.map(Int64.init) : Self.decode(raw, as: UInt8.self).map(Int64.init)
+            guard ints.count == count else { throw Self.sizeMismatch(tensor, path: path) }
         default:
             // Other element types (strings, bool, fp16) never feed the conv path; keep the shape only.
             break
@@ -144,6 +191,11 @@ public enum BackboneError: Error, CustomStringConvertible, Equatable {
     case unreadableModel(path: String, reason: String)
     /// The graph uses an operator (or an operator variant) the engine does not implement.
     case unsupportedOp(op: String, node: String, detail: String)
+    /// Every unsupported node of a model, found in one pass so a user sees the whole list at once.
+    case unsupportedOps([UnsupportedNode])
+    /// oneDNN chose its slow reference kernel for these primitives (`step: implementation`);
+    /// a load error unless the caller allows reference kernels.
+    case referenceKernels([String])
     /// A requested output or input name does not exist in the graph.
     case unknownTensor(String)
     /// Shapes in the graph do not fit together.
@@ -158,10 +210,33 @@ public enum BackboneError: Error, CustomStringConvertible, Equatable {
         case let .unreadableModel(path, reason): return "cannot load model \(path): \(reason)"
         case let .unsupportedOp(op, node, detail):
             return "unsupported ONNX op \(op) at node '\(node)'" + (detail.isEmpty ? "" : ": \(detail)")
+        case let .unsupportedOps(nodes):
+            let types = Set(nodes.map(\.op)).sorted()
+            return "the model uses \(types.count) unsupported op type\(types.count == 1 ? "" : "s") (\(types.joined(separator: ", "))): "
+                + nodes.map { "\($0.op) at node '\($0.node)'" + ($0.detail.isEmpty ? "" : " (\($0.detail))") }.joined(separator: "; ")
+        case let .referenceKernels(steps):
+            return "oneDNN would run \(steps.count) primitive\(steps.count == 1 ? "" : "s") on its slow reference kernels ("
+                + steps.joined(separator: "; ") + "); pass --allow-reference-kernels to run anyway"
         case let .unknownTensor(name): return "the graph has no tensor named '\(name)'"
         case let .invalidGraph(message): return "invalid graph: \(message)"
         case let .dnnl(call, status): return "oneDNN \(call) failed with status \(status)"
         case let .invalidBatch(message): return "invalid batch: \(message)"
         }
+    }
+}
+
+/// One node the engine cannot run, with why.
+public struct UnsupportedNode: Equatable, Sendable {
+    /// The ONNX op type (prefixed with its domain when not the default one).
+    public var op: String
+    /// The node's name, or its first output when it has none.
+    public var node: String
+    /// What about the node is unsupported; empty when the op type itself is.
+    public var detail: String
+
+    public init(op: String, node: String, detail: String) {
+        self.op = op
+        self.node = node
+        self.detail = detail
     }
 }

@@ -12,6 +12,22 @@ enum Activation: Equatable {
     /// `alpha * x + beta`; with a following clip it forms HardSigmoid.
     case linear(alpha: Float, beta: Float)
     case tanh
+    /// `x * sigmoid(alpha * x)`: Swish/SiLU, recognised from `x * Sigmoid(x)`.
+    case swish(alpha: Float)
+    case geluErf
+    case geluTanh
+    /// `x * tanh(softplus(x))`.
+    case mish
+    /// `log(1 + exp(x))`.
+    case softplus
+    case elu(alpha: Float)
+    case exp
+    case sqrt
+    case abs
+    /// `x²`, from `Pow(x, 2)`.
+    case square
+    /// `erf(x)`: no oneDNN kernel of its own; only runs as part of a GELU that `fuse` recognises.
+    case erf
 }
 
 /// What a convolution does to its result before writing it, in order.
@@ -57,8 +73,9 @@ enum Op {
     case batchNorm(scale: [Float], shift: [Float], mean: [Float], variance: [Float], epsilon: Float)
     /// One or more activations applied in order.
     case activation([Activation])
-    /// Elementwise add or multiply with numpy broadcasting; `constant` replaces the second input.
-    case binary(BinaryKind, constant: ConstantTensor?)
+    /// Elementwise arithmetic with numpy broadcasting; `constant` replaces the second input, or the
+    /// first when `constantFirst` (as in `1 - x`). Activations run fused after it.
+    case binary(BinaryKind, constant: ConstantTensor?, constantFirst: Bool, post: [Activation])
     case maxPool(Pooling)
     case averagePool(Pooling, countIncludePad: Bool)
     /// `[N, C, H, W] -> [N, C, 1, 1]`.
@@ -70,13 +87,37 @@ enum Op {
     /// `y = x · Wᵀ + b` on `[N, K]`, with `weights` as `[M, K]`.
     case innerProduct(weights: [Float], bias: [Float], outFeatures: Int)
     case concat(axis: Int)
-    /// Zero padding of H and W; supported only where it folds into the convolution that follows.
-    case pad(begin: [Int], end: [Int])
+    /// Padding of any dims by `begin`/`end` amounts; zero padding of H and W folds into the next Conv.
+    case pad(begin: [Int], end: [Int], mode: PadMode, value: Float)
+    /// Softmax over one axis.
+    case softmax(axis: Int)
+    /// LayerNormalization over the last axis, with per-channel scale and shift.
+    case layerNorm(scale: [Float], shift: [Float], epsilon: Float)
+    /// Mean, max or sum over `axes` (kept as size-1 dims; a following reshape drops them).
+    case reduce(ReduceKind, axes: [Int])
+    /// `x` for x ≥ 0, `slope[c] * x` otherwise; `slope` broadcasts like a binary constant.
+    case prelu(slope: ConstantTensor)
+    /// The elements `start..<end` of `axis` (a Split output or a Slice of a computed tensor).
+    case slice(axis: Int, start: Int, end: Int)
+    /// Nearest or linear resampling of H and W to `shape`.
+    case resize(linear: Bool, shape: [Int])
+}
+
+/// How Pad fills the border.
+enum PadMode: Equatable {
+    case constant, reflect, edge
+}
+
+enum ReduceKind: Equatable {
+    case mean, max, sum
 }
 
 /// Elementwise binary kinds.
-enum BinaryKind {
-    case add, mul
+enum BinaryKind: Equatable {
+    case add, mul, sub, div, max, min
+
+    /// Whether swapping the operands leaves the result unchanged.
+    var commutes: Bool { self == .add || self == .mul || self == .max || self == .min }
 }
 
 /// One op applied to named tensors, producing one named tensor.

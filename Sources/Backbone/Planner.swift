@@ -1,45 +1,102 @@
 /// Turns an ONNX graph into the steps that compute the requested tensors, for one batch size.
 ///
-/// Three passes, each readable alone:
+/// Four passes, each readable alone:
 /// 1. `prune`: keep only nodes on a path from the graph input to a requested tensor, so that ops
-///    feeding only a discarded head (Softmax, say) never need support.
-/// 2. `translate`: each ONNX node becomes a typed `Step`, with shapes inferred and constants folded in.
-/// 3. `fuse`: BatchNorm folds into the convolution before it and a zero Pad into the one after it;
-///    activations and residual Adds become convolution post-ops.
+///    feeding only a discarded head (an ArgMax, say) never need support.
+/// 2. Constant folding (`ConstantFolding.swift`): shape arithmetic and constant subgraphs are
+///    evaluated now, for the concrete batch size; none of it runs at inference.
+/// 3. `translate`: each remaining ONNX node becomes typed `Step`s, with shapes inferred and
+///    constants folded in. Every unsupported node is collected, so one error lists them all.
+/// 4. `fuse` (`Fusion.swift`): BatchNorm and per-channel affine ops fold into the convolution
+///    before them, activations and residual Adds become post-ops, and composite patterns
+///    (Swish, GELU, Mish, HardSwish) become single oneDNN eltwise algorithms.
 struct Plan {
     var steps: [Step]
     var shapes: [String: [Int]]
     var input: String
     var outputs: [String]
 
-    init(graph: ONNXGraph, input: String, outputs: [String], batch: Int) throws {
+    /// - Parameter imageShape: the input's dims after the batch, for models whose graph leaves them symbolic.
+    /// - Parameter fusing: false skips pass 4, for callers that want only shapes (model inspection).
+    init(graph: ONNXGraph, input: String, outputs: [String], batch: Int, imageShape: [Int]? = nil, fusing: Bool = true) throws {
         guard let declared = graph.inputs.first(where: { $0.name == input }) else {
             throw BackboneError.unknownTensor(input)
         }
-        guard declared.shape.count >= 2, declared.shape.dropFirst().allSatisfy({ $0 != nil }) else {
-            throw BackboneError.invalidGraph("input '\(input)' needs fixed dimensions after the batch dimension")
+        let perImage: [Int]
+        if let imageShape {
+            guard imageShape.count == declared.shape.count - 1,
+                  zip(imageShape, declared.shape.dropFirst()).allSatisfy({ $1 == nil || $0 == $1 }) else {
+                throw BackboneError.invalidGraph("input '\(input)' is declared \(declared.shape.map { $0.map(String.init) ?? "?" }), which an image of \(imageShape) does not fit")
+            }
+            perImage = imageShape
+        } else {
+            guard declared.shape.count >= 2, declared.shape.dropFirst().allSatisfy({ $0 != nil }) else {
+                throw BackboneError.invalidGraph("input '\(input)' has symbolic dimensions after the batch dimension; give the image shape (input.shape in model.json)")
+            }
+            perImage = declared.shape.dropFirst().map { $0! }
         }
         self.input = input
         self.outputs = outputs
         let nodes = try Self.prune(graph: graph, input: input, outputs: outputs)
-        var shapes = [input: [batch] + declared.shape.dropFirst().map { $0! }]
+        var shapes = [input: [batch] + perImage]
+        var constants = graph.constants
         var steps: [Step] = []
         var aliases: [String: String] = [:]
+        var unsupported: [UnsupportedNode] = []
+        // Outputs of unsupported nodes: their consumers are not translated, only checked by op type.
+        var poisoned = Set<String>()
         for node in nodes {
             let inputs = node.inputs.map { aliases[$0] ?? $0 }
-            if ["Identity", "Dropout"].contains(node.opType) {
-                aliases[node.outputs[0]] = inputs[0]
+            if inputs.contains(where: poisoned.contains) {
+                poisoned.formUnion(node.outputs)
+                if !Self.knownOps.contains(node.opType) {
+                    unsupported.append(UnsupportedNode(op: node.opType, node: node.label, detail: ""))
+                }
                 continue
             }
-            let step = try Self.translate(node, inputs: inputs, graph: graph, shapes: shapes)
-            shapes[step.output] = try Self.inferShape(step, shapes: shapes)
-            steps.append(step)
+            do {
+                if let folded = try ConstantFolding.evaluate(node, inputs: inputs, constants: constants, shapes: shapes,
+                                                             opset: graph.opsetVersion) {
+                    for (name, value) in zip(node.outputs, folded) { constants[name] = value }
+                    continue
+                }
+                if ["Identity", "Dropout"].contains(node.opType) || (node.opType == "Cast" && [1, 10, 11, 16].contains(node.int("to") ?? 0)) {
+                    aliases[node.outputs[0]] = inputs[0]
+                    continue
+                }
+                for step in try Self.translate(node, inputs: inputs, constants: constants, shapes: shapes, opset: graph.opsetVersion) {
+                    shapes[step.output] = try Self.inferShape(step, shapes: shapes)
+                    steps.append(step)
+                }
+            } catch BackboneError.unsupportedOp(let op, let name, let detail) {
+                unsupported.append(UnsupportedNode(op: op, node: name, detail: detail))
+                poisoned.formUnion(node.outputs)
+            }
         }
         // A requested tensor may be an Identity of another.
         self.outputs = outputs.map { aliases[$0] ?? $0 }
+        for name in self.outputs where shapes[name] == nil && !poisoned.contains(name) {
+            throw BackboneError.invalidGraph("'\(name)' does not depend on the input '\(input)'")
+        }
         self.shapes = shapes
-        self.steps = Self.fuse(steps, shapes: shapes, outputs: self.outputs)
+        self.steps = fusing ? Self.fuse(steps, shapes: shapes, outputs: self.outputs) : steps
+        // An Erf that did not turn out to be part of a GELU has no oneDNN kernel.
+        for step in self.steps where fusing {
+            if case .activation(let activations) = step.op, activations.contains(.erf) {
+                unsupported.append(UnsupportedNode(op: "Erf", node: step.node, detail: "only as part of GELU (x * 0.5 * (1 + erf(x / sqrt 2)))"))
+            }
+        }
+        if !unsupported.isEmpty { throw BackboneError.unsupportedOps(unsupported) }
     }
+
+    /// Every op type the planner accepts in some form (folded, aliased or translated).
+    static let knownOps: Set<String> = ConstantFolding.foldable.union([
+        "Identity", "Dropout", "Cast", "Conv", "BatchNormalization", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish",
+        "HardSigmoid", "Clip", "Elu", "Softplus", "Exp", "Sqrt", "Abs", "Erf", "Mish", "Gelu", "Neg", "Pow", "Add", "Sub",
+        "Mul", "Div", "Max", "Min", "Sum", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten",
+        "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Gemm", "MatMul", "Concat", "Pad", "Softmax", "ReduceMean",
+        "ReduceMax", "ReduceSum", "LayerNormalization", "PRelu", "Split", "Slice", "Resize", "Upsample",
+    ])
 
     // MARK: 1. prune
 
@@ -69,182 +126,6 @@ struct Plan {
         }
         // ONNX requires nodes in topological order, so file order is an execution order.
         return needed.sorted().map { graph.nodes[$0] }
-    }
-
-    // MARK: 2. translate
-
-    static func translate(_ node: GraphNode, inputs: [String], graph: ONNXGraph, shapes: [String: [Int]]) throws -> Step {
-        func unsupported(_ detail: String = "") -> BackboneError {
-            .unsupportedOp(op: node.opType, node: node.label, detail: detail)
-        }
-        func constant(_ index: Int) -> ConstantTensor? {
-            index < inputs.count && !inputs[index].isEmpty ? graph.constants[inputs[index]] : nil
-        }
-        func shape(_ index: Int) throws -> [Int] {
-            guard let shape = shapes[inputs[index]] else {
-                throw unsupported("input '\(inputs[index])' must be computed from the graph input")
-            }
-            return shape
-        }
-        let computed = inputs.filter { !$0.isEmpty && graph.constants[$0] == nil }
-        func step(_ op: Op, _ stepInputs: [String]? = nil) -> Step {
-            Step(op: op, inputs: stepInputs ?? computed, output: node.outputs[0], node: node.label, opType: node.opType)
-        }
-
-        switch node.opType {
-        case "Conv":
-            let x = try shape(0)
-            guard x.count == 4 else { throw unsupported("only 2-D convolution (4-D tensors) is supported") }
-            guard let w = constant(1), w.shape.count == 4, !w.floats.isEmpty else {
-                throw unsupported("weights must be a float constant [O, I/g, kH, kW]")
-            }
-            let groups = node.int("group") ?? 1
-            guard x[1] == w.shape[1] * groups, w.shape[0] % groups == 0 else {
-                throw BackboneError.invalidGraph("node '\(node.label)': \(x[1]) input channels do not fit weights \(w.shape) with \(groups) groups")
-            }
-            let kernel = Array(w.shape[2...])
-            let strides = node.ints("strides") ?? [1, 1]
-            let dilations = node.ints("dilations") ?? [1, 1]
-            let (begin, end) = try pads(node, input: Array(x[2...]), kernel: kernel, strides: strides, dilations: dilations)
-            let bias = constant(2)?.floats ?? [Float](repeating: 0, count: w.shape[0])
-            return step(.convolution(Convolution(
-                weights: w.floats, weightShape: w.shape, bias: bias, strides: strides, dilations: dilations,
-                padsBegin: begin, padsEnd: end, groups: groups)), [inputs[0]])
-
-        case "BatchNormalization":
-            guard let scale = constant(1), let shift = constant(2), let mean = constant(3), let variance = constant(4) else {
-                throw unsupported("scale, bias, mean and variance must be constants")
-            }
-            return step(.batchNorm(scale: scale.floats, shift: shift.floats, mean: mean.floats,
-                                   variance: variance.floats, epsilon: node.float("epsilon") ?? 1e-5), [inputs[0]])
-
-        case "Relu": return step(.activation([.relu(negativeSlope: 0)]))
-        case "LeakyRelu": return step(.activation([.relu(negativeSlope: node.float("alpha") ?? 0.01)]))
-        case "Sigmoid": return step(.activation([.sigmoid]))
-        case "Tanh": return step(.activation([.tanh]))
-        case "HardSwish": return step(.activation([.hardSwish]))
-        case "HardSigmoid":
-            return step(.activation([.linear(alpha: node.float("alpha") ?? 0.2, beta: node.float("beta") ?? 0.5),
-                                     .clip(low: 0, high: 1)]))
-        case "Clip":
-            // Opset 11 moved the bounds from attributes to optional constant inputs.
-            var low = node.float("min") ?? -Float.greatestFiniteMagnitude
-            var high = node.float("max") ?? Float.greatestFiniteMagnitude
-            if inputs.count > 1, !inputs[1].isEmpty {
-                guard let value = constant(1)?.floats.first else { throw unsupported("min must be a constant") }
-                low = value
-            }
-            if inputs.count > 2, !inputs[2].isEmpty {
-                guard let value = constant(2)?.floats.first else { throw unsupported("max must be a constant") }
-                high = value
-            }
-            return step(.activation([.clip(low: low, high: high)]), [inputs[0]])
-
-        case "Add", "Mul":
-            let kind: BinaryKind = node.opType == "Add" ? .add : .mul
-            if computed.count == 2 { return step(.binary(kind, constant: nil)) }
-            guard computed.count == 1, let c = constant(0) ?? constant(1), !c.floats.isEmpty else {
-                throw unsupported("needs at least one computed input and float constants")
-            }
-            return step(.binary(kind, constant: c))
-
-        case "MaxPool", "AveragePool":
-            let x = try shape(0)
-            guard x.count == 4, let kernel = node.ints("kernel_shape") else { throw unsupported("only 2-D pooling is supported") }
-            if (node.int("ceil_mode") ?? 0) != 0 { throw unsupported("ceil_mode=1 is not supported") }
-            if node.outputs.count > 1 && !node.outputs[1].isEmpty { throw unsupported("the Indices output is not supported") }
-            let strides = node.ints("strides") ?? [1, 1]
-            let dilations = node.ints("dilations") ?? [1, 1]
-            let (begin, end) = try pads(node, input: Array(x[2...]), kernel: kernel, strides: strides, dilations: dilations)
-            let window = Pooling(kernel: kernel, strides: strides, padsBegin: begin, padsEnd: end, dilations: dilations)
-            if node.opType == "MaxPool" { return step(.maxPool(window)) }
-            return step(.averagePool(window, countIncludePad: (node.int("count_include_pad") ?? 0) != 0))
-
-        case "GlobalAveragePool":
-            guard try shape(0).count == 4 else { throw unsupported("only 4-D input is supported") }
-            return step(.globalAveragePool)
-
-        case "Flatten":
-            let x = try shape(0)
-            var axis = node.int("axis") ?? 1
-            if axis < 0 { axis += x.count }
-            return step(.reshape([x[..<axis].reduce(1, *), x[axis...].reduce(1, *)]))
-
-        case "Reshape":
-            let x = try shape(0)
-            let target: [Int]
-            if let c = constant(1) { target = c.ints.map(Int.init) } else if let s = node.ints("shape") { target = s } else {
-                throw unsupported("the target shape must be a constant")
-            }
-            return step(.reshape(try resolveReshape(x, target, allowZero: (node.int("allowzero") ?? 0) != 0, node: node)), [inputs[0]])
-
-        case "Squeeze", "Unsqueeze":
-            let x = try shape(0)
-            guard let axes = constant(1)?.ints.map(Int.init) ?? node.ints("axes") else {
-                throw unsupported("axes must be given as a constant")
-            }
-            if node.opType == "Squeeze" {
-                let rank = x.count
-                let drop = Set(axes.map { $0 < 0 ? $0 + rank : $0 })
-                return step(.reshape(x.enumerated().filter { !drop.contains($0.offset) }.map(\.element)), [inputs[0]])
-            }
-            let rank = x.count + axes.count
-            var result = x
-            for axis in axes.map({ $0 < 0 ? $0 + rank : $0 }).sorted() { result.insert(1, at: axis) }
-            return step(.reshape(result), [inputs[0]])
-
-        case "Transpose":
-            let x = try shape(0)
-            let permutation = node.ints("perm") ?? Array((0..<x.count).reversed())
-            guard permutation.sorted() == Array(0..<x.count) else { throw unsupported("perm \(permutation) is not a permutation") }
-            return step(.transpose(permutation))
-
-        case "Gemm", "MatMul":
-            let x = try shape(0)
-            guard x.count == 2 else { throw unsupported("the computed operand must be 2-D [N, K]") }
-            guard computed.count == 1, computed[0] == inputs[0], let b = constant(1), b.shape.count == 2 else {
-                throw unsupported("the second operand must be a 2-D constant")
-            }
-            if (node.int("transA") ?? 0) != 0 { throw unsupported("transA=1 is not supported") }
-            let alpha = node.float("alpha") ?? 1, beta = node.float("beta") ?? 1
-            let transB = node.opType == "Gemm" && (node.int("transB") ?? 0) != 0
-            let (k, m) = transB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
-            guard k == x[1] else { throw BackboneError.invalidGraph("node '\(node.label)': [N, \(x[1])] times \(b.shape)") }
-            var weights = [Float](repeating: 0, count: m * k)
-            for row in 0..<m {
-                for col in 0..<k {
-                    weights[row * k + col] = alpha * (transB ? b.floats[row * k + col] : b.floats[col * m + row])
-                }
-            }
-            var bias = [Float](repeating: 0, count: m)
-            if node.opType == "Gemm", let c = constant(2) {
-                guard c.count == m || c.count == 1 else { throw unsupported("bias C must broadcast along the rows") }
-                for j in 0..<m { bias[j] = beta * c.floats[c.count == 1 ? 0 : j] }
-            }
-            return step(.innerProduct(weights: weights, bias: bias, outFeatures: m), [inputs[0]])
-
-        case "Concat":
-            guard let axis = node.int("axis") else { throw unsupported("axis is required") }
-            guard computed.count == inputs.count else { throw unsupported("constant inputs are not supported") }
-            let rank = try shape(0).count
-            return step(.concat(axis: axis < 0 ? axis + rank : axis))
-
-        case "Pad":
-            // Only zero padding of the spatial dims is supported; `fuse` folds it into the next Conv.
-            let x = try shape(0)
-            let amounts = constant(1)?.ints.map(Int.init) ?? node.ints("pads") ?? []
-            let mode = node.string("mode") ?? "constant"
-            let value = constant(2)?.floats.first ?? node.float("value") ?? 0
-            guard mode == "constant", value == 0, amounts.count == 2 * x.count, x.count == 4,
-                  amounts[0] == 0, amounts[1] == 0, amounts[4] == 0, amounts[5] == 0,
-                  amounts.allSatisfy({ $0 >= 0 }) else {
-                throw unsupported("only constant zero padding of H and W is supported")
-            }
-            return step(.pad(begin: [amounts[2], amounts[3]], end: [amounts[6], amounts[7]]), [inputs[0]])
-
-        default:
-            throw unsupported()
-        }
     }
 
     static func pads(_ node: GraphNode, input: [Int], kernel: [Int], strides: [Int], dilations: [Int]) throws -> ([Int], [Int]) {
@@ -306,13 +187,13 @@ struct Plan {
         switch step.op {
         case .convolution(let c):
             return [x[0], c.outChannels] + (try window(c.kernel, c.strides, c.dilations, c.padsBegin, c.padsEnd))
-        case let .pad(begin, end):
-            return [x[0], x[1], x[2] + begin[0] + end[0], x[3] + begin[1] + end[1]]
+        case let .pad(begin, end, _, _):
+            return x.indices.map { x[$0] + begin[$0] + end[$0] }
         case .maxPool(let p), .averagePool(let p, _):
             return [x[0], x[1]] + (try window(p.kernel, p.strides, p.dilations, p.padsBegin, p.padsEnd))
-        case .batchNorm, .activation:
+        case .batchNorm, .activation, .softmax, .layerNorm, .prelu:
             return x
-        case .binary(_, let constant):
+        case let .binary(_, constant, _, _):
             let other = constant?.shape ?? shapes[step.inputs[1]]!
             return try broadcast(x, other, node: step.node)
         case .globalAveragePool:
@@ -333,6 +214,14 @@ struct Plan {
                 result[axis] += other[axis]
             }
             return result
+        case let .reduce(_, axes):
+            return x.indices.map { axes.contains($0) ? 1 : x[$0] }
+        case let .slice(axis, start, end):
+            var result = x
+            result[axis] = end - start
+            return result
+        case let .resize(_, shape):
+            return shape
         }
     }
 
@@ -347,81 +236,4 @@ struct Plan {
             return max(x, y)
         }
     }
-
-    // MARK: 3. fuse
-
-    static func fuse(_ input: [Step], shapes: [String: [Int]], outputs: [String]) -> [Step] {
-        var steps = input
-        func uses(_ name: String) -> Int {
-            steps.reduce(0) { $0 + $1.inputs.filter { $0 == name }.count } + (outputs.contains(name) ? 1 : 0)
-        }
-        /// The position of the convolution producing `name`, if nothing else reads its result.
-        func soleConvolution(_ name: String) -> (Int, Convolution)? {
-            guard uses(name) == 1, let source = steps.firstIndex(where: { $0.output == name }),
-                  case .convolution(let conv) = steps[source].op else { return nil }
-            return (source, conv)
-        }
-
-        var index = 0
-        while index < steps.count {
-            let step = steps[index]
-            var fused: (source: Int, conv: Convolution)?
-            switch step.op {
-            case let .batchNorm(scale, shift, mean, variance, epsilon):
-                if case (let source, var conv)? = soleConvolution(step.inputs[0]), conv.postOps.isEmpty {
-                    let perOut = conv.weights.count / conv.outChannels
-                    for o in 0..<conv.outChannels {
-                        let factor = scale[o] / (variance[o] + epsilon).squareRoot()
-                        for i in 0..<perOut { conv.weights[o * perOut + i] *= factor }
-                        conv.bias[o] = (conv.bias[o] - mean[o]) * factor + shift[o]
-                    }
-                    fused = (source, conv)
-                }
-            case .activation(let activations):
-                if case (let source, var conv)? = soleConvolution(step.inputs[0]) {
-                    conv.postOps += activations.map(PostOp.activation)
-                    fused = (source, conv)
-                }
-            case .binary(.add, nil) where shapes[step.inputs[0]] == shapes[step.inputs[1]]:
-                for (operand, other) in [(0, 1), (1, 0)] {
-                    if case (let source, var conv)? = soleConvolution(step.inputs[operand]), conv.sumInput == nil {
-                        conv.postOps.append(.sum)
-                        conv.sumInput = step.inputs[other]
-                        fused = (source, conv)
-                        break
-                    }
-                }
-            case .pad(let begin, let end):
-                // A zero Pad before a convolution is just more convolution padding.
-                if uses(step.output) == 1, let consumer = steps.firstIndex(where: { $0.inputs.first == step.output }),
-                   case .convolution(var conv) = steps[consumer].op {
-                    for d in 0..<2 {
-                        conv.padsBegin[d] += begin[d]
-                        conv.padsEnd[d] += end[d]
-                    }
-                    steps[consumer].op = .convolution(conv)
-                    steps[consumer].inputs[0] = step.inputs[0]
-                    steps.remove(at: index)
-                    continue
-                }
-            default:
-                break
-            }
-            guard let (source, conv) = fused else {
-                index += 1
-                continue
-            }
-            // The convolution moves to where its consumer was, so that a residual input computed
-            // after the convolution (in file order) is ready when the fused step runs.
-            var merged = steps[source]
-            merged.op = .convolution(conv)
-            merged.output = step.output
-            if let extra = conv.sumInput, !merged.inputs.contains(extra) { merged.inputs.append(extra) }
-            steps[index] = merged
-            steps.remove(at: source)
-            index = source
-        }
-        return steps
-    }
 }
-

@@ -57,7 +57,7 @@ public final class FeatureExtractor {
             outputs.append(logits)
         }
         engine = try BackboneEngine(modelPath: config.onnxPath, input: config.input.name, outputs: outputs,
-                                    maxBatch: batchSize, threads: threads)
+                                    maxBatch: batchSize, threads: threads, calibration: try config.int8Calibration())
         let crop = config.preprocess.crop
         let expected = config.input.layout == .nchw ? [3, crop, crop] : [crop, crop, 3]
         guard engine.imageShape == expected else {

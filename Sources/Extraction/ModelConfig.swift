@@ -1,3 +1,4 @@
+import Backbone
 import Foundation
 import ImageInput
 
@@ -34,14 +35,21 @@ public struct ModelConfig: Codable, Sendable {
     public var logitsNode: String?
     /// A file of class names for the logits, one per line, relative to the config's folder.
     public var classes: String?
+    /// Convolution precision; `nil` means fp32. int8 needs a calibration file (`featstream calibrate`).
+    public var precision: Precision?
+    /// The int8 calibration file, relative to the config's folder (default `calibration.json`).
+    public var calibration: String?
 
     /// The folder the config was read from; relative paths resolve against it.
-    public private(set) var directory: URL = URL(fileURLWithPath: ".")
+    public internal(set) var directory: URL = URL(fileURLWithPath: ".")
     /// The absolute path of the config file itself.
-    public private(set) var configPath: String = ""
+    public internal(set) var configPath: String = ""
+    /// For a bare `.onnx` with no config beside it: each value guessed from the graph (JSON key → why).
+    /// Empty for a config read from a file.
+    public internal(set) var guessed: [String: String] = [:]
 
     private enum CodingKeys: String, CodingKey {
-        case name, onnx, input, preprocess, featureNode, logitsNode, classes
+        case name, onnx, input, preprocess, featureNode, logitsNode, classes, precision, calibration
     }
 
     /// The absolute path of the ONNX file.
@@ -65,6 +73,8 @@ public struct ModelConfig: Codable, Sendable {
             candidates = [url]
         }
         guard let configURL = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
+            // A bare model: the same inference as `featstream model init`, with the guesses recorded.
+            if url.pathExtension == "onnx" { return try inferred(fromONNX: url.path).config }
             throw ModelConfigError(path: path, reason: "no model config found (looked for \(candidates.map(\.path).joined(separator: ", ")))")
         }
         var config: ModelConfig
@@ -78,6 +88,23 @@ public struct ModelConfig: Codable, Sendable {
         if url.pathExtension == "onnx" { config.onnx = url.path }
         try config.validate(at: configURL.path)
         return config
+    }
+
+    /// Where the int8 calibration is (or will be written by `featstream calibrate`).
+    public var calibrationPath: String { resolve(calibration ?? "calibration.json").path }
+
+    /// The calibration the engine needs for `precision`: `nil` for fp32.
+    /// - Throws: `ModelConfigError` when int8 is asked for and no calibration file exists yet.
+    public func int8Calibration() throws -> Calibration? {
+        guard precision == .int8 else { return nil }
+        guard let data = FileManager.default.contents(atPath: calibrationPath) else {
+            throw ModelConfigError(path: calibrationPath, reason: "int8 needs a calibration; run `featstream calibrate --model \(configPath) --data DATASET` first")
+        }
+        do {
+            return try JSONDecoder().decode(Calibration.self, from: data)
+        } catch {
+            throw ModelConfigError(path: calibrationPath, reason: "invalid calibration file: \(error)")
+        }
     }
 
     /// The class names for the logits node, if the config names a classes file.

@@ -23,11 +23,15 @@ struct Bench: ParsableCommand {
         @Option(help: "Images per run.") var batch = 16
         @Option(help: "oneDNN threads.") var threads = 2
         @Option(help: "Seconds to measure, after warm-up.") var seconds = 5.0
+        @Flag(help: "Run even if oneDNN picks a slow reference kernel for some primitive.") var allowReferenceKernels = false
+        @Option(help: "fp32, or int8 (with the model's calibration.json).") var precision: Precision = .fp32
 
         func run() throws {
-            let config = try ModelConfig.load(model)
+            var config = try ModelConfig.load(model)
+            config.precision = precision
             let engine = try BackboneEngine(modelPath: config.onnxPath, input: config.input.name,
-                                            outputs: [config.featureNode], maxBatch: batch, threads: threads)
+                                            outputs: [config.featureNode], maxBatch: batch, threads: threads,
+                                            allowReferenceKernels: allowReferenceKernels, calibration: try config.int8Calibration())
             if !engine.referenceKernels.isEmpty {
                 printError("warning: reference kernels in use: \(engine.referenceKernels.joined(separator: "; "))")
             }
@@ -42,7 +46,7 @@ struct Bench: ParsableCommand {
                 images += batch
             }
             let elapsed = Date().timeIntervalSince(start)
-            print(String(format: "{\"model\": \"%@\", \"batch\": %d, \"threads\": %d, \"images\": %d, \"seconds\": %.3f, \"imagesPerSecond\": %.2f}",
+            print(String(format: "{\"model\": \"%@\", \"precision\": \"\(precision.rawValue)\", \"batch\": %d, \"threads\": %d, \"images\": %d, \"seconds\": %.3f, \"imagesPerSecond\": %.2f}",
                          config.name, batch, threads, images, elapsed, Double(images) / elapsed))
         }
     }

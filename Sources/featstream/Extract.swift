@@ -1,4 +1,5 @@
 import ArgumentParser
+import Backbone
 import Extraction
 import Foundation
 import ImageInput
@@ -6,6 +7,7 @@ import ImageInput
 extension DatasetFormat: ExpressibleByArgument {}
 extension FeatureDType: ExpressibleByArgument {}
 extension ResizeMode: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,7 +22,7 @@ struct Extract: ParsableCommand {
         """
     )
 
-    @Option(help: "Model folder, model config (.json) or .onnx file with a config beside it.")
+    @Option(help: "Model folder, model config (.json) or .onnx file (without a config beside it, one is inferred and printed).")
     var model: String
 
     @Option(help: "Dataset: ImageFolder root, .tar shard or folder of shards, or .csv/.jsonl manifest.")
@@ -59,6 +61,9 @@ struct Extract: ParsableCommand {
     @Flag(help: "Turn images upright by their EXIF Orientation tag (overrides the model config's preprocess.exifOrientation).")
     var exifOrientation = false
 
+    @Option(help: "Convolution precision: fp32, or int8 (needs `featstream calibrate` first). Default: the model config's.")
+    var precision: Precision?
+
     @Flag(help: "Also write the model's own logits (the config's logitsNode) to logits.npy.")
     var logits = false
 
@@ -83,6 +88,8 @@ struct Extract: ParsableCommand {
         var config = try ModelConfig.load(model)
         if let resize { config.preprocess.resize = resize }
         if exifOrientation { config.preprocess.exifOrientation = true }
+        announceInferredConfig(config, command: "extract")
+        if let precision { config.precision = precision }
         let dataset = try DatasetIndex.open(path: data, format: format)
         var items = dataset.items
         if let split {
@@ -113,7 +120,7 @@ struct Extract: ParsableCommand {
         let rate = seconds > 0 ? Double(items.count) / seconds : 0
         try writer.finish(summary: [
             "model": config.name, "featureNode": config.featureNode, "featureWidth": extractor.featureWidth,
-            "dtype": dtype.rawValue, "dataset": data, "format": dataset.format.rawValue,
+            "dtype": dtype.rawValue, "precision": (config.precision ?? .fp32).rawValue, "dataset": data, "format": dataset.format.rawValue,
             "images": items.count, "features": writer.rows, "deadLetters": writer.deadLetters.count,
             "seconds": seconds, "imagesPerSecond": rate, "batch": batch, "threads": extractor.engine.threads,
             "resize": config.preprocess.resize.rawValue, "exifOrientation": config.preprocess.exifOrientation,

@@ -25,8 +25,10 @@ struct FeatStream: ParsableCommand {
           status       a live table of a running job (from its metrics).
           keygen       a CurveZMQ key pair for securing every socket.
           bench        measure the backbone, decoder and codecs.
+          model init   an editable model.json for a bare .onnx.
+          calibrate    activation ranges for --precision int8.
         """,
-        subcommands: [Run.self, Launch.self, Extract.self, Coordinator.self, Worker.self, Head.self, Train.self, Predict.self, ExportFeatures.self, Store.self, Status.self, Keygen.self, Bench.self],
+        subcommands: [Run.self, Launch.self, Extract.self, Coordinator.self, Worker.self, Head.self, Train.self, Predict.self, ExportFeatures.self, Store.self, Status.self, Keygen.self, Bench.self, Model.self, Calibrate.self],
         defaultSubcommand: Run.self
     )
 }

@@ -3,6 +3,7 @@ import ClusterLaunch
 import FeatureStore
 import HeadExport
 import Transport
+import Extraction
 import Foundation
 
 struct Run: ParsableCommand {
@@ -32,6 +33,7 @@ struct Run: ParsableCommand {
             guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
             _ = try parseDType(dtype)
             umask(0o077)
+            announceInferredConfig(try ModelConfig.load(model), command: "run")
             let outURL = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
             let control = "tcp://127.0.0.1:\(try freeLocalPort())"

@@ -42,13 +42,38 @@ final class ModelGoldenTests: XCTestCase {
         try compare(model: "open-nsfw", input: "input:0", outputs: [("pool/AvgPool:0", "features.npy")])
     }
 
-    func testUnsupportedOpIsNamedAtLoad() throws {
-        // open-nsfw ends in Softmax; asking for its output must fail at load, naming op and node.
-        let path = Self.home.appendingPathComponent("models/open-nsfw/model.onnx").path
-        XCTAssertThrowsError(try BackboneEngine(modelPath: path, outputs: ["outputs"], maxBatch: 1)) { error in
-            XCTAssertEqual(error as? BackboneError,
-                           .unsupportedOp(op: "Softmax", node: "predictions", detail: ""), "\(error)")
-            XCTAssertTrue("\(error)".contains("Softmax"))
+    /// A model with several unsupported ops fails at load listing every one, each with its node.
+    func testEveryUnsupportedOpIsListedWithItsNode() throws {
+        let path = Self.home.appendingPathComponent("goldens/errors/unsupported_many/model.onnx").path
+        XCTAssertThrowsError(try BackboneEngine(modelPath: path, input: "x", outputs: ["y"], maxBatch: 1)) { error in
+            XCTAssertEqual(error as? BackboneError, .unsupportedOps([
+                UnsupportedNode(op: "Round", node: "round_node", detail: ""),
+                UnsupportedNode(op: "Hardmax", node: "hardmax_node", detail: ""),
+                UnsupportedNode(op: "Sign", node: "sign_node", detail: ""),
+            ]), "\(error)")
+            XCTAssertTrue("\(error)".contains("3 unsupported op types (Hardmax, Round, Sign)"), "\(error)")
+        }
+    }
+
+    /// A primitive on oneDNN's reference kernel is a load error unless explicitly allowed, and then it runs.
+    func testReferenceKernelIsALoadErrorUnlessAllowed() throws {
+        let dir = Self.home.appendingPathComponent("goldens/errors/reference_kernel")
+        let path = dir.appendingPathComponent("model.onnx").path
+        XCTAssertThrowsError(try BackboneEngine(modelPath: path, input: "x", outputs: ["y"], maxBatch: 2)) { error in
+            guard case .referenceKernels(let steps)? = error as? BackboneError else { return XCTFail("\(error)") }
+            XCTAssertEqual(steps.count, 1, "\(steps)")
+            XCTAssertTrue(steps[0].contains("ReduceSum") && steps[0].contains("ref"), "\(steps)")
+            XCTAssertTrue("\(error)".contains("--allow-reference-kernels"))
+        }
+        let engine = try BackboneEngine(modelPath: path, input: "x", outputs: ["y"], maxBatch: 2, allowReferenceKernels: true)
+        XCTAssertEqual(engine.referenceKernels.count, 1)
+        let input = try NumpyArray(contentsOf: dir.appendingPathComponent("input.npy"))
+        let sums = try input.values.withUnsafeBufferPointer { try engine.run($0, batch: 2) }[0]
+        // ReduceSum over the 8 channels, checked against a plain Swift sum.
+        XCTAssertEqual(sums.count, 2 * 12 * 12)
+        for (n, p) in [(0, 0), (1, 77), (1, 143)] {
+            let expected = (0..<8).reduce(Float(0)) { $0 + input.values[(n * 8 + $1) * 144 + p] }
+            XCTAssertEqual(sums[n * 144 + p], expected, accuracy: 1e-5)
         }
     }
 

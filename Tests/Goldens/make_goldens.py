@@ -248,7 +248,179 @@ def op_cases() -> list[tuple[Case, str]]:
     p = c.node("Pad", ["x"], mode="constant", pads=[0, 0, 1, 1, 0, 0, 2, 2], value=0.0)
     add(c, c.conv(p, 8, 16, 3))
 
+    # --- issue 16: shape arithmetic folded at plan time -------------------------------------
+    c = Case("shape_slice_concat_reshape", X, "Paddle-style flatten: Shape -> Slice -> Concat -> Reshape")
+    sh = c.node("Shape", ["x"])
+    first = c.node("Slice", [sh, c.const(np.array([0], np.int64), "st"), c.const(np.array([1], np.int64), "en")])
+    target = c.node("Concat", [first, c.const(np.array([-1], np.int64), "m1")], axis=0)
+    add(c, c.node("Reshape", [c.conv("x", 8, 4, 3, pads=[1, 1, 1, 1]), target]))
+
+    c = Case("shape_gather_unsqueeze_flatten", X, "PyTorch x.view(x.size(0), -1): Shape/Gather/Unsqueeze/Concat/Reshape", opset=11)
+    g = c.node("Gather", [c.node("Shape", ["x"]), c.const(np.array(0, np.int64), "i0")], axis=0)
+    u = c.node("Unsqueeze", [g], axes=[0])
+    add(c, c.node("Reshape", ["x", c.node("Concat", [u, c.const(np.array([-1], np.int64), "m1")], axis=0)]))
+
+    c = Case("constant_of_shape_range_expand_cast", X,
+             "constant subgraph: ConstantOfShape, Range, Cast, Expand, Squeeze folded into a per-channel Add")
+    ones = c.node("ConstantOfShape", [c.const(np.array([8, 1, 1], np.int64), "shp")],
+                  value=numpy_helper.from_array(np.array([1.0], np.float32)))
+    ramp = c.node("Cast", [c.node("Range", [c.const(np.array(0, np.int64), "r0"), c.const(np.array(8, np.int64), "r1"),
+                                            c.const(np.array(1, np.int64), "r2")])], to=1)
+    ramp = c.node("Reshape", [ramp, c.const(np.array([8, 1, 1], np.int64), "rs")])
+    bias = c.node("Expand", [c.node("Mul", [ramp, ones]), c.const(np.array([1, 8, 1, 1], np.int64), "ex")])
+    bias = c.node("Squeeze", [c.node("Unsqueeze", [bias, c.const(np.array([0], np.int64), "ax")]),
+                              c.const(np.array([0], np.int64), "ax2")])
+    add(c, c.node("Add", [c.conv("x", 8, 8, 3, pads=[1, 1, 1, 1]), bias]))
+
+    # --- affine folding into the convolution ---------------------------------------------------
+    c = Case("conv_mul_add_tf_bn", X, "TF-style BatchNorm: conv then Mul [C,1,1] then Add [1,C,1,1], then Relu")
+    y = c.conv("x", 8, 16, 3, bias=False, pads=[1, 1, 1, 1])
+    y = c.node("Mul", [y, c.const(c.rng.uniform(0.5, 1.5, [16, 1, 1]).astype(np.float32), "s")])
+    y = c.node("Add", [y, c.const(c.rng.standard_normal([1, 16, 1, 1]).astype(np.float32), "t")])
+    add(c, c.node("Relu", [y]))
+
+    c = Case("conv_sub_div_scalar_first", X, "conv, Sub scalar, Div per-channel, then 1 - y (constant first)")
+    y = c.node("Sub", [c.conv("x", 8, 16, 3, pads=[1, 1, 1, 1]), c.const(np.float32(0.3), "s")])
+    y = c.node("Div", [y, c.const(c.rng.uniform(0.5, 2, [16, 1, 1]).astype(np.float32), "d")])
+    add(c, c.node("Sub", [c.const(np.float32(1.0), "one"), y]))
+
+    c = Case("batchnorm_standalone", X, "BatchNormalization on the input (not after a conv)")
+    add(c, c.batchnorm("x", 8))
+
+    c = Case("batchnorm_2d", [BATCH, 32], "BatchNormalization on [N, C]")
+    add(c, c.batchnorm("x", 32))
+
+    # --- elementwise without reference kernels ------------------------------------------------
+    c = Case("conv_swish", X, "conv then x * Sigmoid(x) (SiLU as exported)")
+    y = c.conv("x", 8, 16, 3, pads=[1, 1, 1, 1])
+    add(c, c.node("Mul", [y, c.node("Sigmoid", [y])]))
+
+    c = Case("swish_standalone", X, "Sigmoid(x) * x on the input")
+    add(c, c.node("Mul", [c.node("Sigmoid", ["x"]), "x"]))
+
+    c = Case("hardswish_decomposed", X, "x * HardSigmoid(x, 1/6, 0.5) after a conv")
+    y = c.conv("x", 8, 16, 3, gain=3.0, pads=[1, 1, 1, 1])
+    add(c, c.node("Mul", [y, c.node("HardSigmoid", [y], alpha=1 / 6, beta=0.5)]))
+
+    c = Case("gelu_erf", X, "GELU as PyTorch exports it: Div sqrt2, Erf, Add 1, Mul x, Mul 0.5")
+    y = c.conv("x", 8, 16, 3, pads=[1, 1, 1, 1])
+    e = c.node("Erf", [c.node("Div", [y, c.const(np.float32(1.4142135381698608), "r2")])])
+    add(c, c.node("Mul", [c.node("Mul", [y, c.node("Add", [e, c.const(np.float32(1), "one")])]), c.const(np.float32(0.5), "h")]))
+
+    c = Case("gelu_erf_half_first", X, "GELU as (x * 0.5) * (1 + Erf(x * 0.7071))")
+    e = c.node("Erf", [c.node("Mul", ["x", c.const(np.float32(0.7071067690849304), "r")])])
+    add(c, c.node("Mul", [c.node("Mul", ["x", c.const(np.float32(0.5), "h")]), c.node("Add", [e, c.const(np.float32(1), "one")])]))
+
+    c = Case("mish_decomposed", X, "x * Tanh(Softplus(x)) after a conv")
+    y = c.conv("x", 8, 16, 3, pads=[1, 1, 1, 1])
+    add(c, c.node("Mul", [y, c.node("Tanh", [c.node("Softplus", [y])])]))
+
+    c = Case("mish_op", X, "Mish (opset 18)", opset=18)
+    add(c, c.node("Mish", ["x"]))
+
+    c = Case("leakyrelu_prelu", X, "LeakyRelu 0.1 then PRelu with a per-channel slope")
+    y = c.node("LeakyRelu", [c.conv("x", 8, 16, 3, pads=[1, 1, 1, 1])], alpha=0.1)
+    add(c, c.node("PRelu", [y, c.const(c.rng.uniform(0, 0.5, [16, 1, 1]).astype(np.float32), "slope")]))
+
+    c = Case("binary_broadcast_computed", X, "x - GAP(x), then / (1 + GAP(x)^2), then max with 0 (computed broadcasts)")
+    m = c.node("GlobalAveragePool", ["x"])
+    d = c.node("Sub", ["x", m])
+    q = c.node("Add", [c.node("Mul", [m, m]), c.const(np.float32(1), "one")])
+    add(c, c.node("Max", [c.node("Div", [d, q]), c.const(np.float32(0), "zero")]))
+
+    # --- more ops ---------------------------------------------------------------------------------
+    c = Case("reducemean_hw_keepdims", X, "ReduceMean over H,W keepdims=1 (pooling)")
+    add(c, c.node("ReduceMean", [c.conv("x", 8, 16, 3, pads=[1, 1, 1, 1])], axes=[2, 3], keepdims=1))
+
+    c = Case("reducemean_nhwc_opset18", [BATCH, 12, 12, 8], "NHWC: Transpose, conv, Transpose back, ReduceMean axes input [1,2] (opset 18)", opset=18)
+    y = c.node("Transpose", [c.conv(c.node("Transpose", ["x"], perm=[0, 3, 1, 2]), 8, 16, 3, pads=[1, 1, 1, 1])], perm=[0, 2, 3, 1])
+    add(c, c.node("ReduceMean", [y, c.const(np.array([1, 2], np.int64), "axes")], keepdims=0))
+
+    c = Case("layernorm_opset17", [BATCH, 6, 32], "LayerNormalization over the last axis", opset=17)
+    add(c, c.node("LayerNormalization", ["x", c.const(c.rng.uniform(0.5, 1.5, 32).astype(np.float32), "g"),
+                                         c.const(c.rng.standard_normal(32).astype(np.float32), "b")], axis=-1, epsilon=1e-5))
+
+    c = Case("layernorm_decomposed", [BATCH, 6, 32], "LayerNorm as ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add")
+    mu = c.node("ReduceMean", ["x"], axes=[-1], keepdims=1)
+    d = c.node("Sub", ["x", mu])
+    var = c.node("ReduceMean", [c.node("Pow", [d, c.const(np.float32(2), "two")])], axes=[-1], keepdims=1)
+    den = c.node("Sqrt", [c.node("Add", [var, c.const(np.float32(1e-5), "eps")])])
+    y = c.node("Mul", [c.node("Div", [d, den]), c.const(c.rng.uniform(0.5, 1.5, 32).astype(np.float32), "g")])
+    add(c, c.node("Add", [y, c.const(c.rng.standard_normal(32).astype(np.float32), "b")]))
+
+    c = Case("softmax_last", [BATCH, 10], "Softmax over the last axis")
+    add(c, c.node("Softmax", ["x"], axis=-1))
+
+    c = Case("softmax_channels", X, "Softmax over channels of a conv output (opset 13)")
+    add(c, c.node("Softmax", [c.conv("x", 8, 16, 1)], axis=1))
+
+    c = Case("split_concat", X, "Split channels 3/5 (opset 13 split input), convs, Concat")
+    a, b = "split_a", "split_b"
+    c.nodes.append(helper.make_node("Split", ["x", c.const(np.array([3, 5], np.int64), "sp")], [a, b], axis=1, name="split"))
+    add(c, c.node("Concat", [c.conv(a, 3, 4, 3, pads=[1, 1, 1, 1]), c.conv(b, 5, 6, 1)], axis=1))
+
+    c = Case("split_equal_opset11", X, "Split into two equal halves (opset 11), Add", opset=11)
+    c.nodes.append(helper.make_node("Split", ["x"], ["h1", "h2"], axis=1, name="split"))
+    add(c, c.node("Add", ["h1", "h2"]))
+
+    c = Case("slice_channels", X, "Slice x[:, 2:6] of a computed tensor")
+    add(c, c.node("Slice", [c.conv("x", 8, 16, 1), c.const(np.array([2], np.int64), "s"), c.const(np.array([6], np.int64), "e"),
+                            c.const(np.array([1], np.int64), "a")]))
+
+    c = Case("maxpool_ceil", [BATCH, 8, 13, 13], "MaxPool 3x3 stride 2 ceil_mode=1 (SqueezeNet, GoogLeNet)")
+    add(c, c.node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1))
+
+    c = Case("global_maxpool", X, "GlobalMaxPool")
+    add(c, c.node("GlobalMaxPool", ["x"]))
+
+    c = Case("pad_reflect", X, "reflect Pad 2/1 on H,W")
+    add(c, c.node("Pad", ["x", c.const(np.array([0, 0, 2, 1, 0, 0, 1, 2], np.int64), "p")], mode="reflect"))
+
+    c = Case("pad_edge_then_conv", X, "edge Pad then conv")
+    add(c, c.conv(c.node("Pad", ["x", c.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "p")], mode="edge"), 8, 8, 3))
+
+    c = Case("pad_constant_value", X, "constant Pad with value 0.5 then MaxPool")
+    p = c.node("Pad", ["x", c.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "p"), c.const(np.float32(0.5), "v")], mode="constant")
+    add(c, c.node("MaxPool", [p], kernel_shape=[2, 2], strides=[2, 2]))
+
+    c = Case("resize_nearest_x2", X, "Resize nearest x2, asymmetric/floor (PyTorch Upsample)")
+    add(c, c.node("Resize", ["x", "", c.const(np.array([1, 1, 2, 2], np.float32), "sc")], mode="nearest",
+                  coordinate_transformation_mode="asymmetric", nearest_mode="floor"))
+
+    c = Case("resize_linear_sizes", X, "Resize linear half_pixel to sizes 18x18")
+    add(c, c.node("Resize", ["x", "", "", c.const(np.array([BATCH, 8, 18, 18], np.int64), "sz")], mode="linear",
+                  coordinate_transformation_mode="half_pixel"))
+
+    c = Case("upsample_opset9", X, "Upsample nearest x2 (opset 9)", opset=9)
+    add(c, c.node("Upsample", ["x", c.const(np.array([1, 1, 2, 2], np.float32), "sc")], mode="nearest"))
+
+    c = Case("matmul_4d_channels_last", [BATCH, 5, 5, 16], "MatMul of [N,H,W,C] by [C,M] plus bias (ConvNeXt Linear)")
+    y = c.node("MatMul", ["x", c.weight([16, 24], fan_in=16)])
+    add(c, c.node("Add", [y, c.const(c.rng.standard_normal(24).astype(np.float32), "b")]))
+
     return cases
+
+
+def error_cases() -> list[tuple[str, onnx.ModelProto, str]]:
+    """Models the engine must refuse, with what the refusal must name (no goldens: nothing runs)."""
+    out = []
+    c = Case("unsupported_many", [BATCH, 8, 12, 12], "three unsupported op types in two branches")
+    r = c.node("Hardmax", [c.node("Round", ["x"], out="round_node")], out="hardmax_node")
+    out.append((c.name, c.finish(c.node("Add", [r, c.node("Sign", ["x"], out="sign_node")])), "Round, Hardmax, Sign"))
+    c = Case("reference_kernel", [BATCH, 8, 12, 12], "ReduceSum over channels: oneDNN has only its reference kernel")
+    out.append((c.name, c.finish(c.node("ReduceSum", ["x", c.const(np.array([1], np.int64), "ax")], keepdims=1)), "ReduceSum"))
+    return out
+
+
+def make_error_models(root: Path) -> list[dict]:
+    entries = []
+    for name, model, expect in error_cases():
+        d = root / "errors" / name
+        d.mkdir(parents=True)
+        onnx.save(model, d / "model.onnx")
+        np.save(d / "input.npy", np.random.default_rng(SEED).standard_normal([BATCH, 8, 12, 12]).astype(np.float32))
+        entries.append({"name": name, "dir": f"errors/{name}", "expect": expect})
+    return entries
 
 
 def session(model_bytes: bytes) -> ort.InferenceSession:
@@ -430,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.mkdir()
     try:
         ops = make_op_goldens(tmp)
+        errors = make_error_models(tmp)
         models = []
         if not args.ops_only:
             samples_dir = args.samples or args.models.parent / "data" / "imagenet-samples"
@@ -442,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
             "notes": "All .npy are little-endian float32 C-order except pixels.npy (uint8). "
                      "Op inputs are default_rng(0).standard_normal(shape).",
             "ops": ops,
+            "errors": errors,
             "models": models,
         }
         (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")

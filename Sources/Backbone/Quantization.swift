@@ -1,0 +1,97 @@
+import Foundation
+
+/// The activation ranges an int8 network is built from, measured by running the fp32 network over
+/// calibration images. Stored as JSON beside the model (`featstream calibrate`).
+///
+/// Keys are the names of the tensors that feed convolutions in the engine's plan (ONNX tensor
+/// names, or a name derived from one); a plan of the same model always uses the same names.
+public struct Calibration: Codable, Sendable, Equatable {
+    /// The observed range of one tensor over all calibration images.
+    public struct Range: Codable, Sendable, Equatable {
+        public var min: Float
+        public var max: Float
+        public init(min: Float, max: Float) {
+            self.min = min
+            self.max = max
+        }
+    }
+
+    /// How ranges were measured: "minmax" (the only method implemented).
+    public var method: String
+    /// The images the ranges come from, as the caller named them (dataset keys).
+    public var images: [String]
+    /// Range per tensor name.
+    public var ranges: [String: Range]
+
+    public init(method: String = "minmax", images: [String] = [], ranges: [String: Range] = [:]) {
+        self.method = method
+        self.images = images
+        self.ranges = ranges
+    }
+
+    /// Widens the range of `name` to include `values`.
+    mutating func observe(_ name: String, _ values: UnsafeBufferPointer<Float>) {
+        var low = ranges[name]?.min ?? .infinity, high = ranges[name]?.max ?? -.infinity
+        for v in values {
+            low = Swift.min(low, v)
+            high = Swift.max(high, v)
+        }
+        ranges[name] = Range(min: low, max: high)
+    }
+}
+
+/// The numeric precision of the convolutions.
+public enum Precision: String, Codable, Sendable, CaseIterable {
+    /// Everything in 32-bit float.
+    case fp32
+    /// Convolutions on 8-bit integers (VNNI): per-output-channel symmetric s8 weights, per-tensor
+    /// activation scales from a `Calibration`; everything else, and the features, stay f32.
+    case int8
+}
+
+/// How one convolution input is quantised: `q = round(x / scale)`, unsigned when the calibrated range is non-negative.
+struct ActivationQuantization {
+    var scale: Float
+    var unsigned: Bool
+
+    init?(_ range: Calibration.Range) {
+        let magnitude = Swift.max(abs(range.min), abs(range.max))
+        guard magnitude > 0, magnitude.isFinite else { return nil }
+        // After ReLU-like ops the range starts at 0: u8 gives twice the resolution of s8.
+        unsigned = range.min >= 0
+        scale = magnitude / (unsigned ? 255 : 127)
+    }
+}
+
+/// Per-output-channel symmetric s8 weights: `w ≈ q * scales[o]`.
+func quantizeWeights(_ weights: [Float], outChannels: Int) -> (values: [Int8], scales: [Float]) {
+    let perOut = weights.count / outChannels
+    var values = [Int8](repeating: 0, count: weights.count)
+    var scales = [Float](repeating: 1, count: outChannels)
+    for o in 0..<outChannels {
+        let row = weights[(o * perOut)..<((o + 1) * perOut)]
+        let magnitude = row.reduce(0) { Swift.max($0, abs($1)) }
+        guard magnitude > 0 else { continue }
+        let scale = magnitude / 127
+        scales[o] = scale
+        for (i, w) in zip((o * perOut)..., row) {
+            values[i] = Int8(Swift.max(-127, Swift.min(127, (w / scale).rounded())))
+        }
+    }
+    return (values, scales)
+}
+
+extension PostOp {
+    /// `clip(0, h)` (ReLU6 and friends): unchanged in meaning when its input is scaled.
+    var isClipFromZero: Bool {
+        if case .activation(.clip(low: 0, _)) = self { return true }
+        return false
+    }
+
+    /// The same post-op on values multiplied by `factor` (for an int8 destination); only ReLU and
+    /// clip-from-zero reach here, which scale exactly.
+    func rescaled(by factor: Float) -> PostOp {
+        if case .activation(.clip(let low, let high)) = self { return .activation(.clip(low: low * factor, high: high * factor)) }
+        return self
+    }
+}

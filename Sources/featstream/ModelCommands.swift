@@ -1,0 +1,127 @@
+import ArgumentParser
+import Backbone
+import Extraction
+import Foundation
+import ImageInput
+
+/// `featstream model init`: bring a bare ONNX model with one command.
+struct Model: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Work with backbone models.",
+        subcommands: [Init.self]
+    )
+
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "init",
+            abstract: "Write an editable model.json for a bare .onnx, saying which values were guessed.",
+            discussion: """
+            Reads the graph: the image input (name, shape, layout), the tensors that look like the
+            pooled features before the classifier (with their widths), and whether the graph
+            normalises its own input. Writes model.json beside the model (or --out) with the best
+            candidate as featureNode, the others under featureCandidates, and every guessed value
+            under guessed. `extract` and `run` on a bare .onnx use the same inference.
+            """)
+
+        @Argument(help: "The .onnx file.") var model: String
+        @Option(help: "Where to write the config (default: model.json beside the model).") var out: String?
+        @Flag(help: "Replace an existing config file.") var force = false
+
+        func run() throws {
+            do {
+                let inferred = try ModelConfig.inferred(fromONNX: model)
+                let target = out.map { URL(fileURLWithPath: $0) }
+                    ?? URL(fileURLWithPath: model).deletingLastPathComponent().appendingPathComponent("model.json")
+                if FileManager.default.fileExists(atPath: target.path) && !force {
+                    printError("featstream model init: \(target.path) exists; pass --force to replace it")
+                    throw ExitCode.failure
+                }
+                try inferred.json().write(to: target, options: .atomic)
+                print(inferred.summary)
+                print("Wrote \(target.path); edit the guessed values if they are wrong.")
+            } catch let error as ExitCode {
+                throw error
+            } catch {
+                printError("featstream model init: \(error)")
+                throw ExitCode.failure
+            }
+        }
+    }
+}
+
+/// Tells the user, on standard error, that a bare .onnx is being used with a guessed config.
+func announceInferredConfig(_ config: ModelConfig, command: String) {
+    guard !config.guessed.isEmpty, let inferred = try? ModelConfig.inferred(fromONNX: config.onnxPath),
+          let json = try? inferred.json() else { return }
+    printError("\(command): no model config beside \(config.onnxPath); using this one inferred from the graph "
+               + "(`featstream model init` writes it for editing):\n" + String(decoding: json, as: UTF8.self))
+}
+
+/// `featstream calibrate`: the activation ranges int8 convolutions need, from a dataset's first images.
+struct Calibrate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure activation ranges for --precision int8 and write them beside the model.",
+        discussion: """
+        Runs the fp32 backbone over the first --images images of the dataset (dataset order) and
+        records, for every tensor that feeds a convolution, its minimum and maximum. The file
+        (calibration.json beside the model config, or the config's "calibration") lists the images used.
+        """)
+
+    @Option(help: "Model folder, config or .onnx.") var model: String
+    @Option(help: "Dataset: ImageFolder root, .tar shard or folder of shards, or .csv/.jsonl manifest.") var data: String
+    @Option(help: "Dataset format; detected from the path when omitted.") var format: DatasetFormat?
+    @Option(help: "Images to calibrate on.") var images = 512
+    @Option(help: "Images per backbone run.") var batch = 16
+    @Option(help: "oneDNN threads (default: all cores).") var threads: Int?
+    @Option(help: "Where to write the calibration (default: the model's calibration path).") var out: String?
+
+    func run() throws {
+        do {
+            let config = try ModelConfig.load(model)
+            announceInferredConfig(config, command: "calibrate")
+            let dataset = try DatasetIndex.open(path: data, format: format)
+            let engine = try BackboneEngine(modelPath: config.onnxPath, input: config.input.name, outputs: [config.featureNode],
+                                            maxBatch: batch, threads: threads)
+            let preprocessor = try ImagePreprocessor(config.preprocess)
+            let decoder = ImageDecoder()
+            var calibration = Calibration()
+            let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * engine.imageElementCount)
+            defer { buffer.deallocate() }
+            var skipped = 0
+            var filled = 0
+            func flush() throws {
+                guard filled > 0 else { return }
+                try engine.observeRanges(UnsafeBufferPointer(buffer), batch: filled, into: &calibration)
+                filled = 0
+            }
+            for item in dataset.items where calibration.images.count < images {
+                do {
+                    let bytes = try dataset.bytes(of: item)
+                    try bytes.withUnsafeBytes { raw in
+                        try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.baseAddress!, slot: filled,
+                                                layout: config.input.layout)
+                    }
+                } catch {
+                    skipped += 1
+                    continue
+                }
+                calibration.images.append(item.key)
+                filled += 1
+                if filled == batch { try flush() }
+            }
+            try flush()
+            guard !calibration.images.isEmpty else {
+                throw DatasetError(reason: "no decodable image in \(data) to calibrate on")
+            }
+            let target = out ?? config.calibrationPath
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(calibration).write(to: URL(fileURLWithPath: target), options: .atomic)
+            print("calibrated \(calibration.ranges.count) convolution inputs on \(calibration.images.count) images"
+                  + (skipped > 0 ? " (\(skipped) undecodable skipped)" : "") + " -> \(target)")
+        } catch {
+            printError("featstream calibrate: \(error)")
+            throw ExitCode.failure
+        }
+    }
+}

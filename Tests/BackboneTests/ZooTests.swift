@@ -1,0 +1,39 @@
+import Backbone
+import Foundation
+import NumpyFormat
+import XCTest
+
+/// The model zoo (Ops/models/make_zoo.py: ResNet-50, MobileNetV2/V3, EfficientNet-B0, RegNetY,
+/// DenseNet-121, SqueezeNet, GoogLeNet, ConvNeXt-Tiny, a TF-style and a PyTorch dynamic-batch graph,
+/// random weights, 224×224) against onnxruntime on the same input tensor, batch 1.
+final class ZooTests: XCTestCase {
+    static let zoo = featureStreamHome(anchor: #filePath).appendingPathComponent("zoo")
+    static let models = ["resnet50", "mobilenet-v2", "mobilenet-v3-large", "efficientnet-b0", "regnety-800mf", "densenet121",
+                         "squeezenet1.1", "googlenet", "convnext-tiny", "tf-style-mobilenet", "pytorch-dynamic-flatten"]
+
+    /// Every zoo model loads with no reference kernel (a load error by default) and its features
+    /// match onnxruntime's within 1e-4 relative error.
+    func testEveryZooModelMatchesOnnxruntimeWithoutReferenceKernels() throws {
+        guard FileManager.default.fileExists(atPath: Self.zoo.path) else {
+            return XCTFail("zoo missing at \(Self.zoo.path): run `bash Ops/setup.sh --goldens`")
+        }
+        for name in Self.models {
+            do {
+                let dir = Self.zoo.appendingPathComponent(name)
+                let config = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model.json"))) as! [String: Any]
+                let input = try NumpyArray(contentsOf: dir.appendingPathComponent("input.npy"))
+                let expected = try NumpyArray(contentsOf: dir.appendingPathComponent("features.npy"))
+                let engine = try BackboneEngine(modelPath: dir.appendingPathComponent("model.onnx").path, input: "input",
+                                                outputs: [config["featureNode"] as! String], maxBatch: 1, threads: 2)
+                XCTAssertEqual(engine.referenceKernels, [], name)
+                let features = try input.values.withUnsafeBufferPointer { try engine.run($0, batch: 1) }[0]
+                XCTAssertEqual(features.count, expected.values.count, "\(name): feature width")
+                let error = maxRelativeError(features, expected.values)
+                print("zoo \(name): \(features.count)-d features, relative error \(error), \(engine.implementations.count) primitives")
+                XCTAssertLessThan(error, 1e-4, "\(name) differs from onnxruntime")
+            } catch {
+                XCTFail("\(name): \(error)")
+            }
+        }
+    }
+}
