@@ -190,6 +190,26 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(history.count, best.epoch + 3)
         XCTAssertEqual(try model.evaluate(on: validation).loss, best.validationLoss!, accuracy: 1e-5)
     }
+
+    func testKeptMLPEpochIsTheBestValidationEpochNotTheLast() throws {
+        // Few rows, many features, no penalty: the MLP memorises and validation loss turns upward.
+        let train = blobs(classes: 4, perClass: 10, dimension: 60, separation: 0.8, seed: 5)
+        let validation = blobs(classes: 4, perClass: 40, dimension: 60, separation: 0.8, seed: 6)
+        var config = TrainingConfig()
+        config.kind = .mlp
+        config.hiddenUnits = 32
+        config.l2 = 0
+        config.learningRate = 0.01
+        config.batchSize = 8
+        config.earlyStoppingPatience = 4
+        var history: [EpochMetrics] = []
+        let trainer = HeadTrainer(config: config)
+        let model = try trainer.fit(train: train, validation: validation) { history.append($0) }
+        let best = history.min { $0.validationLoss! < $1.validationLoss! }!
+        XCTAssertEqual(trainer.keptEpoch, best.epoch)
+        XCTAssertNotEqual(trainer.keptEpoch, history.last!.epoch, "validation loss never rose, so this test shows nothing")
+        XCTAssertEqual(try model.evaluate(on: validation).loss, best.validationLoss!, accuracy: 1e-5)
+    }
 }
 
 final class CheckpointTests: XCTestCase {
@@ -358,6 +378,52 @@ final class OnlineAndSweepTests: XCTestCase {
         XCTAssertEqual(results.map(\.l2), [1e-5, 1e-2, 1e-1])
         let top = results.map(\.validation.top1).max()!
         XCTAssertEqual(try best.evaluate(on: validation).top1, top)
+    }
+
+    func testL2WalkChoosesAStrongerPenaltyForATinyNoisySetThanForALargeCleanOne() throws {
+        var config = TrainingConfig()
+        config.refitOnTrainAndValidation = false
+        func chosen(_ train: LabeledFeatures, _ validation: LabeledFeatures) throws -> L2Selection {
+            let selection = try HeadTrainer(config: config).fitSelectingL2(train: train, validation: validation)
+            let best = selection.sweep.first { $0.l2 == selection.l2 }!
+            // The kept value is the best of those tried: top-1 first, then loss.
+            for trial in selection.sweep {
+                XCTAssertTrue(trial.validation.top1 < best.validation.top1
+                              || (trial.validation.top1 == best.validation.top1 && trial.validation.loss >= best.validation.loss))
+            }
+            XCTAssertEqual(selection.validation, try selection.model.evaluate(on: validation))
+            return selection
+        }
+        let noisy = try chosen(blobs(classes: 3, perClass: 4, dimension: 40, separation: 0.7, seed: 51),
+                               blobs(classes: 3, perClass: 20, dimension: 40, separation: 0.7, seed: 52))
+        let clean = try chosen(blobs(classes: 3, perClass: 400, dimension: 10, separation: 3, seed: 53),
+                               blobs(classes: 3, perClass: 100, dimension: 10, separation: 3, seed: 54))
+        XCTAssertGreaterThan(noisy.l2, clean.l2 * 10, "noisy sweep \(noisy.sweep.map(\.l2)), clean \(clean.sweep.map(\.l2))")
+    }
+
+    func testL2WalkIsWarmStartedAndRefitsOnTrainAndValidation() throws {
+        let train = blobs(classes: 4, perClass: 100, dimension: 30, separation: 1.2, seed: 61)
+        let validation = blobs(classes: 4, perClass: 40, dimension: 30, separation: 1.2, seed: 62)
+        let selection = try HeadTrainer().fitSelectingL2(train: train, validation: validation)
+        // The refit minimises the objective on both sets at the same C: a cold fit there agrees with it.
+        var all = train
+        all.features += validation.features
+        all.labels += validation.labels
+        all.count += validation.count
+        XCTAssertEqual(selection.refitL2!, selection.l2 * Float(train.count) / Float(all.count), accuracy: 1e-9)
+        var cold = TrainingConfig()
+        cold.l2 = selection.refitL2!
+        cold.earlyStoppingPatience = nil
+        let reference = try HeadTrainer(config: cold).fit(train: all)
+        let a = try selection.model.probabilities(all.features, count: all.count)
+        let b = try reference.probabilities(all.features, count: all.count)
+        for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 2e-3) }
+        // Warm starts: the weakest penalties, reached last, do not each cost a cold fit's iterations.
+        var coldWeak = TrainingConfig()
+        coldWeak.l2 = selection.sweep.last!.l2
+        var coldIterations = 0
+        _ = try HeadTrainer(config: coldWeak).fit(train: train) { coldIterations = $0.epoch }
+        XCTAssertLessThan(selection.sweep.last!.epochs, coldIterations)
     }
 
     func testModelAndMetadataRoundTrip() throws {
