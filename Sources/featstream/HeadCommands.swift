@@ -9,8 +9,11 @@ import ImageInput
 
 /// Options shared by everything that trains a head.
 struct HeadTrainingOptions: ParsableArguments {
-    @Option(help: "L2 penalty; a comma-separated list sweeps the values and keeps the best on validation.")
-    var l2 = "1e-4"
+    @Option(help: """
+        L2 penalty. 'auto' (softmax regression with validation rows): choose it on validation from 1 down to 1e-6, \
+        then refit on train + validation. One value forces it; a comma-separated list is the grid to choose from.
+        """)
+    var l2 = "auto"
 
     @Flag(help: "Train a one-hidden-layer MLP instead of softmax regression.")
     var mlp = false
@@ -27,11 +30,13 @@ struct HeadTrainingOptions: ParsableArguments {
     @Flag(help: "Weight classes inversely to their frequency (like scikit-learn's 'balanced').")
     var balanced = false
 
+    /// The L2 values given; empty for `auto`.
     var l2Values: [Float] {
         get throws {
+            if l2.trimmingCharacters(in: .whitespaces).lowercased() == "auto" { return [] }
             let values = l2.split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespaces)) }
             guard !values.isEmpty, values.allSatisfy({ $0 != nil && $0! >= 0 }) else {
-                throw ValidationError("--l2 takes non-negative numbers separated by commas, not '\(l2)'")
+                throw ValidationError("--l2 takes 'auto' or non-negative numbers separated by commas, not '\(l2)'")
             }
             return values.map { $0! }
         }
