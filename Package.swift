@@ -53,10 +53,11 @@ let package = Package(
         .target(name: "ClusterLaunch"),
 
         // MARK: The trained head: exports and reports
-        .target(name: "HeadExport", dependencies: ["ONNXProto"]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         .target(name: "HeadTraining", dependencies: ["COpenBLAS"]),
-        .target(name: "HeadJob", dependencies: ["HeadTraining", "HeadExport", "FeatureStore", "Extraction", "ImageInput"]),
+        // Exports run the trainer's forward pass (one home for the head's maths) and NumpyFormat's writer.
+        .target(name: "HeadExport", dependencies: ["ONNXProto", "HeadTraining", "NumpyFormat"]),
+        .target(name: "HeadJob", dependencies: ["HeadTraining", "HeadExport", "FeatureStore", "FeatureCodec", "Extraction", "ImageInput"]),
         .target(
             name: "ClusterRoles",
             dependencies: ["Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput",
@@ -81,7 +82,7 @@ let package = Package(
         .testTarget(name: "FeatureCodecTests", dependencies: ["FeatureCodec", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "WireProtocol", "FeatStreamTestSupport"]),
-        .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto", "FeatStreamTestSupport"]),
+        .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto", "NumpyFormat", "FeatStreamTestSupport"]),
         .testTarget(name: "HeadTrainingTests", dependencies: ["HeadTraining"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "LaunchTests", dependencies: ["ClusterLaunch", "FeatStreamTestSupport"]),

@@ -135,6 +135,29 @@ public struct ReportData: Codable, Sendable, Equatable {
     public var chosenL2: Double?
     /// The epoch whose weights were kept (the best on validation when training stopped early); nil when not epoch-based.
     public var keptEpoch: Int?
+    /// How the head was fitted, for benchmarks: wall time, passes over the training rows, and whether
+    /// the rows were streamed from the store on every pass (beyond the memory budget).
+    public var fit: FitFacts?
+
+    /// Cost facts of the fit.
+    public struct FitFacts: Codable, Sendable, Equatable {
+        /// Wall time from the start of training to the model (without export and report).
+        public var seconds: Double
+        /// Objective evaluations, each one pass over the rows (nil for epoch-based fits).
+        public var passes: Int?
+        /// Rows streamed from the store on every pass rather than held in memory.
+        public var streamed: Bool
+        /// The memory budget for feature rows, in bytes.
+        public var memoryBudget: Int?
+
+        /// Gathers the facts.
+        public init(seconds: Double, passes: Int?, streamed: Bool, memoryBudget: Int?) {
+            self.seconds = seconds
+            self.passes = passes
+            self.streamed = streamed
+            self.memoryBudget = memoryBudget
+        }
+    }
 
     /// Gathers a report; everything but the title may be empty.
     public init(

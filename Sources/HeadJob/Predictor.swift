@@ -52,7 +52,7 @@ public final class Predictor {
                     try preprocessor.decode(raw, name: file, with: decoder, into: input, slot: 0, layout: extractor.config.input.layout)
                 }
                 let features = try extractor.engine.run(UnsafeBufferPointer(start: input, count: extractor.engine.imageElementCount), batch: 1)[0]
-                let probabilities = head.probabilities(for: features, rows: 1)
+                let probabilities = try head.probabilities(for: features, rows: 1)
                 let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] }.prefix(topK)
                 return Prediction(file: file, top: order.map { ($0, head.classNames[$0], probabilities[$0]) }, error: nil)
             } catch let error as ImageDecodeError {

@@ -41,8 +41,20 @@ public enum TrainingJob {
     /// chosen model's on validation, trained without those rows. An MLP trains at `config.l2` (or sweeps
     /// several given values, cold) and keeps its best validation epoch. A single fit resumes from
     /// `directory/checkpoint.json` after a crash; the L2 walk starts over (it costs a few fits).
+    ///
+    /// Feature rows are read into memory when they fit `memoryBudget` bytes (default
+    /// `MemoryBudget.defaultBytes`); beyond it softmax regression streams them from the store on every
+    /// L-BFGS pass. An MLP, or a fixed-L2 fit with checkpoints, needs them in memory.
     public static func run(data: TrainingData, config: TrainingConfig, l2Values: [Float] = [], backbone: ModelConfig,
-                           directory: URL, extraction: Extraction = Extraction(), log: (String) -> Void = { _ in }) throws -> TrainingOutcome {
+                           directory: URL, extraction: Extraction = Extraction(), memoryBudget: Int? = nil,
+                           log: (String) -> Void = { _ in }) throws -> TrainingOutcome {
+        let budget = memoryBudget ?? MemoryBudget.defaultBytes
+        let rowBytes = 8 * data.train.dimension * (data.train.rowCount + (data.validation?.rowCount ?? 0))
+        let fits = rowBytes <= budget
+        if !fits {
+            log(String(format: "the features need %.1f GB as f32 but the memory budget is %.1f GB: streaming them from the store on every pass",
+                       Double(rowBytes) / 1e9, Double(budget) / 1e9))
+        }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var config = config
         config.classCount = data.classNames.count
@@ -52,16 +64,24 @@ public enum TrainingJob {
         var keptEpoch: Int?
         var heldOut: Evaluation?
         var refitNote: String?
+        var passes: Int?
+        var streamed = false
+        let started = Date()
         let model: HeadModel
-        if l2Values.count != 1, config.kind == .softmaxRegression, let validation = data.validation {
+        let streamFixedL2 = !fits && config.kind == .softmaxRegression && l2Values.count == 1 && data.validation != nil
+        if (l2Values.count != 1 || streamFixedL2), config.kind == .softmaxRegression, let validation = data.validation {
             if !l2Values.isEmpty { config.l2Grid = l2Values }
-            log("choosing L2 on \(validation.count) validation rows, from \(config.l2Grid.count) values strongest first")
-            let selection = try HeadTrainer(config: config).fitSelectingL2(train: data.train, validation: validation) { trial in
+            if streamFixedL2 { config.refitOnTrainAndValidation = false }
+            log("choosing L2 on \(validation.rowCount) validation rows, from \(config.l2Grid.count) values strongest first")
+            let selection = try HeadTrainer(config: config).fitSelectingL2(train: data.train, validation: validation,
+                                                                           memoryBudget: budget) { trial in
                 log(String(format: "L2 %g: validation top-1 %.4f, loss %.4f after %d iterations", trial.l2, trial.validation.top1,
                            trial.validation.loss, trial.epochs))
             }
             sweep = selection.sweep
             chosenL2 = selection.l2
+            passes = selection.passes
+            streamed = selection.streamed
             heldOut = selection.validation
             model = selection.model
             if let refitL2 = selection.refitL2 {
@@ -70,8 +90,14 @@ public enum TrainingJob {
             } else {
                 log(String(format: "kept L2 %g", selection.l2))
             }
+        } else if !fits {
+            throw TrainingError.invalidConfiguration(String(
+                format: "the features need %.1f GB in memory (budget %.1f GB): beyond the budget only softmax regression "
+                    + "with validation rows trains, streaming; raise --memory-budget or train softmax regression",
+                Double(rowBytes) / 1e9, Double(budget) / 1e9))
         } else if l2Values.count > 1, let validation = data.validation {
-            let result = try HeadTrainer.sweepL2(l2Values, config: config, train: data.train, validation: validation)
+            let result = try HeadTrainer.sweepL2(l2Values, config: config, train: data.train.materialized(),
+                                                 validation: validation.materialized())
             sweep = result.results
             for trial in sweep {
                 log(String(format: "L2 %g: validation top-1 %.4f, loss %.4f", trial.l2, trial.validation.top1, trial.validation.loss))
@@ -86,7 +112,8 @@ public enum TrainingJob {
             let checkpoint = directory.appendingPathComponent(TrainedModelFiles.checkpoint)
             if FileManager.default.fileExists(atPath: checkpoint.path) { log("resuming from \(checkpoint.path)") }
             let trainer = HeadTrainer(config: config)
-            model = try trainer.fit(train: data.train, validation: data.validation, checkpoint: checkpoint) { metrics in
+            model = try trainer.fit(train: data.train.materialized(), validation: data.validation?.materialized(),
+                                    checkpoint: checkpoint) { metrics in
                 epochs.append(metrics)
                 log(String(format: "epoch %d: train loss %.4f, accuracy %.4f", metrics.epoch, metrics.trainLoss, metrics.trainAccuracy)
                     + (metrics.validationLoss.map { String(format: "; validation loss %.4f, accuracy %.4f", $0, metrics.validationAccuracy ?? 0) } ?? ""))
@@ -96,22 +123,23 @@ public enum TrainingJob {
                 log("kept the weights of epoch \(keptEpoch), the lowest validation loss (trained to epoch \(last))")
             }
         }
-        let evaluationSet = data.validation ?? data.train
-        let evaluation = try heldOut ?? model.evaluate(on: evaluationSet)
+        let fitSeconds = Date().timeIntervalSince(started)
+        let evaluationSet: any TrainingRowSource = data.validation ?? data.train
+        let evaluation = try heldOut ?? model.evaluate(source: evaluationSet)
         try ModelFolder.write(model, classNames: data.classNames, backbone: backbone, to: directory)
         var summary: [ReportData.SummaryEntry] = [
             .init(label: "Backbone", value: "\(backbone.name) (\(backbone.featureNode), \(data.train.dimension)-d)"),
             .init(label: "Head", value: model.kind == .mlp ? "MLP, \(model.hiddenUnits ?? 0) hidden units" : "softmax regression"),
             .init(label: "L2", value: String(format: "%g", chosenL2 ?? config.l2)
                   + (sweep.isEmpty ? (l2Values.count == 1 ? " (given)" : " (default)") : " (best on validation)")),
-            .init(label: "Training rows", value: String(data.train.count)),
+            .init(label: "Training rows", value: String(data.train.rowCount)),
             .init(label: data.validation == nil ? "Evaluated on (no validation rows)" : "Validation rows",
-                  value: String(evaluationSet.count)),
+                  value: String(evaluationSet.rowCount)),
         ]
         if let refitNote { summary.append(.init(label: "Shipped model", value: refitNote + "; the evaluation below is of the model trained without the validation rows")) }
         if let keptEpoch { summary.append(.init(label: "Kept epoch", value: "\(keptEpoch) of \(epochs.last?.epoch ?? keptEpoch)")) }
         var report = ReportData(
-            title: "FeatureStream: \(backbone.name) head on \(data.train.count) training rows",
+            title: "FeatureStream: \(backbone.name) head on \(data.train.rowCount) training rows",
             summary: summary,
             epochs: epochs.map { .init(epoch: $0.epoch, trainLoss: $0.trainLoss, trainAccuracy: $0.trainAccuracy,
                                        validationLoss: $0.validationLoss, validationAccuracy: $0.validationAccuracy) },
@@ -125,6 +153,7 @@ public enum TrainingJob {
             report.chosenL2 = chosenL2.map(Double.init)
         }
         report.keptEpoch = keptEpoch
+        report.fit = .init(seconds: fitSeconds, passes: passes, streamed: streamed, memoryBudget: budget)
         try report.writeJSON(to: directory.appendingPathComponent(TrainedModelFiles.reportJSON))
         try report.writeHTML(to: directory.appendingPathComponent(TrainedModelFiles.reportHTML))
         return TrainingOutcome(model: model, evaluation: evaluation, evaluatedOnValidation: data.validation != nil,

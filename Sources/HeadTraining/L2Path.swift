@@ -31,6 +31,10 @@ public struct L2Selection: Sendable {
     public var validation: Evaluation
     /// L-BFGS iterations of the whole walk plus the refit, for comparing its cost with one fit.
     public var iterations: Int
+    /// Objective evaluations (passes over the training rows, counting the refit's over all rows).
+    public var passes: Int = 0
+    /// Whether the rows were streamed from their source on every pass instead of held in memory.
+    public var streamed: Bool = false
 }
 
 extension HeadTrainer {
@@ -44,28 +48,58 @@ extension HeadTrainer {
     /// to the stronger penalty); stops after `config.l2PathPatience` values in a row without a
     /// better one. With `config.refitOnTrainAndValidation`, refits on both sets at the same `C`
     /// (l2 · n_train / n_all), warm-started from the chosen weights. `onStep` sees each grid value as it finishes.
-    public func fitSelectingL2(train: LabeledFeatures, validation: LabeledFeatures,
+    ///
+    /// Sources are read into memory when training + validation rows fit `memoryBudget` bytes (as f32,
+    /// twice: raw and standardized), which is the fastest; otherwise every L-BFGS evaluation streams
+    /// over the source block by block and only labels, weights and one block are held.
+    public func fitSelectingL2(train: any TrainingRowSource, validation: any TrainingRowSource, memoryBudget: Int? = nil,
                                onStep: (L2SweepResult) throws -> Void = { _ in }) throws -> L2Selection {
         try config.validate()
         guard config.kind == .softmaxRegression else {
             throw TrainingError.invalidConfiguration("the L2 walk is for softmax regression; an MLP stops early on validation instead")
         }
-        guard validation.count > 0 else { throw TrainingError.invalidConfiguration("choosing L2 needs validation rows") }
-        let data = try PreparedData(config: config, train: train, validation: validation)
+        guard validation.rowCount > 0 else { throw TrainingError.invalidConfiguration("choosing L2 needs validation rows") }
+        guard validation.dimension == train.dimension else {
+            throw TrainingError.dimensionMismatch(expected: train.dimension, actual: validation.dimension)
+        }
+        let bytes = 8 * (train.rowCount + validation.rowCount) * train.dimension
+        let streamed = memoryBudget.map { bytes > $0 } ?? false
+        guard let largest = train.labels.max(), largest >= 0 else { throw TrainingError.emptyTrainingSet }
+        let classCount = config.classCount ?? Int(largest) + 1
+        let blockRows = memoryBudget.map { max(32, min(4096, $0 / (16 * train.dimension))) } ?? 4096
         setBLASThreads(1)
-        let layout = ParameterLayout(kind: .softmaxRegression, dimension: train.dimension, hiddenUnits: 0, classCount: data.classCount)
+        let layout = ParameterLayout(kind: .softmaxRegression, dimension: train.dimension, hiddenUnits: 0, classCount: classCount)
+
+        // The problem on a set of rows: its standardizer and the objective at a given penalty.
+        typealias Problem = (standardizer: Standardizer, evaluator: (Float) -> LBFGS.Evaluate)
+        var config = self.config
+        config.classCount = classCount
+        let problemConfig = config
+        func problem(_ rows: any TrainingRowSource, validation: LabeledFeatures?) throws -> Problem {
+            if streamed {
+                let data = try StreamedData(config: problemConfig, source: rows, classCount: classCount, blockRows: blockRows)
+                return (data.standardizer, { data.evaluator(layout: layout, l2: $0) })
+            }
+            let data = try PreparedData(config: problemConfig, train: try rows.materialized(), validation: validation)
+            return (data.standardizer, { data.evaluator(layout: layout, l2: $0, threads: problemConfig.blasThreads) })
+        }
+        let validationRows: any TrainingRowSource = streamed ? validation : try validation.materialized()
+        let trainProblem = try problem(train, validation: streamed ? nil : (validationRows as! LabeledFeatures))
+
         var parameters = [Float](repeating: 0, count: layout.parameterCount)
         var sweep: [L2SweepResult] = []
         var best: (l2: Float, model: HeadModel, evaluation: Evaluation)?
         var sinceBest = 0
         var iterations = 0
+        var passes = 0
         for l2 in Array(Set(config.l2Grid)).sorted(by: >) {
             let started = Date()
-            let fit = minimize(data: data, layout: layout, l2: l2, from: parameters)
+            let fit = minimize(trainProblem.evaluator(l2), from: parameters)
             parameters = fit.parameters
             iterations += fit.iterations
-            let model = HeadModel(layout: layout, parameters: parameters, standardizer: data.standardizer)
-            let evaluation = try model.evaluate(on: validation)
+            passes += fit.passes
+            let model = HeadModel(layout: layout, parameters: parameters, standardizer: trainProblem.standardizer)
+            let evaluation = try model.evaluate(source: validationRows)
             let result = L2SweepResult(l2: l2, validation: evaluation, epochs: fit.iterations,
                                        seconds: Date().timeIntervalSince(started), trainLoss: fit.dataLoss)
             sweep.append(result)
@@ -82,34 +116,36 @@ extension HeadTrainer {
         let chosen = best!
         guard config.refitOnTrainAndValidation else {
             return L2Selection(model: chosen.model, selectedModel: chosen.model, l2: chosen.l2, refitL2: nil,
-                               sweep: sweep, validation: chosen.evaluation, iterations: iterations)
+                               sweep: sweep, validation: chosen.evaluation, iterations: iterations, passes: passes, streamed: streamed)
         }
-        var all = train
-        all.features += validation.features
-        all.labels += validation.labels
-        all.count += validation.count
-        let refitL2 = chosen.l2 * Float(train.count) / Float(all.count)
-        let allData = try PreparedData(config: config, train: all, validation: nil)
-        let start = restandardized(chosen.model.parameters, layout: layout, from: chosen.model.standardizer, to: allData.standardizer)
-        let refit = minimize(data: allData, layout: layout, l2: refitL2, from: start)
+        let all = ConcatenatedRows([train, validationRows])
+        let refitL2 = chosen.l2 * Float(train.rowCount) / Float(all.rowCount)
+        let allProblem = try problem(all, validation: nil)
+        let start = restandardized(chosen.model.parameters, layout: layout, from: chosen.model.standardizer, to: allProblem.standardizer)
+        let refit = minimize(allProblem.evaluator(refitL2), from: start)
         iterations += refit.iterations
-        let model = HeadModel(layout: layout, parameters: refit.parameters, standardizer: allData.standardizer)
+        passes += refit.passes
+        let model = HeadModel(layout: layout, parameters: refit.parameters, standardizer: allProblem.standardizer)
         return L2Selection(model: model, selectedModel: chosen.model, l2: chosen.l2, refitL2: refitL2,
-                           sweep: sweep, validation: chosen.evaluation, iterations: iterations)
+                           sweep: sweep, validation: chosen.evaluation, iterations: iterations, passes: passes, streamed: streamed)
     }
 
-    /// L-BFGS from `start` to convergence (or `config.maxIterations`) on `data` at penalty `l2`.
-    private func minimize(data: PreparedData, layout: ParameterLayout, l2: Float,
-                          from start: [Float]) -> (parameters: [Float], iterations: Int, dataLoss: Double) {
+    /// L-BFGS from `start` to convergence (or `config.maxIterations`).
+    private func minimize(_ evaluate: @escaping LBFGS.Evaluate, from start: [Float])
+        -> (parameters: [Float], iterations: Int, dataLoss: Double, passes: Int) {
+        final class Counter { var passes = 0 }
+        let counter = Counter()
         var optimizer = LBFGS(parameters: start, memory: config.lbfgsHistory, gradientTolerance: config.gradientTolerance,
-                              lossTolerance: config.lossTolerance,
-                              evaluate: data.evaluator(layout: layout, l2: l2, threads: config.blasThreads))
+                              lossTolerance: config.lossTolerance) { parameters, gradient in
+            counter.passes += 1
+            return evaluate(parameters, &gradient)
+        }
         var iterations = 0
         while iterations < config.maxIterations {
             iterations += 1
             if optimizer.step() != .progressed { break }
         }
-        return (optimizer.parameters, iterations, optimizer.value.dataLoss)
+        return (optimizer.parameters, iterations, optimizer.value.dataLoss, counter.passes)
     }
 
     /// Fits one model per L2 value (with `config` otherwise, validation used for early stopping as

@@ -144,7 +144,8 @@ struct Head: ParsableCommand {
             let featureStore = try FeatureStore.open(at: URL(fileURLWithPath: store))
             let data = try TrainingData.load(featureStore, split: split, classNames: classes)
             let outcome = try TrainingJob.run(data: data, config: training.config, l2Values: try training.l2Values, backbone: backbone,
-                                              directory: URL(fileURLWithPath: trainOut), extraction: extractionFacts(featureStore)) {
+                                              directory: URL(fileURLWithPath: trainOut), extraction: extractionFacts(featureStore),
+                                              memoryBudget: try training.memoryBudgetBytes) {
                 printError("head: training: \($0)")
             }
             print(String(format: "head: trained; %@ top-1 %.4f, top-5 %.4f on %d rows; model in %@",

@@ -30,6 +30,19 @@ struct HeadTrainingOptions: ParsableArguments {
     @Flag(help: "Weight classes inversely to their frequency (like scikit-learn's 'balanced').")
     var balanced = false
 
+    @Option(help: "Memory for feature rows in training, e.g. 4G (default: half of RAM or of the cgroup's limit). Beyond it, training streams from the store.")
+    var memoryBudget: String?
+
+    var memoryBudgetBytes: Int? {
+        get throws {
+            guard let memoryBudget else { return nil }
+            guard let bytes = MemoryBudget.parse(memoryBudget) else {
+                throw ValidationError("--memory-budget takes a size such as 512M or 4G, not '\(memoryBudget)'")
+            }
+            return bytes
+        }
+    }
+
     /// The L2 values given; empty for `auto`.
     var l2Values: [Float] {
         get throws {
@@ -91,7 +104,8 @@ struct Train: ParsableCommand {
             let (split, classes) = try validationSplit(dataset: datasetOptions, fraction: training.validationFraction)
             let trainingData = try TrainingData.load(featureStore, split: split, classNames: classes)
             let outcome = try TrainingJob.run(data: trainingData, config: training.config, l2Values: try training.l2Values,
-                                              backbone: backbone, directory: URL(fileURLWithPath: out)) { printError("train: \($0)") }
+                                              backbone: backbone, directory: URL(fileURLWithPath: out),
+                                              memoryBudget: try training.memoryBudgetBytes) { printError("train: \($0)") }
             print(String(format: "train: %@ top-1 %.4f (top-5 %.4f) on %d rows; model in %@",
                          outcome.evaluatedOnValidation ? "validation" : "training", outcome.evaluation.top1,
                          outcome.evaluation.top5, outcome.evaluation.count, out))
@@ -168,14 +182,13 @@ struct ExportFeatures: ParsableCommand {
         try runRole("export-features") {
             let featureStore = try FeatureStore.open(at: URL(fileURLWithPath: store))
             let rows = try featureStore.rows()
-            let chunkRows = 4096
-            let chunks = stride(from: 0, to: rows.count, by: chunkRows).lazy.map { start in
-                (start..<min(start + chunkRows, rows.count)).flatMap { rows.features(ofRow: $0) }
-            }
             let classes = featureStore.metadata.classNames ?? (0...Int(rows.labels.max() ?? 0)).map(String.init)
-            try FeatureExport.exportNumpy(featureChunks: chunks, rows: rows.count, dimension: featureStore.dimension,
-                                          labels: Array(rows.labels), indexes: Array(rows.indexes), keys: Array(rows.keys),
-                                          classNames: classes, to: URL(fileURLWithPath: out))
+            // Block by block from the memory-mapped shards: the export holds one block of features, not the store.
+            try FeatureExport.exportNumpy(rows: rows.count, dimension: featureStore.dimension, labels: Array(rows.labels),
+                                          indexes: Array(rows.indexes), keys: Array(rows.keys), classNames: classes,
+                                          to: URL(fileURLWithPath: out)) { emit in
+                try StoreRowSource(allOf: rows).forEachBlock(maxRows: 4096) { _, block in try emit(block) }
+            }
             print("export-features: \(rows.count) rows of \(featureStore.dimension) -> \(out)")
         }
     }

@@ -426,6 +426,27 @@ final class OnlineAndSweepTests: XCTestCase {
         XCTAssertLessThan(selection.sweep.last!.epochs, coldIterations)
     }
 
+    func testStreamedWalkMatchesTheInMemoryWalk() throws {
+        let train = blobs(classes: 5, perClass: 90, dimension: 24, separation: 1, seed: 71)
+        let validation = blobs(classes: 5, perClass: 30, dimension: 24, separation: 1, seed: 72)
+        let inMemory = try HeadTrainer().fitSelectingL2(train: train, validation: validation)
+        // A budget of one byte: every evaluation streams 32-row blocks.
+        let streamed = try HeadTrainer().fitSelectingL2(train: train, validation: validation, memoryBudget: 1)
+        XCTAssertEqual(streamed.l2, inMemory.l2)
+        XCTAssertEqual(streamed.sweep.map(\.l2), inMemory.sweep.map(\.l2))
+        XCTAssertEqual(streamed.selectedModel.standardizer, inMemory.selectedModel.standardizer, "block-wise statistics differ")
+        for (x, y) in zip(streamed.model.standardizer.std, inMemory.model.standardizer.std) { XCTAssertEqual(x, y, accuracy: 1e-5) }
+        for (a, b) in zip(streamed.sweep, inMemory.sweep) {
+            XCTAssertEqual(a.validation.top1, b.validation.top1)
+            XCTAssertEqual(a.validation.loss, b.validation.loss, accuracy: 1e-3)
+        }
+        let a = try streamed.model.probabilities(validation.features, count: validation.count)
+        let b = try inMemory.model.probabilities(validation.features, count: validation.count)
+        for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-3) }
+        XCTAssertEqual(try streamed.model.predict(validation.features, count: validation.count),
+                       try inMemory.model.predict(validation.features, count: validation.count))
+    }
+
     func testModelAndMetadataRoundTrip() throws {
         let train = blobs(classes: 3, perClass: 5, dimension: 3, separation: 2, seed: 1)
         let model = try HeadTrainer().fit(train: train)

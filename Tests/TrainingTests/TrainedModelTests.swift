@@ -159,6 +159,29 @@ final class TrainedModelTests: XCTestCase {
         XCTAssertFalse(manifest.contains(scratch.path), "the manifest names a path outside the folder: \(manifest)")
     }
 
+    /// With a memory budget far below the store's size, training streams the store on every pass and
+    /// chooses the same L2 with the same validation results as in memory.
+    func testOutOfCoreTrainingMatchesInMemoryTraining() throws {
+        let store = Self.job.directory.appendingPathComponent("store").path
+        var reports: [[String: Any]] = []
+        for budget in [nil, "1K"] as [String?] {
+            let out = scratch.appendingPathComponent("budget-\(budget ?? "none")")
+            let result = try runFeatstream(["train", "--store", store, "--model", Self.lite0, "--out", out.path,
+                                            "--validation-fraction", "0.3"] + (budget.map { ["--memory-budget", $0] } ?? []))
+            XCTAssertEqual(result.status, 0, result.output)
+            reports.append(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("report.json"))) as! [String: Any])
+        }
+        XCTAssertEqual(reports[0]["chosenL2"] as? Double, reports[1]["chosenL2"] as? Double)
+        let sweeps = reports.map { ($0["l2Sweep"] as! [[String: Any]]) }
+        XCTAssertEqual(sweeps[0].map { $0["l2"] as! Double }, sweeps[1].map { $0["l2"] as! Double })
+        for (a, b) in zip(sweeps[0], sweeps[1]) {
+            XCTAssertEqual(a["validationAccuracy"] as! Double, b["validationAccuracy"] as! Double, accuracy: 0.011)
+            XCTAssertEqual(a["validationLoss"] as! Double, b["validationLoss"] as! Double, accuracy: 1e-2)
+        }
+        let top1 = reports.map { ($0["evaluation"] as! [String: Any])["top1"] as! Double }
+        XCTAssertEqual(top1[0], top1[1], accuracy: 0.011)
+    }
+
     func testPredictReportsACorruptImageAndGoesOn() throws {
         let model = Self.job.directory.appendingPathComponent("model")
         let good = Self.valImages.appendingPathComponent("1-trouser").path
