@@ -88,8 +88,7 @@ let package = Package(
         .testTarget(name: "LaunchTests", dependencies: ["ClusterLaunch", "FeatStreamTestSupport"]),
         .testTarget(
             name: "TrainingTests",
-            dependencies: ["Extraction", "FeatureStore", "ImageInput", "NumpyFormat", "WireProtocol", "FeatStreamTestSupport"],
-            exclude: ["onnx_top1.py"]
+            dependencies: ["Extraction", "FeatureStore", "ImageInput", "NumpyFormat", "WireProtocol", "FeatStreamTestSupport"]
         ),
         .testTarget(
             name: "ClusterTests",

@@ -6,7 +6,7 @@ import XCTest
 @testable import HeadExport
 
 final class ONNXClassifierExporterTests: XCTestCase {
-    var checkScript: URL { repositoryRoot.appendingPathComponent("Tests/HeadExport/check_onnx_classifier.py") }
+    var checkScript: URL { repositoryRoot.appendingPathComponent("Tests/Tools/check_onnx_classifier.py") }
 
     /// EfficientNet-Lite0 (opset 13): `features` is declared `[N, 1280]`, so no Flatten; a 2-layer MLP.
     func testLite0ClassifierMatchesSwiftInOnnxruntime() throws {

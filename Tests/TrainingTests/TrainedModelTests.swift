@@ -76,7 +76,7 @@ final class TrainedModelTests: XCTestCase {
         }
         let npy = scratch.appendingPathComponent("input.npy")
         try NumpyArray(shape: [files.count, 3, config.preprocess.crop, config.preprocess.crop], values: input).write(to: npy)
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("onnx_top1.py")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Tools/onnx_top1.py")
         let python = try runProcess(URL(fileURLWithPath: "/usr/bin/env"),
                                     ["python3", script.path, model.appendingPathComponent("classifier.onnx").path, npy.path])
         XCTAssertEqual(python.status, 0, python.output)
