@@ -89,7 +89,8 @@ final class GradientTests: XCTestCase {
             return (value.objective, gradient)
         }
         let single = run(threads: 1), split = run(threads: 2), splitAgain = run(threads: 2)
-        XCTAssertEqual(single.0, split.0, accuracy: 1e-9)
+        // Logits are float sums whose blocking follows the partition, so the loss agrees to float precision, not to 1e-9.
+        XCTAssertEqual(single.0, split.0, accuracy: 1e-6)
         for (a, b) in zip(single.1, split.1) { XCTAssertEqual(a, b, accuracy: 1e-6) }
         XCTAssertEqual(split.1, splitAgain.1, "partial gradients must be summed in a fixed order")
         XCTAssertEqual(split.0, splitAgain.0)
