@@ -23,6 +23,8 @@ MODEL="$HOME_DIR/models/efficientnet-lite0"
 DATA="$HOME_DIR/data/fashion-mnist/imagefolder"
 STORE="$SCRATCH/store"
 ROWS="${ROWS:-150000}"
+# Extra `featstream train` arguments for both runs, e.g. TRAIN_ARGS="--l2 1e-2,1e-3,1e-4" for a shorter walk.
+TRAIN_ARGS="${TRAIN_ARGS:-}"
 mkdir -p "$SCRATCH"
 
 if [[ ! -f "$STORE/store.json" ]]; then
@@ -43,7 +45,7 @@ timed() {  # timed OUT_JSON command... -> runs it, writes {"seconds": wall} to O
 }
 
 rm -rf "$SCRATCH/in-memory" "$SCRATCH/out-of-core"
-timed "$SCRATCH/in-memory.time" "$BIN" train --store "$STORE" --model "$MODEL" --out "$SCRATCH/in-memory"
+timed "$SCRATCH/in-memory.time" "$BIN" train --store "$STORE" --model "$MODEL" --out "$SCRATCH/in-memory" $TRAIN_ARGS
 
 # A memory cgroup for the out-of-core run.
 if [[ -d /sys/fs/cgroup/memory ]]; then
@@ -59,7 +61,7 @@ else
   peak_file="$group/memory.peak"
 fi
 trap 'rmdir "$group" 2>/dev/null || true' EXIT
-timed "$SCRATCH/out-of-core.time" sh -c "echo \$\$ > $group/cgroup.procs; exec $BIN train --store $STORE --model $MODEL --out $SCRATCH/out-of-core"
+timed "$SCRATCH/out-of-core.time" sh -c "echo \$\$ > $group/cgroup.procs; exec $BIN train --store $STORE --model $MODEL --out $SCRATCH/out-of-core $TRAIN_ARGS"
 peak=$(cat "$peak_file" 2>/dev/null || echo 0)
 events=$( (grep -h oom_kill "$group/memory.oom_control" "$group/memory.events" 2>/dev/null || true) | tr '\n' ' ')
 

@@ -52,8 +52,8 @@ public enum TrainingJob {
         let rowBytes = 8 * data.train.dimension * (data.train.rowCount + (data.validation?.rowCount ?? 0))
         let fits = rowBytes <= budget
         if !fits {
-            log(String(format: "the features need %.1f GB as f32 but the memory budget is %.1f GB: streaming them from the store on every pass",
-                       Double(rowBytes) / 1e9, Double(budget) / 1e9))
+            log(String(format: "the features need %.0f MB as f32 but the memory budget is %.0f MB: streaming them from the store on every pass",
+                       Double(rowBytes) / 1e6, Double(budget) / 1e6))
         }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var config = config
@@ -92,9 +92,9 @@ public enum TrainingJob {
             }
         } else if !fits {
             throw TrainingError.invalidConfiguration(String(
-                format: "the features need %.1f GB in memory (budget %.1f GB): beyond the budget only softmax regression "
+                format: "the features need %.0f MB in memory (budget %.0f MB): beyond the budget only softmax regression "
                     + "with validation rows trains, streaming; raise --memory-budget or train softmax regression",
-                Double(rowBytes) / 1e9, Double(budget) / 1e9))
+                Double(rowBytes) / 1e6, Double(budget) / 1e6))
         } else if l2Values.count > 1, let validation = data.validation {
             let result = try HeadTrainer.sweepL2(l2Values, config: config, train: data.train.materialized(),
                                                  validation: validation.materialized())
