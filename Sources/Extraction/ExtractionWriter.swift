@@ -33,8 +33,8 @@ public final class ExtractionWriter {
     private let featureWidth: Int
     private let logitsWidth: Int?
     private let classes: [String]
-    private let features: StreamingNumpyFile
-    private let logits: StreamingNumpyFile?
+    private let features: NumpyStreamWriter
+    private let logits: NumpyStreamWriter?
     private var metadata = "row,index,key,label,label_name,split\n"
 
     /// Creates the folder (if needed) and starts the streaming files.
@@ -45,9 +45,9 @@ public final class ExtractionWriter {
         self.logitsWidth = logitsWidth
         self.classes = classes
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        features = try StreamingNumpyFile(url: directory.appendingPathComponent("features.npy"), descr: dtype.npyDescr, width: featureWidth)
+        features = try NumpyStreamWriter(url: directory.appendingPathComponent("features.npy"), descr: dtype.npyDescr, width: featureWidth)
         logits = try logitsWidth.map {
-            try StreamingNumpyFile(url: directory.appendingPathComponent("logits.npy"), descr: "<f4", width: $0)
+            try NumpyStreamWriter(url: directory.appendingPathComponent("logits.npy"), descr: "<f4", width: $0)
         }
     }
 
@@ -96,57 +96,4 @@ public final class ExtractionWriter {
 func csvField(_ value: String) -> String {
     guard value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return value }
     return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-}
-
-/// A `.npy` file of `[rows, width]` written row batch by row batch, whose row count is known only at the end.
-final class StreamingNumpyFile {
-    private let url: URL
-    private let partial: URL
-    private let handle: FileHandle
-    private let descr: String
-    private let width: Int
-    private var rows = 0
-    /// Room for any row count: the header is rewritten in place at the end, so its length must not change.
-    private static let headerLength = 128
-
-    init(url: URL, descr: String, width: Int) throws {
-        self.url = url
-        partial = url.appendingPathExtension("partial")
-        self.descr = descr
-        self.width = width
-        FileManager.default.createFile(atPath: partial.path, contents: nil)
-        handle = try FileHandle(forWritingTo: partial)
-        try handle.truncate(atOffset: 0)
-        try handle.write(contentsOf: Self.header(rows: 0, width: width, descr: descr))
-    }
-
-    func append(_ bytes: UnsafeRawBufferPointer, rows count: Int) throws {
-        guard count > 0 else { return }
-        try handle.write(contentsOf: Data(bytes))
-        rows += count
-    }
-
-    func finish() throws {
-        try handle.seek(toOffset: 0)
-        try handle.write(contentsOf: Self.header(rows: rows, width: width, descr: descr))
-        try handle.synchronize()
-        try handle.close()
-        if FileManager.default.fileExists(atPath: url.path) { try FileManager.default.removeItem(at: url) }
-        try FileManager.default.moveItem(at: partial, to: url)
-    }
-
-    static func header(rows: Int, width: Int, descr: String) -> Data {
-        var header = NumpyArray.header(shape: [rows, width], descr: descr)
-        // NumpyArray pads to 64; widen to the fixed length by padding the dict with spaces before its newline.
-        let extra = headerLength - header.count
-        if extra > 0 {
-            header.removeLast()
-            header.append(contentsOf: [UInt8](repeating: 0x20, count: extra))
-            header.append(0x0a)
-            let length = UInt16(header.count - 10)
-            header[8] = UInt8(length & 0xff)
-            header[9] = UInt8(length >> 8)
-        }
-        return header
-    }
 }

@@ -1,10 +1,12 @@
 import Foundation
+import HeadTraining
 
 /// A trained classification head in the plain form every exporter consumes: standardisation
 /// statistics followed by dense layers with ReLU between them and a softmax after the last.
 ///
-/// The trainer's own result type converts to this, so exporters never depend on the trainer.
-/// `probabilities(for:)` is the reference semantics every exported artefact must reproduce.
+/// The trainer's `HeadModel` converts to this for the exporters. `probabilities(for:)` is the reference
+/// every exported artefact must reproduce; it runs the trainer's own forward pass (`HeadModel`), so
+/// training, `predict` and the export checks share one implementation of the head's maths.
 public struct ExportedHead: Sendable, Equatable {
     /// One name per output of the last layer, in output order.
     public var classNames: [String]
@@ -52,6 +54,7 @@ public struct ExportedHead: Sendable, Equatable {
             throw fail("std[\(bad)] is \(std[bad]); standardisation needs finite, non-zero values")
         }
         guard !layers.isEmpty else { throw fail("the head has no layers") }
+        guard layers.count <= 2 else { throw fail("\(layers.count) layers; a head is one layer or an MLP of two") }
         var inputs = mean.count
         for (index, layer) in layers.enumerated() {
             guard layer.inputs == inputs else {
@@ -74,42 +77,23 @@ public struct ExportedHead: Sendable, Equatable {
         }
     }
 
+    /// The head as the trainer's model. Throws `invalidHead` when the parts do not fit together.
+    public func model() throws -> HeadModel {
+        try validate()
+        return HeadModel(standardizer: Standardizer(mean: mean, std: std), layer1Weights: layers[0].weights, layer1Bias: layers[0].bias,
+                         layer2Weights: layers.count > 1 ? layers[1].weights : nil, layer2Bias: layers.count > 1 ? layers[1].bias : nil)
+    }
+
     /// Class scores before the softmax for `rows` feature vectors stored row-major in `features`;
-    /// returns `rows × classNames.count` values. Accumulates in `Float`, like the exported models.
-    public func logits(for features: [Float], rows: Int) -> [Float] {
-        precondition(features.count == rows * featureDimension, "features do not hold \(rows) rows of \(featureDimension)")
-        var activations = features
-        for row in 0..<rows {
-            for column in 0..<featureDimension {
-                let index = row * featureDimension + column
-                activations[index] = (activations[index] - mean[column]) / std[column]
-            }
-        }
-        for (index, layer) in layers.enumerated() {
-            activations = layer.apply(to: activations, rows: rows)
-            if index < layers.count - 1 {
-                for i in activations.indices where activations[i] < 0 { activations[i] = 0 }
-            }
-        }
-        return activations
+    /// returns `rows × classNames.count` values, computed in `Float` like the exported models.
+    /// Throws for an invalid head, the wrong feature count or a NaN/infinite feature.
+    public func logits(for features: [Float], rows: Int) throws -> [Float] {
+        try model().logits(features, count: rows)
     }
 
     /// Class probabilities (`rows × classNames.count`, each row summing to 1) for row-major features.
-    public func probabilities(for features: [Float], rows: Int) -> [Float] {
-        var values = logits(for: features, rows: rows)
-        let classes = classNames.count
-        for row in 0..<rows {
-            let range = (row * classes)..<((row + 1) * classes)
-            // Subtracting the row maximum keeps exp from overflowing on confident heads.
-            let peak = values[range].max() ?? 0
-            var total: Float = 0
-            for i in range {
-                values[i] = Foundation.exp(values[i] - peak)
-                total += values[i]
-            }
-            for i in range { values[i] /= total }
-        }
-        return values
+    public func probabilities(for features: [Float], rows: Int) throws -> [Float] {
+        try model().probabilities(features, count: rows)
     }
 }
 
@@ -131,26 +115,6 @@ public struct DenseLayer: Sendable, Equatable {
         self.bias = bias
         self.inputs = inputs
         self.outputs = outputs
-    }
-
-    /// Applies the layer to `rows` row-major input vectors; returns `rows × outputs` values.
-    public func apply(to input: [Float], rows: Int) -> [Float] {
-        precondition(input.count == rows * inputs, "input does not hold \(rows) rows of \(inputs)")
-        var output = [Float](repeating: 0, count: rows * outputs)
-        weights.withUnsafeBufferPointer { w in
-            input.withUnsafeBufferPointer { x in
-                for row in 0..<rows {
-                    let xRow = row * inputs
-                    for o in 0..<outputs {
-                        let wRow = o * inputs
-                        var sum: Float = 0
-                        for i in 0..<inputs { sum += w[wRow + i] * x[xRow + i] }
-                        output[row * outputs + o] = sum + bias[o]
-                    }
-                }
-            }
-        }
-        return output
     }
 }
 

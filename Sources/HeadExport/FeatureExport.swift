@@ -1,4 +1,5 @@
 import Foundation
+import NumpyFormat
 
 /// The backbone facts recorded in `metadata.json` beside exported features, so a consumer can
 /// tell which model and preprocessing produced the vectors.
@@ -65,6 +66,19 @@ public enum FeatureExport {
         featureChunks: Chunks, rows: Int, dimension: Int, labels: [Int32], indexes: [UInt64], keys: [String],
         classNames: [String], backbone: BackboneDescription? = nil, to directory: URL
     ) throws where Chunks.Element == [Float] {
+        try exportNumpy(rows: rows, dimension: dimension, labels: labels, indexes: indexes, keys: keys, classNames: classNames,
+                        backbone: backbone, to: directory) { emit in
+            for chunk in featureChunks { try chunk.withUnsafeBufferPointer { try emit($0) } }
+        }
+    }
+
+    /// Writes all four files; `features` calls its argument with consecutive blocks of whole rows
+    /// (row-major), which go to `features.npy` as they come, so the export holds one block at a time.
+    public static func exportNumpy(
+        rows: Int, dimension: Int, labels: [Int32], indexes: [UInt64], keys: [String],
+        classNames: [String], backbone: BackboneDescription? = nil, to directory: URL,
+        features: (_ emit: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void
+    ) throws {
         func fail(_ reason: String) -> HeadExportError { .invalidArguments(reason) }
         guard rows >= 0, dimension > 0 else { throw fail("rows must be ≥ 0 and dimension > 0") }
         guard labels.count == rows, indexes.count == rows, keys.count == rows else {
@@ -75,27 +89,18 @@ public enum FeatureExport {
         }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
 
-        let pending = ".partial"
-        let featuresURL = directory.appendingPathComponent("features.npy")
-        let partialFeatures = directory.appendingPathComponent("features.npy" + pending)
-        FileManager.default.createFile(atPath: partialFeatures.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: partialFeatures)
+        let writer = try NumpyStreamWriter(url: directory.appendingPathComponent("features.npy"), descr: "<f4", width: dimension)
         do {
-            try handle.write(contentsOf: NumpyEncoding.header(descr: "<f4", shape: [rows, dimension]))
-            var written = 0
-            for chunk in featureChunks {
+            try features { chunk in
                 guard chunk.count % dimension == 0 else {
                     throw fail("a feature chunk of \(chunk.count) values is not a whole number of \(dimension)-wide rows")
                 }
-                written += chunk.count / dimension
-                guard written <= rows else { throw fail("feature chunks hold more than \(rows) rows") }
-                try handle.write(contentsOf: NumpyEncoding.littleEndianBytes(chunk))
+                guard writer.rows + chunk.count / dimension <= rows else { throw fail("feature chunks hold more than \(rows) rows") }
+                try writer.append(chunk)
             }
-            guard written == rows else { throw fail("feature chunks hold \(written) rows, expected \(rows)") }
-            try handle.close()
+            guard writer.rows == rows else { throw fail("feature chunks hold \(writer.rows) rows, expected \(rows)") }
         } catch {
-            try? handle.close()
-            try? FileManager.default.removeItem(at: partialFeatures)
+            writer.discard()
             throw error
         }
 
@@ -108,52 +113,14 @@ public enum FeatureExport {
             ("indexes.npy", NumpyEncoding.int64Array(indexes.map { Int64($0) })),
             ("metadata.json", try encoder.encode(metadata)),
         ]
-        for (name, bytes) in smallFiles {
-            try bytes.write(to: directory.appendingPathComponent(name), options: .atomic)
+        do {
+            for (name, bytes) in smallFiles {
+                try bytes.write(to: directory.appendingPathComponent(name), options: .atomic)
+            }
+            try writer.finish()
+        } catch {
+            writer.discard()
+            throw error
         }
-        if FileManager.default.fileExists(atPath: featuresURL.path) {
-            try FileManager.default.removeItem(at: featuresURL)
-        }
-        try FileManager.default.moveItem(at: partialFeatures, to: featuresURL)
-    }
-}
-
-/// NumPy `.npy` (format 1.0, or 2.0 for headers over 64 KiB) encoding of little-endian arrays.
-public enum NumpyEncoding {
-    /// The magic, version, header length and header dict for a C-order array of dtype `descr`
-    /// (for example `<f4`, `<i8`) and `shape`, padded so the data starts on a 64-byte boundary
-    /// as NumPy itself writes it.
-    public static func header(descr: String, shape: [Int]) -> Data {
-        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-        var dictionary = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
-        // Padding adds at most 64 bytes; version 1.0 stores the length in two bytes.
-        let isVersion1 = dictionary.utf8.count + 64 <= 65535
-        let prefixLength = isVersion1 ? 10 : 12
-        let unpadded = prefixLength + dictionary.utf8.count + 1
-        dictionary += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
-        var data = Data([0x93] + Array("NUMPY".utf8) + [isVersion1 ? 1 : 2, 0])
-        let length = dictionary.utf8.count
-        if isVersion1 {
-            data.append(contentsOf: [UInt8(length & 0xFF), UInt8(length >> 8)])
-        } else {
-            withUnsafeBytes(of: UInt32(length).littleEndian) { data.append(contentsOf: $0) }
-        }
-        data.append(contentsOf: Array(dictionary.utf8))
-        return data
-    }
-
-    /// A complete `.npy` file of dtype `<f4` with the given shape.
-    public static func float32Array(_ values: [Float], shape: [Int]) -> Data {
-        precondition(shape.reduce(1, *) == values.count, "shape \(shape) does not hold \(values.count) values")
-        return header(descr: "<f4", shape: shape) + littleEndianBytes(values)
-    }
-
-    /// A complete one-dimensional `.npy` file of dtype `<i8`.
-    public static func int64Array(_ values: [Int64]) -> Data {
-        header(descr: "<i8", shape: [values.count]) + values.map(\.littleEndian).withUnsafeBytes { Data($0) }
-    }
-
-    static func littleEndianBytes(_ values: [Float]) -> Data {
-        values.map(\.bitPattern.littleEndian).withUnsafeBytes { Data($0) }
     }
 }

@@ -80,6 +80,29 @@ public struct ReportData: Codable, Sendable, Equatable {
         }
     }
 
+    /// One L2 value tried while choosing the penalty on validation.
+    public struct L2Point: Codable, Sendable, Equatable {
+        /// The L2 strength.
+        public var l2: Double
+        /// Validation top-1 in 0…1 of the model trained at this strength.
+        public var validationAccuracy: Double
+        /// Validation cross-entropy of that model.
+        public var validationLoss: Double
+        /// Training cross-entropy at the end of the fit, when measured.
+        public var trainLoss: Double?
+        /// Optimiser iterations the fit took (warm-started from the previous value).
+        public var iterations: Int
+
+        /// Gathers one point of the sweep.
+        public init(l2: Double, validationAccuracy: Double, validationLoss: Double, trainLoss: Double? = nil, iterations: Int) {
+            self.l2 = l2
+            self.validationAccuracy = validationAccuracy
+            self.validationLoss = validationLoss
+            self.trainLoss = trainLoss
+            self.iterations = iterations
+        }
+    }
+
     /// One labelled line of the run summary (for example "backbone" → "efficientnet-lite0").
     public struct SummaryEntry: Codable, Sendable, Equatable {
         /// What the value is.
@@ -106,6 +129,35 @@ public struct ReportData: Codable, Sendable, Equatable {
     public var throughput: [String: [ThroughputSample]]
     /// Inputs skipped during extraction.
     public var deadLetters: [DeadLetter]
+    /// The L2 values tried on validation, strongest first; nil when L2 was given.
+    public var l2Sweep: [L2Point]?
+    /// The L2 kept from `l2Sweep`.
+    public var chosenL2: Double?
+    /// The epoch whose weights were kept (the best on validation when training stopped early); nil when not epoch-based.
+    public var keptEpoch: Int?
+    /// How the head was fitted, for benchmarks: wall time, passes over the training rows, and whether
+    /// the rows were streamed from the store on every pass (beyond the memory budget).
+    public var fit: FitFacts?
+
+    /// Cost facts of the fit.
+    public struct FitFacts: Codable, Sendable, Equatable {
+        /// Wall time from the start of training to the model (without export and report).
+        public var seconds: Double
+        /// Objective evaluations, each one pass over the rows (nil for epoch-based fits).
+        public var passes: Int?
+        /// Rows streamed from the store on every pass rather than held in memory.
+        public var streamed: Bool
+        /// The memory budget for feature rows, in bytes.
+        public var memoryBudget: Int?
+
+        /// Gathers the facts.
+        public init(seconds: Double, passes: Int?, streamed: Bool, memoryBudget: Int?) {
+            self.seconds = seconds
+            self.passes = passes
+            self.streamed = streamed
+            self.memoryBudget = memoryBudget
+        }
+    }
 
     /// Gathers a report; everything but the title may be empty.
     public init(
@@ -186,6 +238,7 @@ private struct ReportRenderer {
             }
             body += "</dl></section>\n"
         }
+        body += regularisationSection()
         body += trainingCurves()
         body += evaluationSection()
         body += throughputSection()
@@ -245,6 +298,8 @@ private struct ReportRenderer {
             items.append(("Top-1 accuracy", percent(evaluation.top1)))
             items.append(("Top-5 accuracy", percent(evaluation.top5)))
         }
+        if let chosen = report.chosenL2 { items.append(("Chosen L2", String(format: "%g", chosen))) }
+        if let kept = report.keptEpoch { items.append(("Kept epoch", "\(kept) of \(report.epochs.count)")) }
         if let last = report.epochs.last {
             items.append(("Epochs", "\(report.epochs.count)"))
             items.append(("Final val loss", last.validationLoss.map { decimal($0, digits: 4) } ?? decimal(last.trainLoss, digits: 4)))
@@ -276,13 +331,45 @@ private struct ReportRenderer {
                 .init(name: "validation", color: Palette.validation, points: zip(x, epochs.map(\.validationAccuracy)).compactMap { x, y in y.map { (x, $0 * 100) } }),
             ].filter { !$0.points.isEmpty },
             xLabel: "epoch", yLabel: "accuracy (%)", integerX: true)
+        let kept = report.keptEpoch.map { epoch -> String in
+            let last = epochs.last!.epoch
+            return epoch == last ? "<p class=\"note\">The weights of the last epoch (\(epoch)) were kept.</p>"
+                : "<p class=\"note\">The weights of epoch \(epoch), the lowest validation loss, were kept; training went on to epoch \(last) to make sure it would not improve.</p>"
+        } ?? ""
         return """
-        <section><h2>Training</h2><div class="pair">
+        <section><h2>Training</h2>\(kept)<div class="pair">
         <figure><figcaption>Loss</figcaption>\(loss)</figure>
         <figure><figcaption>Accuracy</figcaption>\(accuracy)</figure>
         </div></section>
 
         """
+    }
+
+    func regularisationSection() -> String {
+        guard let sweep = report.l2Sweep, !sweep.isEmpty else { return "" }
+        let x = sweep.map { log10(max($0.l2, 1e-12)) }
+        let accuracy = SVGChart.lineChart(
+            series: [.init(name: "validation", color: Palette.validation, points: zip(x, sweep.map { $0.validationAccuracy * 100 }).map { ($0, $1) })],
+            xLabel: "log10 L2", yLabel: "accuracy (%)")
+        let loss = SVGChart.lineChart(
+            series: [.init(name: "validation", color: Palette.validation, points: zip(x, sweep.map(\.validationLoss)).map { ($0, $1) }),
+                     .init(name: "train", color: Palette.train, points: zip(x, sweep.map(\.trainLoss)).compactMap { x, y in y.map { (x, $0) } })]
+                .filter { !$0.points.isEmpty },
+            xLabel: "log10 L2", yLabel: "loss")
+        var html = """
+        <section><h2>Regularisation chosen on validation</h2>
+        <p class="note">Each L2 value was fitted warm-started from the previous, stronger one; the kept value has the best validation top-1 (ties: the lower loss).</p>
+        <div class="pair"><figure><figcaption>Validation accuracy</figcaption>\(accuracy)</figure>
+        <figure><figcaption>Loss</figcaption>\(loss)</figure></div>
+        <table><thead><tr><th class="num">L2</th><th class="num">validation top-1</th><th class="num">validation loss</th><th class="num">train loss</th><th class="num">iterations</th><th></th></tr></thead><tbody>
+        """
+        for point in sweep {
+            let kept = report.chosenL2.map { Float($0) == Float(point.l2) } ?? false
+            html += "<tr><td class=\"num\">\(String(format: "%g", point.l2))</td><td class=\"num\">\(percent(point.validationAccuracy))</td>"
+                + "<td class=\"num\">\(decimal(point.validationLoss, digits: 4))</td><td class=\"num\">\(point.trainLoss.map { decimal($0, digits: 4) } ?? "–")</td>"
+                + "<td class=\"num\">\(point.iterations)</td><td>\(kept ? "kept" : "")</td></tr>"
+        }
+        return html + "</tbody></table></section>\n"
     }
 
     func evaluationSection() -> String {

@@ -23,18 +23,16 @@ public final class Predictor {
     private let preprocessor: ImagePreprocessor
     private let decoder = ImageDecoder()
 
-    /// Loads a model folder written by training (`predictor.json`, `head.safetensors`).
+    /// Loads a model folder written by training: `predictor.json`, `head.safetensors`, and the backbone
+    /// through `backbone.json`, which runs `classifier.onnx` up to the feature node. Nothing outside the folder is read.
     public init(modelDirectory: URL, threads: Int? = nil) throws {
-        let manifestURL = modelDirectory.appendingPathComponent(TrainedModelFiles.predictor)
-        guard let data = try? Data(contentsOf: manifestURL) else {
-            throw PredictorError("\(modelDirectory.path) is not a trained model folder (no \(TrainedModelFiles.predictor))")
-        }
-        manifest = try JSONDecoder().decode(PredictorManifest.self, from: data)
+        let (manifest, configPath) = try ModelFolder.manifest(in: modelDirectory)
+        self.manifest = manifest
         head = try SafetensorsFile.readHead(modelDirectory.appendingPathComponent(TrainedModelFiles.head))
-        let config = try ModelConfig.load(manifest.backboneConfig)
+        let config = try ModelConfig.load(configPath)
         guard config.name == head.backbone, config.featureNode == head.featureNode else {
             throw PredictorError("the head in \(modelDirectory.path) was trained on \(head.backbone) (\(head.featureNode)), "
-                                 + "but \(manifest.backboneConfig) is \(config.name) (\(config.featureNode))")
+                                 + "but \(configPath) is \(config.name) (\(config.featureNode))")
         }
         extractor = try FeatureExtractor(config: config, batchSize: 1, threads: threads)
         guard extractor.featureWidth == head.featureDimension else {
@@ -54,7 +52,7 @@ public final class Predictor {
                     try preprocessor.decode(raw, name: file, with: decoder, into: input, slot: 0, layout: extractor.config.input.layout)
                 }
                 let features = try extractor.engine.run(UnsafeBufferPointer(start: input, count: extractor.engine.imageElementCount), batch: 1)[0]
-                let probabilities = head.probabilities(for: features, rows: 1)
+                let probabilities = try head.probabilities(for: features, rows: 1)
                 let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] }.prefix(topK)
                 return Prediction(file: file, top: order.map { ($0, head.classNames[$0], probabilities[$0]) }, error: nil)
             } catch let error as ImageDecodeError {
@@ -69,5 +67,5 @@ public final class Predictor {
 /// A model folder or input that `Predictor` cannot use.
 public struct PredictorError: Error, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }

@@ -5,66 +5,6 @@ import HeadExport
 import HeadTraining
 import ImageInput
 
-/// How rows of a store are split into training and validation.
-public enum ValidationSplit: Sendable {
-    /// Use the dataset's own split of each item (an ImageFolder's `train/` and `val/`): `splitOf[index]`.
-    case dataset(splitOf: [UInt64: String], validation: String)
-    /// Hold out this fraction of rows, chosen by a hash of the item's dataset index (stable across runs).
-    case fraction(Double)
-}
-
-extension ValidationSplit {
-    /// Whether the item with this dataset index is held out for validation.
-    public func holdsOut(_ index: UInt64) -> Bool {
-        switch self {
-        case let .dataset(splitOf, name): return splitOf[index] == name
-        case .fraction(let fraction): return Double(stableHash(index) % 10_000) / 10_000 < fraction
-        }
-    }
-}
-
-/// The store's rows as training and validation sets.
-public struct TrainingData {
-    public var train: LabeledFeatures
-    public var validation: LabeledFeatures?
-    public var classNames: [String]
-
-    /// Reads every row of `store`; labels must be `0..<classNames.count` (class names come from the
-    /// store's metadata, or are the label numbers).
-    public static func load(_ store: FeatureStore, split: ValidationSplit, classNames: [String]? = nil) throws -> TrainingData {
-        let rows = try store.rows()
-        guard rows.count > 0 else { throw TrainingError.emptyTrainingSet }
-        let names = classNames ?? store.metadata.classNames
-            ?? (0...Int(rows.labels.max() ?? 0)).map(String.init)
-        var train = (features: [Float](), labels: [Int32]())
-        var validation = (features: [Float](), labels: [Int32]())
-        train.features.reserveCapacity(rows.count * store.dimension)
-        for position in 0..<rows.count {
-            let label = rows.labels[position]
-            guard label >= 0 else { continue }
-            if split.holdsOut(rows.indexes[position]) {
-                validation.features += rows.features(ofRow: position)
-                validation.labels.append(label)
-            } else {
-                train.features += rows.features(ofRow: position)
-                train.labels.append(label)
-            }
-        }
-        let trainSet = LabeledFeatures(features: train.features, labels: train.labels, dimension: store.dimension)
-        let validationSet = validation.labels.isEmpty ? nil
-            : LabeledFeatures(features: validation.features, labels: validation.labels, dimension: store.dimension)
-        return TrainingData(train: trainSet, validation: validationSet, classNames: names)
-    }
-}
-
-/// A 64-bit mix of an index (SplitMix64's finaliser), so held-out rows are spread over the dataset.
-func stableHash(_ value: UInt64) -> UInt64 {
-    var z = value &+ 0x9E37_79B9_7F4A_7C15
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-}
-
 /// What `TrainingJob.run` wrote and measured.
 public struct TrainingOutcome {
     public var model: HeadModel
@@ -73,26 +13,11 @@ public struct TrainingOutcome {
     public var evaluatedOnValidation: Bool
     public var epochs: [EpochMetrics]
     public var sweep: [L2SweepResult]
+    /// The L2 chosen on validation, when it was chosen.
+    public var chosenL2: Float?
+    /// The epoch whose weights were kept, for epoch-based fits.
+    public var keptEpoch: Int?
     public var directory: URL
-}
-
-/// The files a trained model folder holds.
-public enum TrainedModelFiles {
-    public static let head = "head.safetensors"
-    public static let classifier = "classifier.onnx"
-    public static let predictor = "predictor.json"
-    public static let reportJSON = "report.json"
-    public static let reportHTML = "report.html"
-    public static let checkpoint = "checkpoint.json"
-}
-
-/// What `featstream predict` needs to rebuild the classifier: the backbone config and the head.
-public struct PredictorManifest: Codable {
-    /// Absolute path of the backbone's model config (`model.json`).
-    public var backboneConfig: String
-    public var backbone: String
-    public var featureNode: String
-    public var classNames: [String]
 }
 
 /// Trains a head on a store and writes a complete model folder: the head as safetensors, the
@@ -108,90 +33,130 @@ public enum TrainingJob {
         }
     }
 
-    /// Fits (or sweeps `l2Values` and keeps the best on validation), evaluates and exports into `directory`.
+    /// Trains, evaluates and writes the model folder into `directory`.
     ///
-    /// An interrupted fit resumes from `directory/checkpoint.json` (a sweep starts over).
+    /// The penalty: one value in `l2Values` forces it. Otherwise softmax regression with validation
+    /// rows chooses it on validation (`HeadTrainer.fitSelectingL2` over `l2Values`, or the default grid
+    /// when empty) and ships the refit on training + validation rows; the evaluation reported is the
+    /// chosen model's on validation, trained without those rows. An MLP trains at `config.l2` (or sweeps
+    /// several given values, cold) and keeps its best validation epoch. A single fit resumes from
+    /// `directory/checkpoint.json` after a crash; the L2 walk starts over (it costs a few fits).
+    ///
+    /// Feature rows are read into memory when they fit `memoryBudget` bytes (default
+    /// `MemoryBudget.defaultBytes`); beyond it softmax regression streams them from the store on every
+    /// L-BFGS pass. An MLP, or a fixed-L2 fit with checkpoints, needs them in memory.
     public static func run(data: TrainingData, config: TrainingConfig, l2Values: [Float] = [], backbone: ModelConfig,
-                           directory: URL, extraction: Extraction = Extraction(), log: (String) -> Void = { _ in }) throws -> TrainingOutcome {
+                           directory: URL, extraction: Extraction = Extraction(), memoryBudget: Int? = nil,
+                           log: (String) -> Void = { _ in }) throws -> TrainingOutcome {
+        let budget = memoryBudget ?? MemoryBudget.defaultBytes
+        let rowBytes = 8 * data.train.dimension * (data.train.rowCount + (data.validation?.rowCount ?? 0))
+        let fits = rowBytes <= budget
+        if !fits {
+            log(String(format: "the features need %.0f MB as f32 but the memory budget is %.0f MB: streaming them from the store on every pass",
+                       Double(rowBytes) / 1e6, Double(budget) / 1e6))
+        }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var config = config
         config.classCount = data.classNames.count
         var epochs: [EpochMetrics] = []
         var sweep: [L2SweepResult] = []
+        var chosenL2: Float?
+        var keptEpoch: Int?
+        var heldOut: Evaluation?
+        var refitNote: String?
+        var passes: Int?
+        var streamed = false
+        let started = Date()
         let model: HeadModel
-        if l2Values.count > 1 {
-            guard let validation = data.validation else {
-                throw TrainingError.invalidConfiguration("an L2 sweep needs validation rows to choose by")
+        let streamFixedL2 = !fits && config.kind == .softmaxRegression && l2Values.count == 1 && data.validation != nil
+        if (l2Values.count != 1 || streamFixedL2), config.kind == .softmaxRegression, let validation = data.validation {
+            if !l2Values.isEmpty { config.l2Grid = l2Values }
+            if streamFixedL2 { config.refitOnTrainAndValidation = false }
+            log("choosing L2 on \(validation.rowCount) validation rows, from \(config.l2Grid.count) values strongest first")
+            let selection = try HeadTrainer(config: config).fitSelectingL2(train: data.train, validation: validation,
+                                                                           memoryBudget: budget) { trial in
+                log(String(format: "L2 %g: validation top-1 %.4f, loss %.4f after %d iterations", trial.l2, trial.validation.top1,
+                           trial.validation.loss, trial.epochs))
             }
-            let result = try HeadTrainer.sweepL2(l2Values, config: config, train: data.train, validation: validation)
+            sweep = selection.sweep
+            chosenL2 = selection.l2
+            passes = selection.passes
+            streamed = selection.streamed
+            heldOut = selection.validation
+            model = selection.model
+            if let refitL2 = selection.refitL2 {
+                refitNote = String(format: "refit on training + validation rows at L2 %g (the same C)", refitL2)
+                log(String(format: "kept L2 %g; ", selection.l2) + refitNote!)
+            } else {
+                log(String(format: "kept L2 %g", selection.l2))
+            }
+        } else if !fits {
+            throw TrainingError.invalidConfiguration(String(
+                format: "the features need %.0f MB in memory (budget %.0f MB): beyond the budget only softmax regression "
+                    + "with validation rows trains, streaming; raise --memory-budget or train softmax regression",
+                Double(rowBytes) / 1e6, Double(budget) / 1e6))
+        } else if l2Values.count > 1, let validation = data.validation {
+            let result = try HeadTrainer.sweepL2(l2Values, config: config, train: data.train.materialized(),
+                                                 validation: validation.materialized())
             sweep = result.results
             for trial in sweep {
-                log(String(format: "l2 %g: validation top-1 %.4f, loss %.4f", trial.l2, trial.validation.top1, trial.validation.loss))
+                log(String(format: "L2 %g: validation top-1 %.4f, loss %.4f", trial.l2, trial.validation.top1, trial.validation.loss))
             }
+            chosenL2 = sweep.max { ($0.validation.top1, -$0.validation.loss) < ($1.validation.top1, -$1.validation.loss) }?.l2
             model = result.best
         } else {
-            if let l2 = l2Values.first { config.l2 = l2 }
+            if l2Values.count > 1 { throw TrainingError.invalidConfiguration("an L2 sweep needs validation rows to choose by") }
+            if let l2 = l2Values.first { config.l2 = l2 } else if data.validation == nil {
+                log(String(format: "no validation rows to choose L2 by; training at L2 %g", config.l2))
+            }
             let checkpoint = directory.appendingPathComponent(TrainedModelFiles.checkpoint)
             if FileManager.default.fileExists(atPath: checkpoint.path) { log("resuming from \(checkpoint.path)") }
-            model = try HeadTrainer(config: config).fit(
-                train: data.train, validation: data.validation,
-                checkpoint: checkpoint) { metrics in
+            let trainer = HeadTrainer(config: config)
+            model = try trainer.fit(train: data.train.materialized(), validation: data.validation?.materialized(),
+                                    checkpoint: checkpoint) { metrics in
                 epochs.append(metrics)
-                log(String(format: "epoch %d: train loss %.4f acc %.4f", metrics.epoch, metrics.trainLoss, metrics.trainAccuracy)
-                    + (metrics.validationLoss.map { String(format: ", validation loss %.4f acc %.4f", $0, metrics.validationAccuracy ?? 0) } ?? ""))
+                log(String(format: "epoch %d: train loss %.4f, accuracy %.4f", metrics.epoch, metrics.trainLoss, metrics.trainAccuracy)
+                    + (metrics.validationLoss.map { String(format: "; validation loss %.4f, accuracy %.4f", $0, metrics.validationAccuracy ?? 0) } ?? ""))
+            }
+            keptEpoch = trainer.keptEpoch
+            if let keptEpoch, let last = epochs.last?.epoch, keptEpoch != last {
+                log("kept the weights of epoch \(keptEpoch), the lowest validation loss (trained to epoch \(last))")
             }
         }
-        let evaluationSet = data.validation ?? data.train
-        let evaluation = try model.evaluate(on: evaluationSet)
-        try export(model, classNames: data.classNames, backbone: backbone, to: directory)
-        let report = ReportData(
-            title: "FeatureStream: \(backbone.name) head on \(data.train.count) training rows",
-            summary: [
-                .init(label: "Backbone", value: "\(backbone.name) (\(backbone.featureNode), \(data.train.dimension)-d)"),
-                .init(label: "Head", value: model.kind == .mlp ? "MLP, \(model.hiddenUnits ?? 0) hidden units" : "softmax regression"),
-                .init(label: "L2", value: String(format: "%g", sweep.isEmpty ? config.l2 : bestL2(sweep))),
-                .init(label: "Training rows", value: String(data.train.count)),
-                .init(label: data.validation == nil ? "Evaluated on (no validation rows)" : "Validation rows",
-                      value: String(evaluationSet.count)),
-            ],
+        let fitSeconds = Date().timeIntervalSince(started)
+        let evaluationSet: any TrainingRowSource = data.validation ?? data.train
+        let evaluation = try heldOut ?? model.evaluate(source: evaluationSet)
+        try ModelFolder.write(model, classNames: data.classNames, backbone: backbone, to: directory)
+        var summary: [ReportData.SummaryEntry] = [
+            .init(label: "Backbone", value: "\(backbone.name) (\(backbone.featureNode), \(data.train.dimension)-d)"),
+            .init(label: "Head", value: model.kind == .mlp ? "MLP, \(model.hiddenUnits ?? 0) hidden units" : "softmax regression"),
+            .init(label: "L2", value: String(format: "%g", chosenL2 ?? config.l2)
+                  + (sweep.isEmpty ? (l2Values.count == 1 ? " (given)" : " (default)") : " (best on validation)")),
+            .init(label: "Training rows", value: String(data.train.rowCount)),
+            .init(label: data.validation == nil ? "Evaluated on (no validation rows)" : "Validation rows",
+                  value: String(evaluationSet.rowCount)),
+        ]
+        if let refitNote { summary.append(.init(label: "Shipped model", value: refitNote + "; the evaluation below is of the model trained without the validation rows")) }
+        if let keptEpoch { summary.append(.init(label: "Kept epoch", value: "\(keptEpoch) of \(epochs.last?.epoch ?? keptEpoch)")) }
+        var report = ReportData(
+            title: "FeatureStream: \(backbone.name) head on \(data.train.rowCount) training rows",
+            summary: summary,
             epochs: epochs.map { .init(epoch: $0.epoch, trainLoss: $0.trainLoss, trainAccuracy: $0.trainAccuracy,
                                        validationLoss: $0.validationLoss, validationAccuracy: $0.validationAccuracy) },
             evaluation: .init(classNames: data.classNames, top1: evaluation.top1, top5: evaluation.top5,
                               perClassPrecision: evaluation.perClassPrecision, perClassRecall: evaluation.perClassRecall,
                               confusion: evaluation.confusion),
             throughput: extraction.throughput, deadLetters: extraction.deadLetters)
+        if !sweep.isEmpty {
+            report.l2Sweep = sweep.map { .init(l2: Double($0.l2), validationAccuracy: $0.validation.top1, validationLoss: $0.validation.loss,
+                                               trainLoss: $0.trainLoss, iterations: $0.epochs) }
+            report.chosenL2 = chosenL2.map(Double.init)
+        }
+        report.keptEpoch = keptEpoch
+        report.fit = .init(seconds: fitSeconds, passes: passes, streamed: streamed, memoryBudget: budget)
         try report.writeJSON(to: directory.appendingPathComponent(TrainedModelFiles.reportJSON))
         try report.writeHTML(to: directory.appendingPathComponent(TrainedModelFiles.reportHTML))
         return TrainingOutcome(model: model, evaluation: evaluation, evaluatedOnValidation: data.validation != nil,
-                               epochs: epochs, sweep: sweep, directory: directory)
-    }
-
-    private static func bestL2(_ sweep: [L2SweepResult]) -> Float {
-        sweep.max { ($0.validation.top1, -$0.validation.loss) < ($1.validation.top1, -$1.validation.loss) }?.l2 ?? 0
-    }
-
-    /// Writes the head (safetensors), the one-file ONNX classifier and the predictor manifest.
-    public static func export(_ model: HeadModel, classNames: [String], backbone: ModelConfig, to directory: URL) throws {
-        let head = exportedHead(model, classNames: classNames, backbone: backbone)
-        try SafetensorsWriter.write(head, to: directory.appendingPathComponent(TrainedModelFiles.head))
-        try ONNXClassifierExporter.export(backboneONNX: URL(fileURLWithPath: backbone.onnxPath), featureNode: backbone.featureNode,
-                                          head: head, to: directory.appendingPathComponent(TrainedModelFiles.classifier))
-        let manifest = PredictorManifest(backboneConfig: backbone.configPath, backbone: backbone.name,
-                                         featureNode: backbone.featureNode, classNames: classNames)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(manifest).write(to: directory.appendingPathComponent(TrainedModelFiles.predictor), options: .atomic)
-    }
-
-    static func exportedHead(_ model: HeadModel, classNames: [String], backbone: ModelConfig) -> ExportedHead {
-        var layers = [DenseLayer(weights: model.layer1Weights, bias: model.layer1Bias, inputs: model.dimension,
-                                 outputs: model.layer1Bias.count)]
-        if let weights = model.layer2Weights, let bias = model.layer2Bias {
-            layers.append(DenseLayer(weights: weights, bias: bias, inputs: model.layer1Bias.count, outputs: bias.count))
-        }
-        let p = backbone.preprocess
-        return ExportedHead(classNames: classNames, mean: model.standardizer.mean, std: model.standardizer.std, layers: layers,
-                            backbone: backbone.name, featureNode: backbone.featureNode,
-                            normalization: "\(p.colorOrder.rawValue), resize \(p.resizeShorterSide), crop \(p.crop), mean \(p.mean), std \(p.std)")
+                               epochs: epochs, sweep: sweep, chosenL2: chosenL2, keptEpoch: keptEpoch, directory: directory)
     }
 }

@@ -65,6 +65,8 @@ struct TrainingCheckpoint: Codable {
     var standardizerStd: PackedFloats
     var bestParameters: PackedFloats?
     var bestValidationLoss: Double?
+    /// The epoch `bestParameters` come from.
+    var bestEpoch: Int?
     var epochsSinceImprovement: Int
     var adamFirstMoment: PackedFloats?
     var adamSecondMoment: PackedFloats?

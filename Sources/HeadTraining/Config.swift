@@ -34,7 +34,17 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// Head architecture.
     public var kind: HeadModel.Kind = .softmaxRegression
     /// L2 strength on weights (not biases); see the type's documentation for the mapping to scikit-learn's `C`.
+    /// `HeadTrainer.fit` uses it as given; `HeadTrainer.fitSelectingL2` chooses its own from `l2Grid`.
     public var l2: Float = 1e-4
+    /// The L2 values `fitSelectingL2` tries, in any order (it walks them strongest first).
+    public var l2Grid: [Float] = TrainingConfig.defaultL2Grid
+    /// `fitSelectingL2` ends its walk after this many grid values in a row did no better on validation
+    /// than the best so far: past the optimum, weaker penalties only overfit more and take longer.
+    public var l2PathPatience: Int = 3
+    /// After choosing L2 on validation, `fitSelectingL2` refits on training + validation rows, keeping
+    /// scikit-learn's `C` (the penalty scaled by n_train / n_all), as `LogisticRegressionCV(refit=True)` does.
+    /// The validation figures reported are those of the model trained on the training rows alone.
+    public var refitOnTrainAndValidation: Bool = true
     /// Hidden ReLU units of an MLP.
     public var hiddenUnits: Int = 256
     /// Optimiser choice.
@@ -72,6 +82,10 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// Write the checkpoint every this many epochs (L-BFGS: iterations); the final state is always written.
     public var checkpointInterval: Int = 1
 
+    /// 1 down to 1e-6 in half-decade steps (scikit-learn `C` from 1/n to 10⁶/n): from a penalty that
+    /// leaves standardized features barely used to one that hardly constrains them.
+    public static let defaultL2Grid: [Float] = (0...12).map { Float(pow(10, -Double($0) / 2)) }
+
     /// The defaults: L2-regularised softmax regression trained by L-BFGS.
     public init() {}
 
@@ -87,6 +101,8 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
             if !condition { throw TrainingError.invalidConfiguration(message) }
         }
         try check(l2.isFinite && l2 >= 0, "l2 must be finite and ≥ 0, got \(l2)")
+        try check(!l2Grid.isEmpty && l2Grid.allSatisfy { $0.isFinite && $0 >= 0 }, "l2Grid needs finite values ≥ 0")
+        try check(l2PathPatience >= 1, "l2PathPatience must be ≥ 1")
         try check(kind != .mlp || hiddenUnits > 0, "hiddenUnits must be positive, got \(hiddenUnits)")
         try check(maxEpochs >= 0 && maxIterations >= 0, "maxEpochs and maxIterations must be ≥ 0")
         try check(batchSize > 0, "batchSize must be positive, got \(batchSize)")

@@ -152,52 +152,9 @@ public struct Standardizer: Codable, Sendable, Equatable {
 
     /// Column statistics of already-validated values.
     static func fit(rows: [Float], count: Int, dimension: Int) -> Standardizer {
-        // Sums of x − x₀ and (x − x₀)², x₀ being the first row: the shift keeps E[x²] − E[x]² from
-        // cancelling when a feature's mean is large relative to its spread. Blocks of rows are summed
-        // in float (vectorised, 8 lanes) and each block total added into double accumulators, so the
-        // float error stays that of a short sum.
-        let blockRows = 32
-        var sum = [Double](repeating: 0, count: dimension)
-        var squares = [Double](repeating: 0, count: dimension)
-        var blockSum = [Float](repeating: 0, count: dimension)
-        var blockSquares = [Float](repeating: 0, count: dimension)
-        rows.withUnsafeBufferPointer { x in
-            sum.withUnsafeMutableBufferPointer { sum in
-                squares.withUnsafeMutableBufferPointer { squares in
-                    blockSum.withUnsafeMutableBufferPointer { blockSum in
-                        blockSquares.withUnsafeMutableBufferPointer { blockSquares in
-                            var first = 0
-                            while first < count {
-                                let last = min(first + blockRows, count)
-                                for column in 0..<dimension { blockSum[column] = 0; blockSquares[column] = 0 }
-                                for row in first..<last {
-                                    let base = row * dimension
-                                    for column in 0..<dimension {
-                                        let deviation = x[base + column] - x[column]
-                                        blockSum[column] += deviation
-                                        blockSquares[column] += deviation * deviation
-                                    }
-                                }
-                                for column in 0..<dimension {
-                                    sum[column] += Double(blockSum[column])
-                                    squares[column] += Double(blockSquares[column])
-                                }
-                                first = last
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let n = Double(count)
-        var mean = [Float](repeating: 0, count: dimension)
-        var std = [Float](repeating: 0, count: dimension)
-        for column in 0..<dimension {
-            let shiftedMean = sum[column] / n
-            mean[column] = Float(Double(rows[column]) + shiftedMean)
-            std[column] = Float(max(0, squares[column] / n - shiftedMean * shiftedMean).squareRoot())
-        }
-        return Standardizer(mean: mean, std: std)
+        var accumulator = StandardizerAccumulator(dimension: dimension)
+        rows.withUnsafeBufferPointer { accumulator.add($0.baseAddress!, rows: count) }
+        return accumulator.standardizer
     }
 
     /// Standardized copy of already-validated rows, written in one pass (no copy-then-modify).

@@ -44,26 +44,39 @@ extension HeadModel {
         for (row, label) in data.labels.enumerated() where label < 0 || Int(label) >= classCount {
             throw TrainingError.invalidLabel(row: row, label: label, classCount: classCount)
         }
+        return try evaluate(source: data)
+    }
+
+    /// `evaluate(on:)` over a source read block by block, for validation sets larger than memory.
+    public func evaluate(source: any TrainingRowSource) throws -> Evaluation {
+        guard source.dimension == dimension else { throw TrainingError.dimensionMismatch(expected: dimension, actual: source.dimension) }
+        let labels = source.labels
+        for (row, label) in labels.enumerated() where label < 0 || Int(label) >= classCount {
+            throw TrainingError.invalidLabel(row: row, label: label, classCount: classCount)
+        }
         let k = classCount
-        var probabilities = try logits(data.features, count: data.count)
-        softmaxRows(&probabilities, columns: k)
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
         var loss = 0.0
         var top5Hits = 0
         let topK = min(5, k)
-        for row in 0..<data.count {
-            let base = row * k
-            let label = Int(data.labels[row])
-            let predicted = argmax(probabilities, offset: base, count: k)
-            confusion[label][predicted] += 1
-            // Floor at the smallest normal so a confident mistake costs a large finite loss, not infinity.
-            loss -= log(max(Double(probabilities[base + label]), Double(Float.leastNormalMagnitude)))
-            let labelProbability = probabilities[base + label]
-            var ranked = 0
-            for column in 0..<k where probabilities[base + column] > labelProbability { ranked += 1 }
-            if ranked < topK { top5Hits += 1 }
+        try source.forEachBlock(maxRows: 1024) { first, block in
+            let rows = block.count / dimension
+            var probabilities = try logits(Array(block), count: rows)
+            softmaxRows(&probabilities, columns: k)
+            for row in 0..<rows {
+                let base = row * k
+                let label = Int(labels[first + row])
+                let predicted = argmax(probabilities, offset: base, count: k)
+                confusion[label][predicted] += 1
+                // Floor at the smallest normal so a confident mistake costs a large finite loss, not infinity.
+                loss -= log(max(Double(probabilities[base + label]), Double(Float.leastNormalMagnitude)))
+                let labelProbability = probabilities[base + label]
+                var ranked = 0
+                for column in 0..<k where probabilities[base + column] > labelProbability { ranked += 1 }
+                if ranked < topK { top5Hits += 1 }
+            }
         }
-        let n = Double(max(data.count, 1))
+        let n = Double(max(labels.count, 1))
         let correct = (0..<k).reduce(0) { $0 + confusion[$1][$1] }
         let precision = (0..<k).map { column -> Double in
             let predicted = (0..<k).reduce(0) { $0 + confusion[$1][column] }
@@ -73,7 +86,7 @@ extension HeadModel {
             let actual = confusion[row].reduce(0, +)
             return actual == 0 ? 0 : Double(confusion[row][row]) / Double(actual)
         }
-        return Evaluation(count: data.count, loss: loss / n, top1: Double(correct) / n, top5: Double(top5Hits) / n,
+        return Evaluation(count: labels.count, loss: loss / n, top1: Double(correct) / n, top5: Double(top5Hits) / n,
                           perClassPrecision: precision, perClassRecall: recall, confusion: confusion)
     }
 }

@@ -67,6 +67,22 @@ public struct HeadModel: Codable, Sendable, Equatable {
         return (0..<count).map { row in Int32(argmax(values, offset: row * classCount, count: classCount)) }
     }
 
+    /// A model from its parts: one layer (softmax regression), or two with a ReLU between them (an MLP).
+    /// Shapes follow the properties' documentation; `logits` checks the input against them.
+    public init(standardizer: Standardizer, layer1Weights: [Float], layer1Bias: [Float],
+                layer2Weights: [Float]? = nil, layer2Bias: [Float]? = nil) {
+        let isMLP = layer2Weights != nil && layer2Bias != nil
+        kind = isMLP ? .mlp : .softmaxRegression
+        dimension = standardizer.dimension
+        classCount = isMLP ? layer2Bias!.count : layer1Bias.count
+        hiddenUnits = isMLP ? layer1Bias.count : nil
+        self.layer1Weights = layer1Weights
+        self.layer1Bias = layer1Bias
+        self.layer2Weights = isMLP ? layer2Weights : nil
+        self.layer2Bias = isMLP ? layer2Bias : nil
+        self.standardizer = standardizer
+    }
+
     /// Where each weight lives in the flat vector optimizers work on.
     var layout: ParameterLayout {
         ParameterLayout(kind: kind, dimension: dimension, hiddenUnits: hiddenUnits ?? 0, classCount: classCount)
@@ -286,13 +302,31 @@ struct Objective {
         return value
     }
 
+    /// Softmax regression, one block of a streamed pass: the summed weighted cross-entropy of `rows`
+    /// standardized rows, and its gradient times `scale` written into `gradient` (overwritten; no penalty).
+    func accumulate(parameters: UnsafePointer<Float>, x: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
+                    sampleWeights: UnsafePointer<Float>?, rows: Int, scale: Float,
+                    gradient: UnsafeMutablePointer<Float>, workspace: Workspace) -> (lossSum: Double, correct: Int) {
+        precondition(layout.kind == .softmaxRegression, "streamed passes are for softmax regression")
+        workspace.reserve(rows: rows, layout: layout)
+        var unused = (lossSum: 0.0, correct: 0)
+        return workspace.logits.withUnsafeMutableBufferPointer { logits in
+            withUnsafeMutablePointer(to: &unused) { results in
+                let shared = FusedPass(parameters: parameters, x: x, labels: labels, sampleWeights: sampleWeights,
+                                       logits: logits.baseAddress!, gradient: gradient, partialGradients: nil, results: results)
+                return fusedSoftmaxPass(shared, rows: 0..<rows, scale: scale, weightGradient: gradient,
+                                        biasGradient: gradient + layout.classCount * layout.dimension, includePenalty: false)
+            }
+        }
+    }
+
     /// Softmax-regression loss and gradient over `rows`, accumulated into `weightGradient`/`biasGradient`
     /// (which it overwrites: W·l2-seeded when `includePenalty`, zero-seeded otherwise).
     ///
     /// Row blocks are small enough to stay in L2 between the forward and the gradient product, so X is
     /// streamed from memory once per evaluation instead of twice; that halves the cost of these skinny
     /// (classCount-wide), bandwidth-bound products.
-    private func fusedSoftmaxPass(_ shared: FusedPass, rows: Range<Int>, scale: Float,
+    func fusedSoftmaxPass(_ shared: FusedPass, rows: Range<Int>, scale: Float,
                                   weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
                                   includePenalty: Bool) -> (lossSum: Double, correct: Int) {
         let d = layout.dimension, k = layout.classCount

@@ -1,17 +1,5 @@
 import Foundation
 
-/// One value of an L2 sweep and how its model did on the validation set.
-public struct L2SweepResult: Codable, Sendable, Equatable {
-    /// The L2 strength trained with.
-    public var l2: Float
-    /// The trained model on the validation set.
-    public var validation: Evaluation
-    /// Epochs (L-BFGS: iterations) the run took.
-    public var epochs: Int
-    /// Wall time of the fit.
-    public var seconds: Double
-}
-
 /// Trains classification heads on in-memory features: full fits with early stopping and
 /// resumable checkpoints, online passes over chunks as they arrive, and L2 sweeps.
 ///
@@ -21,6 +9,9 @@ public final class HeadTrainer {
     /// The hyper-parameters every call uses.
     public let config: TrainingConfig
     private var online: OnlineState?
+    /// The epoch (L-BFGS: iteration) whose weights the last `fit` returned: the lowest validation loss
+    /// when it stopped early on validation, else the last one. `nil` before any `fit`.
+    public private(set) var keptEpoch: Int?
 
     /// A trainer for `config`; the configuration is checked when training starts.
     public init(config: TrainingConfig = TrainingConfig()) {
@@ -67,7 +58,7 @@ public final class HeadTrainer {
             state = TrainingCheckpoint(
                 fingerprint: fingerprint, completedEpochs: 0, finished: false, parameters: PackedFloats(initial),
                 standardizerMean: PackedFloats(data.standardizer.mean), standardizerStd: PackedFloats(data.standardizer.std),
-                bestParameters: nil, bestValidationLoss: nil, epochsSinceImprovement: 0,
+                bestParameters: nil, bestValidationLoss: nil, bestEpoch: nil, epochsSinceImprovement: 0,
                 adamFirstMoment: nil, adamSecondMoment: nil, adamStep: 0, rng: rng, lbfgsS: [], lbfgsY: [], history: [])
         }
         let standardizer = Standardizer(mean: state.standardizerMean.values, std: state.standardizerStd.values)
@@ -80,8 +71,9 @@ public final class HeadTrainer {
                 }
             }
         }
-        let useBest = data.validation != nil && config.earlyStoppingPatience != nil
+        let useBest = data.validation != nil && config.earlyStoppingPatience != nil && state.bestParameters != nil
         let parameters = (useBest ? state.bestParameters : nil) ?? state.parameters
+        keptEpoch = useBest ? state.bestEpoch : state.completedEpochs
         return HeadModel(layout: layout, parameters: parameters.values, standardizer: standardizer)
     }
 
@@ -139,34 +131,6 @@ public final class HeadTrainer {
     /// The model the `partialFit` calls so far have trained, or `nil` before the first call.
     public var onlineModel: HeadModel? {
         online.map { HeadModel(layout: $0.layout, parameters: $0.parameters, standardizer: $0.standardizer) }
-    }
-
-    // MARK: Sweeps
-
-    /// Fits one model per L2 value (with `config` otherwise, validation used for early stopping as
-    /// configured) and returns the one with the best validation top-1 accuracy, ties going to the
-    /// lower validation loss, plus every value's validation evaluation in the order given.
-    public static func sweepL2(_ values: [Float], config: TrainingConfig = TrainingConfig(),
-                               train: LabeledFeatures, validation: LabeledFeatures) throws -> (best: HeadModel, results: [L2SweepResult]) {
-        guard !values.isEmpty else { throw TrainingError.invalidConfiguration("sweepL2 needs at least one L2 value") }
-        var best: (model: HeadModel, evaluation: Evaluation)?
-        var results: [L2SweepResult] = []
-        for l2 in values {
-            var trialConfig = config
-            trialConfig.l2 = l2
-            let start = Date()
-            var epochs = 0
-            let model = try HeadTrainer(config: trialConfig).fit(train: train, validation: validation) { epochs = $0.epoch }
-            let seconds = Date().timeIntervalSince(start)
-            let evaluation = try model.evaluate(on: validation)
-            results.append(L2SweepResult(l2: l2, validation: evaluation, epochs: epochs, seconds: seconds))
-            if let current = best?.evaluation,
-               evaluation.top1 < current.top1 || (evaluation.top1 == current.top1 && evaluation.loss >= current.loss) {
-                continue
-            }
-            best = (model, evaluation)
-        }
-        return (best!.model, results)
     }
 }
 
@@ -235,6 +199,29 @@ struct PreparedData {
             self.validation = (vx, validation.labels, validation.count)
         } else {
             self.validation = nil
+        }
+    }
+}
+
+extension PreparedData {
+    /// The training objective at penalty `l2` over every training row, as L-BFGS evaluates it.
+    func evaluator(layout: ParameterLayout, l2: Float, threads: Int) -> LBFGS.Evaluate {
+        let objective = Objective(layout: layout, l2: l2, threads: threads)
+        let workspace = Workspace()
+        let data = self
+        return { parameters, gradient in
+            parameters.withUnsafeBufferPointer { p in
+                data.x.withUnsafeBufferPointer { x in
+                    data.labels.withUnsafeBufferPointer { l in
+                        gradient.withUnsafeMutableBufferPointer { g in
+                            data.weights.withUnsafeBufferPointerOrNil { w in
+                                objective.evaluate(parameters: p.baseAddress!, x: x.baseAddress!, labels: l.baseAddress!,
+                                                   sampleWeights: w, rows: data.rows, gradient: g.baseAddress!, workspace: workspace)
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -330,19 +317,7 @@ struct OnlineState {
         seenRows = total
         let updated = Standardizer(mean: runningMean.map { Float($0) },
                                    std: runningSquares.map { Float(($0 / total).squareRoot()) })
-        if passes > 0 {
-            let outputs = layout.layer1Outputs
-            for i in 0..<outputs {
-                var shift = 0.0
-                for j in 0..<d {
-                    let index = i * d + j
-                    let w = parameters[index]
-                    shift += Double(w) * Double(updated.mean[j] - standardizer.mean[j]) / Double(standardizer.std[j])
-                    parameters[index] = w * updated.std[j] / standardizer.std[j]
-                }
-                parameters[layout.layer1Bias.lowerBound + i] += Float(shift)
-            }
-        }
+        if passes > 0 { parameters = restandardized(parameters, layout: layout, from: standardizer, to: updated) }
         standardizer = updated
     }
 }
@@ -390,6 +365,7 @@ private struct Run {
             if validation.loss < (state.bestValidationLoss ?? .infinity) {
                 state.bestValidationLoss = validation.loss
                 state.bestParameters = PackedFloats(parameters)
+                state.bestEpoch = state.completedEpochs
                 state.epochsSinceImprovement = 0
             } else {
                 state.epochsSinceImprovement += 1
@@ -416,27 +392,11 @@ private struct Run {
 
     mutating func lbfgs(_ state: inout TrainingCheckpoint) throws {
         guard state.completedEpochs < config.maxIterations else { return try finishWithoutEpochs(&state) }
-        let objective = Objective(layout: layout, l2: config.l2, threads: config.blasThreads)
-        let workspace = Workspace()
         let data = self.data
         var optimizer = LBFGS(
             parameters: state.parameters.values, s: state.lbfgsS.map(\.values), y: state.lbfgsY.map(\.values),
-            memory: config.lbfgsHistory, gradientTolerance: config.gradientTolerance, lossTolerance: config.lossTolerance
-        ) { parameters, gradient in
-            parameters.withUnsafeBufferPointer { p in
-                data.x.withUnsafeBufferPointer { x in
-                    data.labels.withUnsafeBufferPointer { l in
-                        gradient.withUnsafeMutableBufferPointer { g in
-                            let weights = data.weights
-                            return weights.withUnsafeBufferPointerOrNil { w in
-                                objective.evaluate(parameters: p.baseAddress!, x: x.baseAddress!, labels: l.baseAddress!,
-                                                   sampleWeights: w, rows: data.rows, gradient: g.baseAddress!, workspace: workspace)
-                            }
-                        }
-                    }
-                }
-            }
-        }
+            memory: config.lbfgsHistory, gradientTolerance: config.gradientTolerance, lossTolerance: config.lossTolerance,
+            evaluate: data.evaluator(layout: layout, l2: config.l2, threads: config.blasThreads))
         while true {
             let started = Date()
             let outcome = optimizer.step()

@@ -74,29 +74,12 @@ public struct NumpyArray: Equatable, Sendable {
         self.init(shape: shape, values: values)
     }
 
-    /// The array as `.npy` version 1.0 bytes, dtype `<f4`.
-    public var npyData: Data {
-        var data = Self.header(shape: shape, descr: "<f4")
-        values.withUnsafeBytes { data.append(contentsOf: $0) }
-        return data
-    }
+    /// The array as `.npy` bytes, dtype `<f4`.
+    public var npyData: Data { NumpyEncoding.float32Array(values, shape: shape) }
 
     /// Writes the array to `url` as `.npy`.
     public func write(to url: URL) throws {
         try npyData.write(to: url, options: .atomic)
-    }
-
-    /// A version 1.0 `.npy` header for a C-order array, padded so the data starts 64-byte aligned.
-    public static func header(shape: [Int], descr: String) -> Data {
-        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-        var dict = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
-        let unpadded = 10 + dict.utf8.count + 1
-        dict += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
-        var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
-        let length = UInt16(dict.utf8.count)
-        data.append(contentsOf: [UInt8(length & 0xff), UInt8(length >> 8)])
-        data.append(contentsOf: Array(dict.utf8))
-        return data
     }
 
     private static func field(_ key: String, in header: String) -> String? {

@@ -3,6 +3,7 @@ import Backbone
 import ClusterRoles
 import Extraction
 import FeatureCodec
+import HeadJob
 import HeadTraining
 import Foundation
 import ImageInput
@@ -121,7 +122,7 @@ struct Bench: ParsableCommand {
 
         @Option(help: "`featstream extract` output folder to train on (features.npy + metadata.csv).") var train: String
         @Option(help: "`featstream extract` output folder to test on.") var test: String
-        @Option(help: "L2 strength; scikit-learn's C = 1/(l2 * train rows).") var l2: Float = 1e-4
+        @Option(help: "L2 strength; scikit-learn's C = 1/(l2 * train rows). Without it: the default head (L2 chosen on a held-out tenth, refit).") var l2: Float?
         @Option(help: "Threads.") var threads = 1
         @Option(help: "L-BFGS max-abs gradient tolerance (scikit-learn's tol).") var tol: Float = 1e-5
         @Option(help: "Timed runs; the fastest is reported.") var repeats = 5
@@ -134,6 +135,16 @@ struct Bench: ParsableCommand {
                 return try labeledFeatures(features: array.values, shape: array.shape, metadataCSV: metadata)
             }
             let trainSet = try load(train), testSet = try load(test)
+            guard let l2 else {
+                var best = (accuracy: 0.0, seconds: Double.infinity, l2: Float(0), iterations: 0, validationTop1: 0.0)
+                for _ in 0..<max(1, repeats) {
+                    let result = try benchmarkDefaultHead(train: trainSet, test: testSet, threads: threads)
+                    if result.seconds < best.seconds { best = result }
+                }
+                print(String(format: "{\"impl\": \"featstream-default\", \"accuracy\": %.4f, \"seconds\": %.4f, \"l2\": %g, \"iterations\": %d, \"validation_top1\": %.4f, \"train_rows\": %d, \"test_rows\": %d}",
+                             best.accuracy, best.seconds, Double(best.l2), best.iterations, best.validationTop1, trainSet.count, testSet.count))
+                return
+            }
             var best = (accuracy: 0.0, seconds: Double.infinity)
             for _ in 0..<max(1, repeats) {
                 let result = try benchmarkTraining(train: trainSet, test: testSet, l2: l2, threads: threads, gradientTolerance: tol)

@@ -152,9 +152,8 @@ struct Head: ParsableCommand {
                 defer { hangup?.cancel() }
                 let service = try HeadService(options: options)
                 if trainOut != nil, let classes {
-                    let online = OnlineTraining(config: training.config, classCount: classes.count, split: split, log: service.log) {
-                        service.recordTrainingLoss($0, split: "online")
-                    }
+                    let online = OnlineTraining(config: training.config, classCount: classes.count, split: split,
+                                                log: service.log.event) { service.recordTrainingLoss($0, split: "online") }
                     service.onCommit = online.absorb
                 }
                 let statistics = try service.run()
@@ -164,7 +163,8 @@ struct Head: ParsableCommand {
             let featureStore = try FeatureStore.open(at: URL(fileURLWithPath: store))
             let data = try TrainingData.load(featureStore, split: split, classNames: classes)
             let outcome = try TrainingJob.run(data: data, config: training.config, l2Values: try training.l2Values, backbone: backbone,
-                                              directory: URL(fileURLWithPath: trainOut), extraction: extractionFacts(featureStore)) {
+                                              directory: URL(fileURLWithPath: trainOut), extraction: extractionFacts(featureStore),
+                                              memoryBudget: try training.memoryBudgetBytes) {
                 printError("head: training: \($0)")
             }
             print(String(format: "head: trained; %@ top-1 %.4f, top-5 %.4f on %d rows; model in %@",
@@ -184,44 +184,6 @@ struct Head: ParsableCommand {
         }
         let letters = ((try? featureStore.deadLetters()) ?? []).map { ReportData.DeadLetter(key: $0.entry.key, reason: $0.entry.reason) }
         return TrainingJob.Extraction(throughput: throughput, deadLetters: letters)
-    }
-}
-
-/// The head's online pass: every committed shard's training rows go through one `partialFit`.
-final class OnlineTraining {
-    private let trainer: HeadTrainer
-    private let split: ValidationSplit
-    private let log: RoleLog
-    private var rows = 0
-
-    private let onLoss: (Double) -> Void
-
-    init(config: TrainingConfig, classCount: Int, split: ValidationSplit, log: RoleLog, onLoss: @escaping (Double) -> Void) {
-        self.onLoss = onLoss
-        var config = config
-        config.classCount = classCount
-        trainer = HeadTrainer(config: config)
-        self.split = split
-        self.log = log
-    }
-
-    func absorb(_ contents: ShardContents) {
-        var features: [Float] = []
-        var labels: [Int32] = []
-        for (row, index) in contents.indexes.enumerated() where contents.labels[row] >= 0 && !split.holdsOut(index) {
-            features += contents.features[(row * contents.dimension)..<((row + 1) * contents.dimension)]
-            labels.append(contents.labels[row])
-        }
-        guard !labels.isEmpty else { return }
-        do {
-            let metrics = try trainer.partialFit(LabeledFeatures(features: features, labels: labels, dimension: contents.dimension))
-            rows += labels.count
-            onLoss(metrics.trainLoss)
-            log.event(String(format: "online pass %d over %d rows (%d so far): loss %.4f, accuracy %.4f",
-                             metrics.epoch, labels.count, rows, metrics.trainLoss, metrics.trainAccuracy))
-        } catch {
-            log.event("online pass skipped: \(error)")
-        }
     }
 }
 

@@ -9,8 +9,11 @@ import ImageInput
 
 /// Options shared by everything that trains a head.
 struct HeadTrainingOptions: ParsableArguments {
-    @Option(help: "L2 penalty; a comma-separated list sweeps the values and keeps the best on validation.")
-    var l2 = "1e-4"
+    @Option(help: """
+        L2 penalty. 'auto' (softmax regression with validation rows): choose it on validation from 1 down to 1e-6, \
+        then refit on train + validation. One value forces it; a comma-separated list is the grid to choose from.
+        """)
+    var l2 = "auto"
 
     @Flag(help: "Train a one-hidden-layer MLP instead of softmax regression.")
     var mlp = false
@@ -27,11 +30,26 @@ struct HeadTrainingOptions: ParsableArguments {
     @Flag(help: "Weight classes inversely to their frequency (like scikit-learn's 'balanced').")
     var balanced = false
 
+    @Option(help: "Memory for feature rows in training, e.g. 4G (default: half of RAM or of the cgroup's limit). Beyond it, training streams from the store.")
+    var memoryBudget: String?
+
+    var memoryBudgetBytes: Int? {
+        get throws {
+            guard let memoryBudget else { return nil }
+            guard let bytes = MemoryBudget.parse(memoryBudget) else {
+                throw ValidationError("--memory-budget takes a size such as 512M or 4G, not '\(memoryBudget)'")
+            }
+            return bytes
+        }
+    }
+
+    /// The L2 values given; empty for `auto`.
     var l2Values: [Float] {
         get throws {
+            if l2.trimmingCharacters(in: .whitespaces).lowercased() == "auto" { return [] }
             let values = l2.split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespaces)) }
             guard !values.isEmpty, values.allSatisfy({ $0 != nil && $0! >= 0 }) else {
-                throw ValidationError("--l2 takes non-negative numbers separated by commas, not '\(l2)'")
+                throw ValidationError("--l2 takes 'auto' or non-negative numbers separated by commas, not '\(l2)'")
             }
             return values.map { $0! }
         }
@@ -86,7 +104,8 @@ struct Train: ParsableCommand {
             let (split, classes) = try validationSplit(dataset: datasetOptions, fraction: training.validationFraction)
             let trainingData = try TrainingData.load(featureStore, split: split, classNames: classes)
             let outcome = try TrainingJob.run(data: trainingData, config: training.config, l2Values: try training.l2Values,
-                                              backbone: backbone, directory: URL(fileURLWithPath: out)) { printError("train: \($0)") }
+                                              backbone: backbone, directory: URL(fileURLWithPath: out),
+                                              memoryBudget: try training.memoryBudgetBytes) { printError("train: \($0)") }
             print(String(format: "train: %@ top-1 %.4f (top-5 %.4f) on %d rows; model in %@",
                          outcome.evaluatedOnValidation ? "validation" : "training", outcome.evaluation.top1,
                          outcome.evaluation.top5, outcome.evaluation.count, out))
@@ -163,14 +182,13 @@ struct ExportFeatures: ParsableCommand {
         try runRole("export-features") {
             let featureStore = try FeatureStore.open(at: URL(fileURLWithPath: store))
             let rows = try featureStore.rows()
-            let chunkRows = 4096
-            let chunks = stride(from: 0, to: rows.count, by: chunkRows).lazy.map { start in
-                (start..<min(start + chunkRows, rows.count)).flatMap { rows.features(ofRow: $0) }
-            }
             let classes = featureStore.metadata.classNames ?? (0...Int(rows.labels.max() ?? 0)).map(String.init)
-            try FeatureExport.exportNumpy(featureChunks: chunks, rows: rows.count, dimension: featureStore.dimension,
-                                          labels: Array(rows.labels), indexes: Array(rows.indexes), keys: Array(rows.keys),
-                                          classNames: classes, to: URL(fileURLWithPath: out))
+            // Block by block from the memory-mapped shards: the export holds one block of features, not the store.
+            try FeatureExport.exportNumpy(rows: rows.count, dimension: featureStore.dimension, labels: Array(rows.labels),
+                                          indexes: Array(rows.indexes), keys: Array(rows.keys), classNames: classes,
+                                          to: URL(fileURLWithPath: out)) { emit in
+                try StoreRowSource(allOf: rows).forEachBlock(maxRows: 4096) { _, block in try emit(block) }
+            }
             print("export-features: \(rows.count) rows of \(featureStore.dimension) -> \(out)")
         }
     }

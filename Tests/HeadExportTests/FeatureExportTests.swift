@@ -1,4 +1,5 @@
 import Foundation
+import NumpyFormat
 import XCTest
 @testable import HeadExport
 

@@ -1,11 +1,12 @@
 import FeatStreamTestSupport
 import Foundation
+import NumpyFormat
 import ONNXProto
 import XCTest
 @testable import HeadExport
 
 final class ONNXClassifierExporterTests: XCTestCase {
-    var checkScript: URL { repositoryRoot.appendingPathComponent("Tests/HeadExport/check_onnx_classifier.py") }
+    var checkScript: URL { repositoryRoot.appendingPathComponent("Tests/Tools/check_onnx_classifier.py") }
 
     /// EfficientNet-Lite0 (opset 13): `features` is declared `[N, 1280]`, so no Flatten; a 2-layer MLP.
     func testLite0ClassifierMatchesSwiftInOnnxruntime() throws {
@@ -59,11 +60,11 @@ final class ONNXClassifierExporterTests: XCTestCase {
         let classifierURL = scratch.appendingPathComponent("classifier.onnx")
         try ONNXClassifierExporter.export(backboneONNX: backboneURL, featureNode: featureNode, head: head, to: classifierURL)
 
-        let probabilities = head.probabilities(for: features.values, rows: rows)
+        let probabilities = try head.probabilities(for: features.values, rows: rows)
         XCTAssertLessThan(probabilities.max()!, 0.999, "a saturated softmax would hide errors")
         let expectedURL = scratch.appendingPathComponent("expected.npy"), logitsURL = scratch.appendingPathComponent("logits.npy")
         try NumpyEncoding.float32Array(probabilities, shape: [rows, classes]).write(to: expectedURL)
-        try NumpyEncoding.float32Array(head.logits(for: features.values, rows: rows), shape: [rows, classes]).write(to: logitsURL)
+        try NumpyEncoding.float32Array(try head.logits(for: features.values, rows: rows), shape: [rows, classes]).write(to: logitsURL)
         let check = try runProgram(["python3", checkScript.path, classifierURL.path, inputURL.path, expectedURL.path, "--expected-logits", logitsURL.path], in: scratch)
         XCTAssertEqual(check.status, 0, "onnxruntime disagrees: \(check.stdout)\n\(check.stderr)")
         print("\(model): \(check.stdout)")

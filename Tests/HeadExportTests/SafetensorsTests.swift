@@ -35,19 +35,19 @@ final class ExportedHeadTests: XCTestCase {
         XCTAssertThrowsError(try head.validate())
     }
 
-    func testProbabilitiesMatchAHandComputedHead() {
+    func testProbabilitiesMatchAHandComputedHead() throws {
         // Numbers small enough to follow by hand: standardised x = [1, 0], so both logits are 1.
         let head = ExportedHead(
             classNames: ["a", "b"], mean: [1, 0], std: [2, 1],
             layers: [DenseLayer(weights: [1, 0, 0, 1], bias: [0, 1], inputs: 2, outputs: 2)],
             backbone: "", featureNode: "", normalization: "")
-        XCTAssertEqual(head.logits(for: [3, 0], rows: 1), [1, 1])
-        XCTAssertEqual(head.probabilities(for: [3, 0], rows: 1), [0.5, 0.5])
+        XCTAssertEqual(try head.logits(for: [3, 0], rows: 1), [1, 1])
+        XCTAssertEqual(try head.probabilities(for: [3, 0], rows: 1), [0.5, 0.5])
         let relu = ExportedHead(
             classNames: ["a"], mean: [0], std: [1],
             layers: [DenseLayer(weights: [1], bias: [-5], inputs: 1, outputs: 1), DenseLayer(weights: [2], bias: [1], inputs: 1, outputs: 1)],
             backbone: "", featureNode: "", normalization: "")
-        XCTAssertEqual(relu.logits(for: [3], rows: 1), [1], "the hidden ReLU clamps 3-5 to 0")
+        XCTAssertEqual(try relu.logits(for: [3], rows: 1), [1], "the hidden ReLU clamps 3-5 to 0")
     }
 }
 

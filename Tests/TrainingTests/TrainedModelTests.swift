@@ -76,7 +76,7 @@ final class TrainedModelTests: XCTestCase {
         }
         let npy = scratch.appendingPathComponent("input.npy")
         try NumpyArray(shape: [files.count, 3, config.preprocess.crop, config.preprocess.crop], values: input).write(to: npy)
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("onnx_top1.py")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Tools/onnx_top1.py")
         let python = try runProcess(URL(fileURLWithPath: "/usr/bin/env"),
                                     ["python3", script.path, model.appendingPathComponent("classifier.onnx").path, npy.path])
         XCTAssertEqual(python.status, 0, python.output)
@@ -116,6 +116,70 @@ final class TrainedModelTests: XCTestCase {
             .flatMap { Int($0.split(separator: " ").drop { $0 != "epoch" }.dropFirst().first?.dropLast() ?? "") }
         XCTAssertNotNil(firstEpoch, second.output)
         XCTAssertGreaterThan(firstEpoch ?? 0, 1, "training started over instead of resuming\n\(second.output)")
+    }
+
+    /// The default head chooses L2 on validation and reports the sweep; its model folder holds everything
+    /// `predict` needs: moved elsewhere, with the backbone it was trained from deleted, it predicts the same.
+    func testDefaultHeadChoosesL2AndItsMovedFolderPredictsIdentically() throws {
+        let backbone = scratch.appendingPathComponent("backbone")
+        try FileManager.default.copyItem(atPath: Self.lite0, toPath: backbone.path)
+        let trained = scratch.appendingPathComponent("trained")
+        let train = try runFeatstream(["train", "--store", Self.job.directory.appendingPathComponent("store").path,
+                                       "--model", backbone.path, "--out", trained.path, "--validation-fraction", "0.3"])
+        XCTAssertEqual(train.status, 0, train.output)
+
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: trained.appendingPathComponent("report.json"))) as! [String: Any]
+        let sweep = try XCTUnwrap(report["l2Sweep"] as? [[String: Any]], "no sweep in the report")
+        XCTAssertGreaterThanOrEqual(sweep.count, 3)
+        let chosen = try XCTUnwrap(report["chosenL2"] as? Double)
+        func score(_ point: [String: Any]) -> (Double, Double) {
+            ((point["validationAccuracy"] as! Double), -(point["validationLoss"] as! Double))
+        }
+        let best = sweep.max { score($0) < score($1) }!
+        XCTAssertEqual(best["l2"] as! Double, chosen, accuracy: chosen * 1e-6)
+        let evaluation = report["evaluation"] as! [String: Any]
+        XCTAssertEqual(evaluation["top1"] as! Double, best["validationAccuracy"] as! Double, accuracy: 1e-9)
+
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.valImages.path).sorted().map { folder in
+            Self.valImages.appendingPathComponent(folder).appendingPathComponent(
+                try FileManager.default.contentsOfDirectory(atPath: Self.valImages.appendingPathComponent(folder).path).sorted()[0]).path
+        }
+        let before = try runFeatstream(["predict", "--model", trained.path, "--json", "--top-k", "3"] + files)
+        XCTAssertEqual(before.status, 0, before.output)
+        let moved = scratch.appendingPathComponent("elsewhere/model")
+        try FileManager.default.createDirectory(at: moved.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.moveItem(at: trained, to: moved)
+        try FileManager.default.removeItem(at: backbone)
+        let after = try runFeatstream(["predict", "--model", moved.path, "--json", "--top-k", "3"] + files)
+        XCTAssertEqual(after.status, 0, after.output)
+        func predictions(_ output: String) -> [String] { output.split(separator: "\n").filter { $0.hasPrefix("{") }.map(String.init) }
+        XCTAssertEqual(predictions(before.output).count, files.count, before.output)
+        XCTAssertEqual(predictions(after.output), predictions(before.output))
+        let manifest = try String(contentsOf: moved.appendingPathComponent("predictor.json"), encoding: .utf8)
+        XCTAssertFalse(manifest.contains(scratch.path), "the manifest names a path outside the folder: \(manifest)")
+    }
+
+    /// With a memory budget far below the store's size, training streams the store on every pass and
+    /// chooses the same L2 with the same validation results as in memory.
+    func testOutOfCoreTrainingMatchesInMemoryTraining() throws {
+        let store = Self.job.directory.appendingPathComponent("store").path
+        var reports: [[String: Any]] = []
+        for budget in [nil, "1K"] as [String?] {
+            let out = scratch.appendingPathComponent("budget-\(budget ?? "none")")
+            let result = try runFeatstream(["train", "--store", store, "--model", Self.lite0, "--out", out.path,
+                                            "--validation-fraction", "0.3"] + (budget.map { ["--memory-budget", $0] } ?? []))
+            XCTAssertEqual(result.status, 0, result.output)
+            reports.append(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("report.json"))) as! [String: Any])
+        }
+        XCTAssertEqual(reports[0]["chosenL2"] as? Double, reports[1]["chosenL2"] as? Double)
+        let sweeps = reports.map { ($0["l2Sweep"] as! [[String: Any]]) }
+        XCTAssertEqual(sweeps[0].map { $0["l2"] as! Double }, sweeps[1].map { $0["l2"] as! Double })
+        for (a, b) in zip(sweeps[0], sweeps[1]) {
+            XCTAssertEqual(a["validationAccuracy"] as! Double, b["validationAccuracy"] as! Double, accuracy: 0.011)
+            XCTAssertEqual(a["validationLoss"] as! Double, b["validationLoss"] as! Double, accuracy: 1e-2)
+        }
+        let top1 = reports.map { ($0["evaluation"] as! [String: Any])["top1"] as! Double }
+        XCTAssertEqual(top1[0], top1[1], accuracy: 0.011)
     }
 
     func testPredictReportsACorruptImageAndGoesOn() throws {
