@@ -181,7 +181,7 @@ public final class CoordinatorService {
         case .stall(let report):
             log.event("stalled: \(report.description)")
         case .finished:
-            log.event("all \(shardCount) shards are committed; telling every peer to shut down")
+            log.event("all \(shardCount) shards committed; telling every peer to shut down")
         }
     }
 
@@ -191,6 +191,8 @@ public final class CoordinatorService {
         metrics.gauge(MetricName.progress).set(fraction)
         metrics.gauge(MetricName.eta).set(progress.eta ?? -1)
         let lastSeen = Dictionary(session.workerLastSeen.map { ($0.name, $0.lastSeen) }, uniquingKeysWith: max)
+        // Names the session no longer tracks go too, so a flood of hellos cannot grow this table.
+        workerStats = workerStats.filter { lastSeen[$0.key] != nil }
         for (worker, stats) in workerStats {
             let labels = [("worker", worker), ("host", stats.host)]
             if let seen = lastSeen[worker] { metrics.gauge(MetricName.heartbeatAge, labels).set(Double(now - min(seen, now)) / 1000) }

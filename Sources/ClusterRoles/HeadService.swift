@@ -206,7 +206,7 @@ public final class HeadService {
         let now = nowMs()
         switch message {
         case let .hello(workerID, _, _, capabilities):
-            if session.creditLimit(of: identity) == nil { log.event("worker \(workerID) is streaming") }
+            if session.creditLimit(of: identity) == nil { log.event("worker \(workerID) streaming") }
             try dispatch(session.workerHello(from: identity, name: workerID, batchesSent: capabilities["sent"].flatMap { UInt64($0) }, now: now))
         case .heartbeat:
             session.workerHeartbeat(from: identity, now: now)
@@ -225,6 +225,9 @@ public final class HeadService {
             metrics.counter(MetricName.wireBytes, [("direction", "in")]).increment(by: Int64(batch.payload.count))
             if statistics.payloadBytes > 0 {
                 metrics.gauge(MetricName.compressionRatio).set(Double(statistics.rows * Int(batch.dimension) * 4) / Double(statistics.payloadBytes))
+            }
+            if let inFlight = session.creditsInFlight(of: identity) {
+                metrics.gauge(MetricName.creditsInFlight, [("worker", worker)]).set(Double(inFlight))
             }
             let second = Int(Date().timeIntervalSince(started))
             statistics.rowsPerSecond[worker, default: [:]][second, default: 0] += batch.offsets.count

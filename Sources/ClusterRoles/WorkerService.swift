@@ -156,7 +156,7 @@ public final class WorkerService: @unchecked Sendable {
                 job?.cancelAndWait()
                 job = nil
             case .effect(.stop(let reason)):
-                log.event("stopping: \(reason)")
+                log.event(reason == "SIGTERM" ? "drained after SIGTERM: the current shard, if any, was given back" : "stopping: \(reason)")
             }
         }
     }

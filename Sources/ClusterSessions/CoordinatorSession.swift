@@ -109,8 +109,8 @@ public final class CoordinatorSession {
         var outputs: [CoordinatorOutput] = []
         switch message {
         case let .hello(workerID, host, pid, _):
-            if workers[identity] == nil {
-                makeRoomForAWorker()
+            if workers[identity]?.name != workerID {
+                if workers[identity] == nil { makeRoomForAWorker() }
                 outputs.append(.workerJoined(name: workerID, host: host, pid: pid))
             }
             workers[identity] = (workerID, now)

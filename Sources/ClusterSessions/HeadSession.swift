@@ -137,6 +137,11 @@ public struct HeadSession: Sendable {
     /// Attempts buffering partial data (never more than `maxWorkers`).
     public var openAttempts: Int { ledger?.openAttempts ?? 0 }
 
+    /// Credits granted to the worker with this identity and not yet used, if it is tracked.
+    public func creditsInFlight(of identity: [UInt8]) -> UInt64? {
+        workers[identity].map { $0.limit > $0.accepted ? $0.limit - $0.accepted : 0 }
+    }
+
     /// The credit limit granted to the worker with this identity, if it is tracked.
     public func creditLimit(of identity: [UInt8]) -> UInt64? { workers[identity]?.limit }
 
