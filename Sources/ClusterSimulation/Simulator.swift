@@ -114,7 +114,7 @@ public final class ClusterSimulator {
     let schedule: Schedule
     private var rng: SplitMix64
     private var now: UInt64 = 0
-    private var queue: [Scheduled] = []
+    private var queue = MinHeap<Scheduled>()
     private var order: UInt64 = 0
     private let directory: URL
     private let storeURL: URL
@@ -183,7 +183,7 @@ public final class ClusterSimulator {
         let deadline = schedule.faultsUntil + Self.settleLimitMs
         while !finished {
             guard !queue.isEmpty else { throw violation("the simulation ran out of events before the job finished") }
-            let next = popEvent()
+            let next = queue.pop()!
             now = next.at
             guard now <= deadline else { throw violation("the job did not finish within \(Self.settleLimitMs) ms after faults stopped") }
             try handle(next.event)
@@ -647,35 +647,7 @@ public final class ClusterSimulator {
 
     private func schedule(_ event: Event, after delay: UInt64) {
         order += 1
-        let item = Scheduled(at: now + delay, order: order, event: event)
-        // A binary heap keeps the run deterministic and fast.
-        queue.append(item)
-        var child = queue.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard queue[child] < queue[parent] else { break }
-            queue.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    private func popEvent() -> Scheduled {
-        let top = queue[0]
-        let last = queue.removeLast()
-        if !queue.isEmpty {
-            queue[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1, right = left + 1
-                var smallest = parent
-                if left < queue.count, queue[left] < queue[smallest] { smallest = left }
-                if right < queue.count, queue[right] < queue[smallest] { smallest = right }
-                if smallest == parent { break }
-                queue.swapAt(parent, smallest)
-                parent = smallest
-            }
-        }
-        return top
+        queue.push(Scheduled(at: now + delay, order: order, event: event))
     }
 
     private func brief(_ message: Message) -> String {

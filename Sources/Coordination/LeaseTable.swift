@@ -170,7 +170,7 @@ public struct LeaseTable: Sendable {
     private var committedAttempt: [UInt32??]
     private var committedCount = 0
     private var running: Set<UInt32> = []
-    private var pendingHeap = MinHeap()
+    private var pendingHeap = MinHeap<UInt32>()
     private var isPending: [Bool]
     private var workerLastSeen: [String: UInt64] = [:]
     /// The next attempt number to hand out; strictly increasing.
@@ -440,39 +440,4 @@ public struct LeaseTable: Sendable {
 private func saturatingSum(_ a: UInt64, _ b: UInt64) -> UInt64 {
     let (sum, overflow) = a.addingReportingOverflow(b)
     return overflow ? .max : sum
-}
-
-/// A binary min-heap of shard ids, so the lowest pending shard is found without scanning the plan.
-private struct MinHeap: Sendable {
-    private var storage: [UInt32] = []
-
-    mutating func push(_ value: UInt32) {
-        storage.append(value)
-        var child = storage.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard storage[child] < storage[parent] else { break }
-            storage.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    mutating func pop() -> UInt32? {
-        guard let top = storage.first else { return nil }
-        let last = storage.removeLast()
-        if !storage.isEmpty {
-            storage[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1, right = left + 1
-                var smallest = parent
-                if left < storage.count, storage[left] < storage[smallest] { smallest = left }
-                if right < storage.count, storage[right] < storage[smallest] { smallest = right }
-                if smallest == parent { break }
-                storage.swapAt(parent, smallest)
-                parent = smallest
-            }
-        }
-        return top
-    }
 }

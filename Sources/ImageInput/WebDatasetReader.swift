@@ -163,7 +163,9 @@ public enum TarScanner {
             if data[index] == 0 { break }
             guard let space = data[index...].firstIndex(of: UInt8(ascii: " ")),
                   let length = Int(String(decoding: data[index..<space], as: UTF8.self)),
-                  length > 0, index + length <= data.count else {
+                  length > 0, index + length <= data.count,
+                  // The record must hold its length, a space, and a newline after the key=value part.
+                  space + 1 < index + length, data[index + length - 1] == UInt8(ascii: "\n") else {
                 throw fail("malformed pax record at byte \(index)")
             }
             let record = data[(space + 1)..<(index + length - 1)]

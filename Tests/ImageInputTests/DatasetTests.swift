@@ -136,6 +136,22 @@ final class DatasetTests: XCTestCase {
         XCTAssertTrue(index.deadLetters.first?.reason.contains("at offset \(firstMemberBlocks)") ?? false)
     }
 
+    /// A pax record whose length is too short for its own text once crashed the reader (issue 13, item 9).
+    func testMalformedPaxRecordsAreDeadLetteredNotACrash() throws {
+        let dir = try TemporaryDirectory()
+        for (number, record) in ["1 ab\n", "3 x\n", "5 path=a\n", "0 \n", "8 path=ab"].enumerated() {
+            var writer = TarWriter()
+            writer.add("good.jpg", try Fixtures.bytes("baseline.jpg"))
+            writer.add("PaxHeader", Array(record.utf8), type: UInt8(ascii: "x"))
+            writer.add("next.jpg", try Fixtures.bytes("baseline.jpg"))
+            let shard = try dir.write("pax\(number).tar", writer.finished())
+            let index = try WebDatasetReader.index(path: shard)
+            XCTAssertEqual(index.items.map(\.key), ["pax\(number).tar:good"], record)
+            XCTAssertEqual(index.deadLetters.map(\.key), ["pax\(number).tar"], record)
+            XCTAssertTrue(index.deadLetters.first?.reason.contains("malformed pax record") ?? false, "\(index.deadLetters)")
+        }
+    }
+
     func testTarMemberRunningPastEndOfFileIsReported() throws {
         let dir = try TemporaryDirectory()
         var writer = TarWriter()

@@ -61,7 +61,7 @@ func bigEndian(_ value: UInt32) -> [UInt8] {
 struct TarWriter {
     private(set) var bytes: [UInt8] = []
 
-    mutating func add(_ name: String, _ content: [UInt8]) {
+    mutating func add(_ name: String, _ content: [UInt8], type: UInt8 = UInt8(ascii: "0")) {
         var header = [UInt8](repeating: 0, count: 512)
         func put(_ text: String, at offset: Int) {
             for (i, b) in text.utf8.enumerated() { header[offset + i] = b }
@@ -74,7 +74,7 @@ struct TarWriter {
         put(String(format: "%011o", content.count) + "\0", at: 124)
         put("00000000000\0", at: 136)
         put("        ", at: 148)
-        header[156] = UInt8(ascii: "0")
+        header[156] = type
         put("ustar\0", at: 257)
         put("00", at: 263)
         let sum = header.reduce(0) { $0 + Int($1) }
