@@ -22,15 +22,8 @@ int bmpshim_info(const void *data, size_t size, uint32_t *width, uint32_t *heigh
 int bmpshim_decode(const void *data, size_t size, uint64_t max_pixels, uint8_t *dst, size_t dst_capacity,
                    uint32_t width, uint32_t height, char *message, size_t message_capacity) {
     codec_message(message, message_capacity, "");
-    if ((uint64_t)width * height > max_pixels) {
-        codec_message(message, message_capacity, "image %ux%u exceeds pixel limit %llu",
-                      (unsigned)width, (unsigned)height, (unsigned long long)max_pixels);
-        return CODEC_TOO_LARGE;
-    }
-    if ((uint64_t)width * height * 3 > dst_capacity) {
-        codec_message(message, message_capacity, "destination buffer too small");
-        return CODEC_BAD_REQUEST;
-    }
+    int check = codec_check_frame(width, height, max_pixels, dst_capacity, message, message_capacity);
+    if (check != CODEC_OK) return check;
     int w = 0, h = 0, channels = 0;
     // The file's own channel count (1 to 4): most BMPs are plain RGB and copy straight out.
     stbi_uc *pixels = size > 0x7fffffff ? NULL : stbi_load_from_memory((const stbi_uc *)data, (int)size, &w, &h, &channels, 0);

@@ -52,15 +52,8 @@ int gifshim_decode_first_frame(const void *data, size_t size, uint64_t max_pixel
                                uint8_t *dst, size_t dst_capacity, uint32_t width, uint32_t height,
                                char *message, size_t message_capacity) {
     codec_message(message, message_capacity, "");
-    if ((uint64_t)width * height > max_pixels) {
-        codec_message(message, message_capacity, "image %ux%u exceeds pixel limit %llu",
-                      (unsigned)width, (unsigned)height, (unsigned long long)max_pixels);
-        return CODEC_TOO_LARGE;
-    }
-    if ((uint64_t)width * height * 3 > dst_capacity) {
-        codec_message(message, message_capacity, "destination buffer too small");
-        return CODEC_BAD_REQUEST;
-    }
+    int check = codec_check_frame(width, height, max_pixels, dst_capacity, message, message_capacity);
+    if (check != CODEC_OK) return check;
     gif_source src = { (const uint8_t *)data, size, 0, 0 };
     int error = 0;
     GifFileType *gif = DGifOpen(&src, gif_read, &error);
