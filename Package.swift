@@ -53,7 +53,7 @@ let package = Package(
         // libFuzzer target for the frame decoder: Protocols/fuzz.sh builds it with -sanitize=fuzzer.
         .executableTarget(name: "FrameFuzz", dependencies: ["WireProtocol"]),
         .target(name: "FeatureCodec", dependencies: ["CLZ4", "CSIMDKernels", "WireProtocol"]),
-        .target(name: "Coordination", dependencies: ["WireProtocol"]),
+        .target(name: "Coordination", dependencies: ["DatasetIndex", "WireProtocol"]),
         .target(name: "FeatureStore", dependencies: ["CFileSpace", "WireProtocol", "FeatureCodec"]),
         // The protocol rules of each role as pure state machines (no sockets, clocks or files).
         .target(name: "ClusterSessions", dependencies: ["Coordination", "FeatureStore", "WireProtocol"]),
@@ -76,7 +76,7 @@ let package = Package(
         .target(name: "HeadJob", dependencies: ["HeadTraining", "HeadExport", "FeatureStore", "FeatureCodec", "Extraction", "ImageInput"]),
         .target(
             name: "ClusterRoles",
-            dependencies: ["ClusterSessions", "Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput",
+            dependencies: ["DatasetIndex", "ClusterSessions", "Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput",
                            "RoleMetrics", .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "Logging", package: "swift-log")]
         ),
@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "FeatureCodecTests", dependencies: ["FeatureCodec", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "ClusterSessionsTests", dependencies: ["ClusterSessions", "ClusterSimulation", "Coordination", "FeatureCodec", "FeatureStore", "WireProtocol"]),
-        .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "WireProtocol", "FeatStreamTestSupport"]),
+        .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "DatasetIndex", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto", "NumpyFormat", "FeatStreamTestSupport"]),
         .testTarget(name: "HeadTrainingTests", dependencies: ["HeadTraining"]),
@@ -111,7 +111,7 @@ let package = Package(
         .testTarget(
             name: "ClusterTests",
             dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat", "FeatStreamTestSupport", "RoleMetrics",
-                           "ClusterLaunch", .product(name: "Prometheus", package: "swift-prometheus")]
+                           "ClusterLaunch", "Coordination", "DatasetIndex", .product(name: "Prometheus", package: "swift-prometheus")]
         ),
     ]
 )

@@ -72,6 +72,8 @@ public final class HeadStore {
     private let syncer = StoreSyncer()
     /// Taken before anything else, even before the store exists: one head per store.
     private let lock: StoreWriterLock
+    /// The shard plan the store belongs to, once bound (STORE.md §4.1).
+    public private(set) var plan: UInt64?
 
     /// Takes the store folder's writer lock (refusing to start when another process writes it), then
     /// reopens the store at `url` for writing if one exists (cutting off an interrupted append); otherwise
@@ -81,12 +83,19 @@ public final class HeadStore {
         self.dtype = dtype
         self.metadata = metadata
         lock = try StoreWriterLock.acquire(root: url)
+        plan = try JobPlanBinding.read(root: url)
         if FileManager.default.fileExists(atPath: url.appendingPathComponent("store.json").path) {
             store = try FeatureStore.open(at: url, forWriting: true, lock: lock)
         }
     }
 
     deinit { syncer.stop() }
+
+    /// Binds the store to the job's shard plan, durably.
+    public func bind(plan: UInt64) throws {
+        try JobPlanBinding.write(plan, root: url)
+        self.plan = plan
+    }
 
     /// Creates the store with rows of `dimension` values.
     public func create(dimension: Int) throws {
@@ -113,6 +122,21 @@ public final class HeadStore {
             if !syncer.busy && !store.pendingShards.isEmpty { syncer.submit(store.prepareSync()) }
         } while wait && syncer.busy
         return durable
+    }
+}
+
+/// Why a head stops.
+public enum HeadError: Error, CustomStringConvertible {
+    /// The store belongs to another job's shard plan than the coordinator serves.
+    case otherJob(store: String, storePlan: UInt64, coordinatorPlan: UInt64)
+
+    public var description: String {
+        switch self {
+        case let .otherJob(store, storePlan, coordinatorPlan):
+            return "store \(store) belongs to another job (shard plan \(JobPlanBinding.hex(storePlan))); the coordinator "
+                + "serves plan \(JobPlanBinding.hex(coordinatorPlan)) (another dataset, split, limit or shard size). "
+                + "Nothing was written; give this job a new store folder, or remove \(store) to start over"
+        }
     }
 }
 
@@ -146,7 +170,7 @@ public final class HeadService {
         settings.creditWindow = options.creditWindow
         settings.heartbeatMs = options.heartbeatMs
         session = HeadSession(epoch: newEpoch(), dtype: store.store?.dtype ?? options.dtype, dimension: store.store?.dimension,
-                              committed: store.store?.committedShards ?? [], settings: settings)
+                              committed: store.store?.committedShards ?? [], plan: store.plan, settings: settings)
         let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.dataSecurity)
         try router.bind(options.bind)
         data = MessageSocket(router, log: log, accepting: .headData)
@@ -262,6 +286,11 @@ public final class HeadService {
                 statistics.deadLetters += contents.deadLetters.count
                 metrics.counter(MetricName.deadLetters).increment(by: Int64(contents.deadLetters.count))
                 onCommit?(contents)
+            case .effect(.bindPlan(let plan)):
+                try store.bind(plan: plan)
+                log.event("store \(options.storePath) belongs to shard plan \(JobPlanBinding.hex(plan))")
+            case let .effect(.planMismatch(storePlan, coordinatorPlan)):
+                throw HeadError.otherJob(store: options.storePath, storePlan: storePlan, coordinatorPlan: coordinatorPlan)
             case .effect(.jobComplete(let reason)):
                 log.event("the coordinator ended the job: \(reason)")
                 // Recorded so that a head restarted after the job (say, killed while training) knows the store is whole.

@@ -65,8 +65,7 @@ struct Run: ParsableCommand {
                                         security: security)
             head.dtype = dtype
             head.model = model
-            head.data = dataset.data
-            head.format = dataset.format?.rawValue
+            head.data = datasetArguments
             head.metricsPort = try freeLocalPort()
             if !noTrain {
                 head.trainOut = outURL.appendingPathComponent("model").path
@@ -77,7 +76,7 @@ struct Run: ParsableCommand {
             }
             var workerCommands: [RoleCommand.Worker] = []
             for name in names {
-                var worker = RoleCommand.Worker(coordinator: control, model: model, dataset: datasetArguments, name: name, security: security)
+                var worker = RoleCommand.Worker(coordinator: control, model: model, name: name, security: security)
                 worker.batch = batch
                 worker.threads = threads
                 worker.dtype = dtype
