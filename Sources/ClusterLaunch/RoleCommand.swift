@@ -76,6 +76,8 @@ public enum RoleCommand: Equatable, Sendable {
         public var store: String
         public var security: RoleSecurityArguments
         public var model: String?
+        /// `--feature-dimension`: the job model's row width, when the launcher knows it (else the head reads `model`).
+        public var featureDimension: Int?
         public var data: String?
         public var format: String?
         public var dtype: String?
@@ -128,6 +130,7 @@ public enum RoleCommand: Equatable, Sendable {
         case .head(let h):
             var result = ["head", "--bind", h.bind, "--coordinator", h.coordinator, "--store", h.store]
             if let model = h.model { result += ["--model", model] }
+            if let width = h.featureDimension { result += ["--feature-dimension", String(width)] }
             if let data = h.data {
                 result += ["--data", data]
                 if let format = h.format { result += ["--format", format] }
@@ -161,7 +164,7 @@ public enum RoleCommand: Equatable, Sendable {
             return common.union(dataset).union(["--bind", "--head", "--journal", "--shard-size", "--lease-ms", "--heartbeat-ms",
                                                 "--dead-after-beats", "--commit-wait-ms", "--stall-ms"])
         case "head":
-            return common.union(["--bind", "--coordinator", "--store", "--model", "--data", "--format", "--dtype", "--credits",
+            return common.union(["--bind", "--coordinator", "--store", "--model", "--feature-dimension", "--data", "--format", "--dtype", "--credits",
                                  "--train-out", "--l2", "--hidden", "--max-epochs", "--validation-fraction", "--mlp", "--balanced"])
         case "worker":
             return common.union(dataset).union(["--coordinator", "--model", "--name", "--key-name", "--threads", "--batch",
