@@ -8,7 +8,7 @@
 # `head`: the head's own ingest rate over its socket on loopback. A real `featstream head` (a fresh store,
 #   64 credits) is fed by `featstream bench head-ingest` (real features from FEATURES, a features.npy of
 #   `featstream extract`, cycled; 16-row shuffle-LZ4 f16 batches, as workers send) as fast as it grants
-#   credits, until every shard is durable. Prints "round mode vectors/s head-CPU-ms-per-1000-vectors" per
+#   credits, until every shard is durable. Prints "round mode vectors/s head-CPU-microseconds-per-vector wire-bytes-per-vector" per
 #   run, then the CURVE/plaintext ratio of each (median of the per-round ratios). SENDER=BIN sends with
 #   another binary (the head's binary need not have `bench head-ingest`).
 #   Usage: FEATURES=... [VECTORS=50000] [SENDER=BIN] bash Benchmarks/curve_cost.sh head [featstream binary] [rounds]
@@ -49,14 +49,17 @@ one() {  # one ROUND KIND: prints "round kind vectors/s cpu-ms-per-1000"
   "$bin" head --bind "tcp://127.0.0.1:$port" --coordinator "tcp://127.0.0.1:$(free_port)" --store "$dir/store" --credits 64 \
       "${sec[@]}" >/dev/null 2>"$dir/head.log" &
   head=$!
+  # Its start-up (loading, binding) is not ingest: count CPU from when it listens.
+  for _ in $(seq 1 600); do grep -q "listening for features" "$dir/head.log" 2>/dev/null && break; sleep 0.05; done
   t0=$(ticks "$head")
   line=$("$sender" bench head-ingest --head "tcp://127.0.0.1:$port" --features "$features" --vectors "$vectors" --key-name w1 "${sec[@]}" 2>/dev/null)
   t1=$(ticks "$head")
   kill -9 "$head"; wait "$head" 2>/dev/null || true
   rm -rf "$dir"
-  local rate
+  local rate bytes
   rate=$(sed -E 's/.*"vectorsPerSecond": ([0-9.]+).*/\1/' <<<"$line")
-  echo "$1 $2 $rate $(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$vectors" 'BEGIN { printf "%.2f", 1e6 * t / hz / n }')"
+  bytes=$(sed -E 's/.*"wireBytesPerVector": ([0-9.]+).*/\1/' <<<"$line")
+  echo "$1 $2 $rate $(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$vectors" 'BEGIN { printf "%.2f", 1e6 * t / hz / n }') $bytes"
 }
 for r in $(seq 1 "$rounds"); do
   if ((r % 2)); then order="curve plaintext"; else order="plaintext curve"; fi

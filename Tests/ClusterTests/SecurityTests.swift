@@ -268,6 +268,66 @@ final class SecurityTests: XCTestCase {
         XCTAssertEqual(try FeatureStore.open(at: cluster.storeURL).dimension, 1280)
     }
 
+    /// The servers' own keys are bound to their roles too: the head's key cannot lease work or forge a
+    /// shutdown at the coordinator, and the coordinator's key is not admitted to the head's data socket
+    /// (only worker keys are), so it cannot send batches or hellos there.
+    func testServerKeysCannotActAsWorkersOrForgeShutdowns() throws {
+        let coordinatorPort = try freeLocalPort(), headPort = try freeLocalPort()
+        try cluster.startCoordinator(extra: ["--metrics-port", String(coordinatorPort)])
+        try cluster.startHead(extra: ["--metrics-port", String(headPort)])
+        let context = ZMQContext()
+        let asHead = try ZMQSocket(context, .dealer, security: cluster.clientSecurity(as: .head, to: .coordinator))
+        try asHead.connect(cluster.control)
+        for message: Message in [.hello(workerID: "head", host: "x", pid: 1, capabilities: [:]), .shardRequest(workerID: "head"),
+                                 .shardDone(shardID: 0, attempt: 1, items: 8, deadLetters: 0), .shutdown(reason: "forged")] {
+            XCTAssertTrue(eventually { (try? asHead.send([FrameCodec.encode(message)])) == true })
+        }
+        XCTAssertTrue(eventually { rejected("wrong_role", port: coordinatorPort) >= 4 }, cluster.logTails())
+        let asCoordinator = try ZMQSocket(context, .dealer, security: cluster.clientSecurity(as: .coordinator, to: .head))
+        try asCoordinator.connect(cluster.data)
+        XCTAssertTrue(eventually { rejected("curve_denied", port: headPort) >= 1 }, "the head admitted the coordinator's key\n\(cluster.logTails())")
+        XCTAssertFalse(try asCoordinator.send([FrameCodec.encode(.hello(workerID: "w0", host: "x", pid: 1, capabilities: [:]))]))
+        XCTAssertNil(try asHead.receive(), "the coordinator answered the head's key as a worker")
+        XCTAssertEqual(metric("featstream_shards_leased_total", port: coordinatorPort).first?.value ?? 0, 0)
+        XCTAssertTrue(cluster.coordinator!.isRunning && cluster.head!.isRunning, cluster.logTails())
+        XCTAssertFalse(HeadJobMarker.exists(cluster.storeURL))
+    }
+
+    /// Metric labels flooded from many connections at once: 200 sockets holding a valid worker key, each
+    /// a worker under a fresh name, leave the coordinator's per-worker series within the cap (32 here).
+    func testManyConnectionsKeepMetricSeriesWithinTheCap() throws {
+        let coordinatorPort = try freeLocalPort()
+        setenv("FEATSTREAM_MAX_SERIES", "32", 1)
+        defer { unsetenv("FEATSTREAM_MAX_SERIES") }
+        try cluster.startCoordinator(extra: ["--metrics-port", String(coordinatorPort), "--heartbeat-ms", "100"])
+        let context = ZMQContext()
+        var sockets: [ZMQSocket] = []
+        for index in 0..<200 {
+            let socket = try ZMQSocket(context, .dealer, security: cluster.clientSecurity(as: .worker("w3"), to: .coordinator))
+            try socket.connect(cluster.control)
+            sockets.append(socket)
+            _ = index
+        }
+        var welcomed = Set<Int>()
+        XCTAssertTrue(eventually(120) {
+            for (index, socket) in sockets.enumerated() where !welcomed.contains(index) {
+                _ = try? socket.send([FrameCodec.encode(.hello(workerID: "w3@flood-\(index)", host: "h\(index)", pid: 1, capabilities: [:]))])
+                while let frames = try? socket.receive() {
+                    if case .welcome? = try? FrameCodec.decode(frames[0]) { welcomed.insert(index) }
+                }
+            }
+            return welcomed.count == sockets.count
+        }, "only \(welcomed.count) of \(sockets.count) connections were welcomed\n\(cluster.logTails())")
+        var series = 0
+        XCTAssertTrue(eventually(30) {
+            series = metric("featstream_heartbeat_age_seconds", port: coordinatorPort).count
+            return series >= 16
+        }, "the flood did not reach the per-worker series (\(series))\n\(cluster.logTails())")
+        XCTAssertLessThanOrEqual(series, 32, "per-worker series: \(series), cap 32")
+        XCTAssertLessThanOrEqual(metric("featstream_worker_current_shard", port: coordinatorPort).count, 32)
+        XCTAssertTrue(cluster.coordinator!.isRunning)
+    }
+
     /// 10,000 hellos with random names from a valid worker key: the coordinator's metric series stay
     /// within the configured cap (oldest-idle evicted) and it keeps serving.
     func testHelloFloodKeepsMetricSeriesBounded() throws {
