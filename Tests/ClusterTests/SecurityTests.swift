@@ -268,6 +268,20 @@ final class SecurityTests: XCTestCase {
         XCTAssertEqual(try FeatureStore.open(at: cluster.storeURL).dimension, 1280)
     }
 
+    /// A head told a width its store does not have refuses to start, naming the store; the store is untouched.
+    func testHeadRefusesAStoreOfAnotherWidth() throws {
+        try cluster.startHead(extra: ["--feature-dimension", "1280"])
+        XCTAssertTrue(eventually(30) { (try? FeatureStore.open(at: cluster.storeURL))?.dimension == 1280 }, cluster.logTails())
+        cluster.kill(cluster.head)
+        let run = try runProcess(productsDirectory.appendingPathComponent("featstream"),
+                                 ["head", "--bind", cluster.data, "--coordinator", cluster.control, "--store", cluster.storeURL.path,
+                                  "--feature-dimension", "7", "--keys", cluster.keys.url.path])
+        XCTAssertNotEqual(run.status, 0, run.output)
+        // Refused for its width (the message names both), not for anything else such as the writer lock.
+        XCTAssertTrue(run.output.contains(cluster.storeURL.path) && run.output.contains("1280") && run.output.contains("7"), run.output)
+        XCTAssertEqual(try FeatureStore.open(at: cluster.storeURL).dimension, 1280)
+    }
+
     /// The servers' own keys are bound to their roles too: the head's key cannot lease work or forge a
     /// shutdown at the coordinator, and the coordinator's key is not admitted to the head's data socket
     /// (only worker keys are), so it cannot send batches or hellos there.
