@@ -76,6 +76,8 @@ public enum RoleCommand: Equatable, Sendable {
         public var store: String
         public var security: RoleSecurityArguments
         public var model: String?
+        /// `--feature-dimension`: the job model's row width, when the launcher knows it (else the head reads `model`).
+        public var featureDimension: Int?
         /// The coordinator's dataset selection: the head indexes it the same way for class names and the
         /// dataset's own validation split.
         public var data: DatasetArguments?
@@ -127,6 +129,7 @@ public enum RoleCommand: Equatable, Sendable {
         case .head(let h):
             var result = ["head", "--bind", h.bind, "--coordinator", h.coordinator, "--store", h.store]
             if let model = h.model { result += ["--model", model] }
+            if let width = h.featureDimension { result += ["--feature-dimension", String(width)] }
             if let data = h.data { result += data.arguments }
             if let dtype = h.dtype { result += ["--dtype", dtype] }
             if let credits = h.credits { result += ["--credits", String(credits)] }
@@ -157,7 +160,7 @@ public enum RoleCommand: Equatable, Sendable {
             return common.union(dataset).union(["--bind", "--head", "--journal", "--shard-size", "--lease-ms", "--heartbeat-ms",
                                                 "--dead-after-beats", "--commit-wait-ms", "--stall-ms"])
         case "head":
-            return common.union(dataset).union(["--bind", "--coordinator", "--store", "--model", "--dtype", "--credits",
+            return common.union(dataset).union(["--bind", "--coordinator", "--store", "--model", "--feature-dimension", "--dtype", "--credits",
                                  "--train-out", "--l2", "--hidden", "--max-epochs", "--validation-fraction", "--mlp", "--balanced"])
         case "worker":
             return common.union(["--coordinator", "--model", "--name", "--key-name", "--threads", "--batch",

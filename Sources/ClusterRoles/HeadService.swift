@@ -16,6 +16,10 @@ public struct HeadOptions: Sendable {
     public var storePath: String
     /// Element type the store keeps (fixed when the store is created).
     public var dtype: FeatureDTypeCode = .f16
+    /// Values per feature row the job's model produces. When set, the store is created with it at start
+    /// (an existing store of another width is refused), and batches of any other width are dropped and
+    /// counted (`wrong_dimension`). When nil, the first decodable batch fixes the width.
+    public var featureDimension: Int?
     /// Batches each worker may have in flight to this head.
     public var creditWindow: UInt32 = 4
     /// How often the head beats (and retries its introduction to the coordinator).
@@ -51,10 +55,18 @@ public struct HeadStatistics: Codable, Sendable {
     public var committedShards = 0
     /// Batches that arrived beyond the credits their worker was granted (dropped).
     public var creditViolations = 0
+    /// Batches whose row width is not the store's (the job's model's), dropped.
+    public var wrongDimensionBatches = 0
     /// Frame bytes received on the data socket (headers, metadata and payload).
     public var wireBytes = 0
     /// Feature rows received per worker per second since the head started: `[worker: [second: rows]]`.
     public var rowsPerSecond: [String: [Int: Int]] = [:]
+}
+
+/// A head setting that contradicts what is on disk.
+public struct HeadConfigurationError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
 }
 
 /// The head's store side: performs a `HeadSession`'s store effects, with syncs on a background thread
@@ -166,6 +178,19 @@ public final class HeadService {
         if let existing = store.store {
             log.event("reopened store \(options.storePath): \(existing.committedShards.count) shards committed")
         }
+        // The job's model fixes the row width before any peer speaks: no batch can choose it.
+        if let expected = options.featureDimension {
+            if let existing = store.store, existing.dimension != expected {
+                throw HeadConfigurationError(message: "store \(options.storePath) holds \(existing.dimension)-value rows, "
+                                             + "but the job's model produces \(expected)")
+            }
+            if store.store == nil {
+                try store.create(dimension: expected)
+                log.event("created store \(options.storePath) with \(expected)-value rows (the job's model)")
+            }
+        } else if store.store == nil {
+            log.event("no feature width given (--feature-dimension or --model): the first batch from an authenticated worker will fix it")
+        }
         var settings = HeadSessionSettings()
         settings.creditWindow = options.creditWindow
         settings.heartbeatMs = options.heartbeatMs
@@ -239,6 +264,12 @@ public final class HeadService {
             statistics.rows += batch.offsets.count
             statistics.payloadBytes += batch.payload.count
             statistics.rawBytes += Int(batch.rawLength)
+            if let expected = session.dimension, Int(batch.dimension) != expected {
+                // Dropped by the session (counted there too); said here with the sender, and counted for metrics.
+                log.event("dropped a batch of shard \(batch.shardID) from \(session.workerName(identity) ?? "an unknown worker"): "
+                          + "its rows have \(batch.dimension) values, the store's have \(expected)")
+                metrics.rejected("wrong_dimension")
+            }
             let decoded = Result { try DecodedBatch(decoding: batch, as: session.dtype) }
             if case .failure(let error) = decoded {
                 log.event("rejected a batch of shard \(batch.shardID) attempt \(batch.attempt): its payload does not decode (\(error))")
@@ -311,6 +342,7 @@ public final class HeadService {
         statistics.rejectedBatches = counters.rejectedBatches
         statistics.corruptPayloads = counters.corruptPayloads
         statistics.creditViolations = counters.creditViolations
+        statistics.wrongDimensionBatches = counters.wrongDimension
         statistics.rejectedFrames = data.counters.rejectedTotal + control.counters.rejectedTotal
         statistics.wireBytes = data.counters.bytesIn
         if let store = store.store {

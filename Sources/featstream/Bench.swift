@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure this machine: backbone, decode+preprocess and feature codecs.",
         discussion: "Benchmarks/run.sh compares these against onnxruntime and Pillow in one run.",
-        subcommands: [Backbone.self, Decode.self, Codec.self, Ingest.self, TrainBench.self]
+        subcommands: [Backbone.self, Decode.self, Codec.self, Ingest.self, HeadIngest.self, TrainBench.self]
     )
 
     struct Backbone: ParsableCommand {

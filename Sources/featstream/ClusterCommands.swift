@@ -1,4 +1,5 @@
 import ArgumentParser
+import Backbone
 import ClusterLaunch
 import ClusterRoles
 import Extraction
@@ -127,7 +128,9 @@ struct Head: ParsableCommand {
     @Option(help: "Feature store folder.") var store: String
     @Option(help: "Batches each worker may have in flight.") var credits: UInt32 = 4
     @Option(help: "Element type kept in the store: f32 or f16.") var dtype = "f16"
-    @Option(help: "The backbone's model config (recorded in the store; needed for --train-out).") var model: String?
+    @Option(help: "The backbone's model config (recorded in the store; needed for --train-out; fixes the feature width).") var model: String?
+    @Option(help: "Values per feature row the job's model produces (default: read from --model). Batches of another width are dropped.")
+    var featureDimension: Int?
     @Option(help: "The job's dataset, for class names and the train/val split.") var data: String?
     @Option(help: "Dataset format, with --data.") var format: DatasetFormat?
     @Option(help: "The job's --split, with --data.") var split: String?
@@ -148,6 +151,7 @@ struct Head: ParsableCommand {
                 options.creditWindow = credits
                 options.dtype = try parseDType(dtype)
                 options.metadata = StoreMetadata(model: backbone?.name, classNames: classes)
+                options.featureDimension = try expectedFeatureDimension(given: featureDimension, model: backbone)
                 options.metricsPort = metricsPort
                 (options.dataSecurity, options.controlSecurity) = try security.resolve(role: "head", endpoints: [bind, coordinator]).head()
                 let hangup = options.dataSecurity.peers?.reloadOnHangup { printError("head: \($0)") }
@@ -225,6 +229,22 @@ struct Worker: ParsableCommand {
             _ = try service.run()
         }
     }
+}
+
+/// The row width the head's store must have: `--feature-dimension`, else the width of the model's feature
+/// node (read from the ONNX graph's shapes, no weights run), else nil (the first batch decides).
+func expectedFeatureDimension(given: Int?, model: ModelConfig?) throws -> Int? {
+    if let given, given < 1 { throw ValidationError("--feature-dimension must be at least 1, not \(given)") }
+    guard let model else { return given }
+    let inspection = try ModelInspection(modelPath: model.onnxPath)
+    guard let width = inspection.candidates.first(where: { $0.name == model.featureNode })?.width else {
+        if let given { return given }
+        throw ValidationError("cannot tell the feature width of \(model.name) (node \(model.featureNode)); pass --feature-dimension")
+    }
+    if let given, given != width {
+        throw ValidationError("--feature-dimension \(given) contradicts \(model.name), whose \(model.featureNode) has \(width) values")
+    }
+    return width
 }
 
 func parseDType(_ text: String) throws -> FeatureDTypeCode {

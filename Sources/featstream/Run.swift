@@ -33,7 +33,8 @@ struct Run: ParsableCommand {
             guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
             _ = try parseDType(dtype)
             umask(0o077)
-            announceInferredConfig(try ModelConfig.load(model), command: "run")
+            let modelConfig = try ModelConfig.load(model)
+            announceInferredConfig(modelConfig, command: "run")
             let outURL = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
             let control = "tcp://127.0.0.1:\(try freeLocalPort())"
@@ -65,6 +66,8 @@ struct Run: ParsableCommand {
                                         security: security)
             head.dtype = dtype
             head.model = model
+            // The store's width comes from the model, never from the first batch a peer sends.
+            head.featureDimension = try expectedFeatureDimension(given: nil, model: modelConfig)
             head.data = datasetArguments
             head.metricsPort = try freeLocalPort()
             if !noTrain {
