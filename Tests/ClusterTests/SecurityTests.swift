@@ -253,7 +253,11 @@ final class SecurityTests: XCTestCase {
         XCTAssertTrue(eventually { (try? toHead.send([FrameCodec.encode(.hello(workerID: "w3", host: "x", pid: 1, capabilities: [:]))])) == true })
         var credited = false
         XCTAssertTrue(eventually {
-            while let frames = try? toHead.receive() { if case .credit? = try? FrameCodec.decode(frames[0]) { credited = true } }
+            // A credit of 0 comes first when the head is not yet bound to the job's plan (PROTOCOL.md §8.1).
+            while let frames = try? toHead.receive() {
+                if case .credit(_, let limit)? = try? FrameCodec.decode(frames[0]), limit > 0 { credited = true }
+            }
+            if !credited { _ = try? toHead.send([FrameCodec.encode(.hello(workerID: "w3", host: "x", pid: 1, capabilities: [:]))]) }
             return credited
         }, "no credit from the head\n\(cluster.logTails())")
         let narrow = FeatureBatch(shardID: 0, attempt: 1, shardItemCount: 8, offsets: [0], indexes: [0], labels: [0], keys: ["x"],
