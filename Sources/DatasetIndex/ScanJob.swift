@@ -140,6 +140,9 @@ struct ScanJob: @unchecked Sendable {
     let kind: DatasetKind
     let datasetPath: String
     let indexPath: String
+    /// `<index>.lock`, held (flock) for the whole scan: two scans of one index path (two coordinators, or
+    /// two heads, on one job folder) would otherwise write the same part files.
+    let lockDescriptor: Int32
 
     static func prepare(_ selection: IndexSelection, indexPath: String, options: ScanOptions, scan: IndexScan) throws -> ScanJob {
         let path = selection.absolutePath
@@ -150,15 +153,30 @@ struct ScanJob: @unchecked Sendable {
         if kind == .imageFolder && !isDirectory { throw IndexError("image folder \(path) is not a directory") }
         if kind == .manifest && isDirectory { throw IndexError("manifest \(path) is a directory") }
         let root = isDirectory ? path : (path as NSString).deletingLastPathComponent
+        let lockPath = indexPath + ".lock"
+        let lockDescriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockDescriptor >= 0 else { throw IndexError("cannot open \(lockPath): \(errnoText())") }
+        guard flock(lockDescriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(lockDescriptor)
+            throw IndexError("another process is scanning into \(indexPath) (it holds \(lockPath)); one job folder serves one "
+                + "coordinator (and one head) at a time")
+        }
         let building = indexPath + ".building"
-        let writer = try IndexWriter(buildingDirectory: building, kind: kind, root: root,
+        let writer: IndexWriter
+        do {
+            writer = try IndexWriter(buildingDirectory: building, kind: kind, root: root,
                                      selection: selection.canonical(kind: kind, absolutePath: path))
+        } catch {
+            close(lockDescriptor)
+            throw error
+        }
         let context = ScanContext(writer: writer, selection: selection, options: options,
                                   temporaryDirectory: options.temporaryDirectory ?? building, scan: scan)
-        return ScanJob(context: context, kind: kind, datasetPath: path, indexPath: indexPath)
+        return ScanJob(context: context, kind: kind, datasetPath: path, indexPath: indexPath, lockDescriptor: lockDescriptor)
     }
 
     func run() {
+        defer { close(lockDescriptor) }
         do {
             let labelKind: LabelKind
             var classNames: [String] = []

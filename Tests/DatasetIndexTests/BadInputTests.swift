@@ -8,6 +8,21 @@ import Glibc
 
 /// Every rejected input becomes a named dead letter in the index, counted in its totals, and the scan goes on.
 final class BadInputTests: XCTestCase {
+    /// Two scans into one index path (two coordinators on one job folder) would write the same part files:
+    /// the second is refused while the first holds `<index>.lock`, and runs once it is released.
+    func testASecondScanIntoTheSameIndexIsRefused() throws {
+        let d = try TemporaryDirectory()
+        try d.write("list.csv", "path\na.jpg\n")
+        let indexPath = d.path + "/index.fsix"
+        let held = open(indexPath + ".lock", O_RDWR | O_CREAT, 0o600)
+        XCTAssertEqual(flock(held, LOCK_EX | LOCK_NB), 0)
+        XCTAssertThrowsError(try IndexScan.run(IndexSelection(path: d.path + "/list.csv", checkPaths: false), indexPath: indexPath)) { error in
+            XCTAssertTrue("\(error)".contains("another process is scanning"), "\(error)")
+        }
+        close(held)
+        XCTAssertEqual(try IndexScan.run(IndexSelection(path: d.path + "/list.csv", checkPaths: false), indexPath: indexPath).count, 1)
+    }
+
     func testManifestLinesThatDoNotParseAreDeadLettersWithTheirLineNumbers() throws {
         let d = try TemporaryDirectory()
         try d.write("a.jpg", "x"); try d.write("b.jpg", "x")
