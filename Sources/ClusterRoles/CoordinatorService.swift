@@ -72,7 +72,10 @@ public struct CoordinatorOptions: Sendable {
     /// The head's data address, as workers should connect to it.
     public var headAddress: String
     public var dataset: DatasetSelection
-    public var shardSize = 64
+    public var shardSize = CoordinatorOptions.defaultShardSize
+    /// Items per shard unless told otherwise: small enough that a lost attempt costs little, large enough
+    /// that per-shard overhead (a lease, a commit record, an fsync group) stays negligible.
+    public static let defaultShardSize = 64
     /// Append-only journal of committed shards; a restarted coordinator resumes from it.
     public var journalPath: String
     /// The dataset index (INDEX.md): `dataset.index` in the journal's folder, the job folder.
@@ -126,8 +129,7 @@ public final class CoordinatorService {
         let index = try options.dataset.openIndex(at: options.indexPath, hasProgress: hasProgress, log: log.event)
         let plan = IndexShardPlan(index: index, shardSize: options.shardSize)
         shardCount = plan.shardCount
-        journal = try CoordinatorJournal.open(path: options.journalPath, fingerprint: plan.fingerprint, shardCount: plan.shardCount,
-                                              shardSize: plan.shardSize)
+        journal = try CoordinatorJournal.open(path: options.journalPath, plan: plan)
         let settings = CoordinatorSessionSettings(
             lease: LeaseSettings(leaseMs: options.leaseMs, commitWaitMs: options.commitWaitMs,
                                  workerDeadAfterMs: options.heartbeatMs * options.deadAfterBeats, maxAttemptsInFlight: 2,

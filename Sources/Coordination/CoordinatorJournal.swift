@@ -106,8 +106,8 @@ public final class CoordinatorJournal {
     deinit { close() }
 
     /// Opens the journal for `plan`; see `open(path:fingerprint:shardCount:shardSize:)`.
-    public static func open(path: String, plan: ShardPlan) throws -> CoordinatorJournal {
-        try open(path: path, fingerprint: plan.fingerprint, shardCount: plan.shards.count, shardSize: plan.shardSize)
+    public static func open(path: String, plan: any ShardSource) throws -> CoordinatorJournal {
+        try open(path: path, fingerprint: plan.fingerprint, shardCount: plan.shardCount, shardSize: plan.shardSize)
     }
 
     /// Opens (creating it durably, directory entry included, if absent) and locks the journal at `path`,

@@ -81,7 +81,7 @@ struct Coordinator: ParsableCommand {
     @Option(help: "Control address to bind, tcp://host:port.") var bind: String
     @Option(help: "The head's data address, as workers reach it.") var head: String
     @OptionGroup var dataset: DatasetOptions
-    @Option(help: "Items per shard.") var shardSize = 64
+    @Option(help: "Items per shard.") var shardSize = CoordinatorOptions.defaultShardSize
     @Option(help: "Journal file (append-only).") var journal: String
     @Option(help: "Heartbeat interval, ms.") var heartbeatMs: UInt64 = 500
     @Option(help: "A peer is dead after this many missed heartbeats.") var deadAfterBeats: UInt64 = 10

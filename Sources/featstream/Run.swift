@@ -1,5 +1,6 @@
 import ArgumentParser
 import ClusterLaunch
+import ClusterRoles
 import FeatureStore
 import HeadExport
 import Transport
@@ -21,7 +22,7 @@ struct Run: ParsableCommand {
     @OptionGroup var dataset: DatasetOptions
     @Option(help: "Worker processes.") var workers = 2
     @Option(help: "Output folder: store/, coordinator.journal.") var out: String
-    @Option(help: "Items per shard.") var shardSize = 64
+    @Option(help: "Items per shard.") var shardSize = CoordinatorOptions.defaultShardSize
     @Option(help: "Images per backbone run.") var batch = 16
     @Option(help: "Feature element type on the wire and in the store: f32 or f16.") var dtype = "f16"
     @Flag(help: "Only extract; do not train a head.") var noTrain = false
