@@ -25,7 +25,8 @@ public final class Predictor {
 
     /// Loads a model folder written by training: `predictor.json`, `head.safetensors`, and the backbone
     /// through `backbone.json`, which runs `classifier.onnx` up to the feature node. Nothing outside the folder is read.
-    public init(modelDirectory: URL, threads: Int? = nil) throws {
+    /// `resize` overrides the backbone config's `preprocess.resize` (the training job's choice).
+    public init(modelDirectory: URL, threads: Int? = nil, resize: ResizeMode? = nil) throws {
         let (manifest, configPath) = try ModelFolder.manifest(in: modelDirectory)
         self.manifest = manifest
         head = try SafetensorsFile.readHead(modelDirectory.appendingPathComponent(TrainedModelFiles.head))
@@ -38,7 +39,9 @@ public final class Predictor {
         guard extractor.featureWidth == head.featureDimension else {
             throw PredictorError("the backbone gives \(extractor.featureWidth)-d features but the head expects \(head.featureDimension)")
         }
-        preprocessor = try ImagePreprocessor(config.preprocess)
+        var preprocess = config.preprocess
+        if let resize { preprocess.resize = resize }
+        preprocessor = try ImagePreprocessor(preprocess)
     }
 
     /// Classifies each file; a file that cannot be read or decoded gets an `error` and the others go on.

@@ -23,3 +23,21 @@ public func benchmarkDefaultHead(train: LabeledFeatures, test: LabeledFeatures, 
     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     return (try selection.model.evaluate(on: test).top1, seconds, selection.l2, selection.iterations, selection.validation.top1)
 }
+
+/// The job's online pass over `train` delivered in consecutive shards of `shardRows` rows, in the
+/// order given (a class-sorted folder gives one class after another), without and with the replay
+/// reservoir; returns the online model's top-1 on `test` after the last shard, for each.
+public func benchmarkOnlinePass(train: LabeledFeatures, test: LabeledFeatures, shardRows: Int, classCount: Int,
+                                replayCapacity: Int? = nil) throws -> (withoutReplay: Double, withReplay: Double) {
+    func pass(_ capacity: Int?) throws -> Double {
+        var config = TrainingConfig()
+        config.classCount = classCount
+        let online = OnlineTraining(config: config, classCount: classCount, split: .fraction(0), replayCapacity: capacity, log: { _ in })
+        for first in stride(from: 0, to: train.count, by: shardRows) {
+            online.absorb(train.rows(Array(first..<min(first + shardRows, train.count))))
+        }
+        guard let model = online.model else { throw TrainingError.emptyTrainingSet }
+        return try model.evaluate(on: test).top1
+    }
+    return (try pass(0), try pass(replayCapacity))
+}

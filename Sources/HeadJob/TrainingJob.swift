@@ -44,7 +44,8 @@ public enum TrainingJob {
     ///
     /// Feature rows are read into memory when they fit `memoryBudget` bytes (default
     /// `MemoryBudget.defaultBytes`); beyond it softmax regression streams them from the store on every
-    /// L-BFGS pass. An MLP, or a fixed-L2 fit with checkpoints, needs them in memory.
+    /// L-BFGS pass, and an MLP streams its Adam epochs through a shuffle buffer (`HeadTrainer.fitStreamed`,
+    /// without checkpoints); an MLP L2 sweep, or a fixed-L2 softmax fit without validation rows, needs them in memory.
     public static func run(data: TrainingData, config: TrainingConfig, l2Values: [Float] = [], backbone: ModelConfig,
                            directory: URL, extraction: Extraction = Extraction(), memoryBudget: Int? = nil,
                            log: (String) -> Void = { _ in }) throws -> TrainingOutcome {
@@ -90,10 +91,27 @@ public enum TrainingJob {
             } else {
                 log(String(format: "kept L2 %g", selection.l2))
             }
+        } else if !fits && config.kind == .mlp && l2Values.count <= 1 {
+            if let l2 = l2Values.first { config.l2 = l2 }
+            let blockRows = max(32, min(4096, budget / (16 * data.train.dimension)))
+            let bufferRows = min(data.train.rowCount, HeadTrainer.shuffleBufferRows(
+                memoryBudget: budget, dimension: data.train.dimension, batchSize: config.batchSize, blockRows: blockRows))
+            log("training the MLP by Adam epochs streamed from the store through a shuffle buffer of \(bufferRows) rows")
+            let trainer = HeadTrainer(config: config)
+            model = try trainer.fitStreamed(train: data.train, validation: data.validation, memoryBudget: budget) { metrics in
+                epochs.append(metrics)
+                log(String(format: "epoch %d: train loss %.4f, accuracy %.4f", metrics.epoch, metrics.trainLoss, metrics.trainAccuracy)
+                    + (metrics.validationLoss.map { String(format: "; validation loss %.4f, accuracy %.4f", $0, metrics.validationAccuracy ?? 0) } ?? ""))
+            }
+            streamed = true
+            keptEpoch = trainer.keptEpoch
+            if let keptEpoch, let last = epochs.last?.epoch, keptEpoch != last {
+                log("kept the weights of epoch \(keptEpoch), the lowest validation loss (trained to epoch \(last))")
+            }
         } else if !fits {
             throw TrainingError.invalidConfiguration(String(
-                format: "the features need %.0f MB in memory (budget %.0f MB): beyond the budget only softmax regression "
-                    + "with validation rows trains, streaming; raise --memory-budget or train softmax regression",
+                format: "the features need %.0f MB in memory (budget %.0f MB): beyond the budget softmax regression trains "
+                    + "streaming only with validation rows, and an MLP only at one L2; raise --memory-budget",
                 Double(rowBytes) / 1e6, Double(budget) / 1e6))
         } else if l2Values.count > 1, let validation = data.validation {
             let result = try HeadTrainer.sweepL2(l2Values, config: config, train: data.train.materialized(),

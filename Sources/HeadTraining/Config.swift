@@ -41,6 +41,15 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// `fitSelectingL2` ends its walk after this many grid values in a row did no better on validation
     /// than the best so far: past the optimum, weaker penalties only overfit more and take longer.
     public var l2PathPatience: Int = 3
+    /// `fitSelectingL2` also ends its walk once validation loss has risen at this many grid values in a row
+    /// (and the last was not the best): the loss turns before top-1 does, and is less noisy.
+    public var l2WalkLossRises: Int = 2
+    /// Gradient tolerance of each fit of the L2 walk. Looser than `gradientTolerance`: the walk only has to
+    /// rank penalties on validation; the kept one is then fitted to `gradientTolerance` (by the refit, or
+    /// by finishing the chosen fit when there is no refit), warm-started.
+    public var l2WalkGradientTolerance: Float = 1e-3
+    /// Iteration cap of each fit of the L2 walk (and never more than `maxIterations`).
+    public var l2WalkMaxIterations: Int = 50
     /// After choosing L2 on validation, `fitSelectingL2` refits on training + validation rows, keeping
     /// scikit-learn's `C` (the penalty scaled by n_train / n_all), as `LogisticRegressionCV(refit=True)` does.
     /// The validation figures reported are those of the model trained on the training rows alone.
@@ -103,6 +112,9 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         try check(l2.isFinite && l2 >= 0, "l2 must be finite and ≥ 0, got \(l2)")
         try check(!l2Grid.isEmpty && l2Grid.allSatisfy { $0.isFinite && $0 >= 0 }, "l2Grid needs finite values ≥ 0")
         try check(l2PathPatience >= 1, "l2PathPatience must be ≥ 1")
+        try check(l2WalkLossRises >= 1, "l2WalkLossRises must be ≥ 1")
+        try check(l2WalkGradientTolerance.isFinite && l2WalkGradientTolerance >= 0, "l2WalkGradientTolerance must be ≥ 0")
+        try check(l2WalkMaxIterations >= 1, "l2WalkMaxIterations must be ≥ 1")
         try check(kind != .mlp || hiddenUnits > 0, "hiddenUnits must be positive, got \(hiddenUnits)")
         try check(maxEpochs >= 0 && maxIterations >= 0, "maxEpochs and maxIterations must be ≥ 0")
         try check(batchSize > 0, "batchSize must be positive, got \(batchSize)")

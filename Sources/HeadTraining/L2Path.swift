@@ -28,6 +28,7 @@ public struct L2Selection: Sendable {
     /// Every grid value tried, strongest first, with its validation evaluation.
     public var sweep: [L2SweepResult]
     /// `selectedModel` on the validation rows: an honest held-out estimate (the refit has seen these rows).
+    /// With a refit, `selectedModel` is the walk's fit, stopped at the walk's looser tolerance.
     public var validation: Evaluation
     /// L-BFGS iterations of the whole walk plus the refit, for comparing its cost with one fit.
     public var iterations: Int
@@ -41,13 +42,17 @@ extension HeadTrainer {
     /// Chooses the L2 penalty of a softmax-regression head on `validation`, scikit-learn
     /// `LogisticRegressionCV`-style but with one held-out split.
     ///
-    /// Walks `config.l2Grid` from the strongest penalty to the weakest, each fit warm-started from
-    /// the previous one's weights (a strong penalty converges in a few iterations, and each next
-    /// solution is close), so the walk costs a small multiple of one fit. Keeps the value with the
-    /// best validation top-1, ties going to the lower validation loss (so, on small noisy sets,
-    /// to the stronger penalty); stops after `config.l2PathPatience` values in a row without a
-    /// better one. With `config.refitOnTrainAndValidation`, refits on both sets at the same `C`
-    /// (l2 · n_train / n_all), warm-started from the chosen weights. `onStep` sees each grid value as it finishes.
+    /// Walks `config.l2Grid` from the strongest penalty to the weakest. Each fit is warm-started from
+    /// the previous one's weights and L-BFGS curvature pairs (shifted to the new penalty, which makes
+    /// them exact again: `CurvatureHistory`), and stops early, at `config.l2WalkGradientTolerance` or
+    /// `config.l2WalkMaxIterations`: the walk only ranks penalties. Keeps the value with the best
+    /// validation top-1, ties going to the lower validation loss (so, on small noisy sets, to the
+    /// stronger penalty); stops once validation loss has risen `config.l2WalkLossRises` values in a row
+    /// past the best, or after `config.l2PathPatience` values without a better one. Then only the
+    /// kept value is fitted to `config.gradientTolerance`: with `config.refitOnTrainAndValidation`,
+    /// the refit on both sets at the same `C` (l2 · n_train / n_all), warm-started from the chosen
+    /// weights; without it, the chosen fit continued on the training rows. So the whole costs about
+    /// one full fit plus a few short ones. `onStep` sees each grid value as it finishes.
     ///
     /// Sources are read into memory when training + validation rows fit `memoryBudget` bytes (as f32,
     /// twice: raw and standardized), which is the fastest; otherwise every L-BFGS evaluation streams
@@ -87,15 +92,25 @@ extension HeadTrainer {
         let trainProblem = try problem(train, validation: streamed ? nil : (validationRows as! LabeledFeatures))
 
         var parameters = [Float](repeating: 0, count: layout.parameterCount)
+        var history = CurvatureHistory()
         var sweep: [L2SweepResult] = []
-        var best: (l2: Float, model: HeadModel, evaluation: Evaluation)?
+        var best: (l2: Float, model: HeadModel, evaluation: Evaluation, history: CurvatureHistory)?
         var sinceBest = 0
+        var lossRises = 0
+        var previous: (l2: Float, loss: Double)?
         var iterations = 0
         var passes = 0
-        for l2 in Array(Set(config.l2Grid)).sorted(by: >) {
+        let grid = Array(Set(config.l2Grid)).sorted(by: >)
+        // A grid of one value is a fixed penalty: no walk, only the final fit below.
+        let walking = grid.count > 1
+        for l2 in grid {
             let started = Date()
-            let fit = minimize(trainProblem.evaluator(l2), from: parameters)
+            if let previous { history.shiftPenalty(by: l2 - previous.l2, layout: layout) }
+            let fit = minimize(trainProblem.evaluator(l2), from: parameters, history: history,
+                               gradientTolerance: walking ? config.l2WalkGradientTolerance : config.gradientTolerance,
+                               maxIterations: walking ? min(config.maxIterations, config.l2WalkMaxIterations) : config.maxIterations)
             parameters = fit.parameters
+            history = fit.history
             iterations += fit.iterations
             passes += fit.passes
             let model = HeadModel(layout: layout, parameters: parameters, standardizer: trainProblem.standardizer)
@@ -104,17 +119,29 @@ extension HeadTrainer {
                                        seconds: Date().timeIntervalSince(started), trainLoss: fit.dataLoss)
             sweep.append(result)
             try onStep(result)
+            lossRises = previous.map { evaluation.loss > $0.loss } == true ? lossRises + 1 : 0
+            previous = (l2, evaluation.loss)
             if let current = best?.evaluation,
                evaluation.top1 < current.top1 || (evaluation.top1 == current.top1 && evaluation.loss >= current.loss) {
                 sinceBest += 1
-                if sinceBest >= config.l2PathPatience { break }
-                continue
+            } else {
+                best = (l2, model, evaluation, history)
+                sinceBest = 0
             }
-            best = (l2, model, evaluation)
-            sinceBest = 0
+            // Past the optimum weaker penalties only overfit more, and each takes longer to fit.
+            if sinceBest >= config.l2PathPatience || (sinceBest > 0 && lossRises >= config.l2WalkLossRises) { break }
         }
-        let chosen = best!
+        var chosen = best!
         guard config.refitOnTrainAndValidation else {
+            // The walk's fits stop early; the kept one is finished at the full tolerance.
+            if walking {
+                let polish = minimize(trainProblem.evaluator(chosen.l2), from: chosen.model.parameters, history: chosen.history,
+                                      gradientTolerance: config.gradientTolerance, maxIterations: config.maxIterations)
+                iterations += polish.iterations
+                passes += polish.passes
+                chosen.model = HeadModel(layout: layout, parameters: polish.parameters, standardizer: trainProblem.standardizer)
+                chosen.evaluation = try chosen.model.evaluate(source: validationRows)
+            }
             return L2Selection(model: chosen.model, selectedModel: chosen.model, l2: chosen.l2, refitL2: nil,
                                sweep: sweep, validation: chosen.evaluation, iterations: iterations, passes: passes, streamed: streamed)
         }
@@ -122,7 +149,12 @@ extension HeadTrainer {
         let refitL2 = chosen.l2 * Float(train.rowCount) / Float(all.rowCount)
         let allProblem = try problem(all, validation: nil)
         let start = restandardized(chosen.model.parameters, layout: layout, from: chosen.model.standardizer, to: allProblem.standardizer)
-        let refit = minimize(allProblem.evaluator(refitL2), from: start)
+        // The chosen fit's curvature pairs start the refit too: the objective on all rows at the same C is
+        // nearly the one they were measured on (same rows but a tenth, standardizer nearly the same).
+        var refitHistory = chosen.history
+        refitHistory.shiftPenalty(by: refitL2 - chosen.l2, layout: layout)
+        let refit = minimize(allProblem.evaluator(refitL2), from: start, history: refitHistory,
+                             gradientTolerance: config.gradientTolerance, maxIterations: config.maxIterations)
         iterations += refit.iterations
         passes += refit.passes
         let model = HeadModel(layout: layout, parameters: refit.parameters, standardizer: allProblem.standardizer)
@@ -130,22 +162,24 @@ extension HeadTrainer {
                            sweep: sweep, validation: chosen.evaluation, iterations: iterations, passes: passes, streamed: streamed)
     }
 
-    /// L-BFGS from `start` to convergence (or `config.maxIterations`).
-    private func minimize(_ evaluate: @escaping LBFGS.Evaluate, from start: [Float])
-        -> (parameters: [Float], iterations: Int, dataLoss: Double, passes: Int) {
+    /// L-BFGS from `start` (with curvature pairs `history`) to `gradientTolerance` or `maxIterations`.
+    private func minimize(_ evaluate: @escaping LBFGS.Evaluate, from start: [Float], history: CurvatureHistory,
+                          gradientTolerance: Float, maxIterations: Int)
+        -> (parameters: [Float], iterations: Int, dataLoss: Double, passes: Int, history: CurvatureHistory) {
         final class Counter { var passes = 0 }
         let counter = Counter()
-        var optimizer = LBFGS(parameters: start, memory: config.lbfgsHistory, gradientTolerance: config.gradientTolerance,
-                              lossTolerance: config.lossTolerance) { parameters, gradient in
+        var optimizer = LBFGS(parameters: start, s: history.s, y: history.y, memory: config.lbfgsHistory,
+                              gradientTolerance: gradientTolerance, lossTolerance: config.lossTolerance) { parameters, gradient in
             counter.passes += 1
             return evaluate(parameters, &gradient)
         }
         var iterations = 0
-        while iterations < config.maxIterations {
+        while iterations < maxIterations {
             iterations += 1
             if optimizer.step() != .progressed { break }
         }
-        return (optimizer.parameters, iterations, optimizer.value.dataLoss, counter.passes)
+        return (optimizer.parameters, iterations, optimizer.value.dataLoss, counter.passes,
+                CurvatureHistory(s: optimizer.s, y: optimizer.y))
     }
 
     /// Fits one model per L2 value (with `config` otherwise, validation used for early stopping as
@@ -177,6 +211,29 @@ extension HeadTrainer {
             best = (model, evaluation)
         }
         return (best!.model, results)
+    }
+}
+
+/// L-BFGS curvature pairs carried from one grid value of the L2 walk to the next.
+///
+/// The objective's Hessian changes with the penalty only by Δl2 on the weight entries (biases are not
+/// penalised), so a pair (s, y) measured at one penalty becomes exact for another by
+/// y += Δl2 · s on the weights: the next fit starts with a good inverse-Hessian estimate as well as
+/// good weights.
+struct CurvatureHistory {
+    var s: [[Float]] = []
+    var y: [[Float]] = []
+
+    mutating func shiftPenalty(by delta: Float, layout: ParameterLayout) {
+        for index in y.indices {
+            for range in [layout.layer1Weights, layout.layer2Weights] where !range.isEmpty {
+                for entry in range { y[index][entry] += delta * s[index][entry] }
+            }
+        }
+        // A pair whose curvature the shift made non-positive would make the estimate indefinite.
+        let keep = y.indices.filter { s[$0].dot(y[$0]) > 1e-10 * y[$0].dot(y[$0]) }
+        s = keep.map { s[$0] }
+        y = keep.map { y[$0] }
     }
 }
 

@@ -11,7 +11,7 @@ public final class HeadTrainer {
     private var online: OnlineState?
     /// The epoch (L-BFGS: iteration) whose weights the last `fit` returned: the lowest validation loss
     /// when it stopped early on validation, else the last one. `nil` before any `fit`.
-    public private(set) var keptEpoch: Int?
+    public internal(set) var keptEpoch: Int?
 
     /// A trainer for `config`; the configuration is checked when training starts.
     public init(config: TrainingConfig = TrainingConfig()) {
@@ -88,8 +88,12 @@ public final class HeadTrainer {
     /// (W'ᵢⱼ = Wᵢⱼ·σ'ⱼ/σⱼ, b'ᵢ = bᵢ + Σⱼ Wᵢⱼ(μ'ⱼ − μⱼ)/σⱼ) so the function learned so far is unchanged
     /// and only the new gradient steps see the new scaling. Requires `config.classCount`. Balanced
     /// class weights use the class counts of all chunks so far. Independent of `fit`.
+    ///
+    /// `replay` rows (earlier rows replayed, e.g. from a `ReplayReservoir`) are trained on together with
+    /// `batch`, shuffled in with it, but do not count again in the statistics and class counts.
+    /// The returned loss and accuracy are over every row trained on.
     @discardableResult
-    public func partialFit(_ batch: LabeledFeatures) throws -> EpochMetrics {
+    public func partialFit(_ batch: LabeledFeatures, replay: LabeledFeatures? = nil) throws -> EpochMetrics {
         try config.validate()
         guard let classCount = config.classCount else {
             throw TrainingError.invalidConfiguration("partialFit needs classCount, since a chunk may lack some classes")
@@ -105,6 +109,16 @@ public final class HeadTrainer {
 
         var state = online ?? OnlineState(config: config, dimension: batch.dimension, classCount: classCount)
         state.absorb(batch)
+        var batch = batch
+        if let replay, replay.count > 0 {
+            guard replay.dimension == batch.dimension else {
+                throw TrainingError.dimensionMismatch(expected: batch.dimension, actual: replay.dimension)
+            }
+            try checkLabels(replay.labels, classCount: classCount)
+            batch.features += replay.features
+            batch.labels += replay.labels
+            batch.count += replay.count
+        }
         var x = batch.features
         try state.standardizer.apply(&x, dimension: batch.dimension)
         let weights = sampleWeights(labels: batch.labels, weighting: config.classWeights, classCounts: state.classCounts)

@@ -126,6 +126,8 @@ struct Bench: ParsableCommand {
         @Option(help: "Threads.") var threads = 1
         @Option(help: "L-BFGS max-abs gradient tolerance (scikit-learn's tol).") var tol: Float = 1e-5
         @Option(help: "Timed runs; the fastest is reported.") var repeats = 5
+        @Option(help: "Instead: the online pass over --train in shards of this many rows, in file order, without and with replay; top-1 on --test.")
+        var onlineShardRows: Int?
 
         func run() throws {
             func load(_ folder: String) throws -> LabeledFeatures {
@@ -135,6 +137,13 @@ struct Bench: ParsableCommand {
                 return try labeledFeatures(features: array.values, shape: array.shape, metadataCSV: metadata)
             }
             let trainSet = try load(train), testSet = try load(test)
+            if let onlineShardRows {
+                let classes = Int(max(trainSet.labels.max() ?? 0, testSet.labels.max() ?? 0)) + 1
+                let result = try benchmarkOnlinePass(train: trainSet, test: testSet, shardRows: onlineShardRows, classCount: classes)
+                print(String(format: "{\"impl\": \"featstream-online\", \"shard_rows\": %d, \"accuracy_without_replay\": %.4f, \"accuracy_with_replay\": %.4f, \"train_rows\": %d, \"test_rows\": %d}",
+                             onlineShardRows, result.withoutReplay, result.withReplay, trainSet.count, testSet.count))
+                return
+            }
             guard let l2 else {
                 var best = (accuracy: 0.0, seconds: Double.infinity, l2: Float(0), iterations: 0, validationTop1: 0.0)
                 for _ in 0..<max(1, repeats) {

@@ -155,10 +155,12 @@ struct Predict: ParsableCommand {
     @Flag(help: "One JSON object per image.") var json = false
     @Option(help: "Where to write the CSV when given a folder.") var csv: String?
     @Argument(help: "Image files or one folder.") var inputs: [String]
+    @Option(help: "fast or exact resize; overrides the model folder's (by default the training job's) choice.")
+    var resize: ResizeMode?
 
     func run() throws {
         try runRole("predict") {
-            let predictor = try Predictor(modelDirectory: URL(fileURLWithPath: model))
+            let predictor = try Predictor(modelDirectory: URL(fileURLWithPath: model), resize: resize)
             var isDirectory: ObjCBool = false
             if inputs.count == 1, FileManager.default.fileExists(atPath: inputs[0], isDirectory: &isDirectory), isDirectory.boolValue {
                 let folder = URL(fileURLWithPath: inputs[0])

@@ -3,6 +3,7 @@ import ClusterLaunch
 import ClusterRoles
 import FeatureStore
 import HeadExport
+import ImageInput
 import Transport
 import Extraction
 import Foundation
@@ -28,6 +29,8 @@ struct Run: ParsableCommand {
     @Flag(help: "Only extract; do not train a head.") var noTrain = false
     @Flag(help: "Run the roles without CurveZMQ (loopback only; for measuring what encryption costs).") var insecurePlaintext = false
     @OptionGroup var training: HeadTrainingOptions
+    @Option(help: "fast (scale JPEG and WebP while decoding) or exact (full decode, as torchvision); overrides the model config's preprocess.resize for the workers and the trained model folder.")
+    var resize: ResizeMode?
 
     func run() throws {
         try runRole("run") {
@@ -38,6 +41,8 @@ struct Run: ParsableCommand {
             announceInferredConfig(modelConfig, command: "run")
             let outURL = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+            // Every role reads the backbone from `model`: with --resize, from a copy of its config that says so.
+            let model = try resize.map { try writeConfig(try ModelConfig.load(self.model), resize: $0, into: outURL) } ?? self.model
             let control = "tcp://127.0.0.1:\(try freeLocalPort())"
             let dataAddress = "tcp://127.0.0.1:\(try freeLocalPort())"
             let cores = ProcessInfo.processInfo.activeProcessorCount
@@ -181,4 +186,20 @@ struct HeadIngest: Decodable {
 struct ClusterFailure: Error, CustomStringConvertible {
     let message: String
     var description: String { message }
+}
+
+/// Writes `config` with `preprocess.resize` set to `resize` as `OUT/backbone-config.json`, its file
+/// paths made absolute so it reads the same backbone from there; returns the file's path.
+func writeConfig(_ config: ModelConfig, resize: ResizeMode, into folder: URL) throws -> String {
+    var config = config
+    config.preprocess.resize = resize
+    func absolute(_ path: String) -> String { path.hasPrefix("/") ? path : config.directory.appendingPathComponent(path).path }
+    config.onnx = config.onnxPath
+    config.classes = config.classes.map(absolute)
+    config.calibration = config.calibration.map(absolute) ?? (config.precision == .int8 ? config.calibrationPath : nil)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    let target = folder.appendingPathComponent("backbone-config.json")
+    try encoder.encode(config).write(to: target, options: .atomic)
+    return target.path
 }
