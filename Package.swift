@@ -48,7 +48,7 @@ let package = Package(
         ),
         .target(name: "Backbone", dependencies: ["CDNNL", "ONNXProto"]),
         .target(name: "ImageInput", dependencies: ["CTurboJPEG", "CPNGShim", "CImageCodecs", "CTIFF", "CGIF", "CWebP", "CSTBImage"]),
-        .target(name: "Extraction", dependencies: ["Backbone", "ImageInput", "NumpyFormat"]),
+        .target(name: "Extraction", dependencies: ["Backbone", "ImageInput", "NumpyFormat", "WireProtocol"]),
 
         // MARK: The cluster: sans-I/O cores, then the ZeroMQ shell around them
         .target(name: "WireProtocol", dependencies: ["CSIMDKernels"]),

@@ -18,7 +18,7 @@ public final class FeatureStore {
     /// The store's root directory.
     public let root: URL
     /// Element type of stored features, fixed at creation.
-    public let dtype: FeatureDTypeCode
+    public let dtype: FeatureDType
     /// Values per row, fixed at creation.
     public let dimension: Int
     /// Model and class names recorded at creation.
@@ -51,7 +51,7 @@ public final class FeatureStore {
     /// 256 MiB: `open` re-verifies at most this much.
     public static let defaultSegmentLimit = 256 << 20
 
-    private init(root: URL, manifest: StoreManifest, dtype: FeatureDTypeCode, shards: [UInt32: ShardLocation],
+    private init(root: URL, manifest: StoreManifest, dtype: FeatureDType, shards: [UInt32: ShardLocation],
                  writer: SegmentWriter?, writable: Bool, segmentLimit: Int, writerLock: StoreWriterLock?) {
         self.root = root
         self.writerLock = writerLock
@@ -78,7 +78,7 @@ public final class FeatureStore {
     /// and returns it open for writing.
     ///
     /// Takes the store's writer lock, or uses `lock` when the caller already holds it.
-    public static func create(at root: URL, dtype: FeatureDTypeCode, dimension: Int,
+    public static func create(at root: URL, dtype: FeatureDType, dimension: Int,
                               metadata: StoreMetadata = StoreMetadata(),
                               segmentLimit: Int = defaultSegmentLimit, lock: StoreWriterLock? = nil) throws -> FeatureStore {
         guard dimension > 0 else {
@@ -90,7 +90,7 @@ public final class FeatureStore {
         if fileManager.fileExists(atPath: manifestURL.path) { throw FeatureStoreError.alreadyExists(path: root.path) }
         try fileManager.createDirectory(at: segmentsDirectory(root), withIntermediateDirectories: true)
 
-        let manifest = StoreManifest(formatVersion: formatVersion, dtype: FeatureEncoding.name(of: dtype), dimension: dimension,
+        let manifest = StoreManifest(formatVersion: formatVersion, dtype: dtype.name, dimension: dimension,
                                      created: ISO8601DateFormatter().string(from: Date()),
                                      model: metadata.model, classNames: metadata.classNames)
         // store.json appears whole or not at all, so a crash during create never leaves a half-written manifest.
@@ -124,7 +124,7 @@ public final class FeatureStore {
         guard manifest.formatVersion == formatVersion else {
             throw FeatureStoreError.badManifest(path: manifestURL.path, reason: "unsupported format version \(manifest.formatVersion)")
         }
-        guard let dtype = FeatureEncoding.dtype(named: manifest.dtype) else {
+        guard let dtype = FeatureDType(name: manifest.dtype) else {
             throw FeatureStoreError.badManifest(path: manifestURL.path, reason: "unknown dtype \(manifest.dtype)")
         }
         guard manifest.dimension > 0 else {
@@ -192,8 +192,7 @@ public final class FeatureStore {
         if contents.dtype == dtype {
             features = contents.featureBytes
         } else {
-            features = FeatureEncoding.littleEndianBytes(
-                of: FeatureEncoding.floats(fromLittleEndian: contents.featureBytes, dtype: contents.dtype) ?? [], dtype: dtype)
+            features = dtype.littleEndianBytes(of: contents.dtype.floats(fromLittleEndian: contents.featureBytes) ?? [])
         }
         let columns = CommitRecord.encodeColumns(.init(indexes: contents.indexes, labels: contents.labels, keys: contents.keys,
                                                        deadLetters: contents.deadLetters))
@@ -267,7 +266,7 @@ public final class FeatureStore {
         func invalid(_ reason: String) -> FeatureStoreError { .invalidContents(shardID: shardID, reason: reason) }
         let rows = contents.rowCount
         guard contents.dimension == dimension else { throw invalid("dimension \(contents.dimension), store has \(dimension)") }
-        guard contents.featureBytes.count == rows * dimension * FeatureEncoding.width(of: contents.dtype) else {
+        guard contents.featureBytes.count == rows * dimension * contents.dtype.width else {
             throw invalid("\(contents.featureBytes.count) feature bytes for \(rows) rows of dimension \(dimension)")
         }
         guard contents.indexes.count == rows, contents.labels.count == rows, contents.keys.count == rows else {

@@ -12,7 +12,7 @@ struct RecoveryScan {
     /// The last segment, ready for appends (`forWriting` only, and only when a segment exists).
     var writer: SegmentWriter?
 
-    init(directory: URL, dtype: FeatureDTypeCode, dimension: Int, verifyChecksums: Bool, forWriting: Bool) throws {
+    init(directory: URL, dtype: FeatureDType, dimension: Int, verifyChecksums: Bool, forWriting: Bool) throws {
         let names: [String]
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
@@ -59,7 +59,7 @@ struct SegmentScan {
     /// Why the record at `validLength` is not whole; nil when the file ends there.
     var damage: String?
 
-    init(url: URL, segment: Int, dtype: FeatureDTypeCode, dimension: Int, verifyChecksums: Bool) throws {
+    init(url: URL, segment: Int, dtype: FeatureDType, dimension: Int, verifyChecksums: Bool) throws {
         let mapped: Data
         do {
             mapped = try Data(contentsOf: url, options: .alwaysMapped)
@@ -78,8 +78,8 @@ struct SegmentScan {
                     guard header.dtype == dtype, header.dimension == dimension || header.rows == 0 else {
                         // A whole, checksummed record that does not fit the store is no torn append.
                         throw FeatureStoreError.corruptShard(
-                            path: url.path, reason: "record at byte \(validLength) holds \(FeatureEncoding.name(of: header.dtype)) "
-                                + "\(header.dimension)-d rows; the store is \(FeatureEncoding.name(of: dtype)) \(dimension)-d")
+                            path: url.path, reason: "record at byte \(validLength) holds \(header.dtype.name) "
+                                + "\(header.dimension)-d rows; the store is \(dtype.name) \(dimension)-d")
                     }
                     records.append(ShardLocation(segment: segment, offset: validLength, header: header))
                     validLength += header.recordLength
