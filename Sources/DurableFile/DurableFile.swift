@@ -138,12 +138,20 @@ public final class DurableFile {
 
     /// Fills `buffer` from `offset` until it is full or the file ends; returns the bytes read.
     public func readAvailable(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws -> Int {
+        try transfer(buffer.count, operation: "read") { done in
+            calls.pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+        }
+    }
+
+    /// Repeats `step(bytesDoneSoFar)` (a `pread` or `pwrite` of the rest) until `count` bytes are done or it
+    /// returns 0, retrying `EINTR` and short counts; returns the bytes done.
+    private func transfer(_ count: Int, operation: String, _ step: (Int) -> Int) throws -> Int {
         var done = 0
-        while done < buffer.count {
-            let result = calls.pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+        while done < count {
+            let result = step(done)
             if result < 0 {
                 if errno == EINTR { continue }
-                throw failure("read")
+                throw failure(operation)
             }
             if result == 0 { break }
             done += result
@@ -166,15 +174,11 @@ public final class DurableFile {
 
     /// Writes every byte of `bytes` at `offset`.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
-        var done = 0
-        while done < bytes.count {
-            let result = calls.pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-            if result < 0 {
-                if errno == EINTR { continue }
-                throw failure("write")
-            }
-            done += result
+        let written = try transfer(bytes.count, operation: "write") { done in
+            calls.pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
         }
+        // pwrite never returns 0 for a non-empty write on a regular file; if it does, nothing more will go.
+        guard written == bytes.count else { throw failure("write", EIO) }
     }
 
     /// Writes every byte of `bytes` at `offset`.
