@@ -47,7 +47,7 @@ let package = Package(
             exclude: ["regenerate.sh"]
         ),
         .target(name: "Backbone", dependencies: ["CDNNL", "ONNXProto"]),
-        .target(name: "ImageInput", dependencies: ["CTurboJPEG", "CPNGShim", "CImageCodecs", "CTIFF", "CGIF", "CWebP", "CSTBImage"]),
+        .target(name: "ImageInput", dependencies: ["DurableFile", "CTurboJPEG", "CPNGShim", "CImageCodecs", "CTIFF", "CGIF", "CWebP", "CSTBImage"]),
         .target(name: "Extraction", dependencies: ["Backbone", "ImageInput", "NumpyFormat", "WireProtocol"]),
 
         // MARK: The cluster: sans-I/O cores, then the ZeroMQ shell around them

@@ -130,8 +130,12 @@ public final class DurableFile {
 
     /// Exactly `count` bytes from `offset`; a file that ends sooner throws `endOfFile`.
     public func read(count: Int, at offset: Int) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        let read = try bytes.withUnsafeMutableBytes { try readAvailable(into: $0, at: offset) }
+        var read = 0
+        // Uninitialised: on the image-reading hot path zero-filling every buffer first costs a second pass.
+        let bytes = try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            read = try readAvailable(into: UnsafeMutableRawBufferPointer(buffer), at: offset)
+            initialized = read
+        }
         guard read == count else { throw DurableFileError.endOfFile(path: path, offset: offset, wanted: count, read: read) }
         return bytes
     }
