@@ -37,6 +37,14 @@ final class CoordinatorJournalTests: XCTestCase {
         return try parseHex(String(contentsOf: url, encoding: .utf8))
     }
 
+    /// The committed vectors are what the independent Python encoder writes from JOURNAL.md.
+    func testVectorsAreCurrent() throws {
+        let generator = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Protocols/vectors/journal/generate.py")
+        let result = try runProcess(URL(fileURLWithPath: "/usr/bin/python3"), [generator.path, "--check"])
+        XCTAssertEqual(result.status, 0, result.output)
+    }
+
     /// Protocols/JOURNAL.md §5: the vector replays as documented, and the same appends write it byte for byte.
     func testVersion2VectorDecodesAndReencodes() throws {
         let bytes = try vector("journal_v2_plan_commits_reservation")
