@@ -114,7 +114,8 @@ public final class DurableFile {
         return DurableFile(path: path, descriptor: copy, created: false, calls: calls)
     }
 
-    /// Closes the descriptor (releasing any lock taken through it). Safe to call more than once.
+    /// Closes the descriptor. A lock taken through it is released once its `duplicate`s are closed too
+    /// (they share it). Safe to call more than once.
     public func close() {
         if descriptor >= 0 {
             _ = systemClose(descriptor)
