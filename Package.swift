@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "CFileSpace", path: "Sources/CFileSpace"),
 
         // MARK: Swift modules
-        // Exact, fsync'd, locked file I/O: the one home of the POSIX glue under journal, store, keys and index.
+        // Exact, fsync'd, locked file I/O: the one home of the POSIX glue under journal, store, keys, index and image reads.
         .target(name: "DurableFile"),
         .target(name: "NumpyFormat"),
         .target(
