@@ -38,6 +38,8 @@ let package = Package(
         .target(name: "CFileSpace", path: "Sources/CFileSpace"),
 
         // MARK: Swift modules
+        // Exact, fsync'd, locked file I/O: the one home of the POSIX glue under journal, store, keys, index and image reads.
+        .target(name: "DurableFile"),
         .target(name: "NumpyFormat"),
         .target(
             name: "ONNXProto",
@@ -45,27 +47,27 @@ let package = Package(
             exclude: ["regenerate.sh"]
         ),
         .target(name: "Backbone", dependencies: ["CDNNL", "ONNXProto"]),
-        .target(name: "ImageInput", dependencies: ["CTurboJPEG", "CPNGShim", "CImageCodecs", "CTIFF", "CGIF", "CWebP", "CSTBImage"]),
-        .target(name: "Extraction", dependencies: ["Backbone", "ImageInput", "NumpyFormat"]),
+        .target(name: "ImageInput", dependencies: ["DurableFile", "CTurboJPEG", "CPNGShim", "CImageCodecs", "CTIFF", "CGIF", "CWebP", "CSTBImage"]),
+        .target(name: "Extraction", dependencies: ["Backbone", "ImageInput", "NumpyFormat", "WireProtocol"]),
 
         // MARK: The cluster: sans-I/O cores, then the ZeroMQ shell around them
         .target(name: "WireProtocol", dependencies: ["CSIMDKernels"]),
         // libFuzzer target for the frame decoder: Protocols/fuzz.sh builds it with -sanitize=fuzzer.
         .executableTarget(name: "FrameFuzz", dependencies: ["WireProtocol"]),
         .target(name: "FeatureCodec", dependencies: ["CLZ4", "CSIMDKernels", "WireProtocol"]),
-        .target(name: "Coordination", dependencies: ["DatasetIndex", "WireProtocol"]),
-        .target(name: "FeatureStore", dependencies: ["CFileSpace", "WireProtocol", "FeatureCodec"]),
+        .target(name: "Coordination", dependencies: ["DatasetIndex", "DurableFile", "WireProtocol"]),
+        .target(name: "FeatureStore", dependencies: ["CFileSpace", "DurableFile", "WireProtocol", "FeatureCodec"]),
         // The protocol rules of each role as pure state machines (no sockets, clocks or files).
         .target(name: "ClusterSessions", dependencies: ["Coordination", "FeatureStore", "WireProtocol"]),
         // A deterministic simulator of a whole job over the real sessions, journal, ledger and store.
         .target(name: "ClusterSimulation",
                 dependencies: ["ClusterSessions", "Coordination", "FeatureStore", "FeatureCodec", "WireProtocol", "FeatStreamTestSupport"]),
         .executableTarget(name: "featstream-sim", dependencies: ["ClusterSimulation"]),
-        .target(name: "Transport", dependencies: ["CZMQ"]),
+        .target(name: "Transport", dependencies: ["CZMQ", "DurableFile"]),
         .target(name: "RoleMetrics", dependencies: [.product(name: "Prometheus", package: "swift-prometheus")]),
         .target(name: "ClusterLaunch"),
         // The coordinator's on-disk dataset index (Protocols/INDEX.md); featstream-index drives it for benchmarks.
-        .target(name: "DatasetIndex", dependencies: ["WireProtocol"]),
+        .target(name: "DatasetIndex", dependencies: ["DurableFile", "WireProtocol"]),
         .executableTarget(name: "featstream-index", dependencies: ["DatasetIndex"]),
 
         // MARK: The trained head: exports and reports
@@ -91,6 +93,7 @@ let package = Package(
 
         // MARK: Tests
         .target(name: "FeatStreamTestSupport", path: "Sources/FeatStreamTestSupport"),
+        .testTarget(name: "DurableFileTests", dependencies: ["DurableFile"]),
         .testTarget(name: "BackboneTests", dependencies: ["Backbone", "NumpyFormat"]),
         .testTarget(name: "ImageInputTests", dependencies: ["ImageInput", "CPNG"], exclude: ["Fixtures"]),
         .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "NumpyFormat", "FeatStreamTestSupport"]),

@@ -15,7 +15,7 @@ public struct HeadOptions: Sendable {
     /// The feature store folder; reopened on restart.
     public var storePath: String
     /// Element type the store keeps (fixed when the store is created).
-    public var dtype: FeatureDTypeCode = .f16
+    public var dtype: FeatureDType = .f16
     /// Values per feature row the job's model produces. When set, the store is created with it at start
     /// (an existing store of another width is refused), and batches of any other width are dropped and
     /// counted (`wrong_dimension`). When nil, the first decodable batch fixes the width.
@@ -77,7 +77,7 @@ public struct HeadConfigurationError: Error, CustomStringConvertible {
 /// is then unknown, and the head must stop rather than acknowledge ("fsyncgate").
 public final class HeadStore {
     private let url: URL
-    private let dtype: FeatureDTypeCode
+    private let dtype: FeatureDType
     private let metadata: StoreMetadata
     /// The store, once created (or reopened from disk).
     public private(set) var store: FeatureStore?
@@ -90,7 +90,7 @@ public final class HeadStore {
     /// Takes the store folder's writer lock (refusing to start when another process writes it), then
     /// reopens the store at `url` for writing if one exists (cutting off an interrupted append); otherwise
     /// it is created by `create`.
-    public init(url: URL, dtype: FeatureDTypeCode, metadata: StoreMetadata = StoreMetadata()) throws {
+    public init(url: URL, dtype: FeatureDType, metadata: StoreMetadata = StoreMetadata()) throws {
         self.url = url
         self.dtype = dtype
         self.metadata = metadata

@@ -30,7 +30,7 @@ public struct IngestBenchmark: Sendable {
 /// Frames are built beforehand from `features` (real vectors, cycled to reach `vectors`), so only
 /// the head's own work is timed.
 public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, rowsPerBatch: Int = 16,
-                            shardSize: Int = 1024, dtype: FeatureDTypeCode = .f16, codec: CodecID = .shuffleLZ4,
+                            shardSize: Int = 1024, dtype: FeatureDType = .f16, codec: CodecID = .shuffleLZ4,
                             directory: URL) throws -> IngestBenchmark {
     let available = features.count / dimension
     precondition(available > 0 && rowsPerBatch > 0 && shardSize % rowsPerBatch == 0)

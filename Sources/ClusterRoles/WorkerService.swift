@@ -17,7 +17,7 @@ public struct WorkerOptions: Sendable {
     public var batch = 16
     public var threads: Int?
     public var decodeThreads = 1
-    public var dtype: FeatureDTypeCode = .f16
+    public var dtype: FeatureDType = .f16
     public var codec: CodecID = .shuffleLZ4
     public var workerID: String
     /// Serve Prometheus metrics on this port (0: any free port); `nil`: no metrics.

@@ -100,7 +100,7 @@ public struct HeadSession: Sendable {
     /// The settings the session was made with.
     public let settings: HeadSessionSettings
     /// The store's dtype (fixed).
-    public let dtype: FeatureDTypeCode
+    public let dtype: FeatureDType
     /// Row width, once known (from an existing store, the job's model, or the first decodable batch).
     public private(set) var dimension: Int?
     /// Refusals and discards so far.
@@ -124,7 +124,7 @@ public struct HeadSession: Sendable {
     /// A session for a store that already holds `committed` shards and belongs to `plan` (nil: a store not
     /// yet bound to a job). `dimension` is the store's, or the job's model width, or nil to let the first
     /// decodable batch fix it.
-    public init(epoch: UInt64, dtype: FeatureDTypeCode, dimension: Int?, committed: Set<UInt32>, plan: UInt64? = nil,
+    public init(epoch: UInt64, dtype: FeatureDType, dimension: Int?, committed: Set<UInt32>, plan: UInt64? = nil,
                 settings: HeadSessionSettings = HeadSessionSettings()) {
         precondition(epoch != 0, "epoch 0 means 'unknown' on the wire")
         self.epoch = epoch

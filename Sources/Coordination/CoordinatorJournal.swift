@@ -1,8 +1,8 @@
+import DurableFile
 import Foundation
+import WireProtocol
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// Why a coordinator journal could not be opened or written; every case names the journal file.
@@ -15,8 +15,8 @@ public enum JournalError: Error, Equatable, CustomStringConvertible {
     case planMismatch(path: String, detail: String)
     /// The journal was written by an incompatible version of FeatureStream.
     case unsupportedVersion(path: String, version: UInt32)
-    /// Another process holds the journal open.
-    case inUse(path: String)
+    /// Another coordinator holds the journal open (`holderPID` names it when the kernel says).
+    case inUse(path: String, holderPID: Int32?)
     /// The journal was closed, or an earlier append or sync failed so what is on disk is unknown
     /// (the process should restart and replay).
     case unusable(path: String)
@@ -34,9 +34,11 @@ public enum JournalError: Error, Equatable, CustomStringConvertible {
                 + "shard size changed since it was written: restore them, or use a new journal path"
         case let .unsupportedVersion(path, version):
             return "coordinator journal \(path) has format version \(version); this build reads version "
-                + "\(CoordinatorJournal.formatVersion)"
-        case let .inUse(path):
-            return "coordinator journal \(path) is locked by another process (is another coordinator running?)"
+                + "\(CoordinatorJournal.formatVersion) (Protocols/JOURNAL.md): finish that job with the build that "
+                + "started it, or move the journal aside to start the job over (every shard will be processed again)"
+        case let .inUse(path, pid):
+            return "coordinator journal \(path) is locked by " + (pid.map { "process \($0)" } ?? "another process")
+                + " (is another coordinator running?)"
         case let .unusable(path):
             return "coordinator journal \(path) is closed or had a failed write; restart the coordinator to replay it"
         }
@@ -47,13 +49,14 @@ public enum JournalError: Error, Equatable, CustomStringConvertible {
 /// head committed, and how far attempt numbers have been reserved. Every append is on disk (fsync'd) before
 /// it returns, so a restarted coordinator replays exactly what it acknowledged.
 ///
-/// Layout: records of `[UInt32 LE payload length][UInt32 LE CRC-32 of length and payload][payload]`;
-/// the first payload is the header (format version, plan fingerprint, shard count, shard size), the rest
-/// are commits (shard id, attempt) and attempt reservations. Only a torn final record (an interrupted
-/// append) is tolerated: it is truncated away on open. The file is locked while open.
+/// Layout (Protocols/JOURNAL.md): records of `[UInt32 LE payload length][UInt32 LE CRC-32C of length and
+/// payload][payload]`; the first payload is the header (format version, plan fingerprint, shard count,
+/// shard size), the rest are commits (shard id, attempt) and attempt reservations. Only a torn final
+/// record (an interrupted append) is tolerated: it is truncated away on open. The file is locked while open.
 public final class CoordinatorJournal {
-    /// The on-disk format this build writes and reads.
-    public static let formatVersion: UInt32 = 1
+    /// The on-disk format this build writes and reads. Version 1 checksummed records with CRC-32
+    /// (zlib); version 2 uses CRC-32C, the checksum of frames and store records.
+    public static let formatVersion: UInt32 = 2
 
     private enum Kind: UInt8 {
         case header = 1
@@ -71,6 +74,10 @@ public final class CoordinatorJournal {
     /// Far above any real payload, so a damaged length field is recognized instead of read as a torn tail.
     private static let maxPayload = 64
     private static let recordOverhead = 8
+    /// Where the header record keeps its kind, magic and version: fixed, so any version is recognised
+    /// before its records' checksum (which may be another algorithm) is checked.
+    private static let headerKindOffset = recordOverhead
+    private static let headerVersionOffset = recordOverhead + 5
 
     /// The journal file.
     public let path: String
@@ -82,7 +89,7 @@ public final class CoordinatorJournal {
     /// Bytes of a torn final record that `open` truncated away (0 when the file ended cleanly).
     public let discardedTailBytes: Int
 
-    private var fd: Int32
+    private var file: DurableFile?
     private var endOffset: Int
     private var isUnusable = false
     private let shardCount: Int
@@ -91,10 +98,10 @@ public final class CoordinatorJournal {
     /// because the coordinator consults it on every commit.
     public private(set) var committed: Set<UInt32>
 
-    private init(path: String, fd: Int32, endOffset: Int, committedAttempts: [UInt32: UInt32],
+    private init(path: String, file: DurableFile, endOffset: Int, committedAttempts: [UInt32: UInt32],
                  attemptsReservedThrough: UInt32, discardedTailBytes: Int, shardCount: Int) {
         self.path = path
-        self.fd = fd
+        self.file = file
         self.endOffset = endOffset
         self.committedAttempts = committedAttempts
         self.committed = Set(committedAttempts.keys)
@@ -116,46 +123,39 @@ public final class CoordinatorJournal {
     /// another process throws a `JournalError` naming the file.
     public static func open(path: String, fingerprint: UInt64, shardCount: Int, shardSize: Int) throws -> CoordinatorJournal {
         let plan = PlanIdentity(fingerprint: fingerprint, shardCount: shardCount, shardSize: shardSize)
-        var created = true
-        var fd = posixOpen(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if fd < 0 && errno == EEXIST {
-            created = false
-            fd = posixOpen(path, O_RDWR | O_CLOEXEC, 0)
-        }
-        guard fd >= 0 else { throw JournalError.io(path: path, operation: "open", errno: errno) }
-        var success = false
-        defer { if !success { _ = posixClose(fd) } }
-
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            if errno == EWOULDBLOCK { throw JournalError.inUse(path: path) }
-            throw JournalError.io(path: path, operation: "flock", errno: errno)
-        }
-        if created {
-            // The header's fsync makes the contents durable, not the name; without this a crash could
-            // lose the whole file after commits were acknowledged.
-            try syncDirectory(of: path)
-        }
-
-        let bytes = try readAll(fd: fd, path: path)
-        let replay = try parse(bytes, path: path, plan: plan)
-        var endOffset = replay.validLength
-        if replay.validLength < bytes.count {
-            guard ftruncate(fd, off_t(replay.validLength)) == 0 else {
-                throw JournalError.io(path: path, operation: "ftruncate torn tail", errno: errno)
+        do {
+            let file = try DurableFile.open(path, access: .readWrite, creation: .ifAbsent(mode: 0o644))
+            do {
+                try file.lock()
+            } catch let DurableFileError.locked(_, pid) {
+                throw JournalError.inUse(path: path, holderPID: pid)
             }
-            guard fsync(fd) == 0 else { throw JournalError.io(path: path, operation: "fsync", errno: errno) }
+            if file.created {
+                // The header's fsync makes the contents durable, not the name; without this a crash could
+                // lose the whole file after commits were acknowledged.
+                try DurableFile.syncParentDirectory(of: path)
+            }
+
+            let bytes = try file.readAll()
+            let replay = try parse(bytes, path: path, plan: plan)
+            var endOffset = replay.validLength
+            if replay.validLength < bytes.count {
+                try file.truncate(to: replay.validLength)
+                try file.sync()
+            }
+            if !replay.hasHeader {
+                let header = encodeHeader(plan: plan)
+                try file.write(header, at: 0)
+                try file.sync()
+                endOffset = header.count
+            }
+            return CoordinatorJournal(path: path, file: file, endOffset: endOffset, committedAttempts: replay.committed,
+                                      attemptsReservedThrough: replay.reservedThrough,
+                                      discardedTailBytes: bytes.count - replay.validLength,
+                                      shardCount: plan.shardCount)
+        } catch let error as DurableFileError {
+            throw JournalError(error, journal: path)
         }
-        if !replay.hasHeader {
-            let header = encodeHeader(plan: plan)
-            try writeFully(fd: fd, bytes: header, at: 0, path: path)
-            guard fsync(fd) == 0 else { throw JournalError.io(path: path, operation: "fsync", errno: errno) }
-            endOffset = header.count
-        }
-        success = true
-        return CoordinatorJournal(path: path, fd: fd, endOffset: endOffset, committedAttempts: replay.committed,
-                                  attemptsReservedThrough: replay.reservedThrough,
-                                  discardedTailBytes: bytes.count - replay.validLength,
-                                  shardCount: plan.shardCount)
     }
 
     /// Durably records that the head committed `shardID` with `attempt`; returns only once it is on disk.
@@ -181,9 +181,9 @@ public final class CoordinatorJournal {
 
     /// Releases the file and its lock; later appends throw. Safe to call more than once.
     public func close() {
-        if fd >= 0 {
-            _ = posixClose(fd)
-            fd = -1
+        if let file {
+            file.close()
+            self.file = nil
             isUnusable = true
         }
     }
@@ -191,32 +191,29 @@ public final class CoordinatorJournal {
     // MARK: - Writing
 
     private func appendRecord(_ payload: [UInt8]) throws {
-        guard !isUnusable, fd >= 0 else { throw JournalError.unusable(path: path) }
+        guard !isUnusable, let file else { throw JournalError.unusable(path: path) }
         let record = Self.frame(payload)
         do {
-            try Self.writeFully(fd: fd, bytes: record, at: endOffset, path: path)
-        } catch {
+            try file.write(record, at: endOffset)
+        } catch let error as DurableFileError {
             // A partial record followed by later appends would read back as mid-file corruption.
-            if ftruncate(fd, off_t(endOffset)) != 0 { isUnusable = true }
-            throw error
+            if (try? file.truncate(to: endOffset)) == nil { isUnusable = true }
+            throw JournalError(error, journal: path)
         }
-        guard fsync(fd) == 0 else {
+        do {
+            try file.sync()
+        } catch let error as DurableFileError {
             // After a failed fsync the kernel may have dropped the dirty pages: nothing on disk can be trusted.
-            let code = errno
             isUnusable = true
-            throw JournalError.io(path: path, operation: "fsync", errno: code)
+            throw JournalError(error, journal: path)
         }
         endOffset += record.count
     }
 
     private static func frame(_ payload: [UInt8]) -> [UInt8] {
-        var lengthBytes: [UInt8] = []
-        lengthBytes.appendLE(UInt32(payload.count))
-        var crc = CRC32()
-        crc.update(lengthBytes)
-        crc.update(payload)
-        var record = lengthBytes
-        record.appendLE(crc.value)
+        var record: [UInt8] = []
+        record.appendLE(UInt32(payload.count))
+        record.appendLE(CRC32C.checksum(payload, seed: CRC32C.checksum(record)))
         record += payload
         return record
     }
@@ -231,30 +228,6 @@ public final class CoordinatorJournal {
         return frame(payload)
     }
 
-    private static func writeFully(fd: Int32, bytes: [UInt8], at offset: Int, path: String) throws {
-        var written = 0
-        while written < bytes.count {
-            let result = bytes.withUnsafeBytes { buffer in
-                pwrite(fd, buffer.baseAddress! + written, bytes.count - written, off_t(offset + written))
-            }
-            if result < 0 {
-                if errno == EINTR { continue }
-                throw JournalError.io(path: path, operation: "write", errno: errno)
-            }
-            written += result
-        }
-    }
-
-    private static func syncDirectory(of path: String) throws {
-        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        let dirFD = posixOpen(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
-        guard dirFD >= 0 else { throw JournalError.io(path: path, operation: "open directory \(directory)", errno: errno) }
-        defer { _ = posixClose(dirFD) }
-        guard fsync(dirFD) == 0 else {
-            throw JournalError.io(path: path, operation: "fsync directory \(directory)", errno: errno)
-        }
-    }
-
     // MARK: - Replay
 
     private struct Replay {
@@ -265,22 +238,15 @@ public final class CoordinatorJournal {
         var validLength = 0
     }
 
-    private static func readAll(fd: Int32, path: String) throws -> [UInt8] {
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, off_t(bytes.count)) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw JournalError.io(path: path, operation: "read", errno: errno)
-            }
-            if count == 0 { return bytes }
-            bytes += chunk[0..<count]
-        }
-    }
-
     private static func parse(_ bytes: [UInt8], path: String, plan: PlanIdentity) throws -> Replay {
         var replay = Replay()
+        // The version is read before any checksum, so a journal of another version gets its own error.
+        let versionEnd = headerVersionOffset + 4
+        if bytes.count >= versionEnd, bytes[headerKindOffset] == Kind.header.rawValue,
+           Array(bytes[headerKindOffset + 1..<headerVersionOffset]) == magic {
+            let version = bytes.readLE(UInt32.self, at: headerVersionOffset)
+            guard version == formatVersion else { throw JournalError.unsupportedVersion(path: path, version: version) }
+        }
         var offset = 0
         while offset < bytes.count {
             let remaining = bytes.count - offset
@@ -296,10 +262,11 @@ public final class CoordinatorJournal {
             }
             if recordOverhead + length > remaining { break }
             let end = offset + recordOverhead + length
-            var crc = CRC32()
-            crc.update(bytes[offset..<offset + 4])
-            crc.update(bytes[offset + recordOverhead..<end])
-            if crc.value != storedCRC {
+            let crc = bytes.withUnsafeBytes { file in
+                CRC32C.checksum(UnsafeRawBufferPointer(rebasing: file[offset + recordOverhead..<end]),
+                                seed: CRC32C.checksum(UnsafeRawBufferPointer(rebasing: file[offset..<offset + 4])))
+            }
+            if crc != storedCRC {
                 if end == bytes.count || restIsZero { break }
                 throw JournalError.corrupt(path: path, offset: offset, detail: "checksum mismatch with records after it")
             }
@@ -352,38 +319,16 @@ public final class CoordinatorJournal {
     }
 }
 
-/// The class's `open` and `close` shadow the POSIX calls inside it.
-private func posixOpen(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
-    #if canImport(Glibc)
-    return Glibc.open(path, flags, mode)
-    #else
-    return Darwin.open(path, flags, mode)
-    #endif
-}
-
-private func posixClose(_ fd: Int32) -> Int32 {
-    #if canImport(Glibc)
-    return Glibc.close(fd)
-    #else
-    return Darwin.close(fd)
-    #endif
-}
-
-/// CRC-32 (IEEE 802.3, reflected, as zlib computes it), so records can be checked without a dependency.
-struct CRC32 {
-    private static let table: [UInt32] = (0..<256).map { index in
-        var crc = UInt32(index)
-        for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0xEDB8_8320 : crc >> 1 }
-        return crc
-    }
-
-    private var state: UInt32 = 0xFFFF_FFFF
-
-    var value: UInt32 { state ^ 0xFFFF_FFFF }
-
-    mutating func update<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {
-        for byte in bytes {
-            state = Self.table[Int((state ^ UInt32(byte)) & 0xff)] ^ (state >> 8)
+extension JournalError {
+    /// The journal's own error for a failed file operation on it.
+    init(_ error: DurableFileError, journal path: String) {
+        switch error {
+        case let .io(file, operation, code):
+            self = .io(path: path, operation: file == path ? operation : "\(operation) \(file)", errno: code)
+        case let .endOfFile(_, offset, _, _):
+            self = .corrupt(path: path, offset: offset, detail: "the file ends inside a record")
+        case let .locked(_, pid):
+            self = .inUse(path: path, holderPID: pid)
         }
     }
 }

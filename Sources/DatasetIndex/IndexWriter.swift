@@ -1,3 +1,4 @@
+import DurableFile
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +11,9 @@ import Darwin
 /// through `pread` by other threads once flushed.
 final class PartFile {
     let path: String
-    let fd: Int32
+    let file: DurableFile
+    /// The part's descriptor, for readers of flushed bytes.
+    var fd: Int32 { file.descriptor }
     private let storage: UnsafeMutableRawPointer
     private let capacity: Int
     private var used = 0
@@ -21,13 +24,11 @@ final class PartFile {
     init(path: String, bufferLimit: Int = 1 << 20) throws {
         self.path = path
         capacity = bufferLimit
-        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw IndexError("cannot create \(path): \(errnoText())") }
+        file = try indexIO { try DurableFile.open(path, access: .readWrite, creation: .truncating(mode: 0o644)) }
         storage = .allocate(byteCount: bufferLimit, alignment: 16)
     }
 
     deinit {
-        close(fd)
         storage.deallocate()
     }
 
@@ -61,7 +62,7 @@ final class PartFile {
 
     private func writeThrough(_ bytes: UnsafeRawBufferPointer) throws {
         crc.add(bytes)
-        try writeAll(fd: fd, bytes, at: flushed, what: path)
+        try indexIO { try file.write(bytes, at: Int(flushed)) }
         flushed += UInt64(bytes.count)
     }
 
@@ -226,15 +227,14 @@ public final class IndexWriter {
         for part in [records, keys, sources, deadLetters, fingerprint, text] { try part.flush() }
 
         let temporary = path + ".tmp"
-        let fd = open(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw IndexError("cannot create \(temporary): \(errnoText())") }
-        defer { close(fd) }
+        let file = try indexIO { try DurableFile.open(temporary, access: .readWrite, creation: .truncating(mode: 0o644)) }
+        func put(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws { try indexIO { try file.write(bytes, at: Int(offset)) } }
         var header = [UInt8](repeating: 0, count: IndexLayout.headerLength)
         var end = UInt64(IndexLayout.headerLength)
         let zeros = [UInt8](repeating: 0, count: 8)
         func place(_ section: Section, length: UInt64, crc: UInt32, write: (UInt64) throws -> Void) throws {
             let aligned = (end + 7) & ~7
-            if aligned > end { try zeros.withUnsafeBytes { try writeAll(fd: fd, UnsafeRawBufferPointer(rebasing: $0[0..<Int(aligned - end)]), at: end, what: temporary) } }
+            if aligned > end { try zeros.withUnsafeBytes { try put(UnsafeRawBufferPointer(rebasing: $0[0..<Int(aligned - end)]), at: end) } }
             try write(aligned)
             let slot = IndexLayout.sectionTableOffset + section.rawValue * 24
             header.storeLE(aligned, at: slot)
@@ -244,14 +244,14 @@ public final class IndexWriter {
         }
         let parts: [(Section, PartFile)] = [(.records, records), (.keys, keys), (.sources, sources)]
         for (section, part) in parts {
-            try place(section, length: part.length, crc: part.crc.value) { try copy(part, to: fd, at: $0, what: temporary) }
+            try place(section, length: part.length, crc: part.crc.value) { try copy(part, to: file, at: $0) }
         }
         let classCRC = classEntries.withUnsafeBytes { RunningCRC().adding($0) }
         try place(.classes, length: UInt64(classEntries.count), crc: classCRC) { at in
-            try classEntries.withUnsafeBytes { try writeAll(fd: fd, $0, at: at, what: temporary) }
+            try classEntries.withUnsafeBytes { try put($0, at: at) }
         }
         for (section, part) in [(Section.deadLetters, deadLetters), (.fingerprint, fingerprint), (.text, text)] {
-            try place(section, length: part.length, crc: part.crc.value) { try copy(part, to: fd, at: $0, what: temporary) }
+            try place(section, length: part.length, crc: part.crc.value) { try copy(part, to: file, at: $0) }
         }
 
         header.replaceSubrange(0..<4, with: IndexLayout.magic)
@@ -273,10 +273,12 @@ public final class IndexWriter {
         header.storeLE(contentID.value, at: 240)
         let headerCRC = header.withUnsafeBytes { RunningCRC().adding(UnsafeRawBufferPointer(rebasing: $0[0..<252])) }
         header.storeLE(headerCRC, at: 252)
-        try header.withUnsafeBytes { try writeAll(fd: fd, $0, at: 0, what: temporary) }
-        guard fsync(fd) == 0 else { throw IndexError("cannot fsync \(temporary): \(errnoText())") }
-        guard rename(temporary, path) == 0 else { throw IndexError("cannot rename \(temporary) to \(path): \(errnoText())") }
-        syncDirectory(of: path)
+        try header.withUnsafeBytes { try put($0, at: 0) }
+        try indexIO { try file.sync() }
+        file.close()
+        try indexIO { try DurableFile.rename(temporary, to: path) }
+        // Best effort: the index is a cache of the scan; a lost rename means only a rescan.
+        try? DurableFile.syncParentDirectory(of: path)
         for part in [records, keys, sources, deadLetters, fingerprint, text] { unlink(part.path) }
         rmdir(building)
     }
@@ -290,35 +292,27 @@ extension RunningCRC {
     }
 }
 
-private func copy(_ part: PartFile, to fd: Int32, at start: UInt64, what: String) throws {
-    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+private func copy(_ part: PartFile, to file: DurableFile, at start: UInt64) throws {
+    let chunk = UInt64(1 << 20)
     var done: UInt64 = 0
     while done < part.length {
-        let want = Int(min(UInt64(buffer.count), part.length - done))
-        let got = buffer.withUnsafeMutableBytes { pread(part.fd, $0.baseAddress, want, off_t(done)) }
-        if got < 0 && errno == EINTR { continue }
-        guard got > 0 else { throw IndexError("cannot read \(part.path): \(got < 0 ? errnoText() : "unexpected end")") }
-        try buffer.withUnsafeBytes { try writeAll(fd: fd, UnsafeRawBufferPointer(rebasing: $0[0..<got]), at: start + done, what: what) }
-        done += UInt64(got)
+        let bytes = try indexIO { try part.file.read(count: Int(min(chunk, part.length - done)), at: Int(done)) }
+        try indexIO { try file.write(bytes, at: Int(start + done)) }
+        done += UInt64(bytes.count)
     }
 }
 
-func writeAll(fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, what: String) throws {
-    var done = 0
-    while done < bytes.count {
-        let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw IndexError("cannot write \(what): \(errnoText())")
-        }
-        done += n
+/// Runs a file operation, reporting its failure as the index's error ("cannot write …: reason").
+func indexIO<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let DurableFileError.io(path, operation, code) {
+        throw IndexError("cannot \(operation) \(path): \(String(cString: strerror(code)))")
+    } catch let DurableFileError.endOfFile(path, offset, wanted, read) {
+        throw IndexError("cannot read \(path): unexpected end (\(read) of \(wanted) bytes at \(offset))")
+    } catch let DurableFileError.locked(path, _) {
+        throw IndexError("cannot lock \(path): it is in use")
     }
-}
-
-func syncDirectory(of path: String) {
-    let directory = (path as NSString).deletingLastPathComponent
-    let fd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if fd >= 0 { fsync(fd); close(fd) }
 }
 
 func errnoText() -> String { String(cString: strerror(errno)) }

@@ -1,14 +1,7 @@
 import Foundation
 import ImageInput
 import NumpyFormat
-
-/// Element type of the written features.
-public enum FeatureDType: String, Codable, Sendable, CaseIterable {
-    case f32, f16
-
-    var npyDescr: String { self == .f32 ? "<f4" : "<f2" }
-    var byteWidth: Int { self == .f32 ? 4 : 2 }
-}
+import WireProtocol
 
 /// Writes what `featstream extract` produces into one folder:
 /// - `features.npy`: `[N, D]` in `f32` or `f16`, row `i` for metadata row `i`;
@@ -53,13 +46,7 @@ public final class ExtractionWriter {
 
     /// Appends a batch's rows and dead letters.
     public func append(_ batch: ExtractedBatch) throws {
-        switch dtype {
-        case .f32:
-            try batch.features.withUnsafeBytes { try features.append($0, rows: batch.items.count) }
-        case .f16:
-            let halves = batch.features.map { Float16($0) }
-            try halves.withUnsafeBytes { try features.append($0, rows: batch.items.count) }
-        }
+        try dtype.littleEndianBytes(of: batch.features).withUnsafeBytes { try features.append($0, rows: batch.items.count) }
         if let logits, let values = batch.logits {
             try values.withUnsafeBytes { try logits.append($0, rows: batch.items.count) }
         }

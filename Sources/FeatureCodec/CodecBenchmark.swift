@@ -3,7 +3,7 @@ import WireProtocol
 /// How one (dtype, codec) pair did on a feature matrix: size, accuracy and single-thread speed.
 public struct CodecReport: Sendable, CustomStringConvertible {
     /// Value type on the wire.
-    public var dtype: FeatureDTypeCode
+    public var dtype: FeatureDType
     /// Compression applied to the values.
     public var codec: CodecID
     /// Sum of the payload sizes over all batches.
@@ -64,7 +64,7 @@ public func benchmarkCodecs(features: [Float], dimension: Int, seconds: Double,
     let batches: [Range<Int>] = stride(from: 0, to: rows, by: batchRows).map {
         ($0 * dimension)..<(min($0 + batchRows, rows) * dimension)
     }
-    let pairs: [(FeatureDTypeCode, CodecID)] = [(.f32, .raw), (.f32, .lz4), (.f32, .shuffleLZ4),
+    let pairs: [(FeatureDType, CodecID)] = [(.f32, .raw), (.f32, .lz4), (.f32, .shuffleLZ4),
                                                  (.f16, .raw), (.f16, .lz4), (.f16, .shuffleLZ4)]
     let budget = Duration.seconds(seconds / Double(pairs.count * 2))
     let clock = ContinuousClock()

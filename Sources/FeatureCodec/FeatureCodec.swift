@@ -38,25 +38,17 @@ public enum FeatureCodec {
     /// bytes); a `rawLength` beyond this is a lie we reject before allocating for it.
     static func maxExpansion(ofCompressed count: Int) -> Int { count &* 255 &+ 64 }
 
-    /// Bytes per value of `dtype` on the wire.
-    static func width(of dtype: FeatureDTypeCode) -> Int {
-        switch dtype {
-        case .f32: return 4
-        case .f16: return 2
-        }
-    }
-
     /// Encodes `values` as `dtype` (f16 rounds to nearest, ties to even; out-of-range values become
     /// ±infinity) with `codec`.
     ///
     /// Returns the payload and `rawLength`, the byte count of the values in `dtype` before compression.
     /// No values give an empty payload and `rawLength` 0 for every codec. Traps if the values
     /// in `dtype` exceed `maxRawLength` bytes.
-    public static func encode(_ values: UnsafeBufferPointer<Float>, dtype: FeatureDTypeCode,
+    public static func encode(_ values: UnsafeBufferPointer<Float>, dtype: FeatureDType,
                               codec: CodecID) -> (payload: [UInt8], rawLength: Int) {
         let count = values.count
         guard count > 0, let source = values.baseAddress else { return ([], 0) }
-        let width = width(of: dtype)
+        let width = dtype.width
         let rawLength = count * width
         precondition(rawLength <= maxRawLength, "feature payload of \(rawLength) bytes exceeds \(maxRawLength)")
 
@@ -95,9 +87,9 @@ public enum FeatureCodec {
     /// Float32 output. Throws `exceedsLimit` when the output would pass `limit`, `sizeMismatch` when
     /// `rawLength` is not a whole number of values or the payload decodes to a different size, and
     /// `corrupt` for an invalid LZ4 block; it does not crash on any input.
-    public static func decode(_ payload: UnsafeRawBufferPointer, dtype: FeatureDTypeCode, codec: CodecID,
+    public static func decode(_ payload: UnsafeRawBufferPointer, dtype: FeatureDType, codec: CodecID,
                               rawLength: Int, limit: Int = 64 << 20) throws -> [Float] {
-        let width = width(of: dtype)
+        let width = dtype.width
         try validate(payload, codec: codec, rawLength: rawLength, width: width)
         let count = rawLength / width
         guard count <= limit / 4 else {
@@ -139,9 +131,9 @@ public enum FeatureCodec {
     /// Writes exactly the first `rawLength` bytes of `into` (which must hold at least that many) and
     /// nothing else. `dtype` is needed only to undo `shuffleLZ4`, whose planes depend on the value width.
     /// Throws like `decode`; `into` may be partly overwritten when it throws.
-    public static func decodeRaw(_ payload: UnsafeRawBufferPointer, dtype: FeatureDTypeCode, codec: CodecID,
+    public static func decodeRaw(_ payload: UnsafeRawBufferPointer, dtype: FeatureDType, codec: CodecID,
                                  rawLength: Int, into destination: UnsafeMutableRawBufferPointer) throws {
-        let width = width(of: dtype)
+        let width = dtype.width
         try validate(payload, codec: codec, rawLength: rawLength, width: width)
         guard destination.count >= rawLength else {
             throw FeatureCodecError.sizeMismatch("destination holds \(destination.count) bytes, rawLength is \(rawLength)")

@@ -16,7 +16,7 @@ struct CommitRecord: Equatable {
 
     /// What the header says.
     struct Header: Equatable {
-        var dtype: FeatureDTypeCode
+        var dtype: FeatureDType
         var shardID: UInt32
         var attempt: UInt32
         var shardItemCount: UInt32
@@ -25,7 +25,7 @@ struct CommitRecord: Equatable {
         var dimension: Int
         var columnsLength: Int
 
-        var featuresLength: Int { rows * dimension * FeatureEncoding.width(of: dtype) }
+        var featuresLength: Int { rows * dimension * dtype.width }
         /// Header, features, columns and trailer, padded to `alignment`.
         var recordLength: Int {
             let unpadded = CommitRecord.headerSize + featuresLength + columnsLength + CommitRecord.trailerSize
@@ -119,7 +119,7 @@ struct CommitRecord: Equatable {
         guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<44])) == u32(bytes, 44) else {
             throw DecodeError.headerChecksum
         }
-        guard let dtype = FeatureDTypeCode(rawValue: bytes[4]) else { throw DecodeError.unknownDType(bytes[4]) }
+        guard let dtype = FeatureDType(rawValue: bytes[4]) else { throw DecodeError.unknownDType(bytes[4]) }
         let header = Header(dtype: dtype, shardID: u32(bytes, 8), attempt: u32(bytes, 12), shardItemCount: u32(bytes, 16),
                             rows: Int(u32(bytes, 20)), deadLetters: Int(u32(bytes, 24)), dimension: Int(u32(bytes, 28)),
                             columnsLength: Int(truncatingIfNeeded: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 32, as: UInt64.self))))

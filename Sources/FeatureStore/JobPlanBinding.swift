@@ -28,9 +28,8 @@ public enum JobPlanBinding {
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         let temporary = root.appendingPathComponent(fileName + ".tmp")
         unlink(temporary.path)
-        try Durable.writeFile(Data((hex(plan) + "\n").utf8), to: temporary)
-        try Durable.renameItem(temporary, to: root.appendingPathComponent(fileName))
-        try Durable.syncDirectory(root)
+        try Durability.publish(Data((hex(plan) + "\n").utf8), staging: temporary, as: root.appendingPathComponent(fileName),
+                               syncing: [root])
     }
 
     /// The fingerprint as the file and error messages print it.

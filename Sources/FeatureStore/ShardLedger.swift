@@ -23,13 +23,13 @@ public struct DecodedBatch: Equatable, Sendable {
     /// Items of this batch that produced no feature.
     public var deadLetters: [DeadLetterEntry]
     /// Element type of `featureBytes`.
-    public var dtype: FeatureDTypeCode
+    public var dtype: FeatureDType
     /// Row-major little-endian feature values of `dtype`.
     public var featureBytes: [UInt8]
 
     /// Wraps already-decoded bytes; consistency is checked by `ShardLedger.receive`, not here.
     public init(shardID: UInt32, attempt: UInt32, shardItemCount: UInt32, offsets: [UInt32], indexes: [UInt64],
-                labels: [Int32], keys: [String], deadLetters: [DeadLetterEntry], dtype: FeatureDTypeCode, featureBytes: [UInt8]) {
+                labels: [Int32], keys: [String], deadLetters: [DeadLetterEntry], dtype: FeatureDType, featureBytes: [UInt8]) {
         self.shardID = shardID
         self.attempt = attempt
         self.shardItemCount = shardItemCount
@@ -47,7 +47,7 @@ public struct DecodedBatch: Equatable, Sendable {
                 labels: [Int32], keys: [String], deadLetters: [DeadLetterEntry], features: [Float]) {
         self.init(shardID: shardID, attempt: attempt, shardItemCount: shardItemCount, offsets: offsets, indexes: indexes,
                   labels: labels, keys: keys, deadLetters: deadLetters, dtype: .f32,
-                  featureBytes: FeatureEncoding.littleEndianBytes(of: features, dtype: .f32))
+                  featureBytes: FeatureDType.f32.littleEndianBytes(of: features))
     }
 
     /// Takes the row metadata from `batch` and `decodedPayload` as its little-endian values of `batch.dtype`.
@@ -58,7 +58,7 @@ public struct DecodedBatch: Equatable, Sendable {
     }
 
     /// The feature values, widened to `Float`; nil when the bytes are not a whole number of values.
-    public var features: [Float]? { FeatureEncoding.floats(fromLittleEndian: featureBytes, dtype: dtype) }
+    public var features: [Float]? { dtype.floats(fromLittleEndian: featureBytes) }
 }
 
 /// Everything one shard attempt delivered, ready to be committed: rows sorted by offset, and dead letters.
@@ -78,7 +78,7 @@ public struct ShardContents: Equatable, Sendable {
     /// Key of each row.
     public var keys: [String]
     /// Element type of `featureBytes`.
-    public var dtype: FeatureDTypeCode
+    public var dtype: FeatureDType
     /// Row-major little-endian feature values of `dtype`, `rowCount * dimension` of them.
     public var featureBytes: [UInt8]
     /// Items that produced no feature, sorted by offset.
@@ -86,7 +86,7 @@ public struct ShardContents: Equatable, Sendable {
 
     /// Wraps rows that the caller promises are sorted by offset; `FeatureStore.commit` re-checks the counts.
     public init(shardItemCount: UInt32, dimension: Int, offsets: [UInt32], indexes: [UInt64], labels: [Int32],
-                keys: [String], dtype: FeatureDTypeCode, featureBytes: [UInt8], deadLetters: [DeadLetterEntry]) {
+                keys: [String], dtype: FeatureDType, featureBytes: [UInt8], deadLetters: [DeadLetterEntry]) {
         self.shardItemCount = shardItemCount
         self.dimension = dimension
         self.offsets = offsets
@@ -102,7 +102,7 @@ public struct ShardContents: Equatable, Sendable {
     public init(shardItemCount: UInt32, dimension: Int, offsets: [UInt32], indexes: [UInt64], labels: [Int32],
                 keys: [String], features: [Float], deadLetters: [DeadLetterEntry]) {
         self.init(shardItemCount: shardItemCount, dimension: dimension, offsets: offsets, indexes: indexes, labels: labels,
-                  keys: keys, dtype: .f32, featureBytes: FeatureEncoding.littleEndianBytes(of: features, dtype: .f32),
+                  keys: keys, dtype: .f32, featureBytes: FeatureDType.f32.littleEndianBytes(of: features),
                   deadLetters: deadLetters)
     }
 
@@ -110,7 +110,7 @@ public struct ShardContents: Equatable, Sendable {
     public var rowCount: Int { offsets.count }
 
     /// The feature values widened to `Float`, row-major (a copy; the training pass reads these).
-    public var features: [Float] { FeatureEncoding.floats(fromLittleEndian: featureBytes, dtype: dtype) ?? [] }
+    public var features: [Float] { dtype.floats(fromLittleEndian: featureBytes) ?? [] }
 }
 
 /// What the head should do after `ShardLedger.receive`.
@@ -159,7 +159,7 @@ public struct ShardLedger: Sendable {
     /// Values per feature row; batches with a different row width are rejected.
     public let dimension: Int
     /// Element type the ledger buffers; batches of another dtype are rejected.
-    public let dtype: FeatureDTypeCode
+    public let dtype: FeatureDType
     private let rowBytes: Int
     /// Most attempts buffered at once.
     public let maxOpenAttempts: Int
@@ -179,10 +179,10 @@ public struct ShardLedger: Sendable {
     private var openAttemptBySender: [[UInt8]: AttemptKey] = [:]
 
     /// Starts with the shards the store has already committed; `maxOpenAttempts` is raised to at least 1.
-    public init(dimension: Int, dtype: FeatureDTypeCode = .f32, committed: Set<UInt32>, maxOpenAttempts: Int = 1024) {
+    public init(dimension: Int, dtype: FeatureDType = .f32, committed: Set<UInt32>, maxOpenAttempts: Int = 1024) {
         self.dimension = dimension
         self.dtype = dtype
-        self.rowBytes = dimension * FeatureEncoding.width(of: dtype)
+        self.rowBytes = dimension * dtype.width
         self.committed = committed
         self.maxOpenAttempts = max(1, maxOpenAttempts)
     }
@@ -299,8 +299,8 @@ public struct ShardLedger: Sendable {
                 + "\(batch.labels.count) labels, \(batch.keys.count) keys"
         }
         guard batch.dtype == dtype else {
-            return "shard \(batch.shardID) attempt \(batch.attempt): \(FeatureEncoding.name(of: batch.dtype)) rows, "
-                + "the ledger holds \(FeatureEncoding.name(of: dtype))"
+            return "shard \(batch.shardID) attempt \(batch.attempt): \(batch.dtype.name) rows, "
+                + "the ledger holds \(dtype.name)"
         }
         let (expectedBytes, overflow) = rows.multipliedReportingOverflow(by: rowBytes)
         guard !overflow, batch.featureBytes.count == expectedBytes else {

@@ -30,7 +30,7 @@ public struct StoreRows: RandomAccessCollection, Sendable {
     }
 
     /// Element type of `Segment.featureBytes`.
-    public let dtype: FeatureDTypeCode
+    public let dtype: FeatureDType
     /// Values per row.
     public let dimension: Int
     /// One segment per committed shard with rows, in shard order.
@@ -42,7 +42,7 @@ public struct StoreRows: RandomAccessCollection, Sendable {
     /// Key of every row.
     public let keys: [String]
 
-    init(dtype: FeatureDTypeCode, dimension: Int, segments: [Segment], indexes: [UInt64], labels: [Int32], keys: [String]) {
+    init(dtype: FeatureDType, dimension: Int, segments: [Segment], indexes: [UInt64], labels: [Int32], keys: [String]) {
         self.dtype = dtype
         self.dimension = dimension
         self.segments = segments
@@ -69,10 +69,10 @@ public struct StoreRows: RandomAccessCollection, Sendable {
     }
 
     private func features(ofRow position: Int, in segment: Segment) -> [Float] {
-        let width = FeatureEncoding.width(of: dtype) * dimension
+        let width = dtype.width * dimension
         let start = segment.featureBytes.startIndex + (position - segment.firstRow) * width
         // Only complete rows were verified on open, so a full row is always there.
-        return FeatureEncoding.floats(fromLittleEndian: segment.featureBytes[start..<(start + width)], dtype: dtype)!
+        return dtype.floats(fromLittleEndian: segment.featureBytes[start..<(start + width)])!
     }
 
     private func segment(containing position: Int) -> Segment {
@@ -136,7 +136,7 @@ public struct StoreSummary: CustomStringConvertible {
     /// The store's root directory.
     public var path: String
     /// Element type of stored features.
-    public var dtype: FeatureDTypeCode
+    public var dtype: FeatureDType
     /// Values per row.
     public var dimension: Int
     /// When the store was created (ISO 8601), as recorded.
@@ -162,7 +162,7 @@ public struct StoreSummary: CustomStringConvertible {
     public var description: String {
         var lines = [
             "store: \(path)",
-            "dtype: \(FeatureEncoding.name(of: dtype))  dimension: \(dimension)  created: \(created)",
+            "dtype: \(dtype.name)  dimension: \(dimension)  created: \(created)",
         ]
         if let model = metadata.model { lines.append("model: \(model)") }
         if let classes = metadata.classNames { lines.append("classes: \(classes.count)") }

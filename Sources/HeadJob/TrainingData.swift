@@ -2,6 +2,7 @@ import FeatureCodec
 import FeatureStore
 import Foundation
 import HeadTraining
+import WireProtocol
 
 /// How rows of a store are split into training and validation.
 public enum ValidationSplit: Sendable {
@@ -67,7 +68,7 @@ public struct StoreRowSource: TrainingRowSource {
 
     public func forEachBlock(maxRows: Int, _ body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
         let d = dimension
-        let width = rows.dtype == .f16 ? 2 : 4
+        let width = rows.dtype.width
         var block = [Float](repeating: 0, count: max(1, maxRows) * d)
         var filled = 0, blockFirst = 0, next = 0
         func flush() throws {
@@ -84,11 +85,7 @@ public struct StoreRowSource: TrainingRowSource {
                     let source = raw.baseAddress! + (positions[next] - segment.firstRow) * d * width
                     block.withUnsafeMutableBufferPointer { destination in
                         let target = destination.baseAddress! + filled * d
-                        if width == 2 {
-                            HalfConversion.toFloat(source, into: target, count: d)
-                        } else {
-                            UnsafeMutableRawPointer(target).copyMemory(from: source, byteCount: d * 4)
-                        }
+                        rows.dtype.load(source, count: d, into: target)
                     }
                     filled += 1
                     next += 1

@@ -1,3 +1,4 @@
+import DurableFile
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -136,48 +137,40 @@ extension DatasetItem {
 func readBytes(_ source: ItemSource) throws -> [UInt8] {
     switch source {
     case .file(let path):
-        let fd = try openForReading(path)
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw DatasetError(reason: "cannot stat \(path): \(errnoText())") }
-        return try preadExactly(fd: fd, offset: 0, size: Int(info.st_size), what: path)
+        let file = try openForReading(path)
+        let size: Int
+        do { size = try file.size() } catch { throw DatasetError(reason: "cannot stat \(path): \(reason(error))") }
+        return try preadExactly(file, offset: 0, size: size, what: path)
     case .tarMember(let shard, let offset, let size):
-        let fd = try openForReading(shard)
-        defer { close(fd) }
-        return try preadExactly(fd: fd, offset: offset, size: size, what: "\(shard) at offset \(offset)")
+        return try preadExactly(openForReading(shard), offset: offset, size: size, what: "\(shard) at offset \(offset)")
     }
 }
 
-func openForReading(_ path: String) throws -> Int32 {
-    let fd = open(path, O_RDONLY)
-    guard fd >= 0 else { throw DatasetError(reason: "cannot open \(path): \(errnoText())") }
-    return fd
+func openForReading(_ path: String) throws -> DurableFile {
+    do {
+        return try DurableFile.open(path, access: .readOnly)
+    } catch {
+        throw DatasetError(reason: "cannot open \(path): \(reason(error))")
+    }
 }
 
 func errnoText() -> String { String(cString: strerror(errno)) }
 
+/// The system's words for a failed file operation (`strerror`), without the path the caller names itself.
+func reason(_ error: Error) -> String {
+    if case let DurableFileError.io(_, _, code) = error { return String(cString: strerror(code)) }
+    return "\(error)"
+}
+
 /// Reads exactly `size` bytes or throws; a short read means the file shrank or a tar lies about a member size.
-func preadExactly(fd: Int32, offset: Int64, size: Int, what: String) throws -> [UInt8] {
-    var failure: String?
-    let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
-        var done = 0
-        while done < size {
-            let n = pread(fd, buffer.baseAddress! + done, size - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                failure = "cannot read \(what): \(errnoText())"
-                break
-            }
-            if n == 0 {
-                failure = "unexpected end of file reading \(what) (\(done) of \(size) bytes)"
-                break
-            }
-            done += n
-        }
-        count = failure == nil ? size : 0
+func preadExactly(_ file: DurableFile, offset: Int64, size: Int, what: String) throws -> [UInt8] {
+    do {
+        return try file.read(count: size, at: Int(offset))
+    } catch let DurableFileError.endOfFile(_, _, wanted, read) {
+        throw DatasetError(reason: "unexpected end of file reading \(what) (\(read) of \(wanted) bytes)")
+    } catch {
+        throw DatasetError(reason: "cannot read \(what): \(reason(error))")
     }
-    if let failure { throw DatasetError(reason: failure) }
-    return bytes
 }
 
 /// Code-point order (what Python's `sorted` does), independent of locale and Unicode normalisation.

@@ -33,8 +33,22 @@ final class WholeImageRows: ImageRows {
     }
 }
 
-/// Rows per band for streaming readers: about 1 MB of RGB, at least one row.
-private func bandRows(width: Int) -> Int { max(1, min(256, (1 << 20) / max(1, width * 3))) }
+/// The band loop of the streaming readers: hands `consume` bands of about 1 MB of RGB (at least one row), each
+/// filled by `read(buffer, rows, message)`, which returns the error to throw (its text in `message`) or nil.
+private func feedBands(width: Int, height: Int, messageCapacity: Int, _ consume: (UnsafePointer<UInt8>, Int) throws -> Bool,
+                       read: (UnsafeMutablePointer<UInt8>, Int, inout [CChar]) -> ImageDecodeError?) throws {
+    let band = max(1, min(256, (1 << 20) / max(1, width * 3)))
+    let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: band * width * 3)
+    defer { buffer.deallocate() }
+    var message = [CChar](repeating: 0, count: messageCapacity)
+    var row = 0
+    while row < height {
+        let count = min(band, height - row)
+        if let error = read(buffer, count, &message) { throw error }
+        row += count
+        if try !consume(buffer, count) { return }
+    }
+}
 
 /// A non-interlaced PNG decoded by libpng one row at a time (an Adam7 one is decoded whole on the first band).
 final class PNGRows: ImageRows {
@@ -65,17 +79,9 @@ final class PNGRows: ImageRows {
     deinit { pngshim_close(reader) }
 
     func feed(_ consume: (UnsafePointer<UInt8>, Int) throws -> Bool) throws {
-        let band = bandRows(width: width)
-        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: band * width * 3)
-        defer { buffer.deallocate() }
-        var message = [CChar](repeating: 0, count: 256)
-        var row = 0
-        while row < height {
-            let count = min(band, height - row)
+        try feedBands(width: width, height: height, messageCapacity: 256, consume) { buffer, count, message in
             let status = pngshim_read_rows(reader, buffer, UInt32(count), &message, message.count)
-            guard status == Int32(PNGSHIM_OK.rawValue) else { throw Self.error(name: name, status: status, message: message) }
-            row += count
-            if try !consume(buffer, count) { return }
+            return status == Int32(PNGSHIM_OK.rawValue) ? nil : Self.error(name: name, status: status, message: message)
         }
     }
 
@@ -123,19 +129,9 @@ final class TIFFRows: ImageRows {
     deinit { tiffshim_close(reader) }
 
     func feed(_ consume: (UnsafePointer<UInt8>, Int) throws -> Bool) throws {
-        let band = bandRows(width: width)
-        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: band * width * 3)
-        defer { buffer.deallocate() }
-        var message = [CChar](repeating: 0, count: 1024)
-        var row = 0
-        while row < height {
-            let count = min(band, height - row)
+        try feedBands(width: width, height: height, messageCapacity: 1024, consume) { buffer, count, message in
             let status = tiffshim_read_rows(reader, buffer, UInt32(count), &message, message.count)
-            guard status == Int32(CODEC_OK.rawValue) else {
-                throw codecError(name: name, format: .tiff, status: status, message: message)
-            }
-            row += count
-            if try !consume(buffer, count) { return }
+            return status == Int32(CODEC_OK.rawValue) ? nil : codecError(name: name, format: .tiff, status: status, message: message)
         }
     }
 }

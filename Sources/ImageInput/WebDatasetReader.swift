@@ -1,3 +1,4 @@
+import DurableFile
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -51,11 +52,9 @@ public enum TarScanner {
     }
 
     private static func scan(_ path: String, into members: inout [TarMember]) throws {
-        let fd = try openForReading(path)
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw DatasetError(reason: "cannot stat \(path): \(errnoText())") }
-        let fileSize = Int64(info.st_size)
+        let file = try openForReading(path)
+        let fileSize: Int64
+        do { fileSize = Int64(try file.size()) } catch { throw DatasetError(reason: "cannot stat \(path): \(reason(error))") }
 
         var offset: Int64 = 0
         var longName: String?      // from a GNU 'L' entry, applies to the next header
@@ -64,7 +63,12 @@ public enum TarScanner {
         var header = [UInt8](repeating: 0, count: block)
 
         while offset + Int64(block) <= fileSize {
-            let got = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, block, off_t(offset)) }
+            let got: Int
+            do {
+                got = try header.withUnsafeMutableBytes { try file.readAvailable(into: $0, at: Int(offset)) }
+            } catch {
+                throw DatasetError(reason: "cannot read \(path): \(reason(error))")
+            }
             guard got == block else {
                 throw TarFormatError(shard: path, offset: offset, reason: "short read of header")
             }
@@ -89,9 +93,9 @@ public enum TarScanner {
 
             switch type {
             case UInt8(ascii: "L"):
-                longName = cString(try preadExactly(fd: fd, offset: dataOffset, size: size, what: path)[...])
+                longName = cString(try preadExactly(file, offset: dataOffset, size: size, what: path)[...])
             case UInt8(ascii: "x"):
-                let records = try preadExactly(fd: fd, offset: dataOffset, size: size, what: path)
+                let records = try preadExactly(file, offset: dataOffset, size: size, what: path)
                 let fields = try parsePax(records, fail: fail)
                 paxPath = fields["path"]
                 if let text = fields["size"] {
@@ -256,13 +260,12 @@ public enum WebDatasetReader {
             if files[key] == nil { order.append(key); files[key] = [:] }
             if files[key]![kind] == nil { files[key]![kind] = member }
         }
-        let fd = try openForReading(shard)
-        defer { close(fd) }
+        let file = try openForReading(shard)
         let samples = try order.map { key in
             let sample = files[key]!
             var label: String?
             if let labelMember = sample["cls"] ?? sample["txt"] {
-                let bytes = try preadExactly(fd: fd, offset: labelMember.offset, size: min(labelMember.size, 4096),
+                let bytes = try preadExactly(file, offset: labelMember.offset, size: min(labelMember.size, 4096),
                                              what: "\(shard) member \(labelMember.name)")
                 let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
                 label = text.isEmpty ? nil : text

@@ -1,4 +1,5 @@
 import CZMQ
+import DurableFile
 import Foundation
 
 /// Why a CURVE key or key file was refused. Never carries key material, only file names and reasons.
@@ -145,11 +146,8 @@ public struct CurveKeyPair: Sendable, CustomStringConvertible, CustomDebugString
         }
         try Self.writeAtomically(Array((secretKey + "\n").utf8), to: secretFile, mode: 0o600)
         try Self.writeAtomically(Array((publicKey + "\n").utf8), to: publicFile, mode: 0o644)
-        let dirFD = open(directory.path, O_RDONLY | O_DIRECTORY)
-        if dirFD >= 0 {
-            fsync(dirFD)
-            close(dirFD)
-        }
+        // Best effort: both files are complete and synced; a lost directory entry only loses the new names.
+        try? DurableFile.syncDirectory(directory.path)
         return (publicFile, secretFile)
     }
 
@@ -183,67 +181,54 @@ public struct CurveKeyPair: Sendable, CustomStringConvertible, CustomDebugString
     /// Reads a small key file; for a secret key, checks the mode on the opened descriptor so the
     /// file checked is the file read.
     static func readKeyFile(_ file: URL, secret: Bool) throws -> String {
-        let fd = open(file.path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CurveKeyError.io(path: file.path, call: "open", errno: errno) }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw CurveKeyError.io(path: file.path, call: "stat", errno: errno) }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw CurveKeyError.io(path: file.path, call: "open (not a regular file)", errno: EINVAL) }
-        if secret && !acceptsSecretKeyMode(info.st_mode) {
-            throw CurveKeyError.secretKeyFileTooOpen(path: file.path, mode: info.st_mode)
-        }
-        // A key file is 40 characters and a newline; anything much larger is not a key file.
-        var buffer = [UInt8](repeating: 0, count: 256)
-        defer { if secret { wipe(&buffer) } }
-        var total = 0
-        while total < buffer.count {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CurveKeyError.io(path: file.path, call: "read", errno: errno)
+        do {
+            let opened = try DurableFile.open(file.path, access: .readOnly)
+            let info = try opened.status()
+            guard info.st_mode & S_IFMT == S_IFREG else { throw CurveKeyError.io(path: file.path, call: "open (not a regular file)", errno: EINVAL) }
+            if secret && !acceptsSecretKeyMode(info.st_mode) {
+                throw CurveKeyError.secretKeyFileTooOpen(path: file.path, mode: info.st_mode)
             }
-            if n == 0 { break }
-            total += n
+            // A key file is 40 characters and a newline; anything much larger is not a key file.
+            var buffer = [UInt8](repeating: 0, count: 256)
+            defer { if secret { wipe(&buffer) } }
+            let total = try buffer.withUnsafeMutableBytes { try opened.readAvailable(into: $0, at: 0) }
+            guard total < buffer.count else { throw CurveKeyError.malformedKey(what: file.path) }
+            return String(decoding: buffer[..<total], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        } catch let error as DurableFileError {
+            throw CurveKeyError(error)
         }
-        guard total < buffer.count else { throw CurveKeyError.malformedKey(what: file.path) }
-        return String(decoding: buffer[..<total], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Writes `bytes` to a temporary file created with `mode`, then links it to `file` (which must not exist).
+    /// Writes `bytes` to a temporary file created with exactly `mode`, then links it to `file` (which must not exist).
     static func writeAtomically(_ bytes: [UInt8], to file: URL, mode: mode_t) throws {
         var bytes = bytes
         defer { wipe(&bytes) }
         let temporary = file.path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        // O_EXCL|O_NOFOLLOW: never write through a planted file or symlink; the mode is set at creation
-        // (umask can only narrow it) and then made exact with fchmod before any byte is written.
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw CurveKeyError.io(path: temporary, call: "create", errno: errno) }
-        var linked = false
-        defer {
-            if !linked { unlink(temporary) }
-        }
+        // Exclusive and never through a link: no planted file or symlink is written through; the mode is
+        // exact before any byte is written, so the secret is never readable by others, not even for a moment.
         do {
-            defer { close(fd) }
-            guard fchmod(fd, mode) == 0 else { throw CurveKeyError.io(path: temporary, call: "chmod", errno: errno) }
-            var written = 0
-            while written < bytes.count {
-                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw CurveKeyError.io(path: temporary, call: "write", errno: errno)
-                }
-                written += n
-            }
-            guard fsync(fd) == 0 else { throw CurveKeyError.io(path: temporary, call: "fsync", errno: errno) }
+            try bytes.withUnsafeBytes { try DurableFile.createSynced(temporary, bytes: $0, mode: mode, exactMode: true) }
+        } catch let error as DurableFileError {
+            throw CurveKeyError(error)
         }
+        defer { unlink(temporary) }
         // link() fails if the target exists, unlike rename(): a key that appeared meanwhile is kept.
         guard link(temporary, file.path) == 0 else {
             let code = errno
             if code == EEXIST { throw CurveKeyError.fileExists(path: file.path) }
             throw CurveKeyError.io(path: file.path, call: "link", errno: code)
         }
-        unlink(temporary)
-        linked = true
+    }
+}
+
+extension CurveKeyError {
+    /// The key loader's error for a failed file operation.
+    init(_ error: DurableFileError) {
+        switch error {
+        case let .io(path, operation, code): self = .io(path: path, call: operation, errno: code)
+        case let .endOfFile(path, _, _, _): self = .malformedKey(what: path)
+        case let .locked(path, _): self = .io(path: path, call: "flock", errno: EWOULDBLOCK)
+        }
     }
 }
 

@@ -143,16 +143,6 @@ extension Message {
     }
 }
 
-extension FeatureDTypeCode {
-    /// Bytes per value on the wire.
-    public var width: Int {
-        switch self {
-        case .f32: return 4
-        case .f16: return 2
-        }
-    }
-}
-
 /// Sans-I/O encoder and decoder of FeatureStream frames: bytes in, `Message` out, and back.
 ///
 /// It owns no sockets, clocks or state, so every transport (ZeroMQ today) and every test drives
@@ -403,7 +393,7 @@ public enum FrameCodec {
             throw .exceedsLimit("shardItemCount \(shardItemCount) > maxItemsPerShard \(limits.maxItemsPerShard)")
         }
         let dtypeByte = try r.u8("dtype")
-        guard let dtype = FeatureDTypeCode(rawValue: dtypeByte) else { throw .malformed("unknown dtype \(dtypeByte)") }
+        guard let dtype = FeatureDType(rawValue: dtypeByte) else { throw .malformed("unknown dtype \(dtypeByte)") }
         let codecByte = try r.u8("codec")
         guard let codec = CodecID(rawValue: codecByte) else { throw .malformed("unknown codec \(codecByte)") }
         let dimension = try r.u32("dimension")

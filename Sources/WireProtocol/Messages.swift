@@ -58,14 +58,6 @@ public struct DeadLetterEntry: Equatable, Hashable, Sendable {
     }
 }
 
-/// Element type of feature values on the wire.
-public enum FeatureDTypeCode: UInt8, Sendable {
-    /// IEEE 754 binary32, little-endian, 4 bytes.
-    case f32 = 1
-    /// IEEE 754 binary16, little-endian, 2 bytes.
-    case f16 = 2
-}
-
 /// How a feature payload is compressed.
 public enum CodecID: UInt8, Sendable {
     /// Raw little-endian values.
@@ -95,7 +87,7 @@ public struct FeatureBatch: Equatable, Sendable {
     /// Items of this batch that produced no row; together with the rows they cover each offset once.
     public var deadLetters: [DeadLetterEntry]
     /// Element type of the decoded payload.
-    public var dtype: FeatureDTypeCode
+    public var dtype: FeatureDType
     /// Values per feature row.
     public var dimension: UInt32
     /// How `payload` encodes the `rows × dimension` matrix.
@@ -107,7 +99,7 @@ public struct FeatureBatch: Equatable, Sendable {
 
     /// A batch with the given fields, stored as given; `FrameCodec.validate` checks their consistency.
     public init(shardID: UInt32, attempt: UInt32, shardItemCount: UInt32, offsets: [UInt32], indexes: [UInt64],
-                labels: [Int32], keys: [String], deadLetters: [DeadLetterEntry], dtype: FeatureDTypeCode,
+                labels: [Int32], keys: [String], deadLetters: [DeadLetterEntry], dtype: FeatureDType,
                 dimension: UInt32, codec: CodecID, rawLength: UInt32, payload: [UInt8]) {
         self.shardID = shardID
         self.attempt = attempt

@@ -66,7 +66,7 @@ extension Bench {
         }
 
         /// Every batch's frame, rows cycled from `values`; each distinct payload is compressed once.
-        private func makeFrames(_ values: [Float], dimension: Int, dtype: FeatureDTypeCode) -> [[UInt8]] {
+        private func makeFrames(_ values: [Float], dimension: Int, dtype: FeatureDType) -> [[UInt8]] {
             let available = values.count / dimension
             var payloads: [Int: (payload: [UInt8], rawLength: Int)] = [:]
             var frames: [[UInt8]] = []

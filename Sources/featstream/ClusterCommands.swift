@@ -247,12 +247,9 @@ func expectedFeatureDimension(given: Int?, model: ModelConfig?) throws -> Int? {
     return width
 }
 
-func parseDType(_ text: String) throws -> FeatureDTypeCode {
-    switch text {
-    case "f32": return .f32
-    case "f16": return .f16
-    default: throw ValidationError("dtype must be f32 or f16, not \(text)")
-    }
+func parseDType(_ text: String) throws -> FeatureDType {
+    guard let dtype = FeatureDType(name: text) else { throw ValidationError("dtype must be f32 or f16, not \(text)") }
+    return dtype
 }
 
 struct Store: ParsableCommand {

@@ -3,9 +3,13 @@ import Backbone
 import Extraction
 import Foundation
 import ImageInput
+import WireProtocol
 
 extension DatasetFormat: ExpressibleByArgument {}
-extension FeatureDType: ExpressibleByArgument {}
+extension FeatureDType: ExpressibleByArgument {
+    public init?(argument: String) { self.init(name: argument) }
+    public static var allValueStrings: [String] { allCases.map(\.name) }
+}
 extension ResizeMode: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
 
@@ -120,13 +124,13 @@ struct Extract: ParsableCommand {
         let rate = seconds > 0 ? Double(items.count) / seconds : 0
         try writer.finish(summary: [
             "model": config.name, "featureNode": config.featureNode, "featureWidth": extractor.featureWidth,
-            "dtype": dtype.rawValue, "precision": (config.precision ?? .fp32).rawValue, "dataset": data, "format": dataset.format.rawValue,
+            "dtype": dtype.name, "precision": (config.precision ?? .fp32).rawValue, "dataset": data, "format": dataset.format.rawValue,
             "images": items.count, "features": writer.rows, "deadLetters": writer.deadLetters.count,
             "seconds": seconds, "imagesPerSecond": rate, "batch": batch, "threads": extractor.engine.threads,
             "resize": config.preprocess.resize.rawValue, "exifOrientation": config.preprocess.exifOrientation,
         ])
         print(String(format: "Extracted %d features (%d-d %@) from %d images with %d dead letters at %.1f img/s into %@ (%@ resize).",
-                     writer.rows, extractor.featureWidth, dtype.rawValue, items.count, writer.deadLetters.count, rate, out,
+                     writer.rows, extractor.featureWidth, dtype.name, items.count, writer.deadLetters.count, rate, out,
                      config.preprocess.resize.rawValue))
     }
 }

@@ -1,3 +1,4 @@
+import FeatStreamTestSupport
 import XCTest
 import Foundation
 import WireProtocol
@@ -30,10 +31,56 @@ final class CoordinatorJournalTests: XCTestCase {
         try journal.append(shardID: 7, attempt: 12)
     }
 
-    func testCRC32MatchesTheStandardCheckValue() {
-        var crc = CRC32()
-        crc.update(Array("123456789".utf8))
-        XCTAssertEqual(crc.value, 0xCBF4_3926)
+    private func vector(_ name: String) throws -> [UInt8] {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Protocols/vectors/journal/\(name).hex")
+        return try parseHex(String(contentsOf: url, encoding: .utf8))
+    }
+
+    /// The committed vectors are what the independent Python encoder writes from JOURNAL.md.
+    func testVectorsAreCurrent() throws {
+        let generator = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Protocols/vectors/journal/generate.py")
+        let result = try runProcess(URL(fileURLWithPath: "/usr/bin/python3"), [generator.path, "--check"])
+        XCTAssertEqual(result.status, 0, result.output)
+    }
+
+    /// Protocols/JOURNAL.md §5: the vector replays as documented, and the same appends write it byte for byte.
+    func testVersion2VectorDecodesAndReencodes() throws {
+        let bytes = try vector("journal_v2_plan_commits_reservation")
+        try writeFile(bytes)
+        do {
+            let journal = try CoordinatorJournal.open(path: path, fingerprint: 0x0123_4567_89AB_CDEF, shardCount: 10, shardSize: 4)
+            XCTAssertEqual(journal.committedAttempts, [0: 9, 3: 5])
+            XCTAssertEqual(journal.committed, [0, 3])
+            XCTAssertEqual(journal.attemptsReservedThrough, 64)
+            XCTAssertEqual(journal.discardedTailBytes, 0)
+        }
+        XCTAssertEqual(try fileBytes(), bytes, "opening an intact journal changes nothing")
+
+        try FileManager.default.removeItem(atPath: path)
+        do {
+            let journal = try CoordinatorJournal.open(path: path, fingerprint: 0x0123_4567_89AB_CDEF, shardCount: 10, shardSize: 4)
+            try journal.reserveAttempts(through: 64)
+            try journal.append(shardID: 3, attempt: 5)
+            try journal.append(shardID: 0, attempt: 9)
+            try journal.append(shardID: 3, attempt: 7)
+        }
+        XCTAssertEqual(try fileBytes(), bytes)
+    }
+
+    /// A version-1 journal (CRC-32 records) gets an error naming the file, both versions and what to do.
+    func testOldVersionIsRefusedNamingTheFileAndTheWayOut() throws {
+        let old = try vector("journal_v1_crc32")
+        try writeFile(old)
+        XCTAssertThrowsError(try CoordinatorJournal.open(path: path, fingerprint: 0x0123_4567_89AB_CDEF, shardCount: 10, shardSize: 4)) { error in
+            XCTAssertEqual(error as? JournalError, .unsupportedVersion(path: path, version: 1))
+            let text = "\(error)"
+            for part in [path, "format version 1", "reads version 2", "move the journal aside"] {
+                XCTAssertTrue(text.contains(part), "\(text) lacks \(part)")
+            }
+        }
+        XCTAssertEqual(try fileBytes(), old, "a refused journal is left untouched")
     }
 
     func testNewJournalIsEmptyAndReopensEmpty() throws {
@@ -63,7 +110,8 @@ final class CoordinatorJournalTests: XCTestCase {
     func testSecondOpenWhileLockedIsRefused() throws {
         let journal = try CoordinatorJournal.open(path: path, plan: plan)
         XCTAssertThrowsError(try CoordinatorJournal.open(path: path, plan: plan)) { error in
-            XCTAssertEqual(error as? JournalError, .inUse(path: path))
+            XCTAssertEqual(error as? JournalError, .inUse(path: path, holderPID: getpid()))
+            XCTAssertTrue("\(error)".contains("process \(getpid())"), "\(error)")
         }
         journal.close()
         XCTAssertNoThrow(try CoordinatorJournal.open(path: path, plan: plan))

@@ -1,10 +1,10 @@
 import FeatStreamTestSupport
 @testable import FeatureCodec
-import WireProtocol
+@testable import WireProtocol
 import XCTest
 
 final class FeatureCodecTests: XCTestCase {
-    static let dtypes: [FeatureDTypeCode] = [.f32, .f16]
+    static let dtypes: [FeatureDType] = [.f32, .f16]
     static let codecs: [CodecID] = [.raw, .lz4, .shuffleLZ4]
 
     /// Feature-like values: half exact zeros (post-ReLU sparsity), the rest spread over magnitudes,
@@ -22,11 +22,11 @@ final class FeatureCodecTests: XCTestCase {
         }
     }
 
-    func encode(_ values: [Float], _ dtype: FeatureDTypeCode, _ codec: CodecID) -> (payload: [UInt8], rawLength: Int) {
+    func encode(_ values: [Float], _ dtype: FeatureDType, _ codec: CodecID) -> (payload: [UInt8], rawLength: Int) {
         values.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: dtype, codec: codec) }
     }
 
-    func decode(_ payload: [UInt8], _ dtype: FeatureDTypeCode, _ codec: CodecID, rawLength: Int,
+    func decode(_ payload: [UInt8], _ dtype: FeatureDType, _ codec: CodecID, rawLength: Int,
                 limit: Int = 64 << 20) throws -> [Float] {
         try payload.withUnsafeBytes {
             try FeatureCodec.decode($0, dtype: dtype, codec: codec, rawLength: rawLength, limit: limit)

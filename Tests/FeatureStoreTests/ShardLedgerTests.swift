@@ -145,7 +145,7 @@ final class ShardLedgerTests: XCTestCase {
         let values: [Float] = [1.5, -2, 0.25, 65504]
         let f32 = values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
         let f16 = values.flatMap { withUnsafeBytes(of: Float16($0).bitPattern.littleEndian, Array.init) }
-        func batch(_ dtype: FeatureDTypeCode, _ payload: [UInt8]) -> FeatureBatch {
+        func batch(_ dtype: FeatureDType, _ payload: [UInt8]) -> FeatureBatch {
             FeatureBatch(shardID: 1, attempt: 2, shardItemCount: 2, offsets: [0, 1], indexes: [10, 11], labels: [0, 1],
                          keys: ["a", "b"], deadLetters: [], dtype: dtype, dimension: 2, codec: .raw,
                          rawLength: UInt32(payload.count), payload: payload)

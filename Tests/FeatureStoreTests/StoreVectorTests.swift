@@ -28,7 +28,7 @@ final class StoreVectorTests: XCTestCase {
                                                          header: header)
             XCTAssertEqual(columns, CommitRecord.Columns(indexes: contents.indexes, labels: contents.labels, keys: contents.keys,
                                                          deadLetters: contents.deadLetters))
-            XCTAssertEqual(FeatureEncoding.floats(fromLittleEndian: raw[CommitRecord.headerSize..<featureEnd], dtype: .f16),
+            XCTAssertEqual(FeatureDType.f16.floats(fromLittleEndian: raw[CommitRecord.headerSize..<featureEnd]),
                            contents.features)
         }
         var flipped = bytes

@@ -19,7 +19,7 @@ final class PropertyTests: XCTestCase {
         let rows = Int.random(in: 0...8, using: &rng)
         let dead = Int.random(in: 0...3, using: &rng)
         let itemCount = UInt32(rows + dead + Int.random(in: 0...100, using: &rng))
-        let dtype: FeatureDTypeCode = Bool.random(using: &rng) ? .f16 : .f32
+        let dtype: FeatureDType = Bool.random(using: &rng) ? .f16 : .f32
         let codec = [CodecID.raw, .lz4, .shuffleLZ4].randomElement(using: &rng)!
         let dimension = UInt32.random(in: 1...64, using: &rng)
         let rawLength = rows * Int(dimension) * dtype.width

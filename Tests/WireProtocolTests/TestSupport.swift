@@ -60,7 +60,7 @@ func unshuffle(_ bytes: [UInt8], width: Int) -> [UInt8] {
 }
 
 /// The values generate.py writes: v(r, c) = ((r*dim + c) % 7 - 3) / 4, little-endian.
-func expectedFeatureBytes(rows: Int, dimension: Int, dtype: FeatureDTypeCode) -> [UInt8] {
+func expectedFeatureBytes(rows: Int, dimension: Int, dtype: FeatureDType) -> [UInt8] {
     var out: [UInt8] = []
     for r in 0..<rows {
         for c in 0..<dimension {
