@@ -1,3 +1,4 @@
+import CDNNL
 import Foundation
 
 /// The activation ranges an int8 network is built from, measured by running the fp32 network over
@@ -54,13 +55,22 @@ struct ActivationQuantization {
     var scale: Float
     var unsigned: Bool
 
-    init?(_ range: Calibration.Range) {
+    init(scale: Float, unsigned: Bool) {
+        self.scale = scale
+        self.unsigned = unsigned
+    }
+
+    /// - Parameter signed: s8 even for a non-negative range (a destination a signed residual is added to).
+    init?(_ range: Calibration.Range, signed: Bool = false) {
         let magnitude = Swift.max(abs(range.min), abs(range.max))
         guard magnitude > 0, magnitude.isFinite else { return nil }
         // After ReLU-like ops the range starts at 0: u8 gives twice the resolution of s8.
-        unsigned = range.min >= 0
+        unsigned = range.min >= 0 && !signed
         scale = magnitude / (unsigned ? 255 : 127)
     }
+
+    /// The oneDNN element type: u8 or s8.
+    var dataType: dnnl_data_type_t { unsigned ? dnnl_u8 : dnnl_s8 }
 }
 
 /// Per-output-channel symmetric s8 weights: `w ≈ q * scales[o]`.
@@ -88,8 +98,17 @@ extension PostOp {
         return false
     }
 
-    /// The same post-op on values multiplied by `factor` (for an int8 destination); only ReLU and
-    /// clip-from-zero reach here, which scale exactly.
+    /// Whether `f(k·x) = k·f(x)` for every k > 0 once `rescaled(by:)` (ReLU, leaky ReLU, clip from
+    /// zero, the sum): an int8 destination's scale can then be folded into the output scales.
+    var commutesWithScaling: Bool {
+        switch self {
+        case .sum, .activation(.relu): return true
+        default: return isClipFromZero
+        }
+    }
+
+    /// The same post-op on values multiplied by `factor` (for an int8 destination); only post-ops
+    /// that `commutesWithScaling` reach here.
     func rescaled(by factor: Float) -> PostOp {
         if case .activation(.clip(let low, let high)) = self { return .activation(.clip(low: low * factor, high: high * factor)) }
         return self
