@@ -201,11 +201,12 @@ final class CompiledNetwork {
         case .convolution(let conv):
             try lowerConvolution(conv, step: step, outputDims: outputDims, isLastUse: isLastUse)
 
-        case let .batchNorm(scale, shift, mean, variance, epsilon):
+        case let .batchNorm(scale, shift, mean, variance, epsilon, relu):
             let src = values[step.inputs[0]]!
             var desc = dnnl_batch_normalization_desc_t()
             var md = src.md
             let flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+                | (relu ? dnnl_fuse_norm_relu.rawValue : 0)
             try dnnlCheck(dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_inference, &md, epsilon, flags),
                           "batch_normalization_forward_desc_init")
             let pd = try PrimitiveDesc(&desc, context: context, call: "primitive_desc_create(batch_norm)")
