@@ -110,11 +110,11 @@ public final class BackboneEngine {
     /// Convolutions of the full-batch network that run in int8 (empty in fp32).
     public var int8Convolutions: [String] { networks[maxBatch]?.int8Convolutions ?? [] }
 
-    /// Tensors the full-batch int8 network keeps in u8/s8 between convolutions (the rest are f32).
+    /// Tensors the full-batch int8 network plans to keep in u8/s8 (the rest are f32).
     public var int8Tensors: Set<String> { networks[maxBatch]?.int8Tensors ?? [] }
 
     /// Runs `batch` images through the fp32 network and widens `calibration`'s range of every tensor
-    /// that feeds a convolution (the ranges an int8 engine quantises with).
+    /// that feeds or leaves a convolution (the ranges an int8 engine quantises with).
     public func observeRanges(_ input: UnsafeBufferPointer<Float>, batch: Int, into calibration: inout Calibration) throws {
         guard (1...maxBatch).contains(batch), input.count >= batch * imageElementCount else {
             throw BackboneError.invalidBatch("\(input.count) floats for batch \(batch) (at most \(maxBatch))")
@@ -122,8 +122,11 @@ public final class BackboneEngine {
         if observers[batch] == nil {
             var plan = try Plan(graph: graph, input: inputName, outputs: outputNames, batch: batch, imageShape: imageShape)
             var names: [String] = []
+            // Convolution inputs (what int8 convolutions quantise) and outputs (what they write as
+            // u8/s8 when every reader is int8, residuals included).
             for step in plan.steps {
-                if case .convolution = step.op, !names.contains(step.inputs[0]) { names.append(step.inputs[0]) }
+                guard case .convolution = step.op else { continue }
+                for name in [step.inputs[0], step.output] where !names.contains(name) { names.append(name) }
             }
             plan.outputs += names.filter { !plan.outputs.contains($0) }
             let network = try CompiledNetwork(plan: plan, context: context)

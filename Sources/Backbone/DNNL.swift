@@ -71,6 +71,17 @@ extension MemoryDesc {
         format_kind == dnnl_blocked && format_desc.blocking.inner_nblks > 0
     }
 
+    /// The same dims and layout holding another element type (element strides do not change).
+    func withType(_ type: dnnl_data_type_t) -> MemoryDesc {
+        var md = self
+        md.data_type = type
+        md.extra = dnnl_memory_extra_desc_t()
+        return md
+    }
+
+    /// True for u8/s8 storage.
+    var isInt8: Bool { data_type == dnnl_u8 || data_type == dnnl_s8 }
+
     func same(as other: MemoryDesc) -> Bool {
         var a = self, b = other
         return dnnl_memory_desc_equal(&a, &b) != 0
@@ -114,9 +125,13 @@ final class PrimitiveDesc {
 
     /// Creates from an op descriptor (`dnnl_convolution_desc_t` and friends) and optional post-ops.
     /// - Parameter outputScales: oneDNN's output scales (int8): a mask (0 per tensor, 2 per output channel) and the values.
+    /// - Parameters:
+    ///   - sumScale: what `PostOp.sum` multiplies the destination's previous content by (int8 rescaling).
+    ///   - sumType: how the sum reads the destination's previous content, when not as the destination's
+    ///     own type (an s8 residual under a u8 destination).
     init<OpDesc>(_ desc: inout OpDesc, postOps: [PostOp] = [], outputScales: (mask: Int32, values: [Float])? = nil,
-                 context: DNNLContext, call: String) throws {
-        let attr = try Self.attributes(postOps, outputScales: outputScales)
+                 sumScale: Float = 1, sumType: dnnl_data_type_t = dnnl_data_type_undef, context: DNNLContext, call: String) throws {
+        let attr = try Self.attributes(postOps, outputScales: outputScales, sumScale: sumScale, sumType: sumType)
         defer { if let attr { dnnl_primitive_attr_destroy(attr) } }
         var pd: dnnl_primitive_desc_t?
         try withUnsafePointer(to: &desc) { pointer in
@@ -129,7 +144,8 @@ final class PrimitiveDesc {
 
     deinit { dnnl_primitive_desc_destroy(handle) }
 
-    static func attributes(_ postOps: [PostOp], outputScales: (mask: Int32, values: [Float])? = nil) throws -> dnnl_primitive_attr_t? {
+    static func attributes(_ postOps: [PostOp], outputScales: (mask: Int32, values: [Float])? = nil,
+                           sumScale: Float = 1, sumType: dnnl_data_type_t = dnnl_data_type_undef) throws -> dnnl_primitive_attr_t? {
         guard !postOps.isEmpty || outputScales != nil else { return nil }
         var attr: dnnl_primitive_attr_t?
         try dnnlCheck(dnnl_primitive_attr_create(&attr), "primitive_attr_create")
@@ -144,7 +160,7 @@ final class PrimitiveDesc {
         for op in postOps {
             switch op {
             case .sum:
-                try dnnlCheck(dnnl_post_ops_append_sum(ops, 1), "post_ops_append_sum")
+                try dnnlCheck(dnnl_post_ops_append_sum_v2(ops, sumScale, sumType), "post_ops_append_sum_v2")
             case .activation(let activation):
                 let (alg, alpha, beta) = activation.dnnl
                 try dnnlCheck(dnnl_post_ops_append_eltwise(ops, 1, alg, alpha, beta), "post_ops_append_eltwise")

@@ -46,7 +46,7 @@ extension Plan {
             let step = steps[index]
             var fused: (source: Int, conv: Convolution)?
             switch step.op {
-            case let .batchNorm(scale, shift, mean, variance, epsilon):
+            case let .batchNorm(scale, shift, mean, variance, epsilon, false):
                 if case (let source, var conv)? = soleConvolution(step.inputs[0]), conv.postOps.isEmpty {
                     let factors = (0..<conv.outChannels).map { scale[$0] / (variance[$0] + epsilon).squareRoot() }
                     let offsets = (0..<conv.outChannels).map { shift[$0] - mean[$0] * factors[$0] }
@@ -97,6 +97,14 @@ extension Plan {
                 } else if uses(step.inputs[0]) == 1, let source = producer(step.inputs[0]),
                           case let .binary(kind, c, first, post) = steps[source].op {
                     steps[source].op = .binary(kind, constant: c, constantFirst: first, post: post + activations)
+                    steps[source].output = step.output
+                    steps.remove(at: index)
+                    index = source
+                    continue
+                } else if activations == [.relu(negativeSlope: 0)], uses(step.inputs[0]) == 1, let source = producer(step.inputs[0]),
+                          case let .batchNorm(scale, shift, mean, variance, epsilon, false) = steps[source].op {
+                    // oneDNN's batch normalization applies a ReLU in the same pass (fuse_norm_relu).
+                    steps[source].op = .batchNorm(scale: scale, shift: shift, mean: mean, variance: variance, epsilon: epsilon, relu: true)
                     steps[source].output = step.output
                     steps.remove(at: index)
                     index = source

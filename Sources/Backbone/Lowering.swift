@@ -31,6 +31,8 @@ final class CompiledNetwork {
         var memory: dnnl_memory_t
         /// `nil` for memory the caller owns (the input) or constants.
         var slot: Int?
+        /// For u8/s8 storage, what one unit is worth: the real value is `stored * scale` (1 for f32).
+        var scale: Float = 1
     }
 
     private struct Slot {
@@ -54,36 +56,17 @@ final class CompiledNetwork {
     private let graphInput: String
     /// Convolutions that run in int8, by step label (for tests and diagnostics).
     private(set) var int8Convolutions: [String] = []
-    /// Convolution outputs read only by other (int8) convolutions: written as u8/s8 directly, at the
-    /// scale their readers quantise with, instead of f32 plus a quantising reorder per reader.
-    let int8Tensors: Set<String>
-
-    static func int8Tensors(_ plan: Plan, calibration: Calibration?) -> Set<String> {
-        guard let calibration else { return [] }
-        var readers: [String: [Step]] = [:]
-        for step in plan.steps { for name in Set(step.inputs) { readers[name, default: []].append(step) } }
-        var result = Set<String>()
-        for step in plan.steps {
-            guard case .convolution(let conv) = step.op, step.inputs[0] != plan.input,
-                  calibration.ranges[step.inputs[0]].flatMap(ActivationQuantization.init) != nil,
-                  calibration.ranges[step.output].flatMap(ActivationQuantization.init) != nil,
-                  !plan.outputs.contains(step.output), conv.sumInput == nil,
-                  conv.postOps.allSatisfy({ $0 == .activation(.relu(negativeSlope: 0)) || $0.isClipFromZero }),
-                  let users = readers[step.output], !users.isEmpty,
-                  users.allSatisfy({ user in
-                      guard case .convolution(let next) = user.op else { return false }
-                      return user.inputs[0] == step.output && next.sumInput != step.output
-                  }) else { continue }
-            result.insert(step.output)
-        }
-        return result
-    }
+    /// Tensors stored as u8/s8 (nhwc) between the steps that produce and read them, with the
+    /// quantisation int8 convolutions write them at; every other tensor is f32.
+    let int8Storage: [String: ActivationQuantization]
+    /// The names of `int8Storage` (for tests and diagnostics).
+    var int8Tensors: Set<String> { Set(int8Storage.keys) }
 
     init(plan: Plan, context: DNNLContext, calibration: Calibration? = nil) throws {
         self.context = context
         self.calibration = calibration
         graphInput = plan.input
-        int8Tensors = Self.int8Tensors(plan, calibration: calibration)
+        int8Storage = Self.int8Storage(plan, calibration: calibration)
         inputShape = plan.shapes[plan.input]!
         outputShapes = plan.outputs.map { name in
             let shape = plan.shapes[name]!
@@ -105,7 +88,16 @@ final class CompiledNetwork {
         for (index, step) in plan.steps.enumerated() {
             let isLastUse = { (name: String) in lastUse[name] == index }
             do {
+                // A step that cannot read u8/s8 reads a dequantised f32 copy (same layout).
+                var quantized: [(String, Value)] = []
+                for name in Set(step.inputs) {
+                    guard let value = values[name], value.md.isInt8,
+                          !Self.readsInt8(step, name, graphInput: graphInput, calibration: calibration) else { continue }
+                    quantized.append((name, value))
+                    values[name] = try reorder(value, to: value.md.withType(dnnl_f32), label: step.label, scale: value.scale)
+                }
                 try lower(step, index: index, isLastUse: isLastUse, shapes: plan.shapes)
+                for (name, value) in quantized { values[name] = value }
             } catch BackboneError.dnnl(let call, let status) {
                 throw BackboneError.dnnl(call: "\(call) for \(step.opType) node '\(step.node)'", status: status)
             }
@@ -162,11 +154,12 @@ final class CompiledNetwork {
         case .convolution(let conv):
             try lowerConvolution(conv, step: step, outputDims: outputDims, isLastUse: isLastUse)
 
-        case let .batchNorm(scale, shift, mean, variance, epsilon):
+        case let .batchNorm(scale, shift, mean, variance, epsilon, relu):
             let src = values[step.inputs[0]]!
             var desc = dnnl_batch_normalization_desc_t()
             var md = src.md
             let flags = dnnl_use_global_stats.rawValue | dnnl_use_scale.rawValue | dnnl_use_shift.rawValue
+                | (relu ? dnnl_fuse_norm_relu.rawValue : 0)
             try dnnlCheck(dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_inference, &md, epsilon, flags),
                           "batch_normalization_forward_desc_init")
             let pd = try PrimitiveDesc(&desc, context: context, call: "primitive_desc_create(batch_norm)")
@@ -271,18 +264,23 @@ final class CompiledNetwork {
             : [groups, conv.outChannels / groups] + conv.weightShape.dropFirst()
         let sumValue = conv.sumInput.map { values[$0]! }
 
-        // int8: per-output-channel s8 weights, the input quantised with its calibrated per-tensor scale,
-        // f32 accumulation rescaled by oneDNN's output scales, post-ops and the result in f32.
-        let quantization = step.inputs[0] == graphInput ? nil
-            : calibration?.ranges[step.inputs[0]].flatMap(ActivationQuantization.init)
-        let int8Weights = quantization.map { _ in quantizeWeights(conv.weights, outChannels: conv.outChannels) }
-        var useInt8 = quantization != nil
-        // How the input is stored when its producer wrote it as int8 (same range, so the same scale).
-        let storedQuantization = src.md.data_type == dnnl_f32 ? nil
-            : calibration?.ranges[step.inputs[0]].flatMap(ActivationQuantization.init)
-        var outputQuantization = useInt8 && int8Tensors.contains(step.output)
-            ? calibration?.ranges[step.output].flatMap(ActivationQuantization.init) : nil
-        var postOps: [PostOp] { outputQuantization.map { q in conv.postOps.map { $0.rescaled(by: 1 / q.scale) } } ?? conv.postOps }
+        // int8: per-output-channel s8 weights; the input as stored (u8/s8 at its producer's scale) or
+        // quantised from f32 with its calibrated scale; s32 accumulation rescaled by oneDNN's output
+        // scales; the result written as u8/s8 when `int8Storage` says so, else f32.
+        let calibrated = Self.inputQuantization(step, graphInput: graphInput, calibration: calibration)
+        let inputQuantization = calibrated.map { q in
+            src.md.isInt8 ? ActivationQuantization(scale: src.scale, unsigned: src.md.data_type == dnnl_u8) : q
+        }
+        let int8Weights = inputQuantization.map { _ in quantizeWeights(conv.weights, outChannels: conv.outChannels) }
+        var useInt8 = inputQuantization != nil
+        var outputQuantization = useInt8 ? int8Storage[step.output] : nil
+        if let sum = sumValue, !sum.md.isInt8, outputQuantization?.unsigned == true, let range = calibration?.ranges[step.output] {
+            // An f32 residual converted into a u8 destination would lose its negative values.
+            outputQuantization = ActivationQuantization(range, signed: true)
+        }
+        /// Whether the destination's scale folds into the output scales (ReLU-like post-ops), or
+        /// needs a final `linear` post-op (Swish and friends).
+        let folds = conv.postOps.allSatisfy(\.commutesWithScaling)
 
         func describe(src srcChoice: MemoryDesc, dst dstChoice: MemoryDesc) throws -> PrimitiveDesc {
             var srcMD = srcChoice
@@ -294,10 +292,35 @@ final class CompiledNetwork {
                 &desc, dnnl_forward_inference, dnnl_convolution_auto, &srcMD, &weightsMD, &biasMD, &dstMD,
                 dnnlDims(conv.strides), dnnlDims(conv.dilations.map { $0 - 1 }),
                 dnnlDims(conv.padsBegin), dnnlDims(conv.padsEnd)), "convolution_forward_desc_init")
-            let dstScale = outputQuantization?.scale ?? 1
-            let scales = useInt8 ? (mask: Int32(2), values: int8Weights!.scales.map { $0 * quantization!.scale / dstScale }) : nil
-            return try PrimitiveDesc(&desc, postOps: postOps, outputScales: scales, context: context,
-                                     call: "primitive_desc_create(convolution)")
+            guard useInt8, let int8Weights, let inputQuantization else {
+                return try PrimitiveDesc(&desc, postOps: conv.postOps, context: context, call: "primitive_desc_create(convolution)")
+            }
+            let accumulator = int8Weights.scales.map { $0 * inputQuantization.scale }
+            var postOps = conv.postOps
+            var scales = accumulator
+            if let out = outputQuantization, dstChoice.isInt8 {
+                if folds {
+                    scales = accumulator.map { $0 / out.scale }
+                    postOps = postOps.map { $0.rescaled(by: 1 / out.scale) }
+                } else {
+                    postOps.append(.activation(.linear(alpha: 1 / out.scale, beta: 0)))
+                }
+            }
+            let sum = residualPlacement(dst: dstChoice)
+            return try PrimitiveDesc(&desc, postOps: postOps, outputScales: (mask: 2, values: scales),
+                                     sumScale: dstChoice.isInt8 && folds ? sum.scale / (outputQuantization?.scale ?? 1) : sum.scale,
+                                     sumType: sum.type, context: context, call: "primitive_desc_create(convolution)")
+        }
+        /// How the residual sits in the destination buffer before the sum post-op reads it: an int8
+        /// residual under an int8 destination as it is stored (u8 or s8, its own scale); one of the
+        /// destination's type as it is; otherwise converted to the destination's type and scale.
+        func residualPlacement(dst: MemoryDesc) -> (type: dnnl_data_type_t, scale: Float, convert: Float?) {
+            guard let sumValue else { return (dnnl_data_type_undef, 1, nil) }
+            if (dst.isInt8 && sumValue.md.isInt8) || sumValue.md.data_type == dst.data_type {
+                return (sumValue.md.data_type, sumValue.scale, nil)
+            }
+            let dstScale = dst.isInt8 ? outputQuantization?.scale ?? 1 : 1
+            return (dst.data_type, dstScale, sumValue.scale / dstScale)
         }
         // Preferred layouts first: the residual's own layout, then channel-blocked, then oneDNN's choice.
         // A layout for which oneDNN has only its reference kernel (grouped convolutions with few
@@ -310,23 +333,18 @@ final class CompiledNetwork {
         var chosen: PrimitiveDesc?
         var firstWorking: PrimitiveDesc?
         var lastError: Error?
-        if let quantization {
-            let type = quantization.unsigned ? dnnl_u8 : dnnl_s8
-            if let out = outputQuantization,
-               let pd = try? describe(src: try .any(src.md.shape, type: type), dst: try .any(outputDims, type: out.unsigned ? dnnl_u8 : dnnl_s8)),
-               !pd.isReference {
-                chosen = pd
-            } else {
-                outputQuantization = nil
+        if let inputQuantization {
+            // oneDNN's int8 kernels work on nhwc; `any` lets them say so.
+            let srcMD = try MemoryDesc.any(src.md.shape, type: inputQuantization.dataType)
+            var dsts = [try MemoryDesc.any(outputDims)]
+            if let out = outputQuantization { dsts.insert(try .any(outputDims, type: out.dataType), at: 0) }
+            for dst in dsts where chosen == nil {
+                if let pd = try? describe(src: srcMD, dst: dst), !pd.isReference { chosen = pd }
             }
-            for dstChoice in [try MemoryDesc.tagged(outputDims, DNNLContext.blockedTag), try .any(outputDims)] where chosen == nil {
-                if let pd = try? describe(src: try .any(src.md.shape, type: type), dst: dstChoice), !pd.isReference {
-                    chosen = pd
-                    break
-                }
-            }
+            if let pd = chosen, !pd.md(dnnl_query_dst_md).isInt8 { outputQuantization = nil }
             // No int8 kernel for this convolution: it stays fp32.
             useInt8 = chosen != nil
+            if !useInt8 { outputQuantization = nil }
         }
         for (srcChoice, dstChoice) in candidates where chosen == nil {
             do {
@@ -340,46 +358,60 @@ final class CompiledNetwork {
         guard let pd = chosen ?? firstWorking else { throw lastError! }
         let input: Value
         let weights: dnnl_memory_t
-        if useInt8, let quantization, let int8Weights {
-            // An input already stored as int8 has this scale; an f32 one is quantised on the way in.
+        if useInt8, let inputQuantization, let int8Weights {
+            // An input already stored as int8 is used as is; an f32 one is quantised on the way in.
             input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label,
-                                scale: storedQuantization == nil ? 1 / quantization.scale : nil)
+                                scale: src.md.isInt8 ? nil : 1 / inputQuantization.scale)
             weights = try constant(int8Weights.values, md: try .plain(weightDims, type: dnnl_s8), as: pd.md(dnnl_query_weights_md))
             int8Convolutions.append(step.label)
         } else {
-            input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label, scale: storedQuantization?.scale)
+            input = try reorder(src, to: pd.md(dnnl_query_src_md), label: step.label, scale: src.md.isInt8 ? src.scale : nil)
             weights = try constant(conv.weights, md: try .plain(weightDims), as: pd.md(dnnl_query_weights_md))
         }
         let dstMD = pd.md(dnnl_query_dst_md)
+        let dstScale = dstMD.isInt8 ? outputQuantization!.scale : 1
         let dst: Value
         if let sum = sumValue, let name = conv.sumInput {
-            // The sum post-op adds what is already in dst: the residual lands there, in place if it is dead.
-            if let slot = sum.slot, isLastUse(name), slots[slot].views == 1, sum.md.same(as: dstMD) {
+            // The sum post-op adds what is already in dst: the residual lands there, in place if it is
+            // dead, converted to the destination's type and scale if `residualPlacement` says so.
+            let placement = residualPlacement(dst: dstMD)
+            let placed = placement.convert == nil ? dstMD.withType(sum.md.data_type) : dstMD
+            if let slot = sum.slot, isLastUse(name), slots[slot].views == 1, sum.md.same(as: placed) {
                 dst = try alias(step.output, of: sum, md: dstMD)
             } else {
                 dst = try output(step.output, md: dstMD)
-                try emitReorder(from: sum, to: dst, label: step.label)
+                try emitReorder(from: sum, to: try view(dst, md: placed), label: step.label, scale: placement.convert)
             }
         } else {
             dst = try output(step.output, md: dstMD)
         }
+        values[step.output]!.scale = dstScale
         // oneDNN 2.x adds the bias before applying the output scales: in int8 it is in accumulator units.
-        let bias = useInt8 ? zip(conv.bias, int8Weights!.scales).map { $0 / ($1 * quantization!.scale) } : conv.bias
+        let bias = useInt8 ? zip(conv.bias, int8Weights!.scales).map { $0 / ($1 * inputQuantization!.scale) } : conv.bias
         try execute(pd, label: step.label, [(DNNL_ARG_SRC, input.memory), (DNNL_ARG_WEIGHTS, weights),
                                      (DNNL_ARG_BIAS, try constant(bias)), (DNNL_ARG_DST, dst.memory)])
     }
 
     func lowerPooling(_ alg: dnnl_alg_kind_t, _ window: Pooling, step: Step, outputDims: [Int]) throws {
-        let src = values[step.inputs[0]]!
-        var srcMD = src.md
-        var dstMD = try MemoryDesc.any(outputDims)
-        var desc = dnnl_pooling_v2_desc_t()
-        try dnnlCheck(dnnl_pooling_v2_forward_desc_init(
-            &desc, dnnl_forward_inference, alg, &srcMD, &dstMD, dnnlDims(window.strides), dnnlDims(window.kernel),
-            dnnlDims(window.dilations.map { $0 - 1 }), dnnlDims(window.padsBegin), dnnlDims(window.padsEnd)),
-            "pooling_v2_forward_desc_init")
-        let pd = try PrimitiveDesc(&desc, context: context, call: "primitive_desc_create(pooling)")
+        var src = values[step.inputs[0]]!
+        func describe() throws -> PrimitiveDesc {
+            var srcMD = src.md
+            // int8 pooling writes the same type at the same scale.
+            var dstMD = try MemoryDesc.any(outputDims, type: src.md.data_type)
+            var desc = dnnl_pooling_v2_desc_t()
+            try dnnlCheck(dnnl_pooling_v2_forward_desc_init(
+                &desc, dnnl_forward_inference, alg, &srcMD, &dstMD, dnnlDims(window.strides), dnnlDims(window.kernel),
+                dnnlDims(window.dilations.map { $0 - 1 }), dnnlDims(window.padsBegin), dnnlDims(window.padsEnd)),
+                "pooling_v2_forward_desc_init")
+            return try PrimitiveDesc(&desc, context: context, call: "primitive_desc_create(pooling)")
+        }
+        var pd = try describe()
+        if src.md.isInt8, pd.isReference {
+            src = try reorder(src, to: src.md.withType(dnnl_f32), label: step.label, scale: src.scale)
+            pd = try describe()
+        }
         let dst = try output(step.output, md: pd.md(dnnl_query_dst_md))
+        values[step.output]!.scale = src.scale
         var args: [(Int32, dnnl_memory_t)] = [(DNNL_ARG_SRC, src.memory), (DNNL_ARG_DST, dst.memory)]
         let workspace = pd.md(dnnl_query_workspace_md)
         if workspace.byteCount > 0 { args.append((DNNL_ARG_WORKSPACE, try scratch(workspace))) }
@@ -493,7 +525,8 @@ final class CompiledNetwork {
         let md = try MemoryDesc.plain(value.md.shape)
         let memory = try makeMemory(md, pointer: nil)
         outputMemories[index] = memory
-        try emitReorder(from: value, to: Value(md: md, memory: memory, slot: nil), label: "output '\(name)'")
+        try emitReorder(from: value, to: Value(md: md, memory: memory, slot: nil), label: "output '\(name)'",
+                        scale: value.md.isInt8 ? value.scale : nil)
     }
 
     /// A constant (weights, bias) kept for the network's lifetime, optionally converted to the layout a primitive wants.

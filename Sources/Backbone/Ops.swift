@@ -70,7 +70,8 @@ struct Pooling {
 enum Op {
     case convolution(Convolution)
     /// Inference BatchNorm that could not be folded into a convolution.
-    case batchNorm(scale: [Float], shift: [Float], mean: [Float], variance: [Float], epsilon: Float)
+    /// `relu`: a ReLU after it runs inside the same pass (DenseNet's BN → ReLU before each convolution).
+    case batchNorm(scale: [Float], shift: [Float], mean: [Float], variance: [Float], epsilon: Float, relu: Bool = false)
     /// One or more activations applied in order.
     case activation([Activation])
     /// Elementwise arithmetic with numpy broadcasting; `constant` replaces the second input, or the

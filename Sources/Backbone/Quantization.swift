@@ -1,3 +1,4 @@
+import CDNNL
 import Foundation
 
 /// The activation ranges an int8 network is built from, measured by running the fp32 network over
@@ -54,13 +55,22 @@ struct ActivationQuantization {
     var scale: Float
     var unsigned: Bool
 
-    init?(_ range: Calibration.Range) {
+    init(scale: Float, unsigned: Bool) {
+        self.scale = scale
+        self.unsigned = unsigned
+    }
+
+    /// - Parameter signed: s8 even for a non-negative range (a destination a signed residual is added to).
+    init?(_ range: Calibration.Range, signed: Bool = false) {
         let magnitude = Swift.max(abs(range.min), abs(range.max))
         guard magnitude > 0, magnitude.isFinite else { return nil }
         // After ReLU-like ops the range starts at 0: u8 gives twice the resolution of s8.
-        unsigned = range.min >= 0
+        unsigned = range.min >= 0 && !signed
         scale = magnitude / (unsigned ? 255 : 127)
     }
+
+    /// The oneDNN element type: u8 or s8.
+    var dataType: dnnl_data_type_t { unsigned ? dnnl_u8 : dnnl_s8 }
 }
 
 /// Per-output-channel symmetric s8 weights: `w ≈ q * scales[o]`.
@@ -88,10 +98,69 @@ extension PostOp {
         return false
     }
 
-    /// The same post-op on values multiplied by `factor` (for an int8 destination); only ReLU and
-    /// clip-from-zero reach here, which scale exactly.
+    /// Whether `f(k·x) = k·f(x)` for every k > 0 once `rescaled(by:)` (ReLU, leaky ReLU, clip from
+    /// zero, the sum): an int8 destination's scale can then be folded into the output scales.
+    var commutesWithScaling: Bool {
+        switch self {
+        case .sum, .activation(.relu): return true
+        default: return isClipFromZero
+        }
+    }
+
+    /// The same post-op on values multiplied by `factor` (for an int8 destination); only post-ops
+    /// that `commutesWithScaling` reach here.
     func rescaled(by factor: Float) -> PostOp {
         if case .activation(.clip(let low, let high)) = self { return .activation(.clip(low: low * factor, high: high * factor)) }
         return self
+    }
+}
+
+/// The int8 storage plan: which tensors an int8 network keeps in u8/s8, decided from the plan alone.
+extension CompiledNetwork {
+    /// How a convolution step's input is quantised when it runs in int8; `nil` keeps it fp32 (the
+    /// convolution reading the image, or an input without a calibrated range).
+    static func inputQuantization(_ step: Step, graphInput: String, calibration: Calibration?) -> ActivationQuantization? {
+        guard case .convolution = step.op, step.inputs[0] != graphInput else { return nil }
+        return calibration?.ranges[step.inputs[0]].flatMap { ActivationQuantization($0) }
+    }
+
+    /// Whether `step` reads `name` as u8/s8 directly: as the input or residual of an int8
+    /// convolution, or as the input of max/average pooling (which then writes int8 at the same scale).
+    static func readsInt8(_ step: Step, _ name: String, graphInput: String, calibration: Calibration?) -> Bool {
+        switch step.op {
+        case .convolution(let conv):
+            return inputQuantization(step, graphInput: graphInput, calibration: calibration) != nil
+                && (step.inputs[0] == name || conv.sumInput == name)
+        case .maxPool, .averagePool:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// The int8 storage plan: an int8 convolution writes u8/s8 when every reader of its output reads
+    /// int8 (other convolutions, residual sums, pooling), so activations stay 8-bit from convolution to
+    /// convolution with the requantisation in the output scales; pooling of an int8 tensor stays int8.
+    /// A step that needs f32 gets a dequantising copy.
+    static func int8Storage(_ plan: Plan, calibration: Calibration?) -> [String: ActivationQuantization] {
+        guard let calibration else { return [:] }
+        var readers: [String: [Step]] = [:]
+        for step in plan.steps { for name in Set(step.inputs) { readers[name, default: []].append(step) } }
+        var result: [String: ActivationQuantization] = [:]
+        for step in plan.steps where !plan.outputs.contains(step.output) {
+            guard let users = readers[step.output], !users.isEmpty,
+                  users.allSatisfy({ readsInt8($0, step.output, graphInput: plan.input, calibration: calibration) }) else { continue }
+            switch step.op {
+            case .convolution:
+                guard inputQuantization(step, graphInput: plan.input, calibration: calibration) != nil,
+                      let range = calibration.ranges[step.output] else { continue }
+                result[step.output] = ActivationQuantization(range)
+            case .maxPool, .averagePool:
+                if let q = result[step.inputs[0]] { result[step.output] = q }
+            default:
+                continue
+            }
+        }
+        return result
     }
 }

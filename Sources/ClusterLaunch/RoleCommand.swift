@@ -107,6 +107,8 @@ public enum RoleCommand: Equatable, Sendable {
         public var threads: Int?
         public var batch: Int?
         public var dtype: String?
+        /// fp32 or int8 (`--precision`); nil keeps the model config's.
+        public var precision: String?
         public var metricsPort: Int?
 
         public init(coordinator: String, model: String, name: String, security: RoleSecurityArguments) {
@@ -142,6 +144,7 @@ public enum RoleCommand: Equatable, Sendable {
             if let threads = w.threads { result += ["--threads", String(threads)] }
             if let batch = w.batch { result += ["--batch", String(batch)] }
             if let dtype = w.dtype { result += ["--dtype", dtype] }
+            if let precision = w.precision { result += ["--precision", precision] }
             if let port = w.metricsPort { result += ["--metrics-port", String(port)] }
             return result + w.security.arguments
         }
@@ -164,7 +167,7 @@ public enum RoleCommand: Equatable, Sendable {
                                  "--train-out", "--l2", "--hidden", "--max-epochs", "--validation-fraction", "--mlp", "--balanced"])
         case "worker":
             return common.union(["--coordinator", "--model", "--name", "--key-name", "--threads", "--batch",
-                                                "--dtype", "--decode-threads"])
+                                 "--dtype", "--decode-threads", "--precision"])
         default:
             return []
         }

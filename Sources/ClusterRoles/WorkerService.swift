@@ -1,3 +1,4 @@
+import Backbone
 import ClusterSessions
 import Dispatch
 import Extraction
@@ -18,6 +19,8 @@ public struct WorkerOptions: Sendable {
     public var threads: Int?
     public var decodeThreads = 1
     public var dtype: FeatureDType = .f16
+    /// Overrides the model config's precision (int8 reads its calibration); `nil` keeps the config's.
+    public var precision: Precision?
     public var codec: CodecID = .shuffleLZ4
     public var workerID: String
     /// Serve Prometheus metrics on this port (0: any free port); `nil`: no metrics.
@@ -66,7 +69,7 @@ public final class WorkerService: @unchecked Sendable {
         self.options = options
         log = RoleLog(role: "worker \(options.workerID)")
         let config = try ModelConfig.load(options.model)
-        extractor = try FeatureExtractor(config: config, batchSize: options.batch, threads: options.threads)
+        extractor = try FeatureExtractor(config: config, batchSize: options.batch, threads: options.threads, precision: options.precision)
         let dealer = try ZMQSocket(context, .dealer, highWaterMark: 16, security: options.controlSecurity)
         try dealer.connect(options.coordinator)
         control = MessageSocket(dealer, log: log, accepting: .workerControl)

@@ -44,8 +44,11 @@ public final class FeatureExtractor {
     ///   - threads: oneDNN threads (`nil`: all cores).
     ///   - includeLogits: also compute the config's `logitsNode`.
     ///   - pixelLimit: images whose header claims more pixels are dead-lettered before decoding.
+    ///   - precision: overrides the config's `precision` (`nil` keeps it); int8 reads the config's calibration.
     public init(config: ModelConfig, batchSize: Int = 16, threads: Int? = nil, includeLogits: Bool = false,
-                pixelLimit: Int = ImageDecoder.defaultPixelLimit) throws {
+                pixelLimit: Int = ImageDecoder.defaultPixelLimit, precision: Precision? = nil) throws {
+        var config = config
+        if let precision { config.precision = precision }
         self.config = config
         self.batchSize = batchSize
         self.pixelLimit = pixelLimit

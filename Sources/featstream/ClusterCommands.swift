@@ -209,6 +209,8 @@ struct Worker: ParsableCommand {
     @Option(help: "oneDNN threads (default: all cores).") var threads: Int?
     @Option(help: "Decoder threads.") var decodeThreads = 1
     @Option(help: "Feature element type on the wire: f32 or f16.") var dtype = "f16"
+    @Option(help: "Convolution precision: fp32, or int8 (needs `featstream calibrate` first). Default: the model config's.")
+    var precision: Precision?
     @Option(help: "Worker name (default: host-pid).") var name: String?
     @Option(help: "Serve Prometheus metrics on this port (0: any free port).") var metricsPort: Int?
     @OptionGroup var security: SecurityOptions
@@ -222,6 +224,7 @@ struct Worker: ParsableCommand {
             options.threads = threads
             options.decodeThreads = decodeThreads
             options.dtype = try parseDType(dtype)
+            options.precision = precision
             options.metricsPort = metricsPort
             (options.controlSecurity, options.dataSecurity) = try security.resolve(role: "worker", endpoints: [coordinator])
                 .worker(keyName: keyName ?? id)

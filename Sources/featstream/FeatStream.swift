@@ -1,8 +1,15 @@
 import ArgumentParser
+import Backbone
 import Foundation
 
 @main
 struct FeatStream: ParsableCommand {
+    static func main() {
+        // Before any thread exists: oneDNN's OpenMP threads wait passively (see OpenMPWaiting).
+        OpenMPWaiting.passiveUnlessConfigured()
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "featstream",
         abstract: "Features from a frozen ONNX CNN over an image corpus, for a head to train on.",

@@ -63,7 +63,7 @@ struct Calibrate: ParsableCommand {
         abstract: "Measure activation ranges for --precision int8 and write them beside the model.",
         discussion: """
         Runs the fp32 backbone over the first --images images of the dataset (dataset order) and
-        records, for every tensor that feeds a convolution, its minimum and maximum. The file
+        records, for every tensor that feeds or leaves a convolution, its minimum and maximum. The file
         (calibration.json beside the model config, or the config's "calibration") lists the images used.
         """)
 
@@ -80,44 +80,10 @@ struct Calibrate: ParsableCommand {
             let config = try ModelConfig.load(model)
             announceInferredConfig(config, command: "calibrate")
             let dataset = try DatasetIndex.open(path: data, format: format)
-            let engine = try BackboneEngine(modelPath: config.onnxPath, input: config.input.name, outputs: [config.featureNode],
-                                            maxBatch: batch, threads: threads)
-            let preprocessor = try ImagePreprocessor(config.preprocess)
-            let decoder = ImageDecoder()
-            var calibration = Calibration()
-            let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * engine.imageElementCount)
-            defer { buffer.deallocate() }
-            var skipped = 0
-            var filled = 0
-            func flush() throws {
-                guard filled > 0 else { return }
-                try engine.observeRanges(UnsafeBufferPointer(buffer), batch: filled, into: &calibration)
-                filled = 0
-            }
-            for item in dataset.items where calibration.images.count < images {
-                do {
-                    let bytes = try dataset.bytes(of: item)
-                    try bytes.withUnsafeBytes { raw in
-                        try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.baseAddress!, slot: filled,
-                                                layout: config.input.layout)
-                    }
-                } catch {
-                    skipped += 1
-                    continue
-                }
-                calibration.images.append(item.key)
-                filled += 1
-                if filled == batch { try flush() }
-            }
-            try flush()
-            guard !calibration.images.isEmpty else {
-                throw DatasetError(reason: "no decodable image in \(data) to calibrate on")
-            }
+            let (calibration, skipped) = try config.calibrate(on: dataset, images: images, batch: batch, threads: threads)
             let target = out ?? config.calibrationPath
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(calibration).write(to: URL(fileURLWithPath: target), options: .atomic)
-            print("calibrated \(calibration.ranges.count) convolution inputs on \(calibration.images.count) images"
+            try config.write(calibration, to: target)
+            print("calibrated \(calibration.ranges.count) tensors (convolution inputs and outputs) on \(calibration.images.count) images"
                   + (skipped > 0 ? " (\(skipped) undecodable skipped)" : "") + " -> \(target)")
         } catch {
             printError("featstream calibrate: \(error)")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Backbone
 import ClusterLaunch
 import ClusterRoles
 import FeatureStore
@@ -26,6 +27,9 @@ struct Run: ParsableCommand {
     @Option(help: "Items per shard.") var shardSize = CoordinatorOptions.defaultShardSize
     @Option(help: "Images per backbone run.") var batch = 16
     @Option(help: "Feature element type on the wire and in the store: f32 or f16.") var dtype = "f16"
+    @Option(help: "Convolution precision: fp32, or int8 (calibrated on the dataset's first --calibration-images images when the model has no calibration yet). Default: the model config's.")
+    var precision: Precision?
+    @Option(help: "Images an automatic int8 calibration uses.") var calibrationImages = 512
     @Flag(help: "Only extract; do not train a head.") var noTrain = false
     @Flag(help: "Run the roles without CurveZMQ (loopback only; for measuring what encryption costs).") var insecurePlaintext = false
     @OptionGroup var training: HeadTrainingOptions
@@ -37,8 +41,17 @@ struct Run: ParsableCommand {
             guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
             _ = try parseDType(dtype)
             umask(0o077)
-            let modelConfig = try ModelConfig.load(model)
+            var modelConfig = try ModelConfig.load(model)
             announceInferredConfig(modelConfig, command: "run")
+            if let precision { modelConfig.precision = precision }
+            if modelConfig.precision == .int8, !FileManager.default.fileExists(atPath: modelConfig.calibrationPath) {
+                // int8 needs activation ranges: measure them once, on this dataset, before any worker starts.
+                let (calibration, skipped) = try modelConfig.calibrate(on: try DatasetIndex.open(path: dataset.data, format: dataset.format),
+                                                                  images: calibrationImages)
+                try modelConfig.write(calibration)
+                print("run: calibrated int8 on the dataset's first \(calibration.images.count) images"
+                      + (skipped > 0 ? " (\(skipped) undecodable skipped)" : "") + "; ranges in \(modelConfig.calibrationPath)")
+            }
             let outURL = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
             // Every role reads the backbone from `model`: with --resize, from a copy of its config that says so.
@@ -89,6 +102,7 @@ struct Run: ParsableCommand {
                 worker.batch = batch
                 worker.threads = threads
                 worker.dtype = dtype
+                worker.precision = precision?.rawValue
                 worker.metricsPort = try freeLocalPort()
                 workerCommands.append(worker)
             }

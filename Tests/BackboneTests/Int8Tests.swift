@@ -28,6 +28,10 @@ final class Int8Tests: XCTestCase {
         XCTAssertGreaterThanOrEqual(int8.int8Convolutions.count, convolutions - 1,
                                     "every convolution but the first runs in int8", file: file, line: line)
         XCTAssertGreaterThan(int8.int8Tensors.count, 0, "some convolution outputs stay int8 for the next convolution", file: file, line: line)
+        // Activations stay u8/s8 from convolution to convolution: the reorders per run (2 for both
+        // models) quantise after the first f32 step and dequantise before global pooling, nothing between.
+        let reorders = int8.implementations.filter { $0.step.hasPrefix("reorder") }.map(\.step)
+        XCTAssertLessThanOrEqual(reorders.count, 4, "reorders between int8 steps: \(reorders)", file: file, line: line)
         let quantized = try input.values.withUnsafeBufferPointer { try int8.run($0, batch: batch) }[0]
         let width = int8.outputWidths[0]
         let cosines = (0..<batch).map { i -> Float in
@@ -36,7 +40,7 @@ final class Int8Tests: XCTestCase {
             let norms = (a.reduce(0) { $0 + $1 * $1 } * b.reduce(0) { $0 + $1 * $1 }).squareRoot()
             return dot / norms
         }.sorted()
-        print("int8 \(model): \(int8.int8Convolutions.count)/\(convolutions) convolutions in int8, \(int8.int8Tensors.count) tensors kept int8, feature cosine vs fp32 median \(cosines[batch / 2]) min \(cosines[0])")
+        print("int8 \(model): \(int8.int8Convolutions.count)/\(convolutions) convolutions in int8, \(int8.int8Tensors.count) tensors kept int8, \(reorders.count) reorders per run, feature cosine vs fp32 median \(cosines[batch / 2]) min \(cosines[0])")
         return (cosines[batch / 2], cosines[0])
     }
 
