@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // MARK: C libraries (Debian -dev packages)
@@ -63,7 +64,7 @@ let package = Package(
         .executableTarget(name: "featstream-sim", dependencies: ["ClusterSimulation"]),
         .target(name: "Transport", dependencies: ["CZMQ"]),
         .target(name: "RoleMetrics", dependencies: [.product(name: "Prometheus", package: "swift-prometheus")]),
-        .target(name: "ClusterLaunch"),
+        .target(name: "ClusterLaunch", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]),
         // The coordinator's on-disk dataset index (Protocols/INDEX.md); featstream-index drives it for benchmarks.
         .target(name: "DatasetIndex", dependencies: ["WireProtocol"]),
         .executableTarget(name: "featstream-index", dependencies: ["DatasetIndex"]),
