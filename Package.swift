@@ -77,7 +77,7 @@ let package = Package(
         .target(name: "HeadJob", dependencies: ["HeadTraining", "HeadExport", "FeatureStore", "FeatureCodec", "Extraction", "ImageInput"]),
 
         // MARK: The roles, beside the path: sans-I/O cores, then the ZeroMQ shell around them
-        .target(name: "Coordination", dependencies: ["WireProtocol"]),
+        .target(name: "Coordination", dependencies: ["DatasetIndex", "WireProtocol"]),
         // The protocol rules of each role as pure state machines (no sockets, clocks or files).
         .target(name: "ClusterSessions", dependencies: ["Coordination", "FeatureStore", "WireProtocol"]),
         // A deterministic simulator of a whole job over the real sessions, journal, ledger and store.
@@ -88,7 +88,7 @@ let package = Package(
         .target(name: "ClusterLaunch", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "ClusterRoles",
-            dependencies: ["ClusterSessions", "Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput",
+            dependencies: ["DatasetIndex", "ClusterSessions", "Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput",
                            "RoleMetrics", .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "Logging", package: "swift-log")]
         ),
@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "FeatureCodecTests", dependencies: ["FeatureCodec", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "ClusterSessionsTests", dependencies: ["ClusterSessions", "ClusterSimulation", "Coordination", "FeatureCodec", "FeatureStore", "WireProtocol"]),
-        .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "WireProtocol", "FeatStreamTestSupport"]),
+        .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "DatasetIndex", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "HeadExportTests", dependencies: ["HeadExport", "ONNXProto", "NumpyFormat", "FeatStreamTestSupport"]),
         .testTarget(name: "HeadTrainingTests", dependencies: ["HeadTraining"]),
@@ -126,7 +126,7 @@ let package = Package(
         .testTarget(
             name: "ClusterTests",
             dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat", "FeatStreamTestSupport", "RoleMetrics",
-                           "ClusterLaunch", .product(name: "Prometheus", package: "swift-prometheus")]
+                           "ClusterLaunch", "Coordination", "DatasetIndex", .product(name: "Prometheus", package: "swift-prometheus")]
         ),
     ]
 )

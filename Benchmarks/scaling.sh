@@ -29,7 +29,12 @@
 # Jobs run in ROUNDS, each visiting every N (ascending, then descending in the next round, so that
 # slow drift of the machine falls on every N alike); the table gives each N's median and range.
 #
-# Usage (root): [FEATSTREAM=BIN] [SCALING_KEEP=DIR] bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.4] [ROUNDS=3] [WINDOW=40] [WARM=4] (whole seconds)
+# SCALING_COMPARE=plaintext measures what CurveZMQ costs instead: beside each (encrypted, default) job
+# runs the same job with every role on --insecure-plaintext --allow-remote-plaintext, the two in
+# alternating order from round to round; the table gives each N's CURVE/plaintext ratio (median of the
+# per-round ratios). SCALING_NS="1 2 4" picks the worker counts (default 1..MAX_WORKERS).
+#
+# Usage (root): [FEATSTREAM=BIN] [SCALING_KEEP=DIR] [SCALING_COMPARE=plaintext] [SCALING_NS="1 2 4"] bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.4] [ROUNDS=3] [WINDOW=40] [WARM=4] (whole seconds)
 # Needs cgroup v1's cpu controller at /sys/fs/cgroup/cpu (cgroup v2: /sys/fs/cgroup with cpu.max).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,8 +52,9 @@ else
   bin=$PWD/.build/release/featstream
   swift build -c release --product featstream >/dev/null
 fi
-model=$PWD/.featstream/models/efficientnet-lite0
-data=$PWD/.featstream/data/fashion-mnist/imagefolder
+home=${FEATSTREAM_HOME:-$PWD/.featstream}
+model=$home/models/efficientnet-lite0
+data=$home/data/fashion-mnist/imagefolder
 net=Cluster/netns-cluster.sh
 period=500000
 quota_us=$(awk -v q="$quota" -v p="$period" 'BEGIN { printf "%d", q * p }')
@@ -156,21 +162,27 @@ for line in sys.stdin:
 job_ready() { [[ -s $1/samples ]] && awk -v n="$2" 'END { exit !($3 >= n) }' "$1/samples"; }
 job_rate() { slope "$1/samples" "$2" "$3"; }
 
-# One job with N workers; prints measure's line.
+# One job with N workers, CurveZMQ unless MODE is plaintext; prints measure's line.
 run_job() {
-  local n=$1
+  local n=$1 mode=${2:-curve}
   bash "$net" down >/dev/null 2>&1 || true
   bash "$net" up $((n + 2)) >/dev/null
   local out
   out=$(mktemp -d "$work/n$n-XXXX")
   # Every socket is CurveZMQ (the default): the coordinator's, the head's and one key per worker.
-  "$bin" keygen --keys "$out/keys" --workers "$(seq -s, -f 'w%g' 1 "$n")" >/dev/null
-  ip netns exec fs-h1 "$bin" coordinator --keys "$out/keys" --bind tcp://10.77.0.11:5555 --head tcp://10.77.0.12:5556 \
+  local sec="--keys $out/keys"
+  if [[ $mode == plaintext ]]; then
+    sec="--insecure-plaintext --allow-remote-plaintext"
+  else
+    "$bin" keygen --keys "$out/keys" --workers "$(seq -s, -f 'w%g' 1 "$n")" >/dev/null
+  fi
+  # shellcheck disable=SC2086
+  ip netns exec fs-h1 "$bin" coordinator $sec --bind tcp://10.77.0.11:5555 --head tcp://10.77.0.12:5556 \
       --data "$data" --split train --limit "$images" --journal "$out/journal" --shard-size 32 --metrics-port 9400 \
       >/dev/null 2>"$out/coordinator.log" &
   pids=($!)
   ip netns exec fs-h2 "$bin" head --bind tcp://10.77.0.12:5556 --coordinator tcp://10.77.0.11:5555 \
-      --store "$out/store" --keys "$out/keys" --metrics-port 9400 --metrics-bind 10.77.0.12 >/dev/null 2>"$out/head.log" &
+      --store "$out/store" $sec --metrics-port 9400 --metrics-bind 10.77.0.12 >/dev/null 2>"$out/head.log" &
   local head=$!
   pids+=("$head")
   local workers=()
@@ -178,7 +190,7 @@ run_job() {
     local g
     g=$(cpu_group "w$i")
     # Join the cgroup before entering the namespace: `ip netns exec` remounts /sys, hiding the cgroup tree.
-    sh -c "echo \$\$ > $g/cgroup.procs; exec ip netns exec fs-h$((i + 2)) $bin worker --keys $out/keys --coordinator tcp://10.77.0.11:5555 \
+    sh -c "echo \$\$ > $g/cgroup.procs; exec ip netns exec fs-h$((i + 2)) $bin worker $sec --coordinator tcp://10.77.0.11:5555 \
         --model $model --data $data --split train --threads 1 --batch 16 --name w$i" >/dev/null 2>"$out/w$i.log" &
     workers+=($!)
   done
@@ -224,9 +236,25 @@ run_job 1 >/dev/null
 warm=$warm_full; window=$window_full
 results=$work/results
 : >"$results"
+compare=${SCALING_COMPARE:-}
+ns=${SCALING_NS:-$(seq 1 "$max")}
 for round in $(seq 1 "$rounds"); do
-  if ((round % 2)); then order=$(seq 1 "$max"); else order=$(seq "$max" -1 1); fi
+  if ((round % 2)); then order=$ns; else order=$(tr ' ' '\n' <<<"$ns" | sort -rn); fi
   for n in $order; do
+    if [[ $compare == plaintext ]]; then
+      # The peer is the same job in plaintext; which of the two goes first alternates by round.
+      if ((round % 2)); then
+        read -r rate cpu throttled share used < <(run_job "$n")
+        read -r peer pcpu pthrottled pshare pused < <(run_job "$n" plaintext)
+      else
+        read -r peer pcpu pthrottled pshare pused < <(run_job "$n" plaintext)
+        read -r rate cpu throttled share used < <(run_job "$n")
+      fi
+      echo "$n $rate $share $peer $cpu $pcpu $throttled $pthrottled $used $pused $pshare" >>"$results"
+      echo "round $round: $n worker(s) CURVE $rate img/s (${cpu} ms CPU/img, head $share%)," \
+           "plaintext $peer img/s (${pcpu} ms CPU/img, head $pshare%)" >&2
+      continue
+    fi
     read -r rate cpu throttled share used < <(run_job "$n")
     read -r peer pcpu pthrottled _ pused < <(run_peer "$n")
     echo "$n $rate $share $peer $cpu $pcpu $throttled $pthrottled $used $pused" >>"$results"
@@ -239,6 +267,18 @@ done
 # 5 and 6 CPU ms per image with and without a cluster, 7 and 8 throttled percent, 9 and 10 quota used).
 column() { awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$results"; }
 
+if [[ $compare == plaintext ]]; then
+  echo "| workers | quota per worker | CURVE img/s, median of $rounds (range) | plaintext img/s (range) | CURVE / plaintext, median of per-round ratios (range) | head CPU share, CURVE / plaintext | CPU ms/img, CURVE / plaintext |"
+  echo "|---|---|---|---|---|---|---|"
+  for n in $ns; do
+    ratios=$(awk -v n="$n" '$1 == n && $4 > 0 { printf "%.3f\n", $2 / $4 }' "$results")
+    echo "| $n | $quota core | $(column "$n" 2 | median) ($(column "$n" 2 | sort -g | head -1)-$(column "$n" 2 | sort -g | tail -1)) |" \
+         "$(column "$n" 4 | median) ($(column "$n" 4 | sort -g | head -1)-$(column "$n" 4 | sort -g | tail -1)) |" \
+         "$(median <<<"$ratios")x ($(sort -g <<<"$ratios" | head -1)-$(sort -g <<<"$ratios" | tail -1)) |" \
+         "$(column "$n" 3 | median)% / $(column "$n" 11 | median)% | $(column "$n" 5 | median) / $(column "$n" 6 | median) |"
+  done
+  exit 0
+fi
 single=$(column 1 2 | median)
 echo "| workers | quota per worker | aggregate img/s, median of $rounds (range) | vs N x one worker | head CPU share | quota used | CPU ms/img | same N without a cluster, img/s | cluster vs without | without: quota used, CPU ms/img |"
 echo "|---|---|---|---|---|---|---|---|---|---|"

@@ -15,7 +15,7 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MAJOR, MINOR = 2, 0
+MAJOR, MINOR = 3, 0
 
 T = dict(hello=0x01, shardRequest=0x02, shardDone=0x03, shardFailed=0x04,
          welcome=0x10, assignment=0x11, noWork=0x12, shutdown=0x13,
@@ -166,9 +166,23 @@ def feature_batch(shard, attempt, item_count, dtype, codec, dim, offsets, indexe
 HELLO_BODY = s("worker-a1") + s("gpu-node-03") + u32(4242) + smap(
     {"backbone": "resnet50", "dtype": "f16", "threads": "8"})
 HEARTBEAT_BODY = u64(0x0123456789ABCDEF) + u64(42)
-ASSIGN_ITEMS = [(0, "train/cat/0001.jpg", 3), (1, "train/dog/0002.jpg", 5), (1_000_000_007, "shard-0007.tar:ü-ключ", -1)]
+# (index, key, label, locator): locator kind 0 file (path), 1 tar member (path, offset, size), 2 rejected (reason)
+ASSIGN_ITEMS = [
+    (0, "train/cat/0001.jpg", 3, (0, "/data/train/cat/0001.jpg")),
+    (1, "train/dog/0002.jpg", 5, (0, "/data/train/dog/0002.jpg")),
+    (1_000_000_007, "shard-0007.tar:ü-ключ", -1, (1, "/data/shard-0007.tar", 1536, 70_000)),
+    ((1 << 63) + 2, "labels.csv:17", -1, (2, "manifest line 17: no path")),
+]
+
+
+def locator(loc):
+    if loc[0] == 1:
+        return u8(1) + s(loc[1]) + u64(loc[2]) + u32(loc[3])
+    return u8(loc[0]) + s(loc[1])
+
+
 ASSIGN_BODY = u32(7) + u32(2) + u32(30_000) + u32(len(ASSIGN_ITEMS)) + b"".join(
-    u64(i) + i32(l) + s(k) for i, k, l in ASSIGN_ITEMS)
+    u64(i) + i32(l) + s(k) + locator(loc) for i, k, l, loc in ASSIGN_ITEMS)
 
 BATCH_KEYS = ["a/0.jpg", "a/1.jpg", "a/3.jpg"]
 
@@ -184,10 +198,13 @@ VALID = {
     "shard_failed": ("shardFailed(shardID: 7, attempt: 2, reason: \"draining: SIGTERM\")",
                      frame(T["shardFailed"], u32(7) + u32(2) + s("draining: SIGTERM"))),
     "welcome": ("welcome(epoch: 0xFEDCBA9876543210, headAddress: \"tcp://head:5556\", heartbeatIntervalMs: 1000, "
-                "deadAfterBeats: 5)",
-                frame(T["welcome"], u64(0xFEDCBA9876543210) + s("tcp://head:5556") + u32(1000) + u32(5))),
-    "assignment": ("assignment(shardID: 7, attempt: 2, leaseMs: 30000, items: [(0, train/cat/0001.jpg, 3), "
-                   "(1, train/dog/0002.jpg, 5), (1000000007, shard-0007.tar:ü-ключ, -1)])",
+                "deadAfterBeats: 5, plan: 0x0011223344556677)",
+                frame(T["welcome"], u64(0xFEDCBA9876543210) + s("tcp://head:5556") + u32(1000) + u32(5)
+                      + u64(0x0011223344556677))),
+    "assignment": ("assignment(shardID: 7, attempt: 2, leaseMs: 30000, items: [(0, train/cat/0001.jpg, 3, "
+                   "file /data/train/cat/0001.jpg), (1, train/dog/0002.jpg, 5, file /data/train/dog/0002.jpg), "
+                   "(1000000007, shard-0007.tar:ü-ключ, -1, tar /data/shard-0007.tar @1536 +70000), "
+                   "(2^63+2, labels.csv:17, -1, rejected \"manifest line 17: no path\")])",
                    frame(T["assignment"], ASSIGN_BODY)),
     "assignment_empty": ("assignment(shardID: 0, attempt: 0, leaseMs: 0, items: [])",
                          frame(T["assignment"], u32(0) * 3 + u32(0))),
@@ -241,8 +258,10 @@ INVALID = {
     "invalid_short": ("tooShort(5)", "first 5 bytes of heartbeat.hex", _hb[:5]),
     "invalid_bad_magic": ("badMagic", "heartbeat.hex with magic \"FX\" (CRC recomputed)",
                           b"FX" + frame(T["heartbeat"], HEARTBEAT_BODY)[2:-4] + u32(crc32c(b"FX" + _hb[2:-4]))),
-    "invalid_bad_version": ("unsupportedVersion(major: 1, minor: 0)", "heartbeat with major version 1 (before the cumulative credits of 2.0)",
-                            frame(T["heartbeat"], HEARTBEAT_BODY, major=1)),
+    "invalid_bad_version": ("unsupportedVersion(major: 2, minor: 0)", "heartbeat with major version 2 (before assignments carried locators, 3.0)",
+                            frame(T["heartbeat"], HEARTBEAT_BODY, major=2)),
+    "invalid_locator_kind": ("malformed", "assignment whose one item has locator kind 3",
+                             frame(T["assignment"], u32(1) + u32(1) + u32(1) + u32(1) + u64(0) + i32(-1) + s("a.jpg") + u8(3) + s("x"))),
     "invalid_unknown_type": ("unknownType(0x7f)", "type 0x7F, valid CRC, 4-byte body", frame(0x7F, u32(1))),
     "invalid_bad_checksum": ("checksumMismatch", "heartbeat.hex with bit 0 of the last body byte flipped",
                              _hb[:-5] + bytes([_hb[-5] ^ 1]) + _hb[-4:]),

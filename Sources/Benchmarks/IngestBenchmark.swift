@@ -73,7 +73,7 @@ public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, row
     let store = try HeadStore(url: directory, dtype: dtype)
     var settings = HeadSessionSettings()
     settings.creditWindow = UInt32.max / 2
-    var session = HeadSession(epoch: 1, dtype: dtype, dimension: nil, committed: [], settings: settings)
+    var session = HeadSession(epoch: 1, dtype: dtype, dimension: nil, committed: [], plan: 1, settings: settings)
     var committed = 0
     func perform(_ outputs: [HeadOutput]) throws {
         for output in outputs {

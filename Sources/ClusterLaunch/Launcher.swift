@@ -75,8 +75,7 @@ public final class Launcher: @unchecked Sendable {
         let h = d.head
         var head = RoleCommand.Head(bind: "tcp://\(h.bind):\(h.port)", coordinator: d.coordinatorAddress, store: h.store, security: security)
         head.model = h.model
-        head.data = h.data
-        head.format = d.job.format
+        head.data = h.data.map(dataset)
         head.dtype = h.dtype
         head.credits = h.credits
         head.trainOut = h.trainOut
@@ -93,7 +92,7 @@ public final class Launcher: @unchecked Sendable {
         for group in d.workers {
             for _ in 0..<group.count {
                 number += 1
-                var worker = RoleCommand.Worker(coordinator: d.coordinatorAddress, model: group.model, dataset: dataset(group.data),
+                var worker = RoleCommand.Worker(coordinator: d.coordinatorAddress, model: group.model,
                                                 name: "worker\(number)@\(group.placement.sshDestination)", security: security)
                 worker.keyName = "worker\(number)"
                 worker.threads = group.threads

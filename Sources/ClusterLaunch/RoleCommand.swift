@@ -76,8 +76,11 @@ public enum RoleCommand: Equatable, Sendable {
         public var store: String
         public var security: RoleSecurityArguments
         public var model: String?
-        public var data: String?
-        public var format: String?
+        /// `--feature-dimension`: the job model's row width, when the launcher knows it (else the head reads `model`).
+        public var featureDimension: Int?
+        /// The coordinator's dataset selection: the head indexes it the same way for class names and the
+        /// dataset's own validation split.
+        public var data: DatasetArguments?
         public var dtype: String?
         public var credits: Int?
         public var trainOut: String?
@@ -97,7 +100,6 @@ public enum RoleCommand: Equatable, Sendable {
     public struct Worker: Equatable, Sendable {
         public var coordinator: String
         public var model: String
-        public var dataset: DatasetArguments
         public var name: String
         public var security: RoleSecurityArguments
         /// The key in the folder (`workers/KEY.key`); nil means the key is named like the worker.
@@ -107,10 +109,9 @@ public enum RoleCommand: Equatable, Sendable {
         public var dtype: String?
         public var metricsPort: Int?
 
-        public init(coordinator: String, model: String, dataset: DatasetArguments, name: String, security: RoleSecurityArguments) {
+        public init(coordinator: String, model: String, name: String, security: RoleSecurityArguments) {
             self.coordinator = coordinator
             self.model = model
-            self.dataset = dataset
             self.name = name
             self.security = security
         }
@@ -128,17 +129,15 @@ public enum RoleCommand: Equatable, Sendable {
         case .head(let h):
             var result = ["head", "--bind", h.bind, "--coordinator", h.coordinator, "--store", h.store]
             if let model = h.model { result += ["--model", model] }
-            if let data = h.data {
-                result += ["--data", data]
-                if let format = h.format { result += ["--format", format] }
-            }
+            if let width = h.featureDimension { result += ["--feature-dimension", String(width)] }
+            if let data = h.data { result += data.arguments }
             if let dtype = h.dtype { result += ["--dtype", dtype] }
             if let credits = h.credits { result += ["--credits", String(credits)] }
             if let trainOut = h.trainOut { result += ["--train-out", trainOut] + h.training }
             if let port = h.metricsPort { result += ["--metrics-port", String(port)] }
             return result + h.security.arguments
         case .worker(let w):
-            var result = ["worker", "--coordinator", w.coordinator, "--model", w.model] + w.dataset.arguments + ["--name", w.name]
+            var result = ["worker", "--coordinator", w.coordinator, "--model", w.model, "--name", w.name]
             if let keyName = w.keyName { result += ["--key-name", keyName] }
             if let threads = w.threads { result += ["--threads", String(threads)] }
             if let batch = w.batch { result += ["--batch", String(batch)] }
@@ -161,10 +160,10 @@ public enum RoleCommand: Equatable, Sendable {
             return common.union(dataset).union(["--bind", "--head", "--journal", "--shard-size", "--lease-ms", "--heartbeat-ms",
                                                 "--dead-after-beats", "--commit-wait-ms", "--stall-ms"])
         case "head":
-            return common.union(["--bind", "--coordinator", "--store", "--model", "--data", "--format", "--dtype", "--credits",
+            return common.union(dataset).union(["--bind", "--coordinator", "--store", "--model", "--feature-dimension", "--dtype", "--credits",
                                  "--train-out", "--l2", "--hidden", "--max-epochs", "--validation-fraction", "--mlp", "--balanced"])
         case "worker":
-            return common.union(dataset).union(["--coordinator", "--model", "--name", "--key-name", "--threads", "--batch",
+            return common.union(["--coordinator", "--model", "--name", "--key-name", "--threads", "--batch",
                                                 "--dtype", "--decode-threads"])
         default:
             return []

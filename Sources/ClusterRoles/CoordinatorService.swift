@@ -1,12 +1,15 @@
 import ClusterSessions
 import Coordination
+import DatasetIndex
+import FeatureStore
 import Foundation
 import ImageInput
 import RoleMetrics
 import Transport
 import WireProtocol
 
-/// Where a job's items come from; the coordinator and every worker open the same dataset.
+/// Where a job's items come from: the dataset the coordinator indexes (workers never open it; their
+/// assignments carry each item's locator).
 public struct DatasetSelection: Sendable {
     public var path: String
     public var format: DatasetFormat?
@@ -22,16 +25,43 @@ public struct DatasetSelection: Sendable {
         self.limit = limit
     }
 
-    /// Opens the dataset and applies the split and limit, in the dataset's deterministic order.
-    public func open() throws -> (DatasetIndex, [DatasetItem]) {
-        let dataset = try DatasetIndex.open(path: path, format: format)
-        var items = dataset.items
-        if let split {
-            items = items.filter { $0.split == split }
-            guard !items.isEmpty else { throw DatasetError(reason: "no items in split '\(split)' of \(path)") }
+    /// The selection as the dataset index names it (INDEX.md §2).
+    public var indexSelection: IndexSelection {
+        let kind: DatasetKind? = format.map {
+            switch $0 {
+            case .imagefolder: return .imageFolder
+            case .manifest: return .manifest
+            case .webdataset: return .webDataset
+            }
         }
-        if let limit { items = Array(items.prefix(limit)) }
-        return (dataset, items)
+        return IndexSelection(path: path, kind: kind, split: split, limit: limit)
+    }
+
+    /// The index of this selection at `indexPath`: reused when it was built for this selection and the
+    /// dataset has not changed since (INDEX.md §5), else scanned anew, streaming, into `indexPath`.
+    /// `hasProgress` says whether a job already committed shards of the index there: a changed dataset is
+    /// then an error listing the changes (its positions may now name other files), never silently mixed.
+    public func openIndex(at indexPath: String, hasProgress: Bool, log: (String) -> Void) throws -> IndexedDataset {
+        switch IndexReuse.check(indexPath: indexPath, selection: indexSelection) {
+        case .reusable(let index):
+            log("reusing the dataset index \(indexPath) (\(index.count) items, \(index.deadLetterCount) rejected; dataset unchanged)")
+            return index
+        case let .datasetChanged(_, changes):
+            let listed = changes.prefix(10).map(\.description).joined(separator: "; ")
+            guard !hasProgress else {
+                throw DatasetError(reason: "the dataset \(path) changed since this job indexed it (\(changes.count) change(s): \(listed)"
+                    + "\(changes.count > 10 ? "; …" : "")); the job's committed shards may name other files now. Start a new job "
+                    + "(another --out/--journal), or remove the job folder to start over")
+            }
+            log("the dataset changed since \(indexPath) was built (\(listed)); nothing was committed yet, so it is scanned again")
+        case .absent(let reason):
+            log("scanning the dataset into \(indexPath) (\(reason))")
+        }
+        let started = Date()
+        let index = try IndexScan.run(indexSelection, indexPath: indexPath)
+        log(String(format: "indexed %d items (%d rejected, %d outside the selection) in %.1f s", index.count, index.deadLetterCount,
+                   index.skippedCount, Date().timeIntervalSince(started)))
+        return index
     }
 }
 
@@ -45,6 +75,8 @@ public struct CoordinatorOptions: Sendable {
     public var shardSize = 64
     /// Append-only journal of committed shards; a restarted coordinator resumes from it.
     public var journalPath: String
+    /// The dataset index (INDEX.md): `dataset.index` in the journal's folder, the job folder.
+    public var indexPath: String { URL(fileURLWithPath: journalPath).deletingLastPathComponent().appendingPathComponent("dataset.index").path }
     public var heartbeatMs: UInt64 = 500
     public var deadAfterBeats: UInt64 = 10
     public var leaseMs: UInt64 = 30_000
@@ -86,31 +118,34 @@ public final class CoordinatorService {
         var shard: Int = -1
     }
 
-    /// Builds the shard plan, replays the journal and binds the control socket.
+    /// Opens (or builds) the dataset index, cuts it into shards, replays the journal and binds the control
+    /// socket.
     public init(options: CoordinatorOptions) throws {
         self.options = options
-        let (_, items) = try options.dataset.open()
-        let refs = items.map { ItemRef(index: UInt64($0.index), key: $0.key, label: Int32($0.label ?? -1)) }
-        let plan = ShardPlan(items: refs, shardSize: options.shardSize)
-        shardCount = plan.shards.count
-        journal = try CoordinatorJournal.open(path: options.journalPath, plan: plan)
+        let hasProgress = (try? FileManager.default.attributesOfItem(atPath: options.journalPath)[.size] as? Int).flatMap { $0 } ?? 0 > 0
+        let index = try options.dataset.openIndex(at: options.indexPath, hasProgress: hasProgress, log: log.event)
+        let plan = IndexShardPlan(index: index, shardSize: options.shardSize)
+        shardCount = plan.shardCount
+        journal = try CoordinatorJournal.open(path: options.journalPath, fingerprint: plan.fingerprint, shardCount: plan.shardCount,
+                                              shardSize: plan.shardSize)
         let settings = CoordinatorSessionSettings(
             lease: LeaseSettings(leaseMs: options.leaseMs, commitWaitMs: options.commitWaitMs,
                                  workerDeadAfterMs: options.heartbeatMs * options.deadAfterBeats, maxAttemptsInFlight: 2,
                                  stallAfterMs: options.stallMs),
             heartbeatMs: options.heartbeatMs, deadAfterBeats: options.deadAfterBeats, headAddress: options.headAddress)
-        session = CoordinatorSession(epoch: newEpoch(), shards: plan.shards, settings: settings, journal: journal)
+        session = CoordinatorSession(epoch: newEpoch(), plan: plan, settings: settings, journal: journal)
         let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.security)
         try router.bind(options.bind)
         if options.security.isCurve { log.event("security: \(options.security)") }
         socket = MessageSocket(router, log: log, accepting: .coordinatorControl)
-        progress = ProgressReport(total: items.count)
+        progress = ProgressReport(total: plan.entryCount)
         metrics = try RoleMetricsRegistry(role: "coordinator", port: options.metricsPort)
-        metrics.gauge(MetricName.shardsTotal).set(Double(plan.shards.count))
+        metrics.gauge(MetricName.shardsTotal).set(Double(plan.shardCount))
         socket.onReject = { [metrics] in metrics.rejected($0) }
         if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
-        log.event("\(items.count) items in \(plan.shards.count) shards of \(options.shardSize); \(journal.committed.count) already "
-            + "committed (journal \(options.journalPath)); listening on \(options.bind)")
+        log.event("\(index.count) items in \(plan.shardCount) shards of \(options.shardSize); \(journal.committed.count) already "
+            + "committed (journal \(options.journalPath)); \(index.deadLetterCount) inputs rejected by the scan travel with their "
+            + "shards; shard plan \(JobPlanBinding.hex(plan.fingerprint)); listening on \(options.bind)")
     }
 
     /// Serves until every shard is committed and the peers were told, then returns.

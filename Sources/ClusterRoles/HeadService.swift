@@ -16,6 +16,10 @@ public struct HeadOptions: Sendable {
     public var storePath: String
     /// Element type the store keeps (fixed when the store is created).
     public var dtype: FeatureDTypeCode = .f16
+    /// Values per feature row the job's model produces. When set, the store is created with it at start
+    /// (an existing store of another width is refused), and batches of any other width are dropped and
+    /// counted (`wrong_dimension`). When nil, the first decodable batch fixes the width.
+    public var featureDimension: Int?
     /// Batches each worker may have in flight to this head.
     public var creditWindow: UInt32 = 4
     /// How often the head beats (and retries its introduction to the coordinator).
@@ -51,10 +55,18 @@ public struct HeadStatistics: Codable, Sendable {
     public var committedShards = 0
     /// Batches that arrived beyond the credits their worker was granted (dropped).
     public var creditViolations = 0
+    /// Batches whose row width is not the store's (the job's model's), dropped.
+    public var wrongDimensionBatches = 0
     /// Frame bytes received on the data socket (headers, metadata and payload).
     public var wireBytes = 0
     /// Feature rows received per worker per second since the head started: `[worker: [second: rows]]`.
     public var rowsPerSecond: [String: [Int: Int]] = [:]
+}
+
+/// A head setting that contradicts what is on disk.
+public struct HeadConfigurationError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
 }
 
 /// The head's store side: performs a `HeadSession`'s store effects, with syncs on a background thread
@@ -72,6 +84,8 @@ public final class HeadStore {
     private let syncer = StoreSyncer()
     /// Taken before anything else, even before the store exists: one head per store.
     private let lock: StoreWriterLock
+    /// The shard plan the store belongs to, once bound (STORE.md §4.1).
+    public private(set) var plan: UInt64?
 
     /// Takes the store folder's writer lock (refusing to start when another process writes it), then
     /// reopens the store at `url` for writing if one exists (cutting off an interrupted append); otherwise
@@ -81,12 +95,19 @@ public final class HeadStore {
         self.dtype = dtype
         self.metadata = metadata
         lock = try StoreWriterLock.acquire(root: url)
+        plan = try JobPlanBinding.read(root: url)
         if FileManager.default.fileExists(atPath: url.appendingPathComponent("store.json").path) {
             store = try FeatureStore.open(at: url, forWriting: true, lock: lock)
         }
     }
 
     deinit { syncer.stop() }
+
+    /// Binds the store to the job's shard plan, durably.
+    public func bind(plan: UInt64) throws {
+        try JobPlanBinding.write(plan, root: url)
+        self.plan = plan
+    }
 
     /// Creates the store with rows of `dimension` values.
     public func create(dimension: Int) throws {
@@ -116,6 +137,21 @@ public final class HeadStore {
     }
 }
 
+/// Why a head stops.
+public enum HeadError: Error, CustomStringConvertible {
+    /// The store belongs to another job's shard plan than the coordinator serves.
+    case otherJob(store: String, storePlan: UInt64, coordinatorPlan: UInt64)
+
+    public var description: String {
+        switch self {
+        case let .otherJob(store, storePlan, coordinatorPlan):
+            return "store \(store) belongs to another job (shard plan \(JobPlanBinding.hex(storePlan))); the coordinator "
+                + "serves plan \(JobPlanBinding.hex(coordinatorPlan)) (another dataset, split, limit or shard size). "
+                + "Nothing was written; give this job a new store folder, or remove \(store) to start over"
+        }
+    }
+}
+
 /// The head: verifies, decompresses and deduplicates feature batches, commits shards atomically to the
 /// store, grants credits, and reports commits to the coordinator. A thin ZeroMQ driver around
 /// `HeadSession` (the protocol rules) and `HeadStore` (the disk).
@@ -142,11 +178,24 @@ public final class HeadService {
         if let existing = store.store {
             log.event("reopened store \(options.storePath): \(existing.committedShards.count) shards committed")
         }
+        // The job's model fixes the row width before any peer speaks: no batch can choose it.
+        if let expected = options.featureDimension {
+            if let existing = store.store, existing.dimension != expected {
+                throw HeadConfigurationError(message: "store \(options.storePath) holds \(existing.dimension)-value rows, "
+                                             + "but the job's model produces \(expected)")
+            }
+            if store.store == nil {
+                try store.create(dimension: expected)
+                log.event("created store \(options.storePath) with \(expected)-value rows (the job's model)")
+            }
+        } else if store.store == nil {
+            log.event("no feature width given (--feature-dimension or --model): the first batch from an authenticated worker will fix it")
+        }
         var settings = HeadSessionSettings()
         settings.creditWindow = options.creditWindow
         settings.heartbeatMs = options.heartbeatMs
         session = HeadSession(epoch: newEpoch(), dtype: store.store?.dtype ?? options.dtype, dimension: store.store?.dimension,
-                              committed: store.store?.committedShards ?? [], settings: settings)
+                              committed: store.store?.committedShards ?? [], plan: store.plan, settings: settings)
         let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.dataSecurity)
         try router.bind(options.bind)
         data = MessageSocket(router, log: log, accepting: .headData)
@@ -215,6 +264,12 @@ public final class HeadService {
             statistics.rows += batch.offsets.count
             statistics.payloadBytes += batch.payload.count
             statistics.rawBytes += Int(batch.rawLength)
+            if let expected = session.dimension, Int(batch.dimension) != expected {
+                // Dropped by the session (counted there too); said here with the sender, and counted for metrics.
+                log.event("dropped a batch of shard \(batch.shardID) from \(session.workerName(identity) ?? "an unknown worker"): "
+                          + "its rows have \(batch.dimension) values, the store's have \(expected)")
+                metrics.rejected("wrong_dimension")
+            }
             let decoded = Result { try DecodedBatch(decoding: batch, as: session.dtype) }
             if case .failure(let error) = decoded {
                 log.event("rejected a batch of shard \(batch.shardID) attempt \(batch.attempt): its payload does not decode (\(error))")
@@ -262,6 +317,11 @@ public final class HeadService {
                 statistics.deadLetters += contents.deadLetters.count
                 metrics.counter(MetricName.deadLetters).increment(by: Int64(contents.deadLetters.count))
                 onCommit?(contents)
+            case .effect(.bindPlan(let plan)):
+                try store.bind(plan: plan)
+                log.event("store \(options.storePath) belongs to shard plan \(JobPlanBinding.hex(plan))")
+            case let .effect(.planMismatch(storePlan, coordinatorPlan)):
+                throw HeadError.otherJob(store: options.storePath, storePlan: storePlan, coordinatorPlan: coordinatorPlan)
             case .effect(.jobComplete(let reason)):
                 log.event("the coordinator ended the job: \(reason)")
                 // Recorded so that a head restarted after the job (say, killed while training) knows the store is whole.
@@ -282,6 +342,7 @@ public final class HeadService {
         statistics.rejectedBatches = counters.rejectedBatches
         statistics.corruptPayloads = counters.corruptPayloads
         statistics.creditViolations = counters.creditViolations
+        statistics.wrongDimensionBatches = counters.wrongDimension
         statistics.rejectedFrames = data.counters.rejectedTotal + control.counters.rejectedTotal
         statistics.wireBytes = data.counters.bytesIn
         if let store = store.store {

@@ -14,8 +14,6 @@ public struct WorkerOptions: Sendable {
     public var coordinator: String
     /// Model folder, config or .onnx.
     public var model: String
-    /// The dataset, opened locally; it must be the coordinator's (keys are checked per shard).
-    public var dataset: DatasetSelection
     public var batch = 16
     public var threads: Int?
     public var decodeThreads = 1
@@ -28,10 +26,9 @@ public struct WorkerOptions: Sendable {
     public var controlSecurity: ZMQSecurity = .none
     public var dataSecurity: ZMQSecurity = .none
 
-    public init(coordinator: String, model: String, dataset: DatasetSelection, workerID: String) {
+    public init(coordinator: String, model: String, workerID: String) {
         self.coordinator = coordinator
         self.model = model
-        self.dataset = dataset
         self.workerID = workerID
     }
 }
@@ -40,7 +37,10 @@ public struct WorkerOptions: Sendable {
 /// own, and streams compressed batches to the head within its credits. A thin ZeroMQ driver around
 /// `WorkerSession`, which keeps heartbeating both peers however long a shard takes.
 ///
-/// Unchecked `Sendable`: the extraction thread touches only the extractor, the dataset, the (thread-safe)
+/// A worker never opens or indexes the dataset: each assignment carries its items' locators (a file, or a
+/// member of a tar), so its memory does not depend on the corpus size.
+///
+/// Unchecked `Sendable`: the extraction thread touches only the extractor, the (thread-safe)
 /// metrics and `imagesDone`, which the socket loop reads only after that thread has ended.
 public final class WorkerService: @unchecked Sendable {
     let options: WorkerOptions
@@ -49,7 +49,6 @@ public final class WorkerService: @unchecked Sendable {
     private let control: MessageSocket
     private var data: MessageSocket?
     private let extractor: FeatureExtractor
-    private let dataset: DatasetIndex
     private var session: WorkerSession
     private var job: ExtractionJob?
     private let draining = DrainFlag()
@@ -62,13 +61,12 @@ public final class WorkerService: @unchecked Sendable {
     public private(set) var imagesDone = 0
     public private(set) var shardSeconds = 0.0
 
-    /// Loads the model and dataset and connects to the coordinator.
+    /// Loads the model and connects to the coordinator.
     public init(options: WorkerOptions) throws {
         self.options = options
         log = RoleLog(role: "worker \(options.workerID)")
         let config = try ModelConfig.load(options.model)
         extractor = try FeatureExtractor(config: config, batchSize: options.batch, threads: options.threads)
-        (dataset, _) = try options.dataset.open()
         let dealer = try ZMQSocket(context, .dealer, highWaterMark: 16, security: options.controlSecurity)
         try dealer.connect(options.coordinator)
         control = MessageSocket(dealer, log: log, accepting: .workerControl)
@@ -161,58 +159,93 @@ public final class WorkerService: @unchecked Sendable {
         }
     }
 
-    /// The items of an assignment in this worker's dataset, or why they are not there.
-    fileprivate func resolve(_ refs: [ItemRef]) -> Result<[DatasetItem], ExtractionJob.Failure> {
-        var items: [DatasetItem] = []
-        items.reserveCapacity(refs.count)
-        for ref in refs {
-            guard ref.index < UInt64(dataset.items.count), dataset.items[Int(ref.index)].key == ref.key else {
-                return .failure(.init(reason: "item \(ref.index) '\(ref.key)' is not in this worker's dataset \(options.dataset.path)"))
-            }
-            items.append(dataset.items[Int(ref.index)])
-        }
-        return .success(items)
-    }
-
-    /// Extracts one shard attempt and encodes its batches (runs on the extraction thread).
-    fileprivate func extract(_ items: [DatasetItem], shardID: UInt32, attempt: UInt32, emit: (FeatureBatch) throws -> Void) throws {
-        var next = 0
-        try extractor.extract(items, from: dataset, decodeThreads: options.decodeThreads) { batch in
-            // Each extracted batch covers the next items in order: rows for those that decoded, dead letters
-            // for the rest. Offsets come from positions, so an item listed twice is two items.
-            let count = batch.items.count + batch.deadLetters.count
-            let range = next..<(next + count)
-            next += count
-            var offsets: [UInt32] = [], dead: [DeadLetterEntry] = []
-            var rows = batch.items.makeIterator(), row = rows.next()
-            var letters = batch.deadLetters.makeIterator()
-            for offset in range {
-                if let current = row, current.index == items[offset].index {
-                    offsets.append(UInt32(offset))
-                    row = rows.next()
-                } else if let letter = letters.next() {
-                    dead.append(DeadLetterEntry(offset: UInt32(offset), key: items[offset].key, reason: letter.reason))
-                }
-            }
-            let (payload, rawLength) = batch.features.withUnsafeBufferPointer {
+    /// Extracts one shard attempt and encodes its batches (runs on the extraction thread). Inputs the
+    /// coordinator's scan rejected go first, as one batch of dead letters; the rest are decoded from their
+    /// locators in order. Offsets are positions in the assignment, so every entry is answered once.
+    fileprivate func extract(_ refs: [ItemRef], shardID: UInt32, attempt: UInt32, emit: (FeatureBatch) throws -> Void) throws {
+        func batch(offsets: [UInt32], rows: [Int], deadLetters: [DeadLetterEntry], features: [Float]) -> FeatureBatch {
+            let (payload, rawLength) = features.withUnsafeBufferPointer {
                 FeatureCodec.encode($0, dtype: options.dtype, codec: options.codec)
             }
-            try emit(FeatureBatch(
-                shardID: shardID, attempt: attempt, shardItemCount: UInt32(items.count), offsets: offsets,
-                indexes: batch.items.map { UInt64($0.index) }, labels: batch.items.map { Int32($0.label ?? -1) },
-                keys: batch.items.map(\.key), deadLetters: dead, dtype: options.dtype, dimension: UInt32(extractor.featureWidth),
-                codec: options.codec, rawLength: UInt32(rawLength), payload: payload))
-            metrics.counter(MetricName.images, [("worker", options.workerID)]).increment(by: Int64(count))
-            metrics.counter(MetricName.deadLetters, [("worker", options.workerID)]).increment(by: Int64(dead.count))
-            imagesDone += count
+            return FeatureBatch(
+                shardID: shardID, attempt: attempt, shardItemCount: UInt32(refs.count), offsets: offsets,
+                indexes: rows.map { refs[$0].index }, labels: rows.map { refs[$0].label }, keys: rows.map { refs[$0].key },
+                deadLetters: deadLetters, dtype: options.dtype, dimension: UInt32(extractor.featureWidth),
+                codec: options.codec, rawLength: UInt32(rawLength), payload: payload)
         }
+        var rejected: [DeadLetterEntry] = []
+        var decodable: [DatasetItem] = []
+        for (offset, ref) in refs.enumerated() {
+            let source: ItemSource
+            switch ref.locator {
+            case .rejected(let reason):
+                rejected.append(DeadLetterEntry(offset: UInt32(offset), key: ref.key, reason: reason))
+                continue
+            case .file(let path):
+                source = .file(path: path)
+            case let .tarMember(path, offset, size):
+                source = .tarMember(shard: path, offset: Int64(offset), size: Int(size))
+            }
+            // The item's index is its offset in the assignment: unique even when a key repeats.
+            decodable.append(DatasetItem(index: offset, key: ref.key, label: Int(ref.label), split: nil, source: source))
+        }
+        try checkDatasetVisible(decodable.first)
+        if !rejected.isEmpty {
+            try emit(batch(offsets: [], rows: [], deadLetters: rejected, features: []))
+            count(images: rejected.count, deadLetters: rejected.count)
+        }
+        var next = 0
+        try extractor.extract(decodable, decodeThreads: options.decodeThreads) { extracted in
+            // Each extracted batch covers the next decodable items in order: rows for those that decoded,
+            // dead letters (in order) for the rest.
+            let covered = decodable[next..<(next + extracted.items.count + extracted.deadLetters.count)]
+            next = covered.endIndex
+            var rows = extracted.items.makeIterator(), row = rows.next()
+            var letters = extracted.deadLetters.makeIterator()
+            var offsets: [UInt32] = [], dead: [DeadLetterEntry] = []
+            for item in covered {
+                if let current = row, current.index == item.index {
+                    offsets.append(UInt32(item.index))
+                    row = rows.next()
+                } else if let letter = letters.next() {
+                    dead.append(DeadLetterEntry(offset: UInt32(item.index), key: item.key, reason: letter.reason))
+                }
+            }
+            try emit(batch(offsets: offsets, rows: offsets.map(Int.init), deadLetters: dead, features: extracted.features))
+            count(images: covered.count, deadLetters: dead.count)
+        }
+    }
+
+    /// Fails the shard (it goes back to the queue) when this host cannot see the folder of the shard's
+    /// first file or tar at all: the dataset is not mounted at the path the coordinator indexed, and
+    /// dead-lettering every item would lose them. A file missing from a folder that is there is a dead
+    /// letter like any unreadable input.
+    private func checkDatasetVisible(_ item: DatasetItem?) throws {
+        let path: String
+        switch item?.source {
+        case .file(let file)?: path = file
+        case .tarMember(let shard, _, _)?: path = shard
+        case nil: return
+        }
+        let folder = (path as NSString).deletingLastPathComponent
+        var info = stat()
+        guard stat(folder, &info) == 0 else {
+            throw ExtractionJob.Failure(reason: "this host cannot see \(folder) (\(String(cString: strerror(errno)))): is the dataset "
+                + "mounted at the path the coordinator indexed?")
+        }
+    }
+
+    private func count(images: Int, deadLetters: Int) {
+        metrics.counter(MetricName.images, [("worker", options.workerID)]).increment(by: Int64(images))
+        metrics.counter(MetricName.deadLetters, [("worker", options.workerID)]).increment(by: Int64(deadLetters))
+        imagesDone += images
     }
 }
 
 /// One shard attempt extracted on a thread beside the worker's socket loop, handing encoded batches over
 /// through a queue of two (so extraction never runs far ahead of the head's credits).
 final class ExtractionJob: @unchecked Sendable {
-    struct Failure: Error { var reason: String }
+    struct Failure: Error, CustomStringConvertible { var reason: String; var description: String { reason } }
     enum End { case finished, failed(String), cancelled }
     struct Cancelled: Error {}
 
@@ -230,18 +263,15 @@ final class ExtractionJob: @unchecked Sendable {
         self.attempt = attempt
         let thread = Thread { [self] in
             let end: End
-            switch worker.resolve(refs) {
-            case .failure(let failure):
+            do {
+                try worker.extract(refs, shardID: shardID, attempt: attempt) { try self.put($0) }
+                end = .finished
+            } catch is Cancelled {
+                end = .cancelled
+            } catch let failure as Failure {
                 end = .failed(failure.reason)
-            case .success(let items):
-                do {
-                    try worker.extract(items, shardID: shardID, attempt: attempt) { try self.put($0) }
-                    end = .finished
-                } catch is Cancelled {
-                    end = .cancelled
-                } catch {
-                    end = .failed("extraction failed: \(error)")
-                }
+            } catch {
+                end = .failed("extraction failed: \(error)")
             }
             condition.lock()
             ended = end

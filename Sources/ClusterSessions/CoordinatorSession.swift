@@ -76,6 +76,8 @@ public final class CoordinatorSession {
     public private(set) var table: LeaseTable
     private let journal: CommitJournal
     private let shardCount: Int
+    /// The plan's fingerprint, told to every peer in `welcome` (a head binds its store to it).
+    public let planFingerprint: UInt64
     private var workers: [[UInt8]: (name: String, lastSeen: UInt64)] = [:]
     private var head: [UInt8]?
     private var lastBeatAt: UInt64?
@@ -85,15 +87,16 @@ public final class CoordinatorSession {
     /// Worker identities displaced to stay within `maxWorkers`.
     public private(set) var displacedWorkers = 0
 
-    /// A session over `shards`, resuming from what `journal` recorded.
-    public init(epoch: UInt64, shards: [Shard], settings: CoordinatorSessionSettings, journal: CommitJournal) {
+    /// A session over the shards of `plan`, resuming from what `journal` recorded.
+    public init(epoch: UInt64, plan: any ShardSource, settings: CoordinatorSessionSettings, journal: CommitJournal) {
         precondition(epoch != 0, "epoch 0 means 'unknown' on the wire")
         self.epoch = epoch
         self.settings = settings
         self.journal = journal
-        self.shardCount = shards.count
+        self.shardCount = plan.shardCount
+        self.planFingerprint = plan.fingerprint
         // Attempt numbers never repeat across restarts, so a head never mixes two incarnations' attempts.
-        table = LeaseTable(shards: shards, settings: settings.lease, committed: journal.committed,
+        table = LeaseTable(plan: plan, settings: settings.lease, committed: journal.committed,
                            firstAttempt: journal.attemptsReservedThrough + 1)
     }
 
@@ -196,7 +199,7 @@ public final class CoordinatorSession {
 
     private var welcome: Message {
         .welcome(epoch: epoch, headAddress: settings.headAddress, heartbeatIntervalMs: UInt32(clamping: settings.heartbeatMs),
-                 deadAfterBeats: UInt32(clamping: settings.deadAfterBeats))
+                 deadAfterBeats: UInt32(clamping: settings.deadAfterBeats), plan: planFingerprint)
     }
 
     private func makeRoomForAWorker() {

@@ -28,6 +28,12 @@ public enum HeadEffect: Equatable, Sendable {
     case committed(ShardContents)
     /// The coordinator ended the job: record it and stop serving.
     case jobComplete(reason: String)
+    /// The first `welcome` named the job's shard plan: record it durably in the store before anything else,
+    /// so the store can never take shards of another job (PROTOCOL.md §8.1).
+    case bindPlan(UInt64)
+    /// The coordinator serves another plan than the one the store belongs to: stop with an error naming
+    /// both; nothing was accepted.
+    case planMismatch(store: UInt64, coordinator: UInt64)
 }
 
 /// What the head sends, and to whom.
@@ -73,6 +79,8 @@ public struct HeadSessionCounters: Equatable, Sendable {
 ///   batch of a shard already committed is answered by re-sending `shardCommitted`.
 /// - **Announcement** (§8.1): `headHello` with every committed shard is re-sent each heartbeat until the
 ///   coordinator answers `welcome`, and again whenever a coordinator heartbeat shows a new epoch.
+/// - **Binding** (§8.1): a store belongs to one shard plan; the first `welcome` binds an unbound store, a
+///   `welcome` naming another plan stops the head, and no credit is granted before the plan is known.
 /// - **Bounded buffering** (§8.3.3): the ledger keeps one open attempt per worker (a worker works one shard
 ///   at a time), and at most `maxWorkers` workers are tracked.
 public struct HeadSession: Sendable {
@@ -109,10 +117,14 @@ public struct HeadSession: Sendable {
     private var lastHelloAt: UInt64?
     private var lastBeatAt: UInt64?
     private var finished = false
+    /// The shard plan the store belongs to: the store's record, or the first `welcome`'s. No credit is
+    /// granted before it is known, so no batch of another job can reach the store.
+    public private(set) var plan: UInt64?
 
-    /// A session for a store that already holds `committed` shards. `dimension` is the store's, or the
-    /// job's model width, or nil to let the first decodable batch fix it.
-    public init(epoch: UInt64, dtype: FeatureDTypeCode, dimension: Int?, committed: Set<UInt32>,
+    /// A session for a store that already holds `committed` shards and belongs to `plan` (nil: a store not
+    /// yet bound to a job). `dimension` is the store's, or the job's model width, or nil to let the first
+    /// decodable batch fix it.
+    public init(epoch: UInt64, dtype: FeatureDTypeCode, dimension: Int?, committed: Set<UInt32>, plan: UInt64? = nil,
                 settings: HeadSessionSettings = HeadSessionSettings()) {
         precondition(epoch != 0, "epoch 0 means 'unknown' on the wire")
         self.epoch = epoch
@@ -120,6 +132,7 @@ public struct HeadSession: Sendable {
         self.dtype = dtype
         self.dimension = dimension
         self.committedAtStart = committed
+        self.plan = plan
         if let dimension {
             ledger = ShardLedger(dimension: dimension, dtype: dtype, committed: committed, maxOpenAttempts: settings.maxWorkers)
         }
@@ -158,10 +171,17 @@ public struct HeadSession: Sendable {
     public mutating func receiveControl(_ message: Message, now: UInt64) -> [HeadOutput] {
         guard !finished else { return [] }
         switch message {
-        case .welcome(let peerEpoch, _, _, _):
+        case .welcome(let peerEpoch, _, _, _, let peerPlan):
+            if let plan, plan != peerPlan {
+                finished = true
+                return [.effect(.planMismatch(store: plan, coordinator: peerPlan))]
+            }
             coordinatorEpoch = peerEpoch
             welcomed = true
-            return []
+            guard plan == nil else { return [] }
+            plan = peerPlan
+            // Workers that said hello before the store was bound were granted nothing; grant now.
+            return [.effect(.bindPlan(peerPlan))] + workers.keys.sorted { $0.lexicographicallyPrecedes($1) }.map { grant($0, force: true) }
         case .heartbeat(let peerEpoch, _):
             guard peerEpoch != coordinatorEpoch else { return [] }
             // A coordinator incarnation we have not introduced ourselves to: it may have lost commits that
@@ -339,6 +359,7 @@ public struct HeadSession: Sendable {
     /// if `force`, so a `hello` always gets an answer).
     private mutating func grant(_ identity: [UInt8], force: Bool = false) -> HeadOutput {
         var worker = workers[identity]!
+        guard plan != nil else { return .toWorker(identity, .credit(epoch: epoch, limit: UInt32(truncatingIfNeeded: worker.limit))) }
         let limit = max(worker.limit, worker.accepted - worker.withheld + UInt64(settings.creditWindow))
         worker.limit = limit
         workers[identity] = worker

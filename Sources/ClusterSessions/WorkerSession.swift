@@ -98,7 +98,7 @@ public struct WorkerSession: Sendable {
         guard phase != .stopped else { return [] }
         var outputs: [WorkerOutput] = []
         switch message {
-        case let .welcome(epoch, address, interval, _):
+        case let .welcome(epoch, address, interval, _, _):
             coordinatorEpoch = epoch
             heartbeatMs = UInt64(max(interval, 10))
             if headAddress == nil {

@@ -159,10 +159,14 @@ public final class ClusterSimulator {
             maxDelay: pick(1...60), crashRate: unit() * 0.0015, partitionRate: unit() * 0.001,
             diskFaultRate: unit() < 0.5 ? 0 : unit() * 0.05, slowExtraction: unit() < 0.2)
         self.rng = rng
-        let items = (0..<schedule.itemCount).map { ItemRef(index: UInt64($0), key: "item\($0 / 3)", label: Int32($0 % 3)) }
+        // Some inputs were rejected by the coordinator's scan (their assignment entry says why), and some items
+        // cannot be decoded: both must end as dead letters, exactly once.
+        let items = (0..<schedule.itemCount).map { (position: Int) -> ItemRef in
+            let locator: ItemLocator = position % 13 == 5 ? .rejected(reason: "index: simulated bad manifest line") : .file(path: "/sim/\(position)")
+            return ItemRef(index: UInt64(position), key: "item\(position / 3)", label: Int32(position % 3), locator: locator)
+        }
         plan = ShardPlan(items: items, shardSize: schedule.shardSize)
-        // Some items cannot be decoded: they must end as dead letters, exactly once.
-        badItems = Set((0..<UInt64(schedule.itemCount)).filter { $0 % 11 == 7 })
+        badItems = Set((0..<UInt64(schedule.itemCount)).filter { $0 % 11 == 7 || $0 % 13 == 5 })
         let base = FileManager.default.fileExists(atPath: "/dev/shm") ? URL(fileURLWithPath: "/dev/shm") : FileManager.default.temporaryDirectory
         directory = base.appendingPathComponent("featstream-sim-\(getpid())-\(seed)")
         try? FileManager.default.removeItem(at: directory)
@@ -203,7 +207,7 @@ public final class ClusterSimulator {
             lease: LeaseSettings(leaseMs: 1_000, commitWaitMs: 800, workerDeadAfterMs: 5 * Self.heartbeatMs,
                                  maxAttemptsInFlight: 2, stallAfterMs: 60_000, idleRetryMs: 50),
             heartbeatMs: Self.heartbeatMs, deadAfterBeats: 5, headAddress: "sim://head", maxWorkers: Self.maxWorkers)
-        coordinator = CoordinatorSession(epoch: rng.next() | 1, shards: plan.shards, settings: settings, journal: journal!)
+        coordinator = CoordinatorSession(epoch: rng.next() | 1, plan: plan, settings: settings, journal: journal!)
         down.remove(.coordinator)
         schedule(.tick(.coordinator, generation: coordinatorGeneration), after: 1)
         log("coordinator started (generation \(coordinatorGeneration)); journal has \(journal!.committed.count) commits")
@@ -223,7 +227,7 @@ public final class ClusterSimulator {
         settings.creditWindow = 2
         settings.maxWorkers = Self.maxWorkers
         var session = HeadSession(epoch: rng.next() | 1, dtype: .f16, dimension: store?.dimension,
-                                  committed: store?.committedShards ?? [], settings: settings)
+                                  committed: store?.committedShards ?? [], plan: try JobPlanBinding.read(root: storeURL), settings: settings)
         let outputs = session.start(now: now)
         head = HeadNode(session: session, store: store, generation: headGeneration)
         down.remove(.head)
@@ -417,6 +421,10 @@ public final class ClusterSimulator {
                     break
                 case .jobComplete:
                     break
+                case .bindPlan(let plan):
+                    try JobPlanBinding.write(plan, root: storeURL)
+                case let .planMismatch(storePlan, coordinatorPlan):
+                    throw violation("the head's store is bound to plan \(storePlan), the coordinator serves \(coordinatorPlan)")
                 }
             }
         }

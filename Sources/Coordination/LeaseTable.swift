@@ -164,7 +164,8 @@ public struct LeaseTable: Sendable {
 
     /// The settings the table was made with.
     public let settings: LeaseSettings
-    private let shards: [Shard]
+    private let plan: any ShardSource
+    private let shardCount: Int
     private var live: [[LiveAttempt]]
     /// `.some(nil)` marks a commit replayed from a journal, whose attempt is unknown.
     private var committedAttempt: [UInt32??]
@@ -181,26 +182,31 @@ public struct LeaseTable: Sendable {
     private var queuedEvents: [LeaseEvent] = []
 
     /// A table over `shards` (ids must be `0..<shards.count` in order, as `ShardPlan.cut` makes them).
-    /// Shards in `committed` (replayed from the journal) are never leased. `firstAttempt` is the first
-    /// attempt number handed out; a restarted coordinator passes one above every attempt its previous
-    /// incarnation may have issued (see `CoordinatorJournal.attemptsReservedThrough`), so a head never
-    /// confuses a new attempt with a stale one.
     public init(shards: [Shard], settings: LeaseSettings, committed: Set<UInt32> = [], firstAttempt: UInt32 = 1) {
         for (position, shard) in shards.enumerated() {
             precondition(shard.id == UInt32(position), "shard ids must be dense and ordered: position \(position) has id \(shard.id)")
         }
+        self.init(plan: ShardPlan(shards: shards), settings: settings, committed: committed, firstAttempt: firstAttempt)
+    }
+
+    /// A table over the shards of `plan`. Shards in `committed` (replayed from the journal) are never
+    /// leased. `firstAttempt` is the first attempt number handed out; a restarted coordinator passes one
+    /// above every attempt its previous incarnation may have issued (see `CoordinatorJournal.attemptsReservedThrough`), so a head never
+    /// confuses a new attempt with a stale one.
+    public init(plan: any ShardSource, settings: LeaseSettings, committed: Set<UInt32> = [], firstAttempt: UInt32 = 1) {
         self.settings = settings
-        self.shards = shards
-        self.live = Array(repeating: [], count: shards.count)
-        self.committedAttempt = Array(repeating: nil, count: shards.count)
-        self.isPending = Array(repeating: false, count: shards.count)
+        self.plan = plan
+        self.shardCount = plan.shardCount
+        self.live = Array(repeating: [], count: shardCount)
+        self.committedAttempt = Array(repeating: nil, count: shardCount)
+        self.isPending = Array(repeating: false, count: shardCount)
         self.nextAttempt = max(firstAttempt, 1)
-        for shard in shards {
-            if committed.contains(shard.id) {
-                committedAttempt[Int(shard.id)] = .some(nil)
+        for id in 0..<UInt32(shardCount) {
+            if committed.contains(id) {
+                committedAttempt[Int(id)] = .some(nil)
                 committedCount += 1
             } else {
-                markPending(shard.id)
+                markPending(id)
             }
         }
     }
@@ -285,7 +291,7 @@ public struct LeaseTable: Sendable {
     @discardableResult
     public mutating func committed(shardID: UInt32, attempt: UInt32, now: UInt64) -> Bool {
         observe(now)
-        guard Int(shardID) < shards.count, committedAttempt[Int(shardID)] == nil else { return false }
+        guard Int(shardID) < shardCount, committedAttempt[Int(shardID)] == nil else { return false }
         committedAttempt[Int(shardID)] = .some(attempt)
         committedCount += 1
         lastCommitAt = now
@@ -327,8 +333,8 @@ public struct LeaseTable: Sendable {
            lastStallReportAt.map({ now >= $0 && now - $0 >= settings.stallAfterMs }) ?? true {
             lastStallReportAt = now
             queuedEvents.append(.stall(StallReport(
-                sinceLastCommitMs: now - quietSince, committed: committedCount, total: shards.count,
-                pendingShards: (0..<UInt32(shards.count)).filter { isPending[Int($0)] },
+                sinceLastCommitMs: now - quietSince, committed: committedCount, total: shardCount,
+                pendingShards: (0..<UInt32(shardCount)).filter { isPending[Int($0)] },
                 running: runningAttempts(now: now))))
         }
         defer { queuedEvents = [] }
@@ -338,25 +344,25 @@ public struct LeaseTable: Sendable {
     // MARK: - Views
 
     /// True once every shard is committed.
-    public var isComplete: Bool { committedCount == shards.count }
+    public var isComplete: Bool { committedCount == shardCount }
 
     /// Shard counts by stage; `committed + leased + pending == total` always.
     public var progress: (committed: Int, leased: Int, pending: Int, total: Int) {
-        (committedCount, running.count, shards.count - committedCount - running.count, shards.count)
+        (committedCount, running.count, shardCount - committedCount - running.count, shardCount)
     }
 
     /// Every shard's stage and live attempts as of `now`, in shard id order.
     public func status(now: UInt64) -> [ShardStatus] {
-        shards.map { shard in
-            let id = Int(shard.id)
+        (0..<UInt32(shardCount)).map { shardID in
+            let id = Int(shardID)
             let state: ShardStatus.State
             if let attempt = committedAttempt[id] {
                 state = .committed(attempt: attempt)
             } else {
                 state = live[id].isEmpty ? .pending : .running
             }
-            return ShardStatus(shardID: shard.id, itemCount: shard.items.count, state: state,
-                               attempts: live[id].map { attemptStatus(shard.id, $0, now: now) })
+            return ShardStatus(shardID: shardID, itemCount: plan.itemCount(of: shardID), state: state,
+                               attempts: live[id].map { attemptStatus(shardID, $0, now: now) })
         }
     }
 
@@ -391,12 +397,12 @@ public struct LeaseTable: Sendable {
         live[Int(shardID)].append(LiveAttempt(attempt: attempt, worker: worker, leasedAt: now,
                                               deadline: saturatingSum(now, settings.leaseMs), doneAt: nil))
         running.insert(shardID)
-        return .assign(shardID: shardID, attempt: attempt, items: shards[Int(shardID)].items,
+        return .assign(shardID: shardID, attempt: attempt, items: plan.items(of: shardID),
                        leaseMs: UInt32(clamping: settings.leaseMs))
     }
 
     private func liveIndex(_ shardID: UInt32, _ attempt: UInt32, _ worker: String) -> Int? {
-        guard Int(shardID) < shards.count else { return nil }
+        guard Int(shardID) < shardCount else { return nil }
         return live[Int(shardID)].firstIndex { $0.attempt == attempt && $0.worker == worker }
     }
 

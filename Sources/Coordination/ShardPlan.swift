@@ -14,8 +14,25 @@ public struct Shard: Equatable, Hashable, Sendable {
     }
 }
 
+/// What the lease table needs of a shard plan: how many shards, how many items each, and a shard's items
+/// when it is leased. The coordinator's plan reads them from the memory-mapped dataset index
+/// (`IndexShardPlan`), so nothing per item is held in memory; `ShardPlan` keeps them in an array (tests,
+/// the simulator).
+public protocol ShardSource: Sendable {
+    /// Shards, with ids `0..<shardCount`.
+    var shardCount: Int { get }
+    /// Items per shard (the last shard may hold fewer).
+    var shardSize: Int { get }
+    /// Changes (barring collision) whenever any shard's items would; a journal is tied to it.
+    var fingerprint: UInt64 { get }
+    /// Items (and index-time rejects) of shard `id`; `id < shardCount`.
+    func itemCount(of id: UInt32) -> Int
+    /// The assignment's items of shard `id`, in offset order; `id < shardCount`.
+    func items(of id: UInt32) -> [ItemRef]
+}
+
 /// How a dataset is cut into shards, and a fingerprint that changes whenever the cut or the data would.
-public struct ShardPlan: Equatable, Sendable {
+public struct ShardPlan: Equatable, ShardSource {
     /// Format tag mixed into the fingerprint so a change of the algorithm below invalidates old journals.
     private static let fingerprintTag = "featurestream.shardplan.v1"
 
@@ -30,12 +47,24 @@ public struct ShardPlan: Equatable, Sendable {
     /// if anything a shard would contain changed.
     public let fingerprint: UInt64
 
+    public var shardCount: Int { shards.count }
+    public func itemCount(of id: UInt32) -> Int { shards[Int(id)].items.count }
+    public func items(of id: UInt32) -> [ItemRef] { shards[Int(id)].items }
+
     /// Cuts `items` into shards of `shardSize` (at least 1) and fingerprints the result.
     public init(items: [ItemRef], shardSize: Int) {
         let shards = ShardPlan.cut(items, shardSize: shardSize)
         self.shards = shards
         self.shardSize = shardSize
         self.itemCount = items.count
+        self.fingerprint = ShardPlan.fingerprint(shards, shardSize: shardSize)
+    }
+
+    /// A plan of shards already cut (ids `0..<shards.count` in order); the shard size is the first shard's.
+    public init(shards: [Shard]) {
+        self.shards = shards
+        self.shardSize = max(shards.first?.items.count ?? 1, 1)
+        self.itemCount = shards.reduce(0) { $0 + $1.items.count }
         self.fingerprint = ShardPlan.fingerprint(shards, shardSize: shardSize)
     }
 
@@ -81,10 +110,12 @@ public struct ShardPlan: Equatable, Sendable {
 }
 
 /// 64-bit FNV-1a; chosen because it is tiny, dependency-free and identical on every platform.
-struct FNV1a64 {
-    private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+public struct FNV1a64 {
+    public init() {}
 
-    mutating func add(bytes: [UInt8]) {
+    public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    public mutating func add(bytes: [UInt8]) {
         for byte in bytes {
             value ^= UInt64(byte)
             value = value &* 0x0000_0100_0000_01b3
@@ -92,7 +123,7 @@ struct FNV1a64 {
     }
 
     /// Little-endian, so the hash does not depend on the host's byte order.
-    mutating func add(_ word: UInt64) {
+    public mutating func add(_ word: UInt64) {
         var word = word
         for _ in 0..<8 {
             value ^= word & 0xff

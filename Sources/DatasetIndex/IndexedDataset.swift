@@ -1,17 +1,10 @@
 import Foundation
+@_exported import enum WireProtocol.ItemLocator
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-
-/// Where an item's encoded bytes live.
-public enum ItemLocator: Sendable, Equatable, Hashable {
-    /// A whole file (absolute path).
-    case file(path: String)
-    /// `size` bytes at `offset` inside the tar at `path` (absolute).
-    case tarMember(path: String, offset: UInt64, size: UInt32)
-}
 
 /// One item of an index: its position is its identity (keys may repeat, Protocols/INDEX.md §4).
 public struct IndexedItem: Sendable, Equatable, Hashable {
@@ -21,7 +14,7 @@ public struct IndexedItem: Sendable, Equatable, Hashable {
     public var key: String
     /// Class id, or -1 when unlabelled.
     public var label: Int32
-    /// Where to read the bytes.
+    /// Where to read the bytes (`.file` or `.tarMember`; an index item is never `.rejected`).
     public var locator: ItemLocator
 
     /// An item with the given fields, stored as given.

@@ -73,7 +73,7 @@ public final class FeatureExtractor {
     /// calling thread; if it throws, decoding stops and the error is rethrown. When this returns or
     /// throws, no decoder thread is left running. Calls must not overlap: they share the engine and
     /// the batch buffers.
-    public func extract(_ items: [DatasetItem], from dataset: DatasetIndex, decodeThreads: Int = 1,
+    public func extract(_ items: [DatasetItem], decodeThreads: Int = 1,
                         sink: (ExtractedBatch) throws -> Void) throws {
         let batchCount = (items.count + batchSize - 1) / batchSize
         guard batchCount > 0 else { return }
@@ -92,7 +92,7 @@ public final class FeatureExtractor {
                     var dead: [DeadLetter] = []
                     for item in items[range] {
                         do {
-                            let bytes = try dataset.bytes(of: item)
+                            let bytes = try item.bytes()
                             try bytes.withUnsafeBytes { raw in
                                 try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.pointer,
                                                         slot: decoded.count, layout: layout)

@@ -278,6 +278,7 @@ public final class FeatureStore {
             }
             if last && forWriting {
                 writer = try SegmentWriter(url: url, number: number, truncatingTo: scan.validLength)
+                writer?.reservationCeiling = segmentLimit
             }
         }
         return FeatureStore(root: root, manifest: manifest, dtype: dtype, shards: shards, writer: writer, writable: forWriting,
@@ -403,6 +404,7 @@ public final class FeatureStore {
         }
         let number = (writer?.number ?? 0) + 1
         let next = try SegmentWriter(creating: directory.appendingPathComponent(Self.segmentName(number)), number: number)
+        next.reservationCeiling = segmentLimit
         try Durable.syncDirectory(directory)
         writer = next
         return next
@@ -695,6 +697,9 @@ final class SegmentWriter {
     static let reservationStep = 32 << 20
     /// Blocks are reserved up to here (beyond the file's size; see `write`); 0 while nothing is.
     private var reservedEnd = 0
+    /// Never reserve past this size: the store's segment limit, where the next segment starts (a small
+    /// limit on tmpfs, as in the simulator, made each 32 MiB reservation zero 32 MiB of memory).
+    var reservationCeiling = Int.max
 
     deinit {
         // Truncating to the current size changes no byte; it hands back the blocks reserved past the end.
@@ -715,8 +720,8 @@ final class SegmentWriter {
         let end = offset + pieces.reduce(0) { $0 + $1.count }
         if end > reservedEnd {
             let from = max(reservedEnd, offset)
-            let to = end + Self.reservationStep
-            if fs_reserve_space(descriptor, off_t(from), off_t(to - from)) == 0 { reservedEnd = to }
+            let to = min(end + Self.reservationStep, max(end, reservationCeiling))
+            if to > from, fs_reserve_space(descriptor, off_t(from), off_t(to - from)) == 0 { reservedEnd = to }
         }
         var position = offset
         for piece in pieces where !piece.isEmpty {

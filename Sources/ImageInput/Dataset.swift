@@ -122,8 +122,14 @@ public struct DatasetIndex: Sendable {
 
     /// Reads the encoded bytes of `item`; throws `DatasetError` when the file or shard cannot be read.
     public func bytes(of item: DatasetItem) throws -> [UInt8] {
-        try readBytes(item.source)
+        try item.bytes()
     }
+}
+
+extension DatasetItem {
+    /// Reads the item's encoded bytes from its source; throws `DatasetError` when the file or shard cannot
+    /// be read. Needs no index: a worker reads the locators its assignments carry.
+    public func bytes() throws -> [UInt8] { try readBytes(source) }
 }
 
 /// Reads a source's bytes with plain POSIX calls: no Foundation `Data` bridging on the hot path.

@@ -131,6 +131,13 @@ public struct ZMQSecurity: Sendable, CustomStringConvertible {
             try authenticator.register(domain: domain, allowList: allowList)
             // A reloaded key table (SIGHUP) replaces this domain's allow-list for the next handshakes.
             peers?.onChange { [weak authenticator] keys in authenticator?.setAllowList(keys, domain: domain) }
+            // Then the connections a removed key still holds are closed (registered second: by the time a
+            // closed peer reconnects, the handler already refuses it).
+            if let peers, let connections = socket.connections {
+                peers.onChange { [weak peers] keys in
+                    for key in connections.close(keysNotIn: keys) { peers?.connectionClosed(key: key) }
+                }
+            }
             try socket.set(ZMQ_CURVE_SERVER, Int32(1), name: "CURVE_SERVER")
             try socket.setKey(ZMQ_CURVE_SECRETKEY, keys.secretKey, name: "CURVE_SECRETKEY")
             try socket.setString(ZMQ_ZAP_DOMAIN, domain, name: "ZAP_DOMAIN")

@@ -41,13 +41,18 @@ final class HandshakeMonitor: @unchecked Sendable {
         set { lock.withLock { stored = newValue } }
     }
 
+    /// Told of every closed connection's descriptor (`ZMQ_EVENT_DISCONNECTED`).
+    private let connections: PeerConnections?
+
     init(socket: ZMQSocket) throws {
+        connections = socket.connections
         let number = Self.counter.withLock { () -> Int in
             Self.next += 1
             return Self.next
         }
         let endpoint = "inproc://featstream-monitor-\(getpid())-\(number)"
         let events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | (connections == nil ? 0 : ZMQ_EVENT_DISCONNECTED)
         guard zmq_socket_monitor(socket.handle, endpoint, events) == 0 else {
             throw ZMQError(call: "socket_monitor", errno: zmq_errno())
         }
@@ -93,6 +98,11 @@ final class HandshakeMonitor: @unchecked Sendable {
             guard frames.count >= 2, frames[0].count >= 6 else { continue }
             let event = Int32(UInt16(frames[0][0]) | UInt16(frames[0][1]) << 8)
             let value = frames[0][2..<6].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
+            if event == ZMQ_EVENT_DISCONNECTED {
+                // The value is the descriptor libzmq is closing.
+                connections?.forget(fd: Int32(bitPattern: value))
+                continue
+            }
             let kind = event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol error" : "no detail"
             callback?(HandshakeFailure(endpoint: String(decoding: frames[1], as: UTF8.self), kind: kind, code: value))
         }

@@ -36,13 +36,16 @@ public enum PeerRole: Hashable, Sendable, CustomStringConvertible {
 /// The ZAP handler admits exactly these keys, and `MessageSocket` looks the authenticated key of every
 /// incoming message up here, so "which key may connect" and "which key may send what" cannot drift
 /// apart. Thread-safe; `reload()` (for instance on SIGHUP) replaces the table and the ZAP allow-list
-/// together, which is how a removed worker key is revoked: new handshakes are refused, and messages
-/// on connections it already had are dropped because the key no longer maps to a role.
+/// together, which is how a removed worker key is revoked: new handshakes are refused, the TCP
+/// connections it already had are closed (see `PeerConnections`), and any message of it still queued
+/// is dropped because the key no longer maps to a role.
 public final class PeerDirectory: @unchecked Sendable {
     private let lock = NSLock()
     private var roles: [String: PeerRole]
     private let loader: (@Sendable () throws -> [String: PeerRole])?
     private var listeners: [@Sendable (Set<String>) -> Void] = []
+    private var closedReporter: (@Sendable (String) -> Void)?
+    private var closed = 0
 
     /// A fixed table (tests, or a folder read once).
     public init(_ roles: [String: PeerRole]) {
@@ -72,6 +75,25 @@ public final class PeerDirectory: @unchecked Sendable {
         lock.withLock { listeners.append(listener) }
     }
 
+    /// Connections of revoked keys closed so far, on every server socket using this directory.
+    public var closedConnections: Int { lock.withLock { closed } }
+
+    /// Called with one log line for every connection of a revoked key that a server socket closed.
+    public var onConnectionClosed: (@Sendable (String) -> Void)? {
+        get { lock.withLock { closedReporter } }
+        set { lock.withLock { closedReporter = newValue } }
+    }
+
+    /// A server socket closed a connection authenticated by `key`, which this directory no longer knows.
+    func connectionClosed(key: String) {
+        let reporter = lock.withLock { () -> (@Sendable (String) -> Void)? in
+            closed += 1
+            return closedReporter
+        }
+        let line = "closed a connection of the revoked key \(keyFingerprint(key))"
+        if let reporter { reporter(line) } else { FileHandle.standardError.write(Data("\(line)\n".utf8)) }
+    }
+
     /// Reads the table again; on error the old table stays in force and the error is thrown.
     @discardableResult
     public func reload() throws -> [String: PeerRole] {
@@ -87,6 +109,7 @@ public final class PeerDirectory: @unchecked Sendable {
 
     /// Reloads on every SIGHUP, reporting each outcome to `report` (a log line). Keep the returned source.
     public func reloadOnHangup(report: @escaping @Sendable (String) -> Void) -> DispatchSourceSignal {
+        onConnectionClosed = report
         signal(SIGHUP, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         source.setEventHandler { [self] in

@@ -48,8 +48,11 @@ public final class ZMQSocket {
     public let kind: Kind
     /// The security the socket was created with (CURVE server or client, or plaintext).
     public let security: ZMQSecurity
-    /// Reports failed handshakes, once `onHandshakeFailure` is set.
+    /// Reports failed handshakes (once `onHandshakeFailure` is set) and closed connections (for `connections`).
     var monitor: HandshakeMonitor?
+    /// The connections of each authenticated key, on a CURVE server socket with a `PeerDirectory`: what
+    /// revoking a key closes (see `PeerConnections`).
+    let connections: PeerConnections?
 
     /// Creates a socket with bounded queues and no linger on close.
     ///
@@ -66,6 +69,7 @@ public final class ZMQSocket {
         self.context = context
         self.kind = kind
         self.security = security
+        connections = security.peers == nil ? nil : PeerConnections()
         try set(ZMQ_SNDHWM, highWaterMark)
         try set(ZMQ_RCVHWM, highWaterMark)
         try set(ZMQ_LINGER, Int32(0))
@@ -88,6 +92,8 @@ public final class ZMQSocket {
             }
         }
         try security.apply(to: self)
+        // The monitor tells `connections` which descriptors closed, so a reused one is never shut down.
+        if connections != nil { monitor = try HandshakeMonitor(socket: self) }
     }
 
     deinit {
@@ -161,8 +167,17 @@ public final class ZMQSocket {
             frames.append([UInt8](UnsafeRawBufferPointer(start: data, count: size)))
             if zmq_msg_more(&message) == 0 {
                 // Metadata is per connection; libzmq attaches it to every frame of the message.
-                let userID = zmq_msg_gets(&message, "User-Id").map { String(cString: $0) }
-                return (frames, userID.flatMap { $0.isEmpty ? nil : $0 })
+                let userID = zmq_msg_gets(&message, "User-Id").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+                if let connections, let userID {
+                    let fd = zmq_msg_get(&message, ZMQ_SRCFD)
+                    connections.record(fd: fd, key: userID)
+                    // A key revoked after this connection was authenticated: close it now (the message itself
+                    // is returned, for the caller to drop and count as its policy says).
+                    if let peers = security.peers, peers.role(of: userID) == nil, connections.close(fd: fd, key: userID) {
+                        peers.connectionClosed(key: userID)
+                    }
+                }
+                return (frames, userID)
             }
         }
     }

@@ -159,14 +159,14 @@ extension FeatureDTypeCode {
 /// the same code. Layout (PROTOCOL.md §3):
 ///
 ///     offset 0  "F" "S"          magic
-///            2  u8 major (1)     3  u8 minor (0)
+///            2  u8 major (3)     3  u8 minor (0)
 ///            4  u8 type          5  u8 flags (0)
 ///            6  u32 body length (LE)
 ///           10  body
 ///     10 + len  u32 CRC-32C (LE) over bytes [0, 10 + len)
 public enum FrameCodec {
     /// Wire major version; frames with any other major are rejected.
-    public static let majorVersion: UInt8 = 2
+    public static let majorVersion: UInt8 = 3
     /// Wire minor version this codec writes; frames with a higher minor are accepted and their
     /// unknown trailing body bytes ignored.
     public static let minorVersion: UInt8 = 0
@@ -204,11 +204,18 @@ public enum FrameCodec {
             w.u32(shardID); w.u32(attempt); w.u32(items); w.u32(deadLetters)
         case .shardFailed(let shardID, let attempt, let reason):
             w.u32(shardID); w.u32(attempt); w.str(reason)
-        case .welcome(let epoch, let headAddress, let heartbeatIntervalMs, let deadAfterBeats):
-            w.u64(epoch); w.str(headAddress); w.u32(heartbeatIntervalMs); w.u32(deadAfterBeats)
+        case .welcome(let epoch, let headAddress, let heartbeatIntervalMs, let deadAfterBeats, let plan):
+            w.u64(epoch); w.str(headAddress); w.u32(heartbeatIntervalMs); w.u32(deadAfterBeats); w.u64(plan)
         case .assignment(let shardID, let attempt, let leaseMs, let items):
             w.u32(shardID); w.u32(attempt); w.u32(leaseMs); w.u32(UInt32(truncatingIfNeeded: items.count))
-            for item in items { w.u64(item.index); w.i32(item.label); w.str(item.key) }
+            for item in items {
+                w.u64(item.index); w.i32(item.label); w.str(item.key)
+                switch item.locator {
+                case .file(let path): w.u8(0); w.str(path)
+                case let .tarMember(path, offset, size): w.u8(1); w.str(path); w.u64(offset); w.u32(size)
+                case .rejected(let reason): w.u8(2); w.str(reason)
+                }
+            }
         case .noWork(let retryAfterMs):
             w.u32(retryAfterMs)
         case .shutdown(let reason):
@@ -245,7 +252,7 @@ public enum FrameCodec {
             return 46 + b.offsets.count * 16 + b.keys.reduce(0) { $0 + 2 + $1.utf8.count }
                 + b.deadLetters.reduce(0) { $0 + 8 + $1.key.utf8.count + $1.reason.utf8.count } + b.payload.count
         case .assignment(_, _, _, let items):
-            return 16 + items.reduce(0) { $0 + 14 + $1.key.utf8.count }
+            return 16 + items.reduce(0) { $0 + 29 + $1.key.utf8.count + $1.locatorText.utf8.count }
         case .headHello(_, let committed):
             return 12 + committed.count * 4
         default:
@@ -341,20 +348,29 @@ public enum FrameCodec {
             return .shardFailed(shardID: try r.u32("shardID"), attempt: try r.u32("attempt"), reason: try r.str("reason"))
         case .welcome:
             return .welcome(epoch: try r.u64("epoch"), headAddress: try r.str("headAddress"),
-                            heartbeatIntervalMs: try r.u32("heartbeatIntervalMs"), deadAfterBeats: try r.u32("deadAfterBeats"))
+                            heartbeatIntervalMs: try r.u32("heartbeatIntervalMs"), deadAfterBeats: try r.u32("deadAfterBeats"),
+                            plan: try r.u64("plan"))
         case .assignment:
             let shardID = try r.u32("shardID")
             let attempt = try r.u32("attempt")
             let leaseMs = try r.u32("leaseMs")
             let count = Int(try r.u32("items count"))
             if count > r.limits.maxItemsPerShard { throw .exceedsLimit("items count \(count) > maxItemsPerShard \(r.limits.maxItemsPerShard)") }
-            try r.needItems(count, minSize: 14, "items")
+            try r.needItems(count, minSize: 17, "items")
             var items: [ItemRef] = []
             items.reserveCapacity(count)
             for _ in 0..<count {
                 let index = try r.u64("item index")
                 let label = try r.i32("item label")
-                items.append(ItemRef(index: index, key: try r.str("item key"), label: label))
+                let key = try r.str("item key")
+                let locator: ItemLocator
+                switch try r.u8("item locator kind") {
+                case 0: locator = .file(path: try r.str("item path"))
+                case 1: locator = .tarMember(path: try r.str("item tar path"), offset: try r.u64("item tar offset"), size: try r.u32("item tar size"))
+                case 2: locator = .rejected(reason: try r.str("item rejection reason"))
+                case let kind: throw .malformed("item locator kind \(kind) is not 0 (file), 1 (tar member) or 2 (rejected)")
+                }
+                items.append(ItemRef(index: index, key: key, label: label, locator: locator))
             }
             return .assignment(shardID: shardID, attempt: attempt, leaseMs: leaseMs, items: items)
         case .noWork:
@@ -568,5 +584,15 @@ private struct Reader {
     static func utf8(_ b: [UInt8], _ what: StaticString) throws(FrameError) -> String {
         guard let s = String(validating: b, as: UTF8.self) else { throw .malformed("\(what) is not valid UTF-8") }
         return s
+    }
+}
+
+extension ItemRef {
+    /// The locator's one string (path or reason), for sizing an encoding.
+    fileprivate var locatorText: String {
+        switch locator {
+        case .file(let path), .tarMember(let path, _, _): return path
+        case .rejected(let reason): return reason
+        }
     }
 }

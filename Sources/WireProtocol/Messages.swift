@@ -4,20 +4,40 @@
 /// Control plane: worker and head (DEALER) ↔ coordinator (ROUTER).
 /// Data plane: worker (DEALER) → head (ROUTER), with credits flowing back.
 
-/// A dataset item as a shard names it: its position in the dataset index, key and label.
+/// Where a worker reads an item's bytes, as the coordinator's dataset index resolved it (INDEX.md §4.2):
+/// assignments carry it, so workers never open or index the dataset themselves.
+public enum ItemLocator: Equatable, Hashable, Sendable {
+    /// A whole file (absolute path).
+    case file(path: String)
+    /// `size` bytes at `offset` inside the tar at `path` (absolute).
+    case tarMember(path: String, offset: UInt64, size: UInt32)
+    /// No bytes: the coordinator's scan rejected this input (a bad manifest line, a truncated tar); the
+    /// worker sends it as a dead letter with this reason, so it is recorded with its shard, exactly once.
+    case rejected(reason: String)
+}
+
+/// A dataset item as a shard names it: its position in the dataset index, key, label and where its bytes
+/// are.
 public struct ItemRef: Equatable, Hashable, Sendable {
-    /// Position in the coordinator's dataset index (global, stable across restarts).
+    /// Position in the coordinator's dataset index (global, stable across restarts); for a `.rejected`
+    /// entry, `rejectedIndexBase` + the dead letter's number in the index.
     public var index: UInt64
-    /// Relative path or `shard.tar:key`; lets a worker check that its dataset matches.
+    /// Relative path, `shard.tar:key`, or the rejected input's `manifest.csv:17`.
     public var key: String
     /// Class index, or -1 when unlabeled.
     public var label: Int32
+    /// Where the bytes are.
+    public var locator: ItemLocator
+
+    /// Indexes at or above this name index-time dead letters, not items (top bit set: no index reaches it).
+    public static let rejectedIndexBase: UInt64 = 1 << 63
 
     /// An item reference with the given fields, stored as given.
-    public init(index: UInt64, key: String, label: Int32) {
+    public init(index: UInt64, key: String, label: Int32, locator: ItemLocator) {
         self.index = index
         self.key = key
         self.label = label
+        self.locator = locator
     }
 }
 
@@ -118,8 +138,9 @@ public enum Message: Equatable, Sendable {
     case shardFailed(shardID: UInt32, attempt: UInt32, reason: String)
 
     // MARK: control plane, coordinator → worker / head
-    /// Reply to hello: how to reach the head and how often to beat.
-    case welcome(epoch: UInt64, headAddress: String, heartbeatIntervalMs: UInt32, deadAfterBeats: UInt32)
+    /// Reply to hello: how to reach the head, how often to beat, and the job's shard-plan fingerprint (a
+    /// head refuses a store that belongs to another plan, §8.1).
+    case welcome(epoch: UInt64, headAddress: String, heartbeatIntervalMs: UInt32, deadAfterBeats: UInt32, plan: UInt64)
     /// A shard lease: the worker owns this attempt until the lease expires or is renewed by heartbeats.
     case assignment(shardID: UInt32, attempt: UInt32, leaseMs: UInt32, items: [ItemRef])
     /// Nothing to lease right now; ask again after the given delay.

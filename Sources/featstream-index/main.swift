@@ -112,6 +112,7 @@ case "show":
             switch item.locator {
             case .file(let path): object["path"] = path
             case let .tarMember(path, offset, size): object["tar"] = path; object["offset"] = offset; object["size"] = size
+            case .rejected(let reason): object["rejected"] = reason  // never in an index; the wire's third case
             }
             print(json(object))
         }

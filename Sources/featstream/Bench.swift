@@ -16,7 +16,7 @@ struct Bench: ParsableCommand {
         Each prints one line of JSON (the Benchmarks module's Codable results). Benchmarks/run.sh compares
         these against onnxruntime and Pillow in one run.
         """,
-        subcommands: [Backbone.self, Decode.self, Codec.self, Ingest.self, TrainBench.self]
+        subcommands: [Backbone.self, Decode.self, Codec.self, Ingest.self, HeadIngest.self, TrainBench.self]
     )
 
     struct Backbone: ParsableCommand {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Backbone
 import ClusterLaunch
 import ClusterRoles
 import Extraction
@@ -12,7 +13,7 @@ import RoleMetrics
 import Transport
 import WireProtocol
 
-/// Options naming the job's dataset; the coordinator and every worker must be given the same.
+/// Options naming the job's dataset: the coordinator's (and, for class names and splits, the head's).
 struct DatasetOptions: ParsableArguments {
     @Option(help: "Dataset: ImageFolder root, .tar shard or folder of shards, or .csv/.jsonl manifest.")
     var data: String
@@ -127,9 +128,13 @@ struct Head: ParsableCommand {
     @Option(help: "Feature store folder.") var store: String
     @Option(help: "Batches each worker may have in flight.") var credits: UInt32 = 4
     @Option(help: "Element type kept in the store: f32 or f16.") var dtype = "f16"
-    @Option(help: "The backbone's model config (recorded in the store; needed for --train-out).") var model: String?
-    @Option(help: "The dataset, for class names and the train/val split.") var data: String?
+    @Option(help: "The backbone's model config (recorded in the store; needed for --train-out; fixes the feature width).") var model: String?
+    @Option(help: "Values per feature row the job's model produces (default: read from --model). Batches of another width are dropped.")
+    var featureDimension: Int?
+    @Option(help: "The job's dataset, for class names and the train/val split.") var data: String?
     @Option(help: "Dataset format, with --data.") var format: DatasetFormat?
+    @Option(help: "The job's --split, with --data.") var split: String?
+    @Option(help: "The job's --limit, with --data.") var limit: Int?
     @Option(help: "Train the head when the job completes and write the model folder here.") var trainOut: String?
     @Option(help: "Serve Prometheus metrics on this port (0: any free port).") var metricsPort: Int?
     @OptionGroup var training: HeadTrainingOptions
@@ -138,14 +143,15 @@ struct Head: ParsableCommand {
     func run() throws {
         try runRole("head") {
             let backbone = try model.map { try ModelConfig.load($0) }
-            let datasetOptions = try data.map { try DatasetOptions.parse(["--data", $0] + (format.map { ["--format", $0.rawValue] } ?? [])) }
-            let (split, classes) = try validationSplit(dataset: datasetOptions, fraction: training.validationFraction)
+            let datasetOptions = try data.map { try DatasetOptions.parse(jobDatasetArguments($0, format, self.split, limit)) }
+            let (split, classes) = try validationSplit(dataset: datasetOptions, store: store, fraction: training.validationFraction)
             if trainOut != nil && backbone == nil { throw ValidationError("--train-out needs --model") }
             if !HeadService.jobComplete(storePath: store) {
                 var options = HeadOptions(bind: bind, coordinator: coordinator, storePath: store)
                 options.creditWindow = credits
                 options.dtype = try parseDType(dtype)
                 options.metadata = StoreMetadata(model: backbone?.name, classNames: classes)
+                options.featureDimension = try expectedFeatureDimension(given: featureDimension, model: backbone)
                 options.metricsPort = metricsPort
                 (options.dataSecurity, options.controlSecurity) = try security.resolve(role: "head", endpoints: [bind, coordinator]).head()
                 let hangup = options.dataSecurity.peers?.reloadOnHangup { printError("head: \($0)") }
@@ -191,13 +197,14 @@ struct Worker: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Pull shards, decode images, run the backbone, and stream compressed features to the head.",
         discussion: """
+        Never opens the dataset itself: each assignment names its items' files (or tar members), as
+        the coordinator's index found them, so the dataset must be at the same path on every host.
         Sends no more batches than the head granted credits for. Reconnects with backoff when the
-        coordinator or head restarts. On SIGTERM it finishes its current shard, then exits.
+        coordinator or head restarts. On SIGTERM it gives its current shard back, then exits.
         """)
 
     @Option(help: "The coordinator's control address.") var coordinator: String
     @Option(help: "Model folder, config or .onnx.") var model: String
-    @OptionGroup var dataset: DatasetOptions
     @Option(help: "Images per backbone run.") var batch = 16
     @Option(help: "oneDNN threads (default: all cores).") var threads: Int?
     @Option(help: "Decoder threads.") var decodeThreads = 1
@@ -210,7 +217,7 @@ struct Worker: ParsableCommand {
     func run() throws {
         try runRole("worker") {
             let id = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
-            var options = WorkerOptions(coordinator: coordinator, model: model, dataset: dataset.selection, workerID: id)
+            var options = WorkerOptions(coordinator: coordinator, model: model, workerID: id)
             options.batch = batch
             options.threads = threads
             options.decodeThreads = decodeThreads
@@ -222,6 +229,22 @@ struct Worker: ParsableCommand {
             _ = try service.run()
         }
     }
+}
+
+/// The row width the head's store must have: `--feature-dimension`, else the width of the model's feature
+/// node (read from the ONNX graph's shapes, no weights run), else nil (the first batch decides).
+func expectedFeatureDimension(given: Int?, model: ModelConfig?) throws -> Int? {
+    if let given, given < 1 { throw ValidationError("--feature-dimension must be at least 1, not \(given)") }
+    guard let model else { return given }
+    let inspection = try ModelInspection(modelPath: model.onnxPath)
+    guard let width = inspection.candidates.first(where: { $0.name == model.featureNode })?.width else {
+        if let given { return given }
+        throw ValidationError("cannot tell the feature width of \(model.name) (node \(model.featureNode)); pass --feature-dimension")
+    }
+    if let given, given != width {
+        throw ValidationError("--feature-dimension \(given) contradicts \(model.name), whose \(model.featureNode) has \(width) values")
+    }
+    return width
 }
 
 func parseDType(_ text: String) throws -> FeatureDTypeCode {

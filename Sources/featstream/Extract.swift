@@ -111,7 +111,7 @@ struct Extract: ParsableCommand {
         let progress = ProgressLine(total: items.count, label: "extract")
         let start = Date()
         var done = 0
-        try extractor.extract(items, from: dataset, decodeThreads: decodeThreads) { batch in
+        try extractor.extract(items, decodeThreads: decodeThreads) { batch in
             try writer.append(batch)
             done += batch.items.count + batch.deadLetters.count
             progress.update(done: done, deadLetters: writer.deadLetters.count)

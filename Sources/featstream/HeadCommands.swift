@@ -5,6 +5,7 @@ import Foundation
 import HeadExport
 import HeadJob
 import HeadTraining
+import ClusterRoles
 import ImageInput
 
 /// Options shared by everything that trains a head.
@@ -70,14 +71,39 @@ struct HeadTrainingOptions: ParsableArguments {
     }
 }
 
-/// The validation split for a store: the dataset's own `val` split when `data` has one, else a fraction.
-func validationSplit(dataset: DatasetOptions?, fraction: Double) throws -> (ValidationSplit, [String]?) {
+/// The class names and validation split for a store of a cluster job over `dataset`: the dataset's own
+/// `val` split when it has one, else a fraction.
+///
+/// The names and the positions come from the same dataset index the coordinator built (INDEX.md: the same
+/// selection always scans to the same index), kept at `<store>/dataset.index` and reused while the dataset
+/// is unchanged, so labels, class names and row positions agree with what the workers extracted.
+func validationSplit(dataset: DatasetOptions?, store: String, fraction: Double) throws -> (ValidationSplit, [String]?) {
     guard let dataset else { return (.fraction(fraction), nil) }
-    let index = try DatasetIndex.open(path: dataset.data, format: dataset.format)
+    let indexPath = URL(fileURLWithPath: store).appendingPathComponent("dataset.index").path
+    try FileManager.default.createDirectory(atPath: store, withIntermediateDirectories: true)
+    let index = try dataset.selection.openIndex(at: indexPath, hasProgress: false) { printError("head: \($0)") }
+    let classes = try index.classNames()
+    guard dataset.split == nil else { return (.fraction(fraction), classes) }
     var splitOf: [UInt64: String] = [:]
-    for item in index.items { if let split = item.split { splitOf[UInt64(item.index)] = split } }
-    if splitOf.values.contains("val") { return (.dataset(splitOf: splitOf, validation: "val"), index.classes) }
-    return (.fraction(fraction), index.classes)
+    switch index.kind {
+    case .imageFolder:
+        // root/{train,val}/<class>/…: the split is the key's first folder.
+        for position in 0..<index.count {
+            let key = try index.item(position).key
+            if key.hasPrefix("val/") { splitOf[UInt64(position)] = "val" }
+        }
+    case .manifest:
+        // The index keeps no split column (INDEX.md §2); read it from the manifest by key. This holds every
+        // key in memory: a known limit for manifests with a split column (issue 15).
+        let listing = try DatasetIndex.open(path: dataset.data, format: .manifest)
+        let splitOfKey = Dictionary(listing.items.compactMap { item in item.split.map { (item.key, $0) } }) { first, _ in first }
+        guard splitOfKey.values.contains("val") else { return (.fraction(fraction), classes) }
+        for position in 0..<index.count where splitOfKey[try index.item(position).key] == "val" { splitOf[UInt64(position)] = "val" }
+    case .webDataset:
+        break
+    }
+    guard !splitOf.isEmpty else { return (.fraction(fraction), classes) }
+    return (.dataset(splitOf: splitOf, validation: "val"), classes)
 }
 
 struct Train: ParsableCommand {
@@ -92,16 +118,18 @@ struct Train: ParsableCommand {
     @Option(help: "Feature store folder (a head's --store).") var store: String
     @Option(help: "The backbone's model folder, config or .onnx (for the exported classifier).") var model: String
     @Option(help: "Output folder for the trained model.") var out: String
-    @Option(help: "The dataset, for its class names and train/val split (optional).") var data: String?
+    @Option(help: "The job's dataset, for its class names and train/val split (optional).") var data: String?
     @Option(help: "Dataset format, with --data.") var format: DatasetFormat?
+    @Option(help: "The job's --split, with --data.") var split: String?
+    @Option(help: "The job's --limit, with --data.") var limit: Int?
     @OptionGroup var training: HeadTrainingOptions
 
     func run() throws {
         try runRole("train") {
             let featureStore = try FeatureStore.open(at: URL(fileURLWithPath: store))
             let backbone = try ModelConfig.load(model)
-            let datasetOptions = try data.map { try DatasetOptions.parse(["--data", $0] + (format.map { ["--format", $0.rawValue] } ?? [])) }
-            let (split, classes) = try validationSplit(dataset: datasetOptions, fraction: training.validationFraction)
+            let datasetOptions = try data.map { try DatasetOptions.parse(jobDatasetArguments($0, format, self.split, limit)) }
+            let (split, classes) = try validationSplit(dataset: datasetOptions, store: store, fraction: training.validationFraction)
             let trainingData = try TrainingData.load(featureStore, split: split, classNames: classes)
             let outcome = try TrainingJob.run(data: trainingData, config: training.config, l2Values: try training.l2Values,
                                               backbone: backbone, directory: URL(fileURLWithPath: out),
@@ -197,4 +225,10 @@ struct ExportFeatures: ParsableCommand {
 func csvQuote(_ value: String) -> String {
     guard value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) else { return value }
     return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+}
+
+/// `--data D [--format F] [--split S] [--limit N]`, for parsing into `DatasetOptions`.
+func jobDatasetArguments(_ data: String, _ format: DatasetFormat?, _ split: String?, _ limit: Int?) -> [String] {
+    ["--data", data] + (format.map { ["--format", $0.rawValue] } ?? []) + (split.map { ["--split", $0] } ?? [])
+        + (limit.map { ["--limit", String($0)] } ?? [])
 }

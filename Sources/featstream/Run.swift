@@ -34,7 +34,8 @@ struct Run: ParsableCommand {
             guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
             _ = try parseDType(dtype)
             umask(0o077)
-            announceInferredConfig(try ModelConfig.load(model), command: "run")
+            let modelConfig = try ModelConfig.load(model)
+            announceInferredConfig(modelConfig, command: "run")
             let outURL = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
             let control = "tcp://127.0.0.1:\(try freeLocalPort())"
@@ -66,8 +67,9 @@ struct Run: ParsableCommand {
                                         security: security)
             head.dtype = dtype
             head.model = model
-            head.data = dataset.data
-            head.format = dataset.format?.rawValue
+            // The store's width comes from the model, never from the first batch a peer sends.
+            head.featureDimension = try expectedFeatureDimension(given: nil, model: modelConfig)
+            head.data = datasetArguments
             head.metricsPort = try freeLocalPort()
             if !noTrain {
                 head.trainOut = outURL.appendingPathComponent("model").path
@@ -78,7 +80,7 @@ struct Run: ParsableCommand {
             }
             var workerCommands: [RoleCommand.Worker] = []
             for name in names {
-                var worker = RoleCommand.Worker(coordinator: control, model: model, dataset: datasetArguments, name: name, security: security)
+                var worker = RoleCommand.Worker(coordinator: control, model: model, name: name, security: security)
                 worker.batch = batch
                 worker.threads = threads
                 worker.dtype = dtype

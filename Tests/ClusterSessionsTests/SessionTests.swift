@@ -9,11 +9,30 @@ import XCTest
 final class HeadSessionTests: XCTestCase {
     let worker: [UInt8] = Array("w0".utf8)
 
-    func session(window: UInt32 = 2, committed: Set<UInt32> = []) -> HeadSession {
+    func session(window: UInt32 = 2, committed: Set<UInt32> = [], plan: UInt64? = 1) -> HeadSession {
         var settings = HeadSessionSettings()
         settings.creditWindow = window
         settings.heartbeatMs = 100
-        return HeadSession(epoch: 7, dtype: .f32, dimension: 2, committed: committed, settings: settings)
+        return HeadSession(epoch: 7, dtype: .f32, dimension: 2, committed: committed, plan: plan, settings: settings)
+    }
+
+    /// Issue 13 item 10: an unbound store grants nothing until the first welcome names the plan, which it
+    /// records before granting; a welcome naming another plan stops the head with both plans named.
+    func testAStoreIsBoundToTheFirstPlanItIsWelcomedWithAndRefusesAnother() {
+        var head = session(plan: nil)
+        _ = head.start(now: 0)
+        XCTAssertEqual(credits(head.workerHello(from: worker, name: "w0", batchesSent: nil, now: 1)), [0], "no credit before the plan is known")
+        let welcomed = head.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 42), now: 2)
+        XCTAssertEqual(welcomed.first, .effect(.bindPlan(42)), "the binding is recorded before anything else")
+        XCTAssertEqual(credits(welcomed), [2], "workers that said hello earlier are granted their window once bound")
+        XCTAssertEqual(head.plan, 42)
+        // The same plan again (a restarted coordinator of the same job) changes nothing.
+        XCTAssertEqual(head.receiveControl(.welcome(epoch: 100, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 42), now: 3), [])
+
+        var bound = session(plan: 42)
+        XCTAssertEqual(bound.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 43), now: 1),
+                       [.effect(.planMismatch(store: 42, coordinator: 43))])
+        XCTAssertEqual(bound.workerHello(from: worker, name: "w0", batchesSent: nil, now: 2), [], "a stopped head serves nothing")
     }
 
     func batch(shard: UInt32, offsets: [UInt32], count: UInt32 = 2) -> (FeatureBatch, Result<DecodedBatch, Error>) {
@@ -79,7 +98,7 @@ final class HeadSessionTests: XCTestCase {
         var head = session(committed: [1, 2])
         XCTAssertEqual(head.start(now: 0), [.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))])
         XCTAssertTrue(head.tick(now: 100).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))))
-        _ = head.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5), now: 150)
+        _ = head.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 1), now: 150)
         XCTAssertFalse(head.tick(now: 200).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))))
         XCTAssertEqual(head.receiveControl(.heartbeat(epoch: 99, sequence: 1), now: 250), [])
         // A restarted coordinator shows a new epoch: tell it everything again, until it answers.
@@ -100,7 +119,7 @@ final class WorkerSessionTests: XCTestCase {
     func welcomed() -> WorkerSession {
         var worker = WorkerSession(workerID: "w0", host: "h", pid: 1)
         _ = worker.start(now: 0)
-        let outputs = worker.receiveControl(.welcome(epoch: 5, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5), now: 1)
+        let outputs = worker.receiveControl(.welcome(epoch: 5, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 1), now: 1)
         XCTAssertTrue(outputs.contains(.effect(.connectHead("tcp://head"))))
         XCTAssertTrue(outputs.contains(.toCoordinator(.shardRequest(workerID: "w0"))))
         return worker
@@ -108,7 +127,7 @@ final class WorkerSessionTests: XCTestCase {
 
     func testHeartbeatsGoOnWhileAShardIsExtracted() {
         var worker = welcomed()
-        let items = [ItemRef(index: 0, key: "a", label: 0)]
+        let items = [ItemRef(index: 0, key: "a", label: 0, locator: .file(path: "/d/a"))]
         XCTAssertEqual(worker.receiveControl(.assignment(shardID: 1, attempt: 3, leaseMs: 1000, items: items), now: 2),
                        [.effect(.extract(shardID: 1, attempt: 3, items: items))])
         for now in stride(from: UInt64(100), through: 3_000, by: 100) {
@@ -156,9 +175,9 @@ final class CoordinatorSessionTests: XCTestCase {
     }
 
     func makeSession(journal: MemoryJournal) -> CoordinatorSession {
-        let shards = (0..<3).map { Shard(id: UInt32($0), items: [ItemRef(index: UInt64($0), key: "k\($0)", label: 0)]) }
+        let shards = (0..<3).map { Shard(id: UInt32($0), items: [ItemRef(index: UInt64($0), key: "k\($0)", label: 0, locator: .file(path: "/d/k\($0)"))]) }
         let settings = CoordinatorSessionSettings(lease: LeaseSettings(), heartbeatMs: 100, deadAfterBeats: 5, headAddress: "tcp://head")
-        return CoordinatorSession(epoch: 11, shards: shards, settings: settings, journal: journal)
+        return CoordinatorSession(epoch: 11, plan: ShardPlan(shards: shards), settings: settings, journal: journal)
     }
 
     func testAPeerOfAnEarlierIncarnationIsShownTheNewEpoch() throws {
@@ -172,7 +191,7 @@ final class CoordinatorSessionTests: XCTestCase {
         let coordinator = makeSession(journal: journal)
         let outputs = try coordinator.receive(.headHello(epoch: 4, committed: [0, 2]), from: [7], now: 1)
         XCTAssertEqual(journal.appends, [0, 2])
-        XCTAssertEqual(outputs.last, .send([7], .welcome(epoch: 11, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5)))
+        XCTAssertEqual(outputs.last, .send([7], .welcome(epoch: 11, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: ShardPlan(shards: (0..<3).map { Shard(id: UInt32($0), items: [ItemRef(index: UInt64($0), key: "k\($0)", label: 0, locator: .file(path: "/d/k\($0)"))]) }).fingerprint)))
         XCTAssertEqual(coordinator.table.progress.committed, 2)
         // A re-acknowledgement of a journaled shard is not news and is not journaled twice.
         XCTAssertEqual(try coordinator.receive(.shardCommitted(shardID: 2, attempt: 9, items: 0, deadLetters: 0), from: [7], now: 2), [])

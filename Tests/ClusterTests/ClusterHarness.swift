@@ -1,10 +1,13 @@
 import ClusterLaunch
 import FeatStreamTestSupport
 import FeatureStore
+import Coordination
+import DatasetIndex
 import Foundation
 import NumpyFormat
 import RoleMetrics
 import Transport
+import WireProtocol
 import XCTest
 
 /// A real cluster of `featstream` processes on localhost, for fault-injection tests.
@@ -94,7 +97,7 @@ final class ClusterHarness {
     /// Starts worker `name` with the key of the same name (`keyName` to use another worker's key).
     func startWorker(_ name: String, keyName: String? = nil, extra: [String] = []) throws {
         var command = RoleCommand.Worker(coordinator: control, model: Self.home.appendingPathComponent("models/efficientnet-lite0").path,
-                                         dataset: dataset, name: name, security: security)
+                                         name: name, security: security)
         command.batch = 4
         command.threads = 1
         command.keyName = keyName
@@ -116,23 +119,30 @@ final class ClusterHarness {
         while let head, head.isRunning, Date() < headDeadline { Thread.sleep(forTimeInterval: 0.1) }
     }
 
-    /// Every item of the job is in the store exactly once, as a feature row or a dead letter.
-    func assertExactlyOnce(file: StaticString = #filePath, line: UInt = #line) throws {
-        let store = try FeatureStore.open(at: storeURL)
-        let expected = try expectedIndexes()
-        let report = store.exactlyOnceReport(expectedIndexes: expected)
-        XCTAssertTrue(report.isExactlyOnce, "not exactly once: \(report)\n\(logTails())", file: file, line: line)
-        XCTAssertEqual(store.inspect().rows + store.inspect().deadLetters, items, file: file, line: line)
+    /// The job's shard plan as the coordinator cut it: its dataset index (in the job folder) and shard size.
+    func jobPlan() throws -> IndexShardPlan {
+        IndexShardPlan(index: try IndexedDataset(path: directory.appendingPathComponent("dataset.index").path), shardSize: shardSize)
     }
 
-    /// The dataset indexes of the job's items, read the way the coordinator reads them.
+    /// Every entry of the job (each indexed item, and each input the scan rejected) is in the store exactly
+    /// once, as a feature row or a dead letter; dead letters are resolved through the plan (shard, offset).
+    func assertExactlyOnce(file: StaticString = #filePath, line: UInt = #line) throws {
+        let store = try FeatureStore.open(at: storeURL)
+        let plan = try jobPlan()
+        var expected = Set(0..<UInt64(plan.index.count))
+        for letter in 0..<plan.index.deadLetterCount { expected.insert(ItemRef.rejectedIndexBase + UInt64(letter)) }
+        var shardItems: [UInt32: [ItemRef]] = [:]
+        let report = store.exactlyOnceReport(expectedIndexes: expected) { shardID, entry in
+            if shardItems[shardID] == nil { shardItems[shardID] = plan.items(of: shardID) }
+            return shardItems[shardID]!.indices.contains(Int(entry.offset)) ? shardItems[shardID]![Int(entry.offset)].index : nil
+        }
+        XCTAssertTrue(report.isExactlyOnce, "not exactly once: \(report)\n\(logTails())", file: file, line: line)
+        XCTAssertEqual(store.inspect().rows + store.inspect().deadLetters, plan.entryCount, file: file, line: line)
+    }
+
+    /// The dataset positions of the job's items: `0..<count` of the coordinator's index (INDEX.md §1).
     func expectedIndexes() throws -> Set<UInt64> {
-        let run = try runProcess(productsDirectory.appendingPathComponent("featstream"),
-                                 ["extract", "--model", Self.home.appendingPathComponent("models/efficientnet-lite0").path,
-                                  "--out", directory.appendingPathComponent("reference").path, "--batch", "16"] + datasetArguments)
-        XCTAssertEqual(run.status, 0, run.output)
-        let metadata = try String(contentsOf: directory.appendingPathComponent("reference/metadata.csv"), encoding: .utf8)
-        return Set(metadata.split(separator: "\n").dropFirst().compactMap { UInt64($0.split(separator: ",")[1]) })
+        Set(0..<UInt64(try jobPlan().index.count))
     }
 
     /// Shards committed in the store so far, as a read-only open sees them (0 before the store exists).

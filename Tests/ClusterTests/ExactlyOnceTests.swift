@@ -98,6 +98,8 @@ final class ExactlyOnceTests: XCTestCase {
     func testOneHundredSixtyInterleavedShardsAreAllStored() throws {
         // The raw client speaks plaintext, so the roles of this test do too (keys are SecurityTests' subject).
         cluster.security = .insecurePlaintext
+        // No coordinator: the store is bound to a plan beforehand, so the head grants credit without a welcome.
+        try JobPlanBinding.write(1, root: cluster.storeURL)
         try cluster.startHead()
         let context = ZMQContext()
         let workers = try (0..<160).map { _ in try RawWorker(context, head: cluster.data) }
@@ -119,6 +121,7 @@ final class ExactlyOnceTests: XCTestCase {
         // The raw client speaks plaintext, so the roles of this test do too (keys are SecurityTests' subject).
         cluster.security = .insecurePlaintext
         let metricsPort = try freeLocalPort()
+        try JobPlanBinding.write(1, root: cluster.storeURL)   // no coordinator to bind it (see above)
         try cluster.startHead(extra: ["--metrics-port", String(metricsPort)])
         let context = ZMQContext()
         let raw = try RawWorker(context, head: cluster.data)
@@ -197,6 +200,139 @@ final class ExactlyOnceTests: XCTestCase {
         let store = try FeatureStore.open(at: cluster.storeURL)
         XCTAssertTrue(store.exactlyOnceReport(expectedIndexes: 0..<6).isExactlyOnce, "\(store.exactlyOnceReport(expectedIndexes: 0..<6))")
     }
+
+    /// Audit items 5 and 8 with real processes: every input of a hostile manifest ends in the store exactly
+    /// once, as a row or a dead letter naming it — lines the coordinator's scan rejected (no path, a path
+    /// that does not exist, a FIFO) travel with their shard; a listed-twice image is two items; a file that
+    /// is not an image is dead-lettered by the worker that tried it.
+    func testEveryInputOfAHostileManifestEndsInTheStore() throws {
+        let folder = ClusterHarness.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder/val")
+        let classes = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
+        let images = try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent(classes[0]).path).sorted().prefix(4)
+        let fifo = cluster.directory.appendingPathComponent("pipe.jpg").path
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        let notAnImage = cluster.directory.appendingPathComponent("notes.jpg")
+        try "not a picture".write(to: notAnImage, atomically: true, encoding: .utf8)
+        var lines = ["path,label"]
+        for image in images { lines.append("\(folder.path)/\(classes[0])/\(image),\(classes[0])") }
+        lines += [lines[1], ",\(classes[0])", "\(cluster.directory.path)/gone.jpg,\(classes[0])", "\(fifo),\(classes[0])",
+                  "\(notAnImage.path),\(classes[0])"]
+        let manifest = cluster.directory.appendingPathComponent("hostile.csv")
+        try lines.joined(separator: "\n").write(to: manifest, atomically: true, encoding: .utf8)
+        cluster.manifest = manifest.path
+        try cluster.startJob()
+        cluster.waitForCompletion(timeout: 120)
+        try cluster.assertExactlyOnce()
+        let store = try FeatureStore.open(at: cluster.storeURL)
+        XCTAssertEqual(store.inspect().rows, 5, "four images and the line listing one of them again")
+        let letters = Dictionary(try store.deadLetters().map { ($0.entry.key, $0.entry.reason) }) { first, _ in first }
+        XCTAssertEqual(Set(letters.keys), ["hostile.csv:7", "hostile.csv:8", "hostile.csv:9", notAnImage.path],
+                       "three lines rejected by the scan and one undecodable file: \(letters)")
+        for line in ["hostile.csv:7", "hostile.csv:8", "hostile.csv:9"] {
+            XCTAssertTrue(letters[line]?.hasPrefix("index: ") == true, "\(line): \(letters[line] ?? "missing")")
+        }
+    }
+
+    /// A WebDataset shard with a malformed pax record and a truncated tail: the samples before the damage
+    /// are extracted, the damaged members are dead letters naming them, and the job finishes.
+    func testADamagedTarShardFinishesWithItsDamageNamed() throws {
+        let source = try [UInt8](Data(contentsOf: ClusterHarness.home.appendingPathComponent("data/fashion-mnist-demo/webdataset/val-000000.tar")))
+        // Walk the shard's headers: keep 6 members, then 300 bytes of the next header (a tail cut mid-header).
+        var offset = 0, members = 0
+        while members < 6 {
+            let sizeField = String(decoding: source[(offset + 124)..<(offset + 136)], as: UTF8.self)
+                .trimmingCharacters(in: CharacterSet(charactersIn: "\0 "))
+            offset += 512 + (Int(sizeField, radix: 8)! + 511) / 512 * 512
+            members += 1
+        }
+        let pax = Self.tarHeader(name: "PaxHeader/x", size: 10, type: UInt8(ascii: "x")) + Self.padded(Array("99 path=x\n".utf8))
+        let damaged = pax + Array(source[0..<offset]) + Array(source[offset..<(offset + 300)])
+        let shard = cluster.directory.appendingPathComponent("damaged.tar")
+        try Data(damaged).write(to: shard)
+        cluster.manifest = shard.path
+        try cluster.startJob()
+        cluster.waitForCompletion(timeout: 120)
+        try cluster.assertExactlyOnce()
+        let plan = try cluster.jobPlan()
+        XCTAssertGreaterThanOrEqual(plan.index.count, 2, "the samples before the damage are items")
+        let store = try FeatureStore.open(at: cluster.storeURL)
+        let reasons = try store.deadLetters().map { "\($0.entry.key): \($0.entry.reason)" }
+        XCTAssertTrue(reasons.contains { $0.contains("pax") }, "\(reasons)")
+        XCTAssertTrue(reasons.contains { $0.contains("ends mid-header") }, "\(reasons)")
+    }
+
+    /// Audit item 4 through the CLI: `featstream run --out X` started while another run on X is live is
+    /// refused (its coordinator and head cannot take the journal's or the store's lock), and the first run
+    /// finishes with every item exactly once.
+    func testASecondRunOnTheSameOutputIsRefusedAndTheFirstFinishes() throws {
+        let out = cluster.directory.appendingPathComponent("job")
+        func start(_ name: String) throws -> (Process, URL) {
+            let run = Process()
+            run.executableURL = productsDirectory.appendingPathComponent("featstream")
+            run.arguments = ["run", "--model", ClusterHarness.home.appendingPathComponent("models/efficientnet-lite0").path,
+                             "--data", ClusterHarness.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path,
+                             "--split", "val", "--limit", "160", "--shard-size", "8", "--workers", "1", "--batch", "4",
+                             "--no-train", "--out", out.path]
+            let log = cluster.directory.appendingPathComponent("\(name).log")
+            FileManager.default.createFile(atPath: log.path, contents: nil)
+            run.standardOutput = try FileHandle(forWritingTo: log)
+            run.standardError = run.standardOutput
+            try run.run()
+            return (run, log)
+        }
+        let (first, firstLog) = try start("first")
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL); first.waitUntilExit() } }
+        let storeURL = out.appendingPathComponent("store")
+        waitUntil("the first run stored a shard") { ((try? FeatureStore.open(at: storeURL).committedShards.count) ?? 0) >= 1 }
+        let (second, secondLog) = try start("second")
+        defer { if second.isRunning { kill(second.processIdentifier, SIGKILL); second.waitUntilExit() } }
+        waitUntil("the second run gave up", timeout: 60) { !second.isRunning }
+        XCTAssertNotEqual(second.terminationStatus, 0, (try? String(contentsOf: secondLog, encoding: .utf8)) ?? "")
+        waitUntil("the first run finished", timeout: 180) { !first.isRunning }
+        XCTAssertEqual(first.terminationStatus, 0, (try? String(contentsOf: firstLog, encoding: .utf8)) ?? "")
+        let store = try FeatureStore.open(at: storeURL)
+        XCTAssertTrue(store.exactlyOnceReport(expectedIndexes: 0..<160).isExactlyOnce, "\(store.exactlyOnceReport(expectedIndexes: 0..<160))")
+    }
+
+    /// Audit item 10: a store holding shards of one job is refused by a head whose coordinator serves
+    /// another plan (here another dataset with a fresh journal): the head stops before accepting anything,
+    /// and the store still holds exactly the first job's shards.
+    func testAStoreOfAnotherJobIsRefused() throws {
+        try cluster.startJob()
+        cluster.waitForCommittedShards(2)
+        for process in [cluster.coordinator, cluster.head] + Array(cluster.workers.values) { cluster.kill(process) }
+        let before = storedShards().map(\.shardID).sorted()
+        let boundTo = try XCTUnwrap(JobPlanBinding.read(root: cluster.storeURL), "the first job bound its store")
+        XCTAssertEqual(boundTo, try cluster.jobPlan().fingerprint)
+        // Another job on the same store: the WebDataset shard, a new journal and index.
+        cluster.webdataset = true
+        for name in ["journal", "dataset.index"] { try FileManager.default.removeItem(at: cluster.directory.appendingPathComponent(name)) }
+        try cluster.startCoordinator()
+        try cluster.startHead()
+        try cluster.startWorker("w0")
+        waitUntil("the head refused the store") { cluster.head?.isRunning == false }
+        XCTAssertNotEqual(cluster.head?.terminationStatus, 0)
+        XCTAssertNotEqual(try cluster.jobPlan().fingerprint, boundTo)
+        XCTAssertEqual(try JobPlanBinding.read(root: cluster.storeURL), boundTo)
+        XCTAssertEqual(storedShards().map(\.shardID).sorted(), before, "nothing of the other job reached the store")
+    }
+
+    /// A ustar header (checksum filled in).
+    static func tarHeader(name: String, size: Int, type: UInt8) -> [UInt8] {
+        var header = [UInt8](repeating: 0, count: 512)
+        func put(_ text: String, at offset: Int) { for (i, byte) in text.utf8.enumerated() { header[offset + i] = byte } }
+        put(name, at: 0)
+        put("0000644", at: 100); put("0000000", at: 108); put("0000000", at: 116)
+        put(String(format: "%011o", size), at: 124); put("00000000000", at: 136)
+        header[156] = type
+        put("ustar", at: 257); put("00", at: 263)
+        for i in 148..<156 { header[i] = UInt8(ascii: " ") }
+        put(String(format: "%06o", header.reduce(0) { $0 + Int($1) }), at: 148)
+        header[154] = 0
+        return header
+    }
+
+    static func padded(_ bytes: [UInt8]) -> [UInt8] { bytes + [UInt8](repeating: 0, count: (512 - bytes.count % 512) % 512) }
 
     func metric(_ name: String, port: Int) -> Double? {
         guard let text = try? fetchMetrics("http://127.0.0.1:\(port)") else { return nil }

@@ -190,7 +190,7 @@ final class FaultTests: XCTestCase {
         let worker = try XCTUnwrap(hello, "the worker never said hello\n\(cluster.logTails())")
         for frame in malformedFrames() { _ = try fakeCoordinator.send([worker.identity, frame]) }
         _ = try fakeCoordinator.send([worker.identity, FrameCodec.encode(.welcome(epoch: 1, headAddress: cluster.data,
-                                                                                 heartbeatIntervalMs: 200, deadAfterBeats: 50))])
+                                                                                 heartbeatIntervalMs: 200, deadAfterBeats: 50, plan: 1))])
         // On the data plane: garbage in reply to its hello, then a credit and a heartbeat.
         var dataHello: (identity: [UInt8], message: Message)?
         repeat { dataHello = try receive(fakeHead) } while dataHello != nil && !isHello(dataHello!.message)

@@ -196,20 +196,32 @@ final class SecurityTests: XCTestCase {
         let fingerprint = keyFingerprint(try cluster.keys.publicKey(.worker("w3")))
         XCTAssertTrue(cluster.log("coordinator").contains(fingerprint), cluster.log("coordinator"))
 
-        // Revoke w3: remove its public key, SIGHUP both servers; its open connections now get nothing through.
+        // Revoke w3: remove its public key, SIGHUP both servers. Its open connections are closed (libzmq has no
+        // per-peer close; the servers shut the TCP connection down, see PeerConnections): its sockets reconnect,
+        // and each server's ZAP handler refuses the key, counted as curve_denied.
+        XCTAssertEqual(rejected("curve_denied", port: coordinatorPort), 0)
+        XCTAssertEqual(rejected("curve_denied", port: headPort), 0)
         try FileManager.default.removeItem(at: cluster.keys.url.appendingPathComponent("workers/w3.pub"))
         kill(cluster.coordinator!.processIdentifier, SIGHUP)
         kill(cluster.head!.processIdentifier, SIGHUP)
-        // (The reload is asynchronous: hellos sent before it lands are still w3's to send.)
-        XCTAssertTrue(eventually {
-            _ = try? toCoordinator.send([FrameCodec.encode(.hello(workerID: "w3", host: "x", pid: 1, capabilities: [:]))])
-            return rejected("revoked_key", port: coordinatorPort) >= 1
-        }, cluster.logTails())
-        // From then on every message of that key is dropped: a shard request gets no lease.
-        let before = rejected("revoked_key", port: coordinatorPort)
-        XCTAssertTrue(sendEventually(toCoordinator, .shardRequest(workerID: "w3")))
-        XCTAssertTrue(eventually { rejected("revoked_key", port: coordinatorPort) > before }, cluster.logTails())
+        XCTAssertTrue(eventually { rejected("curve_denied", port: coordinatorPort) >= 1 }, "w3's coordinator connection stayed open\n\(cluster.logTails())")
+        XCTAssertTrue(eventually { rejected("curve_denied", port: headPort) >= 1 }, "w3's head connection stayed open\n\(cluster.logTails())")
+        // From then on nothing of that key gets through: for two seconds it asks for work and says hello;
+        // whatever still reaches a server is dropped (revoked_key), no lease is granted and nothing answers.
+        let stop = Date().addingTimeInterval(2)
+        while Date() < stop {
+            _ = try? toCoordinator.send([FrameCodec.encode(.shardRequest(workerID: "w3"))])
+            _ = try? toHead.send([FrameCodec.encode(.hello(workerID: "w3", host: "x", pid: 1, capabilities: [:]))])
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        while let frames = try toCoordinator.receive() {
+            let message = try FrameCodec.decode(frames[0])
+            if case .assignment = message { XCTFail("a revoked key got a lease") }
+        }
+        XCTAssertNil(try toHead.receive(), "the head answered a revoked key")
         XCTAssertEqual(metric("featstream_shards_leased_total", port: coordinatorPort).first?.value ?? 0, 0, cluster.logTails())
+        // The refused key's socket does not get a connection back (libzmq stops reconnecting after a ZAP refusal).
+        XCTAssertGreaterThanOrEqual(rejected("curve_denied", port: coordinatorPort), 1)
 
         try cluster.startWorker("w0")
         cluster.waitForCompletion()
@@ -222,6 +234,116 @@ final class SecurityTests: XCTestCase {
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             for log in ["coordinator", "head", "w0"] { XCTAssertFalse(cluster.log(log).contains(secret), "\(name)'s secret key in the \(log) log") }
         }
+    }
+
+    /// The store's width is the job's model's, not the first batch's: a head given `--model` creates its
+    /// store with the model's 1,280-value rows before anyone speaks, and a valid worker key that sends a
+    /// well-formed, decodable batch of 7-value rows first has it dropped and counted (`wrong_dimension`);
+    /// the real workers then fill the store exactly once.
+    func testStoreWidthComesFromTheModelNotTheFirstBatch() throws {
+        let headPort = try freeLocalPort()
+        try cluster.startCoordinator()
+        try cluster.startHead(extra: ["--model", ClusterHarness.home.appendingPathComponent("models/efficientnet-lite0").path,
+                                      "--metrics-port", String(headPort)])
+        XCTAssertTrue(eventually(60) { (try? FeatureStore.open(at: cluster.storeURL))?.dimension == 1280 },
+                      "the head did not create a 1280-wide store at start\n\(cluster.logTails())")
+        let context = ZMQContext()
+        let toHead = try ZMQSocket(context, .dealer, security: cluster.clientSecurity(as: .worker("w3"), to: .head))
+        try toHead.connect(cluster.data)
+        XCTAssertTrue(eventually { (try? toHead.send([FrameCodec.encode(.hello(workerID: "w3", host: "x", pid: 1, capabilities: [:]))])) == true })
+        var credited = false
+        XCTAssertTrue(eventually {
+            // A credit of 0 comes first when the head is not yet bound to the job's plan (PROTOCOL.md §8.1).
+            while let frames = try? toHead.receive() {
+                if case .credit(_, let limit)? = try? FrameCodec.decode(frames[0]), limit > 0 { credited = true }
+            }
+            if !credited { _ = try? toHead.send([FrameCodec.encode(.hello(workerID: "w3", host: "x", pid: 1, capabilities: [:]))]) }
+            return credited
+        }, "no credit from the head\n\(cluster.logTails())")
+        let narrow = FeatureBatch(shardID: 0, attempt: 1, shardItemCount: 8, offsets: [0], indexes: [0], labels: [0], keys: ["x"],
+                                  deadLetters: [], dtype: .f32, dimension: 7, codec: .raw, rawLength: 28, payload: [UInt8](repeating: 0, count: 28))
+        XCTAssertTrue(try toHead.send([FrameCodec.encode(.featureBatch(narrow))]))
+        XCTAssertTrue(eventually { rejected("wrong_dimension", port: headPort) >= 1 }, "the narrow batch was not refused\n\(cluster.logTails())")
+        XCTAssertEqual(try FeatureStore.open(at: cluster.storeURL).dimension, 1280)
+
+        try cluster.startWorker("w0")
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+        XCTAssertEqual(try FeatureStore.open(at: cluster.storeURL).dimension, 1280)
+    }
+
+    /// A head told a width its store does not have refuses to start, naming the store; the store is untouched.
+    func testHeadRefusesAStoreOfAnotherWidth() throws {
+        try cluster.startHead(extra: ["--feature-dimension", "1280"])
+        XCTAssertTrue(eventually(30) { (try? FeatureStore.open(at: cluster.storeURL))?.dimension == 1280 }, cluster.logTails())
+        cluster.kill(cluster.head)
+        let run = try runProcess(productsDirectory.appendingPathComponent("featstream"),
+                                 ["head", "--bind", cluster.data, "--coordinator", cluster.control, "--store", cluster.storeURL.path,
+                                  "--feature-dimension", "7", "--keys", cluster.keys.url.path])
+        XCTAssertNotEqual(run.status, 0, run.output)
+        // Refused for its width (the message names both), not for anything else such as the writer lock.
+        XCTAssertTrue(run.output.contains(cluster.storeURL.path) && run.output.contains("1280") && run.output.contains("7"), run.output)
+        XCTAssertEqual(try FeatureStore.open(at: cluster.storeURL).dimension, 1280)
+    }
+
+    /// The servers' own keys are bound to their roles too: the head's key cannot lease work or forge a
+    /// shutdown at the coordinator, and the coordinator's key is not admitted to the head's data socket
+    /// (only worker keys are), so it cannot send batches or hellos there.
+    func testServerKeysCannotActAsWorkersOrForgeShutdowns() throws {
+        let coordinatorPort = try freeLocalPort(), headPort = try freeLocalPort()
+        try cluster.startCoordinator(extra: ["--metrics-port", String(coordinatorPort)])
+        try cluster.startHead(extra: ["--metrics-port", String(headPort)])
+        let context = ZMQContext()
+        let asHead = try ZMQSocket(context, .dealer, security: cluster.clientSecurity(as: .head, to: .coordinator))
+        try asHead.connect(cluster.control)
+        for message: Message in [.hello(workerID: "head", host: "x", pid: 1, capabilities: [:]), .shardRequest(workerID: "head"),
+                                 .shardDone(shardID: 0, attempt: 1, items: 8, deadLetters: 0), .shutdown(reason: "forged")] {
+            XCTAssertTrue(eventually { (try? asHead.send([FrameCodec.encode(message)])) == true })
+        }
+        XCTAssertTrue(eventually { rejected("wrong_role", port: coordinatorPort) >= 4 }, cluster.logTails())
+        let asCoordinator = try ZMQSocket(context, .dealer, security: cluster.clientSecurity(as: .coordinator, to: .head))
+        try asCoordinator.connect(cluster.data)
+        XCTAssertTrue(eventually { rejected("curve_denied", port: headPort) >= 1 }, "the head admitted the coordinator's key\n\(cluster.logTails())")
+        XCTAssertFalse(try asCoordinator.send([FrameCodec.encode(.hello(workerID: "w0", host: "x", pid: 1, capabilities: [:]))]))
+        XCTAssertNil(try asHead.receive(), "the coordinator answered the head's key as a worker")
+        XCTAssertEqual(metric("featstream_shards_leased_total", port: coordinatorPort).first?.value ?? 0, 0)
+        XCTAssertTrue(cluster.coordinator!.isRunning && cluster.head!.isRunning, cluster.logTails())
+        XCTAssertFalse(HeadJobMarker.exists(cluster.storeURL))
+    }
+
+    /// Metric labels flooded from many connections at once: 200 sockets holding a valid worker key, each
+    /// a worker under a fresh name, leave the coordinator's per-worker series within the cap (32 here).
+    func testManyConnectionsKeepMetricSeriesWithinTheCap() throws {
+        let coordinatorPort = try freeLocalPort()
+        setenv("FEATSTREAM_MAX_SERIES", "32", 1)
+        defer { unsetenv("FEATSTREAM_MAX_SERIES") }
+        try cluster.startCoordinator(extra: ["--metrics-port", String(coordinatorPort), "--heartbeat-ms", "100"])
+        let context = ZMQContext()
+        var sockets: [ZMQSocket] = []
+        for index in 0..<200 {
+            let socket = try ZMQSocket(context, .dealer, security: cluster.clientSecurity(as: .worker("w3"), to: .coordinator))
+            try socket.connect(cluster.control)
+            sockets.append(socket)
+            _ = index
+        }
+        var welcomed = Set<Int>()
+        XCTAssertTrue(eventually(120) {
+            for (index, socket) in sockets.enumerated() where !welcomed.contains(index) {
+                _ = try? socket.send([FrameCodec.encode(.hello(workerID: "w3@flood-\(index)", host: "h\(index)", pid: 1, capabilities: [:]))])
+                while let frames = try? socket.receive() {
+                    if case .welcome? = try? FrameCodec.decode(frames[0]) { welcomed.insert(index) }
+                }
+            }
+            return welcomed.count == sockets.count
+        }, "only \(welcomed.count) of \(sockets.count) connections were welcomed\n\(cluster.logTails())")
+        var series = 0
+        XCTAssertTrue(eventually(30) {
+            series = metric("featstream_heartbeat_age_seconds", port: coordinatorPort).count
+            return series >= 16
+        }, "the flood did not reach the per-worker series (\(series))\n\(cluster.logTails())")
+        XCTAssertLessThanOrEqual(series, 32, "per-worker series: \(series), cap 32")
+        XCTAssertLessThanOrEqual(metric("featstream_worker_current_shard", port: coordinatorPort).count, 32)
+        XCTAssertTrue(cluster.coordinator!.isRunning)
     }
 
     /// 10,000 hellos with random names from a valid worker key: the coordinator's metric series stay

@@ -3,7 +3,7 @@ import WireProtocol
 @testable import Coordination
 
 func makeItems(_ count: Int, keyPrefix: String = "img") -> [ItemRef] {
-    (0..<count).map { ItemRef(index: UInt64($0), key: "\(keyPrefix)\($0).jpg", label: Int32($0 % 10)) }
+    (0..<count).map { ItemRef(index: UInt64($0), key: "\(keyPrefix)\($0).jpg", label: Int32($0 % 10), locator: .file(path: "/data/\(keyPrefix)\($0).jpg")) }
 }
 
 func makeShards(_ count: Int, size: Int = 4) -> [Shard] {

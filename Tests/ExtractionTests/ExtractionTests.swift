@@ -35,7 +35,7 @@ final class ExtractionTests: XCTestCase {
         let config = try ModelConfig.load(Self.lite0)
         let extractor = try FeatureExtractor(config: config, batchSize: 8, threads: 2, includeLogits: true)
         var correct = 0, seen = 0
-        try extractor.extract(dataset.items, from: dataset, decodeThreads: 2) { batch in
+        try extractor.extract(dataset.items, decodeThreads: 2) { batch in
             XCTAssertEqual(batch.deadLetters, [])
             let width = extractor.logitsWidth!
             for (row, item) in batch.items.enumerated() {
@@ -147,7 +147,7 @@ final class ExtractionTests: XCTestCase {
         let items = Array(dataset.items.filter { $0.split == "val" }.prefix(24))
         func features(_ items: [DatasetItem], on extractor: FeatureExtractor, decodeThreads: Int) throws -> [String: [Float]] {
             var byKey: [String: [Float]] = [:]
-            try extractor.extract(items, from: dataset, decodeThreads: decodeThreads) { batch in
+            try extractor.extract(items, decodeThreads: decodeThreads) { batch in
                 XCTAssertEqual(batch.deadLetters, [])
                 for (row, item) in batch.items.enumerated() {
                     byKey[item.key] = Array(batch.features[(row * extractor.featureWidth)..<((row + 1) * extractor.featureWidth)])
@@ -161,7 +161,7 @@ final class ExtractionTests: XCTestCase {
 
         let extractor = try FeatureExtractor(config: config, batchSize: 4, threads: 1)
         var sunk = 0
-        XCTAssertThrowsError(try extractor.extract(items, from: dataset, decodeThreads: 3) { _ in
+        XCTAssertThrowsError(try extractor.extract(items, decodeThreads: 3) { _ in
             sunk += 1
             throw Abort()
         }) { XCTAssertTrue($0 is Abort) }

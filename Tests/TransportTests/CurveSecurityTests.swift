@@ -365,6 +365,65 @@ final class CurveSecurityTests: XCTestCase {
         _ = (c0, c1)
     }
 
+    /// Revoking a key closes the TCP connections it already holds: after the reload, the revoked client's
+    /// connection is shut down (it reconnects and the ZAP handler refuses its key), while another worker's
+    /// connection on the same socket keeps working; a revoked connection the server had not yet read
+    /// from is closed when its first message is read.
+    func testReloadClosesTheRevokedKeysOpenConnections() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keys-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let folder = try ClusterKeyFolder.generate(at: directory.path, workers: ["w0", "w1", "w2"])
+        let context = ZMQContext()
+        let peers = try folder.peers(admittedBy: .head)
+        let server = try ZMQSocket(context, .router, security: .curveServer(keys: folder.pair(.head), peers: peers))
+        let denials = DenialLog()
+        server.authenticator!.onDenied = { denials.add($0) }
+        let endpoint = try server.bind("tcp://127.0.0.1:\(try freeLocalPort())")
+        func client(_ name: String) throws -> (ZMQContext, ZMQSocket) {
+            try makeClient(.curveClient(keys: folder.pair(.worker(name)), serverPublicKey: folder.publicKey(.head), serverRole: .head), to: endpoint)
+        }
+        let (c0, w0) = try client("w0"), (c1, w1) = try client("w1")
+        // w0 and w1 speak, and the server reads them (so it knows their connections).
+        var identities: [String: [UInt8]] = [:]
+        for (name, socket) in [("w0", w0), ("w1", w1)] {
+            XCTAssertTrue(try sendEventually(socket, [Array(name.utf8)]))
+            var received: (frames: [[UInt8]], peerKey: String?)?
+            XCTAssertTrue(eventually { received = try? server.receiveWithPeer(); return received != nil })
+            XCTAssertEqual(received?.peerKey, try folder.publicKey(.worker(name)))
+            identities[name] = received?.frames[0]
+        }
+        // w2 sends once, but the server does not read it before the revocation.
+        let (c2, w2) = try client("w2")
+        XCTAssertTrue(try sendEventually(w2, [[2]]))
+        let w0Key = try folder.publicKey(.worker("w0")), w2Key = try folder.publicKey(.worker("w2"))
+        XCTAssertEqual(server.connections?.count(of: w0Key), 1)
+
+        try FileManager.default.removeItem(at: directory.appendingPathComponent("workers/w0.pub"))
+        try FileManager.default.removeItem(at: directory.appendingPathComponent("workers/w2.pub"))
+        try peers.reload()
+        // w0's connection was shut down at the reload: its socket reconnects and the handler refuses its key.
+        XCTAssertTrue(eventually { denials.all.contains { $0.publicKey == w0Key } }, "w0's connection was not closed")
+        XCTAssertEqual(peers.closedConnections, 1)
+        XCTAssertEqual(server.connections?.count(of: w0Key), 0)
+        // w1 is untouched: the server still reaches it over the same connection.
+        XCTAssertTrue(try server.send([identities["w1"]!, [5]]))
+        XCTAssertEqual(try receive(w1, seconds: 5), [[5]])
+        // w2's queued message is read now: handed up with its key (for the caller to drop and count), and
+        // its connection is closed then.
+        var late: (frames: [[UInt8]], peerKey: String?)?
+        XCTAssertTrue(eventually { late = try? server.receiveWithPeer(); return late != nil })
+        XCTAssertEqual(late?.peerKey, w2Key)
+        XCTAssertEqual(late?.frames.last, [2])
+        XCTAssertTrue(eventually { denials.all.contains { $0.publicKey == w2Key } }, "w2's connection was not closed")
+        XCTAssertEqual(peers.closedConnections, 2)
+        // Nothing more from either revoked key reaches the server, and replies to them cannot be routed.
+        _ = try w0.send([[7]])
+        _ = try w2.send([[7]])
+        XCTAssertFalse(eventually(seconds: 1) { ((try? server.receiveWithPeer()) ?? nil) != nil })
+        XCTAssertFalse(try server.send([identities["w0"]!, [9]]))
+        _ = (c0, c1, c2)
+    }
+
     /// A plaintext client knocking on a CURVE socket is seen (and can be counted), not only wrong keys.
     func testFailedPlaintextHandshakeIsReported() throws {
         let server = try makeServer(allow: [try CurveKeyPair.generate().publicKey])

@@ -53,10 +53,17 @@ final class PropertyTests: XCTestCase {
         case .shardRequest: return .shardRequest(workerID: randomString(&rng))
         case .shardDone: return .shardDone(shardID: u32(&rng), attempt: u32(&rng), items: u32(&rng), deadLetters: u32(&rng))
         case .shardFailed: return .shardFailed(shardID: u32(&rng), attempt: u32(&rng), reason: randomString(&rng, maxLength: 200))
-        case .welcome: return .welcome(epoch: u64(&rng), headAddress: randomString(&rng), heartbeatIntervalMs: u32(&rng), deadAfterBeats: u32(&rng))
+        case .welcome: return .welcome(epoch: u64(&rng), headAddress: randomString(&rng), heartbeatIntervalMs: u32(&rng), deadAfterBeats: u32(&rng), plan: u64(&rng))
         case .assignment:
             let items = (0..<Int.random(in: 0...20, using: &rng)).map { _ in
-                ItemRef(index: u64(&rng), key: randomString(&rng), label: .random(in: Int32.min...Int32.max, using: &rng))
+                let locator: ItemLocator
+                switch Int.random(in: 0...2, using: &rng) {
+                case 0: locator = .file(path: randomString(&rng))
+                case 1: locator = .tarMember(path: randomString(&rng), offset: u64(&rng), size: u32(&rng))
+                default: locator = .rejected(reason: randomString(&rng))
+                }
+                return ItemRef(index: u64(&rng), key: randomString(&rng), label: .random(in: Int32.min...Int32.max, using: &rng),
+                               locator: locator)
             }
             return .assignment(shardID: u32(&rng), attempt: u32(&rng), leaseMs: u32(&rng), items: items)
         case .noWork: return .noWork(retryAfterMs: u32(&rng))
