@@ -3,9 +3,12 @@
 # then runs the whole Swift test suite. CI runs exactly this (.ci/run).
 #
 #   bash Ops/test.sh          the full suite (CI's default)
-#   bash Ops/test.sh --fast   the unit and simulation tiers only, after a build: no setup, no real-process
-#                             cluster tests (ClusterTests, launches over netns/ssh, Slurm), no model zoo,
-#                             and a 300-seed simulator campaign; under 2 minutes on 2 cores once built
+#   bash Ops/test.sh --fast   the unit and simulation tiers only, after a build: no setup, a 100-seed
+#                             simulator campaign, and none of the suites that run real role processes
+#                             (ClusterTests, launches over netns/ssh, Slurm), whole extractions or
+#                             trainings through the real backbone (ExtractionTests, TrainingTests),
+#                             child-process memory checks (LargeImageTests), onnxruntime round trips
+#                             (ONNXClassifierExporterTests) or the model zoo (ZooTests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=0
@@ -20,13 +23,14 @@ swift build --build-tests
 # sessions, journal, ledger and store, in a release build (a debug build is ~20x slower). A violation
 # prints the line that replays its seed and fails the run.
 swift build -c release --product featstream-sim
-if [[ $fast == 1 ]]; then seeds=${FEATSTREAM_SIM_SEEDS:-300}; else seeds=${FEATSTREAM_SIM_SEEDS:-10000}; fi
+if [[ $fast == 1 ]]; then seeds=${FEATSTREAM_SIM_SEEDS:-100}; else seeds=${FEATSTREAM_SIM_SEEDS:-10000}; fi
 .build/release/featstream-sim --seeds "$seeds"
-# The fast tiers leave out the suites that start real role processes or sweep the model zoo.
+# The fast tiers leave out the end-to-end suites (see the usage above).
 skips=()
 if [[ $fast == 1 ]]; then
   for suite in ClusterTests LaunchTests.LaunchClusterTests LaunchTests.LaunchHardeningTests LaunchTests.SlurmSingleNodeTests \
-               BackboneTests.ZooTests; do
+               BackboneTests.ZooTests ExtractionTests TrainingTests ImageInputTests.LargeImageTests \
+               HeadExportTests.ONNXClassifierExporterTests; do
     skips+=(--skip "$suite")
   done
 fi
