@@ -94,8 +94,13 @@ def main():
         print(f"| head ingest, 1280-d f16 + shuffle + LZ4, one core, fsync'd 1024-item shards | "
               f"{wall:.0f} vectors/s ({cpu:.0f} per CPU-second), median of {args.rounds}{versus} | >= 200k/s |")
         print()
-        print(subprocess.run([args.featstream, "bench", "codec", "--features", npy], check=True,
-                             capture_output=True, text=True).stdout)
+        codecs = json.loads(subprocess.run([args.featstream, "bench", "codec", "--features", npy], check=True,
+                                           capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        print("| dtype+codec | compressed bytes | ratio vs raw f32 | encode GB/s | decode GB/s | max abs error |")
+        print("|---|---|---|---|---|---|")
+        for c in codecs:
+            print(f"| {c['dtype']}+{c['codec']} | {c['compressedBytes']} | {c['ratio']:.3f} | {c['encodeGBps']:.2f} | "
+                  f"{c['decodeGBps']:.2f} | {c['maxAbsError']:g} |")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -13,8 +13,8 @@ Usage:
       [--swift "CMD"] [FILES...]
 
 With --swift, CMD is run with "--iterations N --resize S --crop C [--bicubic] FILES..." appended and must print
-a line containing "<rate> images/s" (e.g. `featstream bench decode` wired to ImageInput.benchmarkDecode);
-the Swift/Pillow ratios are then printed.
+one JSON object as its last line with imagesPerSecond and failures (`featstream bench decode`, the Benchmarks
+module's DecodeBenchmark); the Swift/Pillow ratios are then printed.
 
   python3 Benchmarks/decode_vs_pillow.py --formats --swift "featstream bench decode" [--rounds 3] [JPEGS...]
 
@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import argparse
 import glob
+import json
 import io
 import os
 import re
@@ -84,13 +85,19 @@ def swift_rate(command, files, args, extra=()):
                                       "--crop", str(args.crop)] + list(extra)
     if args.filter == "bicubic":
         command.append("--bicubic")
-    output = subprocess.run(command + files, check=True, capture_output=True, text=True).stdout
-    match = re.search(r"([0-9.]+) images/s \((\d+) images, (\d+) failures\)", output)
-    if not match:
+    result = swift_json(command + files)
+    if result["failures"]:
+        sys.exit(f"the Swift side failed on {result['failures']} images: {result!r}")
+    return float(result["imagesPerSecond"])
+
+
+def swift_json(command):
+    """The JSON object on the last line of the Swift command's output (DecodeBenchmark)."""
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    try:
+        return json.loads(output.strip().splitlines()[-1])
+    except (IndexError, ValueError):
         sys.exit(f"could not parse Swift output: {output!r}")
-    if int(match.group(3)):
-        sys.exit(f"the Swift side failed on {match.group(3)} images: {output!r}")
-    return float(match.group(1))
 
 
 def format_table(args, jpegs):
@@ -144,7 +151,7 @@ def main():
     parser.add_argument("--resize", type=int, default=256)
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--filter", choices=["bilinear", "bicubic"], default="bilinear")
-    parser.add_argument("--swift", help="command printing '<rate> images/s' for the Swift side")
+    parser.add_argument("--swift", help="command printing a DecodeBenchmark JSON line for the Swift side")
     args = parser.parse_args()
 
     if args.formats:
@@ -170,11 +177,7 @@ def main():
                                              "--crop", str(args.crop)]
         if args.filter == "bicubic":
             command.append("--bicubic")
-        output = subprocess.run(command + files, check=True, capture_output=True, text=True).stdout
-        match = re.search(r"([0-9.]+) images/s", output)
-        if not match:
-            sys.exit(f"could not parse Swift output: {output!r}")
-        swift = float(match.group(1))
+        swift = float(swift_json(command + files)["imagesPerSecond"])
         print(f"swift  imageinput  {swift:9.1f} images/s")
         for label, rate in rates.items():
             print(f"ratio swift/pillow-{label}: {swift / rate:.2f}x")

@@ -146,25 +146,17 @@ measure() {
       'BEGIN { printf "%.2f %.2f %.1f %.2f %.1f\n", r, 1000 * c / hz / (r * s), p ? 100 * t / p : 0, 100 * h / hz / s, 100 * c / hz / s / q }'
 }
 
-# The head's images counter, summed over workers, appended to OUT/samples as "time count workers"
-# every half second by one long-lived shell inside the head's namespace. (An `ip netns exec curl`
-# per sample cost 15 ms of CPU, 3% of a core at two samples a second, taken from the quota'd workers
-# when their quotas fill the machine.)
+# The job's committed images and its workers, from `featstream status --json --every 0.5` (one
+# long-lived process in the coordinator's namespace, one JSON line per refresh), appended to
+# OUT/samples as "time images workers". (An `ip netns exec` per sample cost 15 ms of CPU, 3% of a
+# core at two samples a second, taken from the quota'd workers when their quotas fill the machine.)
 start_sampler() {
-  ip netns exec fs-h2 bash -c '
-    while :; do
-      t=$EPOCHREALTIME s=0 n=0
-      if exec 3<>/dev/tcp/10.77.0.12/9400; then
-        printf "GET /metrics HTTP/1.1\r\nHost: 10.77.0.12\r\nConnection: close\r\n\r\n" >&3
-        while IFS= read -r -t 2 line <&3; do
-          line=${line%$'"'"'\r'"'"'}
-          case $line in featstream_images_total\{*role=\"head\"*) v=${line##* }; s=$((s + ${v%%.*})); n=$((n + 1)) ;; esac
-        done
-        exec 3<&-
-        ((n)) && echo "$t $s $n"
-      fi
-      sleep 0.5
-    done' >>"$1/samples" 2>/dev/null &
+  ip netns exec fs-h1 "$bin" status http://127.0.0.1:9400 --json --every 0.5 2>/dev/null | python3 -u -c '
+import json, sys, time
+for line in sys.stdin:
+    if line.startswith("{"):
+        status = json.loads(line)
+        print("%.6f %d %d" % (time.time(), status["images"], len(status["workers"])), flush=True)' >>"$1/samples" 2>/dev/null &
   pids+=($!)
 }
 job_ready() { [[ -s $1/samples ]] && awk -v n="$2" 'END { exit !($3 >= n) }' "$1/samples"; }
@@ -186,7 +178,8 @@ run_job() {
   fi
   # shellcheck disable=SC2086
   ip netns exec fs-h1 "$bin" coordinator $sec --bind tcp://10.77.0.11:5555 --head tcp://10.77.0.12:5556 \
-      --data "$data" --split train --limit "$images" --journal "$out/journal" --shard-size 32 >/dev/null 2>"$out/coordinator.log" &
+      --data "$data" --split train --limit "$images" --journal "$out/journal" --shard-size 32 --metrics-port 9400 \
+      >/dev/null 2>"$out/coordinator.log" &
   pids=($!)
   ip netns exec fs-h2 "$bin" head --bind tcp://10.77.0.12:5556 --coordinator tcp://10.77.0.11:5555 \
       --store "$out/store" $sec --metrics-port 9400 --metrics-bind 10.77.0.12 >/dev/null 2>"$out/head.log" &

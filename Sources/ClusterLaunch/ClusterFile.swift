@@ -1,4 +1,5 @@
 import Foundation
+import TOMLKit
 
 /// A mistake in a cluster definition file, located precisely enough to fix without guessing.
 public struct ClusterFileError: Error, CustomStringConvertible, Equatable {
@@ -26,7 +27,7 @@ public struct ClusterFileError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// A value the TOML subset can hold; anything richer (floats, dates, inline tables) is refused.
+/// A value a cluster file can hold; anything richer (floats, dates, inline tables) is refused.
 public enum ClusterValue: Equatable, Sendable {
     /// A basic ("...") or literal ('...') string, after escapes and `${VAR}` expansion.
     case string(String)
@@ -176,10 +177,9 @@ public struct ClusterDefinition: Equatable, Sendable {
     public var headAddress: String { "tcp://\(head.placement.address):\(head.port)" }
 }
 
-/// Reads cluster definition files: a strict TOML subset, parsed by hand so the launcher needs no
-/// dependency. Tables `[ssh]`, `[job]`, `[coordinator]`, `[head]`, `[[workers]]`; values are strings
-/// (`"..."` with escapes, `'...'` literal), integers, booleans and one-line arrays of strings; `#`
-/// comments. Strings may name environment variables as `${NAME}` or `${NAME:-default}`, so one file
+/// Reads cluster definition files: TOML 1.0 (parsed by TOMLKit) restricted to what a cluster needs.
+/// Tables `[ssh]`, `[job]`, `[keys]`, `[coordinator]`, `[head]`, `[[workers]]`; values are strings,
+/// integers, booleans and arrays of strings (floats, dates, inline tables and dotted keys are refused). Strings may name environment variables as `${NAME}` or `${NAME:-default}`, so one file
 /// serves machines whose paths differ. Every mistake names the file, the line and the key.
 public enum ClusterFile {
     /// Parses and validates the file at `path`.
@@ -196,12 +196,12 @@ public enum ClusterFile {
     /// Parses `text` as if read from `file` (the name only appears in messages).
     public static func parse(text: String, file: String = "<cluster file>",
                              environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ClusterDefinition {
-        let document = try TOMLSubset(file: file, environment: environment).parse(text)
+        let document = try DocumentReader(file: file, environment: environment).read(text)
         return try Schema(file: file, document: document).definition()
     }
 }
 
-// MARK: - The TOML subset
+// MARK: - The document, read by TOMLKit
 
 struct Entry {
     let value: ClusterValue
@@ -219,7 +219,9 @@ struct Document {
     var tables: [Table] = []
 }
 
-struct TOMLSubset {
+/// Turns TOMLKit's tree into the tables the schema reads, refusing what the cluster file does not use
+/// (floats, dates, inline tables, dotted keys, mixed arrays) and expanding `${VAR}` in strings.
+struct DocumentReader {
     let file: String
     let environment: [String: String]
 
@@ -227,47 +229,64 @@ struct TOMLSubset {
         ClusterFileError(file: file, line: line, key: key, message: message)
     }
 
-    func parse(_ text: String) throws -> Document {
+    func read(_ text: String) throws -> Document {
+        let lines = LineIndex(text)
+        // Before TOMLKit, whose message for `[workers]` followed by `[[workers]]` points at the wrong line.
+        for (line, name, isArray) in lines.headerLines where isArray != (name == "workers") {
+            throw fail(line, isArray ? "[[\(name)]]" : "[\(name)]", name == "workers" ? "workers is an array of tables: write [[workers]]"
+                                                                                     : "only [[workers]] may repeat; write [\(name)]")
+        }
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            let line = Int(error.source.begin.line)
+            throw fail(line, lines.keyName(atLine: line), error.description)
+        }
         var document = Document()
-        var current: Int?
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let number = index + 1
-            let line = Substring(rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine)
-            var scanner = Scanner(chars: Array(line), line: number, parser: self)
-            scanner.skipSpaces()
-            if scanner.atEndOrComment { continue }
-            if scanner.peek == "[" {
-                let (name, isArray) = try scanner.tableHeader()
-                let fullName = isArray ? "[[\(name)]]" : "[\(name)]"
-                if !isArray, let earlier = document.tables.first(where: { $0.name == name }) {
-                    throw fail(number, fullName, "table defined twice (first on line \(earlier.line))")
-                }
-                if isArray != (name == "workers") {
-                    throw fail(number, fullName, name == "workers" ? "workers is an array of tables: write [[workers]]"
-                                                                   : "only [[workers]] may repeat; write [\(name)]")
-                }
-                document.tables.append(Table(name: name, line: number))
-                current = document.tables.count - 1
-                continue
+        // Tables in file order, so the first mistake reported is the first one in the file.
+        var pending: [(name: String, occurrence: Int, table: TOMLTable, isArray: Bool)] = []
+        for (name, value) in root.sorted(by: { lines.line(of: $0.0) < lines.line(of: $1.0) }) {
+            if let table = value.table {
+                pending.append((name, 0, table, false))
+            } else if let array = value.array, !array.isEmpty, array.allSatisfy({ $0.table != nil }) {
+                for (index, element) in array.enumerated() { pending.append((name, index, element.table!, true)) }
+            } else {
+                throw fail(lines.line(of: name), name,
+                           "key outside any table; put it under [ssh], [job], [coordinator], [head] or [[workers]]")
             }
-            let key = try scanner.bareKey()
-            scanner.skipSpaces()
-            guard scanner.take("=") else { throw fail(number, key, "expected '=' after the key") }
-            scanner.skipSpaces()
-            guard let tableIndex = current else {
-                throw fail(number, key, "key outside any table; put it under [ssh], [job], [coordinator], [head] or [[workers]]")
+        }
+        pending.sort { lines.header($0.name, occurrence: $0.occurrence) < lines.header($1.name, occurrence: $1.occurrence) }
+        for (name, occurrence, table, isArray) in pending {
+            let headerLine = lines.header(name, occurrence: occurrence)
+            if isArray != (name == "workers") {  // an inline `workers = [{...}]` or `head = {...}`
+                throw fail(headerLine == 0 ? lines.line(of: name) : headerLine, name, "write [[workers]] tables and single [tables], not inline ones")
             }
-            let qualified = "\(document.tables[tableIndex].name).\(key)"
-            let value = try scanner.value(key: qualified)
-            scanner.skipSpaces()
-            guard scanner.atEndOrComment else { throw fail(number, qualified, "unexpected text after the value") }
-            if let earlier = document.tables[tableIndex].entries[key] {
-                throw fail(number, qualified, "key set twice (first on line \(earlier.line))")
+            var result = Table(name: name, line: headerLine)
+            let keyLines = table.keys.map { (key: $0, line: lines.line(of: $0, in: name, occurrence: occurrence)) }
+            for (key, line) in keyLines.sorted(by: { $0.line < $1.line }) {
+                result.entries[key] = Entry(value: try value(table[key]!, key: "\(name).\(key)", line: line), line: line)
+                result.order.append(key)
             }
-            document.tables[tableIndex].entries[key] = Entry(value: value, line: number)
-            document.tables[tableIndex].order.append(key)
+            document.tables.append(result)
         }
         return document
+    }
+
+    func value(_ node: TOMLValueConvertible, key: String, line: Int) throws -> ClusterValue {
+        switch node.type {
+        case .string: return .string(try expand(node.string!, line: line, key: key))
+        case .int: return .int(node.int!)
+        case .bool: return .bool(node.bool!)
+        case .array:
+            return .strings(try node.array!.map {
+                guard let s = $0.string else { throw fail(line, key, "arrays hold only strings") }
+                return try expand(s, line: line, key: key)
+            })
+        case .table: throw fail(line, key, "dotted keys and inline tables are not supported; write plain keys under a [table]")
+        default:
+            throw fail(line, key, "unsupported value, a \(node.type) (use a quoted string, an integer, true/false or [\"...\"])")
+        }
     }
 
     /// `${NAME}` and `${NAME:-default}`; an unset variable without a default is a mistake, not "".
@@ -305,120 +324,51 @@ struct TOMLSubset {
     }
 }
 
-struct Scanner {
-    let chars: [Character]
-    var position = 0
-    let line: Int
-    let parser: TOMLSubset
+/// Where each table header and key sits in the text, for messages only: TOMLKit's tree carries no
+/// source positions, so this line scan (headers and `key =` at the start of a line) supplies them.
+/// It never decides what the file means; a line it cannot place reports as 0, "the file as a whole".
+struct LineIndex {
+    /// Header lines of each table name, in file order (several for `[[workers]]`).
+    private var headers: [String: [Int]] = [:]
+    /// Every header in file order: its line, table name and whether it is `[[...]]`.
+    private(set) var headerLines: [(line: Int, name: String, isArray: Bool)] = []
+    /// First line of each key, under (table, occurrence); table "" is the top level.
+    private var keys: [String: Int] = [:]
+    /// The qualified key (`table.key`) or header (`[table]`) each line starts, for syntax errors.
+    private var names: [Int: String] = [:]
 
-    init(chars: [Character], line: Int, parser: TOMLSubset) {
-        self.chars = chars
-        self.line = line
-        self.parser = parser
-    }
-
-    var peek: Character? { position < chars.count ? chars[position] : nil }
-    var atEndOrComment: Bool { peek == nil || peek == "#" }
-
-    mutating func skipSpaces() { while let c = peek, c == " " || c == "\t" { position += 1 } }
-
-    mutating func take(_ c: Character) -> Bool {
-        guard peek == c else { return false }
-        position += 1
-        return true
-    }
-
-    static func isKeyChar(_ c: Character) -> Bool { c.isASCII && (c.isLetter || c.isNumber || c == "_" || c == "-") }
-
-    mutating func bareKey() throws -> String {
-        let start = position
-        while let c = peek, Scanner.isKeyChar(c) { position += 1 }
-        guard position > start else {
-            throw parser.fail(line, nil, "expected a key (letters, digits, _ or -), found '\(peek.map(String.init) ?? "end of line")'")
-        }
-        if peek == "." { throw parser.fail(line, String(chars[start..<position]), "dotted keys are not supported") }
-        return String(chars[start..<position])
-    }
-
-    mutating func tableHeader() throws -> (String, Bool) {
-        _ = take("[")
-        let isArray = take("[")
-        skipSpaces()
-        let name = try bareKey()
-        skipSpaces()
-        guard take("]"), !isArray || take("]") else { throw parser.fail(line, name, "malformed table header") }
-        skipSpaces()
-        guard atEndOrComment else { throw parser.fail(line, name, "unexpected text after the table header") }
-        return (name, isArray)
-    }
-
-    mutating func value(key: String) throws -> ClusterValue {
-        guard let c = peek else { throw parser.fail(line, key, "missing value") }
-        switch c {
-        case "\"", "'":
-            return .string(try parser.expand(try string(key: key), line: line, key: key))
-        case "[":
-            position += 1
-            var items: [String] = []
-            while true {
-                skipSpaces()
-                if take("]") { break }
-                guard let q = peek, q == "\"" || q == "'" else {
-                    throw parser.fail(line, key, "arrays hold only strings, on one line")
-                }
-                items.append(try parser.expand(try string(key: key), line: line, key: key))
-                skipSpaces()
-                if take(",") { continue }
-                guard take("]") else { throw parser.fail(line, key, "expected ',' or ']' in the array") }
-                break
+    init(_ text: String) {
+        var table = ""
+        var occurrence = 0
+        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let number = index + 1
+            let line = raw.drop { $0 == " " || $0 == "\t" }
+            if line.hasPrefix("[") {
+                let isArray = line.hasPrefix("[[")
+                let name = String(line.drop { $0 == "[" || $0 == " " }.prefix { $0 != "]" && $0 != " " })
+                headers[name, default: []].append(number)
+                headerLines.append((number, name, isArray))
+                table = name
+                occurrence = headers[name]!.count - 1
+                names[number] = isArray ? "[[\(name)]]" : "[\(name)]"
+                continue
             }
-            return .strings(items)
-        default:
-            let start = position
-            while let c = peek, c != " ", c != "\t", c != "#" { position += 1 }
-            let word = String(chars[start..<position])
-            if word == "true" { return .bool(true) }
-            if word == "false" { return .bool(false) }
-            let digits = word.replacingOccurrences(of: "_", with: "")
-            if let number = Int(digits), !word.hasPrefix("_"), !word.hasSuffix("_"), !word.contains("__") {
-                return .int(number)
-            }
-            throw parser.fail(line, key, "unsupported value '\(word)' (use a quoted string, an integer, true/false or [\"...\"])")
+            let key = String(line.prefix { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") })
+            guard !key.isEmpty else { continue }
+            let slot = "\(table)\u{0}\(occurrence)\u{0}\(key)"
+            if keys[slot] == nil { keys[slot] = number }
+            names[number] = table.isEmpty ? key : "\(table).\(key)"
         }
     }
 
-    mutating func string(key: String) throws -> String {
-        let quote = chars[position]
-        position += 1
-        var result = ""
-        while let c = peek {
-            position += 1
-            if c == quote { return result }
-            if quote == "\"" && c == "\\" {
-                guard let e = peek else { break }
-                position += 1
-                switch e {
-                case "\"": result.append("\"")
-                case "\\": result.append("\\")
-                case "n": result.append("\n")
-                case "t": result.append("\t")
-                case "r": result.append("\r")
-                case "u", "U":
-                    let width = e == "u" ? 4 : 8
-                    guard position + width <= chars.count,
-                          let scalar = UInt32(String(chars[position..<position + width]), radix: 16).flatMap(Unicode.Scalar.init) else {
-                        throw parser.fail(line, key, "bad \\\(e) escape")
-                    }
-                    result.unicodeScalars.append(scalar)
-                    position += width
-                default: throw parser.fail(line, key, "unknown escape \\\(e)")
-                }
-            } else {
-                result.append(c)
-            }
-        }
-        throw parser.fail(line, key, "unterminated string")
+    /// The line of `[name]` / the `occurrence`-th `[[name]]`.
+    func header(_ name: String, occurrence: Int) -> Int { headers[name].flatMap { occurrence < $0.count ? $0[occurrence] : nil } ?? 0 }
+    /// The line of `key` in the `occurrence`-th table `table`, or of a top-level key (or table) `key`.
+    func line(of key: String, in table: String = "", occurrence: Int = 0) -> Int {
+        keys["\(table)\u{0}\(occurrence)\u{0}\(key)"] ?? (table.isEmpty ? header(key, occurrence: 0) : 0)
     }
+    /// The key or header that `line` starts, if any.
+    func keyName(atLine line: Int) -> String? { names[line] }
 }
 
 // MARK: - The schema
@@ -611,7 +561,7 @@ struct Schema {
             group.threads = try w.int("threads", range: 1...1024)
             group.batch = try w.int("batch", range: 1...65_536)
             group.dtype = try w.string("dtype")
-                group.extraArguments = try w.strings("args") ?? []
+            group.extraArguments = try w.strings("args") ?? []
             workers.append(group)
         }
         guard !workers.isEmpty else { throw fail(0, "[[workers]]", "at least one [[workers]] table is required") }

@@ -2,28 +2,8 @@ import Foundation
 import Prometheus
 import RoleMetrics
 
-/// The metric names every role exports; `Ops/metrics/grafana-dashboard.json` is built on them.
-enum MetricName {
-    static let images = "featstream_images_total"
-    static let deadLetters = "featstream_dead_letters_total"
-    static let shardsTotal = "featstream_shards"
-    static let shardsLeased = "featstream_shards_leased_total"
-    static let shardsCommitted = "featstream_shards_committed_total"
-    static let shardsReassigned = "featstream_shards_reassigned_total"
-    static let progress = "featstream_progress_ratio"
-    static let eta = "featstream_eta_seconds"
-    static let creditsInFlight = "featstream_credits_in_flight"
-    static let creditsAvailable = "featstream_credits_available"
-    static let wireBytes = "featstream_wire_bytes_total"
-    static let compressionRatio = "featstream_compression_ratio"
-    static let queueDepth = "featstream_queue_depth"
-    static let rejectedFrames = "featstream_rejected_frames_total"
-    static let creditViolations = "featstream_credit_violations_total"
-    static let trainingLoss = "featstream_training_loss"
-    static let heartbeatAge = "featstream_heartbeat_age_seconds"
-    static let workerImagesPerSecond = "featstream_worker_images_per_second"
-    static let workerShard = "featstream_worker_current_shard"
-}
+/// The names live in RoleMetrics (their one public home); this alias keeps the role files' spelling.
+typealias MetricName = RoleMetrics.MetricName
 
 /// A role's Prometheus registry and, when a port is given, the HTTP endpoint serving it.
 public final class RoleMetricsRegistry: @unchecked Sendable {

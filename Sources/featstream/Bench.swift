@@ -1,6 +1,6 @@
 import ArgumentParser
 import Backbone
-import ClusterRoles
+import Benchmarks
 import Extraction
 import FeatureCodec
 import HeadJob
@@ -12,7 +12,10 @@ import NumpyFormat
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure this machine: backbone, decode+preprocess and feature codecs.",
-        discussion: "Benchmarks/run.sh compares these against onnxruntime and Pillow in one run.",
+        discussion: """
+        Each prints one line of JSON (the Benchmarks module's Codable results). Benchmarks/run.sh compares
+        these against onnxruntime and Pillow in one run.
+        """,
         subcommands: [Backbone.self, Decode.self, Codec.self, Ingest.self, HeadIngest.self, TrainBench.self]
     )
 
@@ -30,25 +33,9 @@ struct Bench: ParsableCommand {
         func run() throws {
             var config = try ModelConfig.load(model)
             config.precision = precision
-            let engine = try BackboneEngine(modelPath: config.onnxPath, input: config.input.name,
-                                            outputs: [config.featureNode], maxBatch: batch, threads: threads,
-                                            allowReferenceKernels: allowReferenceKernels, calibration: try config.int8Calibration())
-            if !engine.referenceKernels.isEmpty {
-                printError("warning: reference kernels in use: \(engine.referenceKernels.joined(separator: "; "))")
-            }
-            // Real pixel statistics do not matter for speed, but denormals would; use a plain value.
-            let input = [Float](repeating: 0.5, count: batch * engine.imageElementCount)
-            // The first runs are 1.3-2x slower (JIT, page faults); they are not measured.
-            for _ in 0..<3 { _ = try input.withUnsafeBufferPointer { try engine.run($0, batch: batch) } }
-            var images = 0
-            let start = Date()
-            while Date().timeIntervalSince(start) < seconds {
-                _ = try input.withUnsafeBufferPointer { try engine.run($0, batch: batch) }
-                images += batch
-            }
-            let elapsed = Date().timeIntervalSince(start)
-            print(String(format: "{\"model\": \"%@\", \"precision\": \"\(precision.rawValue)\", \"batch\": %d, \"threads\": %d, \"images\": %d, \"seconds\": %.3f, \"imagesPerSecond\": %.2f}",
-                         config.name, batch, threads, images, elapsed, Double(images) / elapsed))
+            let result = try benchmarkBackbone(config: config, batch: batch, threads: threads, seconds: seconds,
+                                               allowReferenceKernels: allowReferenceKernels) { printError("warning: \($0)") }
+            print(try benchJSON(result))
         }
     }
 
@@ -69,7 +56,7 @@ struct Bench: ParsableCommand {
                 preprocessing: Preprocessing(resizeShorterSide: resize, crop: crop, filter: bicubic ? .bicubic : .bilinear,
                                              resize: resizeMode),
                 iterations: iterations)
-            print(String(format: "swift: %.1f images/s (%d images, %d failures)", result.imagesPerSecond, result.images, result.failures))
+            print(try benchJSON(result))
         }
     }
 
@@ -85,7 +72,7 @@ struct Bench: ParsableCommand {
             let array = try NumpyArray(contentsOf: URL(fileURLWithPath: features))
             guard array.shape.count == 2 else { throw ValidationError("expected [rows, dimension], got shape \(array.shape)") }
             let reports = benchmarkCodecs(features: array.values, dimension: array.shape[1], seconds: seconds, batchRows: batchRows)
-            print(CodecReport.table(reports))
+            print(try benchJSON(reports))
         }
     }
 
@@ -107,10 +94,7 @@ struct Bench: ParsableCommand {
             let result = try benchmarkIngest(features: array.values, dimension: array.shape[1], vectors: vectors,
                                              rowsPerBatch: batchRows, shardSize: shardSize, dtype: try parseDType(dtype),
                                              directory: directory)
-            print(String(format: "{\"vectors\": %d, \"dimension\": %d, \"seconds\": %.3f, \"vectorsPerSecond\": %.0f, "
-                         + "\"cpuSeconds\": %.3f, \"vectorsPerCPUSecond\": %.0f, \"wireBytesPerVector\": %.1f, \"ratioVersusRawF32\": %.2f}",
-                         result.vectors, array.shape[1], result.seconds, result.vectorsPerSecond, result.cpuSeconds,
-                         result.vectorsPerCPUSecond, result.wireBytesPerVector, result.ratioVersusRawF32))
+            print(try benchJSON(result))
         }
     }
 
@@ -150,8 +134,9 @@ struct Bench: ParsableCommand {
                     let result = try benchmarkDefaultHead(train: trainSet, test: testSet, threads: threads)
                     if result.seconds < best.seconds { best = result }
                 }
-                print(String(format: "{\"impl\": \"featstream-default\", \"accuracy\": %.4f, \"seconds\": %.4f, \"l2\": %g, \"iterations\": %d, \"validation_top1\": %.4f, \"train_rows\": %d, \"test_rows\": %d}",
-                             best.accuracy, best.seconds, Double(best.l2), best.iterations, best.validationTop1, trainSet.count, testSet.count))
+                print(try benchJSON(TrainingBenchmarkReport(impl: "featstream-default", accuracy: best.accuracy, seconds: best.seconds,
+                                                            l2: Double(best.l2), iterations: best.iterations, validationTop1: best.validationTop1,
+                                                            trainRows: trainSet.count, testRows: testSet.count)))
                 return
             }
             var best = (accuracy: 0.0, seconds: Double.infinity)
@@ -159,8 +144,9 @@ struct Bench: ParsableCommand {
                 let result = try benchmarkTraining(train: trainSet, test: testSet, l2: l2, threads: threads, gradientTolerance: tol)
                 if result.seconds < best.seconds { best = result }
             }
-            print(String(format: "{\"impl\": \"featstream\", \"accuracy\": %.4f, \"seconds\": %.4f, \"l2\": %g, \"C\": %g, \"train_rows\": %d, \"test_rows\": %d}",
-                         best.accuracy, best.seconds, Double(l2), 1 / (Double(l2) * Double(trainSet.count)), trainSet.count, testSet.count))
+            print(try benchJSON(TrainingBenchmarkReport(impl: "featstream", accuracy: best.accuracy, seconds: best.seconds, l2: Double(l2),
+                                                        c: 1 / (Double(l2) * Double(trainSet.count)), trainRows: trainSet.count,
+                                                        testRows: testSet.count)))
         }
     }
 }

@@ -263,11 +263,15 @@ struct Store: ParsableCommand {
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Shards, rows, dead letters and sizes of a store.")
         @Argument(help: "Store folder.") var path: String
+        @Flag(help: "Print one JSON object (RoleMetrics' JobStatus.Store: path, shards, rows, deadLetters, problems).") var json = false
 
         func run() throws {
             try runRole("store inspect") {
                 let store = try FeatureStore.open(at: URL(fileURLWithPath: path))
-                print(store.inspect().description)
+                let summary = store.inspect()
+                print(json ? try JobStatus.Store(path: path, shards: summary.shards, rows: summary.rows, deadLetters: summary.deadLetters,
+                                                 problems: summary.problems).json()
+                           : summary.description)
             }
         }
     }

@@ -31,6 +31,7 @@ struct Run: ParsableCommand {
     var precision: Precision?
     @Option(help: "Images an automatic int8 calibration uses.") var calibrationImages = 512
     @Flag(help: "Only extract; do not train a head.") var noTrain = false
+    @Flag(help: "At the end, print one JSON object (ClusterLaunch's RunSummary) instead of the summary lines.") var json = false
     @Flag(help: "Run the roles without CurveZMQ (loopback only; for measuring what encryption costs).") var insecurePlaintext = false
     @OptionGroup var training: HeadTrainingOptions
     @Option(help: "fast (scale JPEG and WebP while decoding) or exact (full decode, as torchvision); overrides the model config's preprocess.resize for the workers and the trained model folder.")
@@ -154,20 +155,28 @@ struct Run: ParsableCommand {
     private func summarize(_ outURL: URL, seconds: Double) throws {
         let storeURL = outURL.appendingPathComponent("store")
         let store = try FeatureStore.open(at: storeURL)
-        let summary = store.inspect()
-        let images = summary.rows + summary.deadLetters
+        let inspected = store.inspect()
+        let stats = (try? Data(contentsOf: storeURL.appendingPathComponent("ingest.json")))
+            .flatMap { try? JSONDecoder().decode(HeadIngest.self, from: $0) }
+        let modelURL = outURL.appendingPathComponent("model")
+        let evaluation = noTrain ? nil : (try? Data(contentsOf: modelURL.appendingPathComponent("report.json")))
+            .flatMap { try? ReportData.decodeJSON($0) }?.evaluation
+        let summary = RunSummary(store: storeURL.path, model: noTrain ? nil : modelURL.path, features: inspected.rows,
+                                 deadLetters: inspected.deadLetters, shards: inspected.shards, seconds: seconds,
+                                 wireBytes: stats.map(\.payloadBytes), accuracy: evaluation.map { RunSummary.Accuracy(top1: $0.top1, top5: $0.top5) })
+        if json {
+            print(try summary.json())
+            return
+        }
         var wire = ""
-        if let data = try? Data(contentsOf: storeURL.appendingPathComponent("ingest.json")),
-           let stats = try? JSONDecoder().decode(HeadIngest.self, from: data), stats.payloadBytes > 0 {
+        if let stats, stats.payloadBytes > 0 {
             let f32 = Double(stats.rows) * Double(store.dimension) * 4
             wire = String(format: ", %.1f MB of features on the wire (%.2fx smaller than raw f32)",
                           Double(stats.payloadBytes) / 1e6, f32 / Double(stats.payloadBytes))
         }
         print(String(format: "run: %d images (%d features, %d dead letters) in %.1f s, %.1f img/s%@; store %@",
-                     images, summary.rows, summary.deadLetters, seconds, Double(images) / seconds, wire, storeURL.path))
-        let modelURL = outURL.appendingPathComponent("model")
-        if !noTrain, let data = try? Data(contentsOf: modelURL.appendingPathComponent("report.json")),
-           let report = try? ReportData.decodeJSON(data), let evaluation = report.evaluation {
+                     summary.items, summary.features, summary.deadLetters, seconds, summary.imagesPerSecond, wire, storeURL.path))
+        if let evaluation {
             print(String(format: "run: validation accuracy %.2f%% (top-5 %.2f%%); model, classifier.onnx and report.html in %@",
                          100 * evaluation.top1, 100 * evaluation.top5, modelURL.path))
         }

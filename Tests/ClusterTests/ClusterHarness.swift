@@ -5,6 +5,7 @@ import Coordination
 import DatasetIndex
 import Foundation
 import NumpyFormat
+import RoleMetrics
 import Transport
 import WireProtocol
 import XCTest
@@ -74,12 +75,14 @@ final class ClusterHarness {
                                               journal: directory.appendingPathComponent("journal").path, security: security)
         command.shardSize = shardSize
         command.tuning = ["--heartbeat-ms": 200, "--dead-after-beats": 5, "--lease-ms": 4000, "--commit-wait-ms": 3000, "--stall-ms": 10000]
+        command.metricsPort = try metricsPort("coordinator")
         coordinator = try spawn("coordinator", RoleCommand.coordinator(command).arguments + extra)
     }
 
     func startHead(credits: Int = 4, extra: [String] = []) throws {
         var command = RoleCommand.Head(bind: data, coordinator: control, store: storeURL.path, security: security)
         command.credits = credits
+        command.metricsPort = try metricsPort("head")
         head = try spawn("head", RoleCommand.head(command).arguments + extra)
     }
 
@@ -98,6 +101,7 @@ final class ClusterHarness {
         command.batch = 4
         command.threads = 1
         command.keyName = keyName
+        command.metricsPort = try metricsPort(name)
         workers[name] = try spawn(name, RoleCommand.worker(command).arguments + extra)
     }
 
@@ -152,6 +156,58 @@ final class ClusterHarness {
         while committedShards < count && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
         XCTAssertGreaterThanOrEqual(committedShards, count, "the job did not get going\n\(logTails())", file: file, line: line)
         XCTAssertLessThan(committedShards, items / shardSize, "the job ended before the fault", file: file, line: line)
+    }
+
+    // MARK: Machine-readable state
+
+    /// Metrics port of each role by name (`coordinator`, `head`, workers); a restarted role keeps its port.
+    private(set) var metricsPorts: [String: Int] = [:]
+
+    private func metricsPort(_ role: String) throws -> Int {
+        if let port = metricsPorts[role] { return port }
+        let port = try freeLocalPort()
+        metricsPorts[role] = port
+        return port
+    }
+
+    /// `featstream status --json` against the coordinator (with the store), decoded; nil while it does not answer.
+    func status() -> JobStatus? {
+        guard let port = metricsPorts["coordinator"],
+              let run = try? runProcess(productsDirectory.appendingPathComponent("featstream"),
+                                        ["status", "http://127.0.0.1:\(port)", "--json", "--store", storeURL.path]),
+              run.status == 0, let line = run.output.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else { return nil }
+        return try? JSONDecoder().decode(JobStatus.self, from: Data(line.utf8))
+    }
+
+    /// The samples `role`'s metrics endpoint serves now; empty while it does not answer.
+    func metrics(_ role: String) -> [MetricSample] {
+        guard let port = metricsPorts[role], let text = try? fetchMetrics("http://127.0.0.1:\(port)", timeoutSeconds: 2) else { return [] }
+        return MetricSample.parse(text)
+    }
+
+    /// Whether `role`'s metrics endpoint answers (a role serves metrics once its sockets are bound).
+    func servesMetrics(_ role: String) -> Bool {
+        guard let port = metricsPorts[role] else { return false }
+        return (try? fetchMetrics("http://127.0.0.1:\(port)", timeoutSeconds: 2)) != nil
+    }
+
+    /// Frames `role` rejected so far, over every reason (its metrics).
+    func rejectedFrames(_ role: String) -> Int {
+        Int(metrics(role).filter { $0.name == MetricName.rejectedFrames }.map(\.value).reduce(0, +))
+    }
+
+    /// Polls `condition` every 50 ms until it holds; fails the test with the logs after `timeout` seconds.
+    @discardableResult
+    func waitUntil(_ what: String, timeout: TimeInterval = 60, file: StaticString = #filePath, line: UInt = #line,
+                   _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        if condition() { return true }
+        XCTFail("not within \(timeout) s: \(what)\n\(logTails())", file: file, line: line)
+        return false
     }
 
     func kill(_ process: Process?, signal: Int32 = SIGKILL) {

@@ -1,3 +1,4 @@
+import FeatureCodec
 import WireProtocol
 
 /// How one (dtype, codec) pair did on a feature matrix: size, accuracy and single-thread speed.

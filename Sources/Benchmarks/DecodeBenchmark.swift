@@ -1,7 +1,8 @@
+import ImageInput
 import Foundation
 
 /// Throughput of the single-threaded decode → resize → crop → normalise path.
-public struct DecodeBenchmark: Sendable {
+public struct DecodeBenchmark: Codable, Sendable {
     /// Images successfully processed per wall-clock second.
     public let imagesPerSecond: Double
     /// Images processed in the timed loop.

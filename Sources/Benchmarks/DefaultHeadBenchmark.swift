@@ -1,3 +1,4 @@
+import HeadJob
 import Foundation
 import HeadTraining
 

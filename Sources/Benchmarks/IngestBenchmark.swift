@@ -1,3 +1,4 @@
+import ClusterRoles
 import ClusterSessions
 import FeatureCodec
 import FeatureStore
