@@ -130,7 +130,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat", "FeatStreamTestSupport", "RoleMetrics",
+            dependencies: ["ClusterRoles", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "NumpyFormat", "FeatStreamTestSupport", "RoleMetrics",
                            "ClusterLaunch", "Coordination", "DatasetIndex", .product(name: "Prometheus", package: "swift-prometheus")]
         ),
     ]

@@ -98,6 +98,8 @@ public final class Launcher: @unchecked Sendable {
                 worker.threads = group.threads
                 worker.batch = group.batch
                 worker.dtype = group.dtype
+                // A host that mounts the corpus elsewhere reads the coordinator's locator paths under its own folder.
+                if group.data != c.data { worker.pathMap = "\(datasetFolder(c.data))=\(datasetFolder(group.data))" }
                 var role = PlannedRole(label: "worker\(number)", host: group.placement.sshDestination,
                                        command: [group.placement.featstream] + RoleCommand.worker(worker).arguments + group.extraArguments,
                                        directories: [])
@@ -584,4 +586,12 @@ func lastLine(_ text: String) -> String? {
 func orderedUnique(_ items: [String]) -> [String] {
     var seen = Set<String>()
     return items.filter { seen.insert($0).inserted }
+}
+
+/// The folder a dataset's locator paths start with (INDEX.md §4.2's root): an image folder or a folder of
+/// tars itself, the folder of a manifest or of a single tar.
+func datasetFolder(_ data: String) -> String {
+    let trimmed = data.count > 1 && data.hasSuffix("/") ? String(data.dropLast()) : data
+    let fileKinds = ["csv", "jsonl", "ndjson", "tar"]
+    return fileKinds.contains((trimmed as NSString).pathExtension.lowercased()) ? (trimmed as NSString).deletingLastPathComponent : trimmed
 }

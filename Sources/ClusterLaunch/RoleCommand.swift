@@ -110,6 +110,8 @@ public enum RoleCommand: Equatable, Sendable {
         /// fp32 or int8 (`--precision`); nil keeps the model config's.
         public var precision: String?
         public var metricsPort: Int?
+        /// `--path-map FROM=TO`: where this host sees the coordinator's dataset folder, when elsewhere.
+        public var pathMap: String?
 
         public init(coordinator: String, model: String, name: String, security: RoleSecurityArguments) {
             self.coordinator = coordinator
@@ -146,6 +148,7 @@ public enum RoleCommand: Equatable, Sendable {
             if let dtype = w.dtype { result += ["--dtype", dtype] }
             if let precision = w.precision { result += ["--precision", precision] }
             if let port = w.metricsPort { result += ["--metrics-port", String(port)] }
+            if let pathMap = w.pathMap { result += ["--path-map", pathMap] }
             return result + w.security.arguments
         }
     }
@@ -167,7 +170,7 @@ public enum RoleCommand: Equatable, Sendable {
                                  "--train-out", "--l2", "--hidden", "--max-epochs", "--validation-fraction", "--mlp", "--balanced"])
         case "worker":
             return common.union(["--coordinator", "--model", "--name", "--key-name", "--threads", "--batch",
-                                 "--dtype", "--decode-threads", "--precision"])
+                                 "--dtype", "--decode-threads", "--precision", "--path-map"])
         default:
             return []
         }

@@ -25,6 +25,9 @@ public struct WorkerOptions: Sendable {
     public var workerID: String
     /// Serve Prometheus metrics on this port (0: any free port); `nil`: no metrics.
     public var metricsPort: Int?
+    /// Where this host sees the dataset, when not at the coordinator's path: locator paths under `from`
+    /// are read under `to` instead (`--path-map FROM=TO`).
+    public var pathMap: PathMap?
     /// CurveZMQ client settings for the coordinator and for the head.
     public var controlSecurity: ZMQSecurity = .none
     public var dataSecurity: ZMQSecurity = .none
@@ -33,6 +36,29 @@ public struct WorkerOptions: Sendable {
         self.coordinator = coordinator
         self.model = model
         self.workerID = workerID
+    }
+}
+
+/// A dataset mounted at another path on this host than on the coordinator's.
+public struct PathMap: Equatable, Sendable {
+    /// The coordinator's folder (no trailing slash).
+    public var from: String
+    /// The same folder on this host.
+    public var to: String
+
+    /// Parses `FROM=TO` (both absolute).
+    public init?(_ text: String) {
+        let parts = text.split(separator: "=", maxSplits: 1).map { String($0) }
+        guard parts.count == 2, parts[0].hasPrefix("/"), parts[1].hasPrefix("/") else { return nil }
+        from = parts[0].count > 1 && parts[0].hasSuffix("/") ? String(parts[0].dropLast()) : parts[0]
+        to = parts[1].count > 1 && parts[1].hasSuffix("/") ? String(parts[1].dropLast()) : parts[1]
+    }
+
+    /// `path` with its leading `from` folder replaced by `to`; other paths unchanged.
+    public func apply(_ path: String) -> String {
+        if path == from { return to }
+        guard path.hasPrefix(from + "/") else { return path }
+        return to + path.dropFirst(from.count)
     }
 }
 
@@ -185,9 +211,9 @@ public final class WorkerService: @unchecked Sendable {
                 rejected.append(DeadLetterEntry(offset: UInt32(offset), key: ref.key, reason: reason))
                 continue
             case .file(let path):
-                source = .file(path: path)
+                source = .file(path: options.pathMap?.apply(path) ?? path)
             case let .tarMember(path, offset, size):
-                source = .tarMember(shard: path, offset: Int64(offset), size: Int(size))
+                source = .tarMember(shard: options.pathMap?.apply(path) ?? path, offset: Int64(offset), size: Int(size))
             }
             // The item's index is its offset in the assignment: unique even when a key repeats.
             decodable.append(DatasetItem(index: offset, key: ref.key, label: Int(ref.label), split: nil, source: source))

@@ -198,7 +198,8 @@ struct Worker: ParsableCommand {
         abstract: "Pull shards, decode images, run the backbone, and stream compressed features to the head.",
         discussion: """
         Never opens the dataset itself: each assignment names its items' files (or tar members), as
-        the coordinator's index found them, so the dataset must be at the same path on every host.
+        the coordinator's index found them: the dataset must be at the same path on every host, or
+        mapped with --path-map.
         Sends no more batches than the head granted credits for. Reconnects with backoff when the
         coordinator or head restarts. On SIGTERM it gives its current shard back, then exits.
         """)
@@ -212,6 +213,8 @@ struct Worker: ParsableCommand {
     @Option(help: "Convolution precision: fp32, or int8 (needs `featstream calibrate` first). Default: the model config's.")
     var precision: Precision?
     @Option(help: "Worker name (default: host-pid).") var name: String?
+    @Option(help: "FROM=TO: this host sees the coordinator's dataset folder FROM at TO (assignments name the coordinator's paths).")
+    var pathMap: String?
     @Option(help: "Serve Prometheus metrics on this port (0: any free port).") var metricsPort: Int?
     @OptionGroup var security: SecurityOptions
     @Option(help: "This worker's key in the key folder: workers/NAME.key (default: --name).") var keyName: String?
@@ -226,6 +229,10 @@ struct Worker: ParsableCommand {
             options.dtype = try parseDType(dtype)
             options.precision = precision
             options.metricsPort = metricsPort
+            if let pathMap {
+                guard let map = PathMap(pathMap) else { throw ValidationError("--path-map wants FROM=TO with two absolute paths, not \(pathMap)") }
+                options.pathMap = map
+            }
             (options.controlSecurity, options.dataSecurity) = try security.resolve(role: "worker", endpoints: [coordinator])
                 .worker(keyName: keyName ?? id)
             let service = try WorkerService(options: options)

@@ -98,6 +98,9 @@ final class ClusterFileTests: XCTestCase {
         XCTAssertTrue(roles[3].command.joined(separator: " ").contains("--key-name worker2"))
         // Workers never open the dataset: their assignments carry each item's locator.
         for worker in roles[2...] { XCTAssertFalse(worker.command.contains("--data"), worker.command.joined(separator: " ")) }
+        // The host that mounts the corpus elsewhere maps the coordinator's folder onto its own.
+        XCTAssertTrue(roles[4].command.joined(separator: " ").contains("--path-map /d=/other/d"), roles[4].command.joined(separator: " "))
+        XCTAssertFalse(roles[2].command.contains("--path-map"))
     }
 
     func testEnvironmentExpansion() throws {
