@@ -39,8 +39,9 @@ public struct DatasetSelection: Sendable {
 
     /// The index of this selection at `indexPath`: reused when it was built for this selection and the
     /// dataset has not changed since (INDEX.md §5), else scanned anew, streaming, into `indexPath`.
-    /// `hasProgress` says whether a job already committed shards of the index there: a changed dataset is
-    /// then an error listing the changes (its positions may now name other files), never silently mixed.
+    /// `hasProgress` says whether the job already has a journal (it may have committed shards of the index
+    /// there): a changed dataset is then an error listing the changes (its positions may now name other
+    /// files), never silently mixed.
     public func openIndex(at indexPath: String, hasProgress: Bool, log: (String) -> Void) throws -> IndexedDataset {
         switch IndexReuse.check(indexPath: indexPath, selection: indexSelection) {
         case .reusable(let index):
@@ -50,8 +51,8 @@ public struct DatasetSelection: Sendable {
             let listed = changes.prefix(10).map(\.description).joined(separator: "; ")
             guard !hasProgress else {
                 throw DatasetError(reason: "the dataset \(path) changed since this job indexed it (\(changes.count) change(s): \(listed)"
-                    + "\(changes.count > 10 ? "; …" : "")); the job's committed shards may name other files now. Start a new job "
-                    + "(another --out/--journal), or remove the job folder to start over")
+                    + "\(changes.count > 10 ? "; …" : "")); the job already has a journal, whose shards may name other files now. "
+                    + "Start a new job (another --out/--journal), or remove the job folder to start over")
             }
             log("the dataset changed since \(indexPath) was built (\(listed)); nothing was committed yet, so it is scanned again")
         case .absent(let reason):

@@ -317,6 +317,46 @@ final class ExactlyOnceTests: XCTestCase {
         XCTAssertEqual(storedShards().map(\.shardID).sorted(), before, "nothing of the other job reached the store")
     }
 
+    /// Issue 15 §1 and "Bad input": a restarted coordinator reuses its index while the dataset is unchanged
+    /// (the file is not rewritten), and refuses to go on once the dataset changed under a job with a
+    /// journal (an added manifest line), leaving the journal and the store as they were.
+    func testARestartedCoordinatorReusesItsIndexAndRefusesAChangedDataset() throws {
+        let folder = ClusterHarness.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder/val")
+        let classes = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
+        var lines = ["path,label"]
+        for label in classes.prefix(2) {
+            for image in try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent(label).path).sorted().prefix(12) {
+                lines.append("\(folder.path)/\(label)/\(image),\(label)")
+            }
+        }
+        let manifest = cluster.directory.appendingPathComponent("list.csv")
+        try lines.joined(separator: "\n").write(to: manifest, atomically: true, encoding: .utf8)
+        cluster.manifest = manifest.path
+        try cluster.startJob()
+        cluster.waitForCommittedShards(1)
+        cluster.kill(cluster.coordinator)
+        let indexPath = cluster.directory.appendingPathComponent("dataset.index").path
+        func identity() throws -> [String] {
+            let attributes = try FileManager.default.attributesOfItem(atPath: indexPath)
+            return ["\(attributes[.systemFileNumber] ?? "")", "\((attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"]
+        }
+        let before = try identity()
+        try cluster.startCoordinator()
+        cluster.waitForCompletion()
+        try cluster.assertExactlyOnce()
+        XCTAssertEqual(try identity(), before, "the restarted coordinator rescanned an unchanged dataset")
+
+        let journal = try Data(contentsOf: cluster.directory.appendingPathComponent("journal"))
+        let shards = storedShards().map(\.shardID).sorted()
+        try (lines + ["\(folder.path)/\(classes[0])/extra.png,\(classes[0])"]).joined(separator: "\n")
+            .write(to: manifest, atomically: true, encoding: .utf8)
+        try cluster.startCoordinator()
+        waitUntil("the coordinator refused the changed dataset", timeout: 60) { cluster.coordinator?.isRunning == false }
+        XCTAssertNotEqual(cluster.coordinator?.terminationStatus, 0)
+        XCTAssertEqual(try Data(contentsOf: cluster.directory.appendingPathComponent("journal")), journal)
+        XCTAssertEqual(storedShards().map(\.shardID).sorted(), shards)
+    }
+
     /// A ustar header (checksum filled in).
     static func tarHeader(name: String, size: Int, type: UInt8) -> [UInt8] {
         var header = [UInt8](repeating: 0, count: 512)
