@@ -216,6 +216,23 @@ final class ClusterHarness {
         if signal == SIGKILL { process.waitUntilExit() }
     }
 
+    /// Starts `featstream run` on the demo's val images with the Lite0 model, `arguments` after those, its
+    /// output in `<directory>/<logName>.log`; the caller ends it.
+    func startRun(_ arguments: [String], logName: String, environment: [String: String] = [:]) throws -> (Process, URL) {
+        let run = Process()
+        run.executableURL = productsDirectory.appendingPathComponent("featstream")
+        run.arguments = ["run", "--model", Self.home.appendingPathComponent("models/efficientnet-lite0").path,
+                         "--data", Self.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path, "--split", "val"]
+            + arguments
+        if !environment.isEmpty { run.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        let log = directory.appendingPathComponent("\(logName).log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        run.standardOutput = try FileHandle(forWritingTo: log)
+        run.standardError = run.standardOutput
+        try run.run()
+        return (run, log)
+    }
+
     /// Resident memory of a process in KiB, from /proc.
     func residentKiB(_ process: Process) -> Int {
         let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""

@@ -267,18 +267,8 @@ final class ExactlyOnceTests: XCTestCase {
     func testASecondRunOnTheSameOutputIsRefusedAndTheFirstFinishes() throws {
         let out = cluster.directory.appendingPathComponent("job")
         func start(_ name: String) throws -> (Process, URL) {
-            let run = Process()
-            run.executableURL = productsDirectory.appendingPathComponent("featstream")
-            run.arguments = ["run", "--model", ClusterHarness.home.appendingPathComponent("models/efficientnet-lite0").path,
-                             "--data", ClusterHarness.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path,
-                             "--split", "val", "--limit", "160", "--shard-size", "8", "--workers", "1", "--batch", "4",
-                             "--no-train", "--out", out.path]
-            let log = cluster.directory.appendingPathComponent("\(name).log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
-            run.standardOutput = try FileHandle(forWritingTo: log)
-            run.standardError = run.standardOutput
-            try run.run()
-            return (run, log)
+            try cluster.startRun(["--limit", "160", "--shard-size", "8", "--workers", "1", "--batch", "4", "--no-train", "--out", out.path],
+                                 logName: name)
         }
         let (first, firstLog) = try start("first")
         defer { if first.isRunning { kill(first.processIdentifier, SIGKILL); first.waitUntilExit() } }

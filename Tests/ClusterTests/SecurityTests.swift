@@ -49,17 +49,8 @@ final class SecurityTests: XCTestCase {
     /// anything down; every attempt is counted; no featstream listener is on a wildcard address.
     func testRawClientsAgainstADefaultRunGetNothing() throws {
         let out = cluster.directory.appendingPathComponent("run")
-        let run = Process()
-        run.executableURL = productsDirectory.appendingPathComponent("featstream")
-        run.arguments = ["run", "--model", ClusterHarness.home.appendingPathComponent("models/efficientnet-lite0").path,
-                         "--data", ClusterHarness.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path,
-                         "--split", "val", "--limit", "200", "--shard-size", "8", "--workers", "1", "--batch", "4",
-                         "--no-train", "--out", out.path]
-        let log = cluster.directory.appendingPathComponent("run.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        run.standardOutput = try FileHandle(forWritingTo: log)
-        run.standardError = run.standardOutput
-        try run.run()
+        let (run, log) = try cluster.startRun(["--limit", "200", "--shard-size", "8", "--workers", "1", "--batch", "4", "--no-train",
+                                               "--out", out.path], logName: "run")
         defer { if run.isRunning { kill(run.processIdentifier, SIGKILL); run.waitUntilExit() } }
         func runLog() -> String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
 
@@ -125,17 +116,8 @@ final class SecurityTests: XCTestCase {
         let out = cluster.directory.appendingPathComponent("run")
         let runtime = cluster.directory.appendingPathComponent("runtime")
         try FileManager.default.createDirectory(at: runtime, withIntermediateDirectories: true)
-        let run = Process()
-        run.executableURL = productsDirectory.appendingPathComponent("featstream")
-        run.arguments = ["run", "--model", ClusterHarness.home.appendingPathComponent("models/efficientnet-lite0").path,
-                         "--data", ClusterHarness.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path,
-                         "--split", "val", "--shard-size", "8", "--workers", "2", "--batch", "2", "--no-train", "--out", out.path]
-        run.environment = ProcessInfo.processInfo.environment.merging(["XDG_RUNTIME_DIR": runtime.path]) { $1 }
-        let log = cluster.directory.appendingPathComponent("run.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        run.standardOutput = try FileHandle(forWritingTo: log)
-        run.standardError = run.standardOutput
-        try run.run()
+        let (run, log) = try cluster.startRun(["--shard-size", "8", "--workers", "2", "--batch", "2", "--no-train", "--out", out.path],
+                                              logName: "run", environment: ["XDG_RUNTIME_DIR": runtime.path])
         defer { if run.isRunning { kill(run.processIdentifier, SIGKILL); run.waitUntilExit() } }
         func children() -> [Int32] {
             ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }.filter { pid in
