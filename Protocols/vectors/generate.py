@@ -15,10 +15,10 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MAJOR, MINOR = 3, 0
+MAJOR, MINOR = 3, 1
 
 T = dict(hello=0x01, shardRequest=0x02, shardDone=0x03, shardFailed=0x04,
-         welcome=0x10, assignment=0x11, noWork=0x12, shutdown=0x13,
+         welcome=0x10, assignment=0x11, noWork=0x12, shutdown=0x13, probe=0x14,
          heartbeat=0x20, headHello=0x30, shardCommitted=0x31,
          featureBatch=0x40, credit=0x41)
 
@@ -206,6 +206,9 @@ VALID = {
                    "(1000000007, shard-0007.tar:ü-ключ, -1, tar /data/shard-0007.tar @1536 +70000), "
                    "(2^63+2, labels.csv:17, -1, rejected \"manifest line 17: no path\")])",
                    frame(T["assignment"], ASSIGN_BODY)),
+    "probe": ("probe(shardID: 7, attempt: 9, leaseMs: 30000, items: [(1, train/dog/0002.jpg, 5, file /data/train/dog/0002.jpg)])",
+              frame(T["probe"], u32(7) + u32(9) + u32(30_000) + u32(1) + u64(1) + i32(5) + s("train/dog/0002.jpg")
+                    + locator((0, "/data/train/dog/0002.jpg")))),
     "assignment_empty": ("assignment(shardID: 0, attempt: 0, leaseMs: 0, items: [])",
                          frame(T["assignment"], u32(0) * 3 + u32(0))),
     "no_work": ("noWork(retryAfterMs: 500)", frame(T["noWork"], u32(500))),

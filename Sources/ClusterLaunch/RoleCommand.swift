@@ -112,6 +112,8 @@ public enum RoleCommand: Equatable, Sendable {
         public var metricsPort: Int?
         /// `--path-map FROM=TO`: where this host sees the coordinator's dataset folder, when elsewhere.
         public var pathMap: String?
+        /// `--stall-after SECONDS`: how long an extraction may produce no batch before the worker exits.
+        public var stallAfter: Int?
 
         public init(coordinator: String, model: String, name: String, security: RoleSecurityArguments) {
             self.coordinator = coordinator
@@ -149,6 +151,7 @@ public enum RoleCommand: Equatable, Sendable {
             if let precision = w.precision { result += ["--precision", precision] }
             if let port = w.metricsPort { result += ["--metrics-port", String(port)] }
             if let pathMap = w.pathMap { result += ["--path-map", pathMap] }
+            if let stallAfter = w.stallAfter { result += ["--stall-after", String(stallAfter)] }
             return result + w.security.arguments
         }
     }

@@ -220,6 +220,13 @@ public final class CoordinatorService {
             log.event("stalled: \(report.description)")
         case .finished:
             log.event("all \(shardCount) shards committed; telling every peer to shut down")
+        case let .suspected(shardID, offsets):
+            log.event("shard \(shardID): attempts keep dying with their workers; probing offsets \(offsets.lowerBound)..<\(offsets.upperBound) for a poison item")
+        case let .poisoned(shardID, offset, key, reason):
+            log.event("shard \(shardID): item \(offset) (\(key)) is poison (\(reason)); it is stored as a dead letter")
+            metrics.counter(MetricName.poisonItems).increment()
+        case .cleared(let shardID):
+            log.event("shard \(shardID): its single suspect came through a probe; the losses were not an item's doing")
         }
     }
 

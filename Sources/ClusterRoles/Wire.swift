@@ -40,7 +40,7 @@ public struct WireCounters: Sendable {
 /// socket (`--insecure-plaintext`) no role is known: a message is accepted when any role may send it.
 struct MessagePolicy: Sendable {
     /// Message kinds each role may send to this socket.
-    let allowed: [PeerRole.Kind: Set<MessageKind>]
+    let allowed: [PeerRole.Kind: Set<MessageType>]
 
     /// The coordinator's control socket: the head's commit path, and the workers' lease protocol.
     static let coordinatorControl = MessagePolicy(allowed: [
@@ -52,38 +52,14 @@ struct MessagePolicy: Sendable {
     /// The head's control socket: only the coordinator, which alone may end the job.
     static let headControl = MessagePolicy(allowed: [.coordinator: [.welcome, .heartbeat, .shutdown]])
     /// A worker's control socket: the coordinator's leases.
-    static let workerControl = MessagePolicy(allowed: [.coordinator: [.welcome, .assignment, .noWork, .shutdown, .heartbeat]])
+    static let workerControl = MessagePolicy(allowed: [.coordinator: [.welcome, .assignment, .probe, .noWork, .shutdown, .heartbeat]])
     /// A worker's data socket: the head's credits.
     static let workerData = MessagePolicy(allowed: [.head: [.credit, .heartbeat]])
 
     /// Nil when `kind` from `role` is allowed; otherwise the counter reason for dropping it.
-    func refusal(_ kind: MessageKind, from role: PeerRole.Kind?) -> String? {
+    func refusal(_ kind: MessageType, from role: PeerRole.Kind?) -> String? {
         guard let role else { return allowed.values.contains { $0.contains(kind) } ? nil : "wrong_role" }
         return allowed[role]?.contains(kind) == true ? nil : "wrong_role"
-    }
-}
-
-/// A message's type, without its fields: what role policies are written in.
-enum MessageKind: String, Sendable {
-    case hello, shardRequest, shardDone, shardFailed, welcome, assignment, noWork, shutdown, heartbeat
-    case headHello, shardCommitted, featureBatch, credit
-
-    init(_ message: Message) {
-        switch message {
-        case .hello: self = .hello
-        case .shardRequest: self = .shardRequest
-        case .shardDone: self = .shardDone
-        case .shardFailed: self = .shardFailed
-        case .welcome: self = .welcome
-        case .assignment: self = .assignment
-        case .noWork: self = .noWork
-        case .shutdown: self = .shutdown
-        case .heartbeat: self = .heartbeat
-        case .headHello: self = .headHello
-        case .shardCommitted: self = .shardCommitted
-        case .featureBatch: self = .featureBatch
-        case .credit: self = .credit
-        }
     }
 }
 
@@ -171,13 +147,13 @@ final class MessageSocket {
                 reject(error.counterName, "rejected frame of \(payload.count) bytes: \(error)")
                 continue
             }
-            let kind = MessageKind(message)
+            let kind = message.type
             var role: PeerRole.Kind?
             if let peers = socket.security.peers {
                 // A CURVE server: the ZAP handler admitted this key; is it (still) bound to a role?
                 guard let key = peerKey, let peer = peers.role(of: key) else {
                     let fingerprint = peerKey.map(keyFingerprint) ?? "(none)"
-                    reject("revoked_key", "dropped a \(kind.rawValue) message from key \(fingerprint), which is no longer allowed")
+                    reject("revoked_key", "dropped a \(kind) message from key \(fingerprint), which is no longer allowed")
                     continue
                 }
                 role = peer.kind
@@ -185,7 +161,7 @@ final class MessageSocket {
                 // or that name followed by "@host" (as `launch` names workers).
                 if case .worker(let keyName) = peer, let claimed = message.claimedWorkerID,
                    claimed != keyName && !claimed.hasPrefix(keyName + "@") {
-                    reject("wrong_name", "dropped a \(kind.rawValue) message naming worker \(claimed) from key \(keyFingerprint(key)) (worker \(keyName))")
+                    reject("wrong_name", "dropped a \(kind) message naming worker \(claimed) from key \(keyFingerprint(key)) (worker \(keyName))")
                     continue
                 }
             } else if let server = socket.security.serverRole {
@@ -194,7 +170,7 @@ final class MessageSocket {
             if let reason = policy.refusal(kind, from: role) {
                 let sender = peerKey.map { "key \(keyFingerprint($0))" } ?? (role.map { "the \($0.rawValue)" } ?? "a plaintext peer")
                 let asRole = role.map { " (a \($0.rawValue) key)" } ?? ""
-                reject(reason, "dropped a \(kind.rawValue) message from \(sender)\(asRole): not allowed on this socket")
+                reject(reason, "dropped a \(kind) message from \(sender)\(asRole): not allowed on this socket")
                 continue
             }
             return (socket.kind == .router ? frames[0] : nil, message)

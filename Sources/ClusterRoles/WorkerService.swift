@@ -28,9 +28,15 @@ public struct WorkerOptions: Sendable {
     /// Where this host sees the dataset, when not at the coordinator's path: locator paths under `from`
     /// are read under `to` instead (`--path-map FROM=TO`).
     public var pathMap: PathMap?
+    /// Seconds the extraction may hand over no batch (while the head's credits let it) before the worker
+    /// gives the shard up as stalled and exits to be restarted (PROTOCOL.md §8.3.7).
+    public var stallAfterSeconds = WorkerOptions.defaultStallAfterSeconds
     /// CurveZMQ client settings for the coordinator and for the head.
     public var controlSecurity: ZMQSecurity = .none
     public var dataSecurity: ZMQSecurity = .none
+
+    /// Long enough for a batch of very large images on a slow host; a hung input costs this much per loss.
+    public static let defaultStallAfterSeconds = 300
 
     public init(coordinator: String, model: String, workerID: String) {
         self.coordinator = coordinator
@@ -69,6 +75,9 @@ public struct PathMap: Equatable, Sendable {
 /// A worker never opens or indexes the dataset: each assignment carries its items' locators (a file, or a
 /// member of a tar), so its memory does not depend on the corpus size.
 ///
+/// When an input hangs the extraction (the session's stall watchdog), `run` throws `WorkerStalled` without
+/// waiting for the stuck thread: the process must exit and be restarted (`featstream run` restarts it).
+///
 /// Unchecked `Sendable`: the extraction thread touches only the extractor, the (thread-safe)
 /// metrics and `imagesDone`, which the socket loop reads only after that thread has ended.
 public final class WorkerService: @unchecked Sendable {
@@ -81,6 +90,7 @@ public final class WorkerService: @unchecked Sendable {
     private var session: WorkerSession
     private var job: ExtractionJob?
     private let draining = DrainFlag()
+    private var stalled: String?
     /// Prometheus metrics; `metrics.endpoint?.port` is where they are served.
     public let metrics: RoleMetricsRegistry
     /// Bytes of feature payload sent, and the raw bytes they stand for.
@@ -104,7 +114,8 @@ public final class WorkerService: @unchecked Sendable {
         control.onReject = { [metrics] in metrics.rejected($0) }
         if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
         session = WorkerSession(workerID: options.workerID, host: ProcessInfo.processInfo.hostName, pid: UInt32(getpid()),
-                                capabilities: ["model": config.name, "batch": String(options.batch)])
+                                capabilities: ["model": config.name, "batch": String(options.batch)],
+                                stallLimitMs: UInt64(max(options.stallAfterSeconds, 1)) * 1000)
         draining.install()
     }
 
@@ -124,7 +135,11 @@ public final class WorkerService: @unchecked Sendable {
             try collectExtraction()
             try dispatch(session.tick(now: nowMs()))
         }
-        job?.cancelAndWait()
+        // A stuck extraction thread cannot be joined: leave it to the process's exit.
+        if let stalled { throw WorkerStalled(reason: stalled) }
+        if job?.cancelAndWait(deadline: Date().addingTimeInterval(5)) == false {
+            log.event("the extraction thread did not stop within 5 s (stuck in an input?); exiting without it")
+        }
         if imagesDone > 0 {
             log.event(String(format: "extracted %d images in %.2f s on shards: %.1f img/s; %.2f MB of features sent (%.2fx smaller than f32)",
                              imagesDone, shardSeconds, Double(imagesDone) / shardSeconds, Double(sentPayload) / 1e6,
@@ -180,10 +195,13 @@ public final class WorkerService: @unchecked Sendable {
                 job?.cancelAndWait()
                 job = ExtractionJob(shardID: shardID, attempt: attempt, refs: items, worker: self)
             case .effect(.cancelExtraction):
-                job?.cancelAndWait()
+                // Only a stopping worker cancels; it must stop even if the thread is stuck in an input.
+                job?.cancelAndWait(deadline: Date().addingTimeInterval(5))
                 job = nil
             case .effect(.stop(let reason)):
                 log.event(reason == "SIGTERM" ? "drained after SIGTERM: the current shard, if any, was given back" : "stopping: \(reason)")
+            case .effect(.abort(let reason)):
+                stalled = reason
             }
         }
     }
@@ -271,6 +289,13 @@ public final class WorkerService: @unchecked Sendable {
     }
 }
 
+/// The extraction hung on an input; the worker process must exit (and be restarted) to get rid of the thread.
+public struct WorkerStalled: Error, CustomStringConvertible {
+    /// What stalled, for the operator.
+    public var reason: String
+    public var description: String { "\(reason); exiting so that a fresh process takes over (the shard was given back)" }
+}
+
 /// One shard attempt extracted on a thread beside the worker's socket loop, handing encoded batches over
 /// through a queue of two (so extraction never runs far ahead of the head's credits).
 final class ExtractionJob: @unchecked Sendable {
@@ -337,14 +362,17 @@ final class ExtractionJob: @unchecked Sendable {
     }
 
     /// Stops the extraction at its next batch and waits for the thread to end (the extractor's buffers
-    /// are shared between jobs).
-    func cancelAndWait() {
+    /// are shared between jobs), or until `deadline`: a thread stuck in an input never ends, and a worker
+    /// that is stopping must not wait for it. Returns whether the thread ended.
+    @discardableResult
+    func cancelAndWait(deadline: Date = .distantFuture) -> Bool {
         condition.lock()
+        defer { condition.unlock() }
         cancelled = true
         queue = []
         condition.broadcast()
-        while ended == nil { condition.wait() }
-        condition.unlock()
+        while ended == nil { if !condition.wait(until: deadline) { break } }
+        return ended != nil
     }
 
     private func put(_ batch: FeatureBatch) throws {

@@ -78,7 +78,8 @@ public final class CoordinatorSession {
     private let shardCount: Int
     /// The plan's fingerprint, told to every peer in `welcome` (a head binds its store to it).
     public let planFingerprint: UInt64
-    private var workers: [[UInt8]: (name: String, lastSeen: UInt64)] = [:]
+    /// `minor`: the protocol minor the worker's hello declared (a `probe` goes only to minor 1 or later).
+    private var workers: [[UInt8]: (name: String, lastSeen: UInt64, minor: UInt8)] = [:]
     private var head: [UInt8]?
     private var lastBeatAt: UInt64?
     private var completeAt: UInt64?
@@ -104,19 +105,19 @@ public final class CoordinatorSession {
     public var workerCount: Int { workers.count }
 
     /// The names of the workers tracked, with the time each was last heard from.
-    public var workerLastSeen: [(name: String, lastSeen: UInt64)] { Array(workers.values) }
+    public var workerLastSeen: [(name: String, lastSeen: UInt64)] { workers.values.map { ($0.name, $0.lastSeen) } }
 
     /// Handles one message from the peer with routing identity `identity`. Throws when the journal fails:
     /// what is on disk is then unknown, and the process must stop and replay it.
     public func receive(_ message: Message, from identity: [UInt8], now: UInt64) throws -> [CoordinatorOutput] {
         var outputs: [CoordinatorOutput] = []
         switch message {
-        case let .hello(workerID, host, pid, _):
+        case let .hello(workerID, host, pid, capabilities):
             if workers[identity]?.name != workerID {
                 if workers[identity] == nil { makeRoomForAWorker() }
                 outputs.append(.workerJoined(name: workerID, host: host, pid: pid))
             }
-            workers[identity] = (workerID, now)
+            workers[identity] = (workerID, now, FrameCodec.peerMinor(capabilities))
             table.hello(worker: workerID, now: now)
             outputs.append(.send(identity, welcome))
         case .heartbeat:
@@ -141,10 +142,13 @@ public final class CoordinatorSession {
             // A worker works one shard at a time: asking for one means any unfinished lease it holds is lost
             // (its assignment never arrived, say), and must not be renewed by its heartbeats for ever.
             table.abandonWork(of: workerID, now: now)
-            switch table.request(worker: workerID, now: now) {
+            switch table.request(worker: workerID, now: now, canProbe: worker.minor >= 1) {
             case let .assign(shardID, attempt, items, leaseMs):
                 outputs.append(.leased(shardID: shardID, attempt: attempt, worker: workerID))
                 outputs.append(.send(identity, .assignment(shardID: shardID, attempt: attempt, leaseMs: leaseMs, items: items)))
+            case let .probe(shardID, attempt, items, leaseMs):
+                outputs.append(.leased(shardID: shardID, attempt: attempt, worker: workerID))
+                outputs.append(.send(identity, .probe(shardID: shardID, attempt: attempt, leaseMs: leaseMs, items: items)))
             case .noWork(let retry):
                 outputs.append(.send(identity, .noWork(retryAfterMs: retry)))
             case .finished:
@@ -158,10 +162,11 @@ public final class CoordinatorSession {
             } else {
                 unexpectedMessages += 1
             }
-        case let .shardFailed(shardID, attempt, _):
+        case let .shardFailed(shardID, attempt, reason):
             if let worker = workers[identity] {
                 workers[identity]!.lastSeen = now
-                table.shardFailed(worker: worker.name, shardID: shardID, attempt: attempt, now: now)
+                table.shardFailed(worker: worker.name, shardID: shardID, attempt: attempt,
+                                  stalled: reason.hasPrefix(Message.stalledReasonPrefix), now: now)
             } else {
                 unexpectedMessages += 1
             }

@@ -12,6 +12,9 @@ public enum WorkerEffect: Equatable, Sendable {
     case cancelExtraction
     /// The worker is done (job complete, told to stop, or SIGTERM): exit.
     case stop(reason: String)
+    /// The extraction is stuck (no batch for the stall limit) and a thread cannot be cancelled: exit at
+    /// once with a failure status, without waiting for it, so that a supervisor starts a fresh process.
+    case abort(reason: String)
 }
 
 /// What the worker sends, and what its driver must do.
@@ -31,14 +34,17 @@ public enum WorkerOutput: Equatable, Sendable {
 /// unanswered); one shard at a time, requested when idle; heartbeats to both peers every interval,
 /// whatever the extraction is doing; batches leave only within the head's cumulative credit limit, and a
 /// stalled worker re-sends its data-plane `hello` with its count of batches sent; `shardDone` only after
-/// the attempt's last batch left; on SIGTERM the current shard is given up (`shardFailed`) and the worker
-/// stops at once, whether or not any peer answers.
+/// the attempt's last batch left; a probe's batches are dropped, not sent, and its `shardDone` follows its
+/// last item; an extraction that hands over no batch for `stallLimitMs` while it may (credits allowing) gives
+/// the shard up as `stalled:` and aborts the process; on SIGTERM the current shard is given up
+/// (`shardFailed`) and the worker stops at once, whether or not any peer answers.
 public struct WorkerSession: Sendable {
     private enum Phase: Equatable, Sendable {
         case introducing
         case idle(requestAt: UInt64)
         case requesting(sentAt: UInt64)
-        case working(shardID: UInt32, attempt: UInt32, rows: UInt32, deadLetters: UInt32, extracted: Bool)
+        /// `probing`: a probe (§8.3.7), whose batches go nowhere.
+        case working(shardID: UInt32, attempt: UInt32, rows: UInt32, deadLetters: UInt32, extracted: Bool, probing: Bool)
         case stopped
     }
 
@@ -63,14 +69,21 @@ public struct WorkerSession: Sendable {
     private var lastBeatAt: UInt64?
     private var stalledSince: UInt64?
     private var lastDataHelloAt: UInt64 = 0
+    /// How long the extraction may go without handing over a batch (while credits let it) before the
+    /// worker declares it stuck.
+    public let stallLimitMs: UInt64
+    private var lastProgressAt: UInt64 = 0
 
-    /// A session for a worker; `capabilities` go in its `hello` (model, batch size).
-    public init(workerID: String, host: String, pid: UInt32, capabilities: [String: String] = [:], outboxLimit: Int = 2) {
+    /// A session for a worker; `capabilities` go in its `hello` (model, batch size) beside the protocol
+    /// version (`fswp`).
+    public init(workerID: String, host: String, pid: UInt32, capabilities: [String: String] = [:], outboxLimit: Int = 2,
+                stallLimitMs: UInt64 = 300_000) {
         self.workerID = workerID
         self.host = host
         self.pid = pid
-        self.capabilities = capabilities
+        self.capabilities = capabilities.merging([FrameCodec.versionCapability.key: FrameCodec.versionCapability.value]) { $1 }
         self.outboxLimit = max(1, outboxLimit)
+        self.stallLimitMs = stallLimitMs
     }
 
     /// True once the session has stopped.
@@ -78,7 +91,7 @@ public struct WorkerSession: Sendable {
 
     /// The shard being worked on, if any.
     public var currentShard: (shardID: UInt32, attempt: UInt32)? {
-        if case let .working(shardID, attempt, _, _, _) = phase { return (shardID, attempt) }
+        if case let .working(shardID, attempt, _, _, _, _) = phase { return (shardID, attempt) }
         return nil
     }
 
@@ -116,13 +129,16 @@ public struct WorkerSession: Sendable {
                 lastControlHelloAt = now
                 outputs.append(.toCoordinator(hello))
             }
-        case let .assignment(shardID, attempt, _, items):
+        case let .assignment(shardID, attempt, _, items), let .probe(shardID, attempt, _, items):
             guard case .requesting = phase else {
                 // Not asked for (a duplicate, or an answer to a request that timed out): give it back at once.
                 outputs.append(.toCoordinator(.shardFailed(shardID: shardID, attempt: attempt, reason: "busy: not requested")))
                 break
             }
-            phase = .working(shardID: shardID, attempt: attempt, rows: 0, deadLetters: 0, extracted: false)
+            var probing = false
+            if case .probe = message { probing = true }
+            phase = .working(shardID: shardID, attempt: attempt, rows: 0, deadLetters: 0, extracted: false, probing: probing)
+            lastProgressAt = now
             outputs.append(.effect(.extract(shardID: shardID, attempt: attempt, items: items)))
         case .noWork(let retry):
             if case .requesting = phase { phase = .idle(requestAt: now + UInt64(retry)) }
@@ -156,25 +172,27 @@ public struct WorkerSession: Sendable {
 
     /// The extraction produced a batch of the current attempt (ignored if that attempt is no longer current).
     public mutating func batchReady(_ batch: FeatureBatch, now: UInt64) -> [WorkerOutput] {
-        guard case let .working(shardID, attempt, rows, dead, extracted) = phase,
+        guard case let .working(shardID, attempt, rows, dead, extracted, probing) = phase,
               batch.shardID == shardID, batch.attempt == attempt, !extracted else { return [] }
         phase = .working(shardID: shardID, attempt: attempt, rows: rows + UInt32(batch.offsets.count),
-                         deadLetters: dead + UInt32(batch.deadLetters.count), extracted: false)
-        outbox.append(batch)
+                         deadLetters: dead + UInt32(batch.deadLetters.count), extracted: false, probing: probing)
+        lastProgressAt = now
+        // A probe only has to survive its items: its rows are not wanted anywhere.
+        if !probing { outbox.append(batch) }
         return flush(now: now)
     }
 
     /// The extraction of the current attempt handed over its last batch.
     public mutating func extractionFinished(shardID: UInt32, attempt: UInt32, now: UInt64) -> [WorkerOutput] {
-        guard case let .working(current, currentAttempt, rows, dead, _) = phase, current == shardID, currentAttempt == attempt
+        guard case let .working(current, currentAttempt, rows, dead, _, probing) = phase, current == shardID, currentAttempt == attempt
         else { return [] }
-        phase = .working(shardID: shardID, attempt: attempt, rows: rows, deadLetters: dead, extracted: true)
+        phase = .working(shardID: shardID, attempt: attempt, rows: rows, deadLetters: dead, extracted: true, probing: probing)
         return flush(now: now)
     }
 
     /// The extraction could not run at all (the items are not in this worker's dataset, say).
     public mutating func extractionFailed(shardID: UInt32, attempt: UInt32, reason: String, now: UInt64) -> [WorkerOutput] {
-        guard case let .working(current, currentAttempt, _, _, _) = phase, current == shardID, currentAttempt == attempt
+        guard case let .working(current, currentAttempt, _, _, _, _) = phase, current == shardID, currentAttempt == attempt
         else { return [] }
         outbox = []
         phase = .idle(requestAt: now + heartbeatMs)
@@ -195,10 +213,21 @@ public struct WorkerSession: Sendable {
         return outputs
     }
 
-    /// Advances time: heartbeats, hello retries, credit-stall hellos and shard requests.
+    /// Advances time: heartbeats, hello retries, credit-stall hellos, shard requests and the stall watchdog.
     public mutating func tick(now: UInt64) -> [WorkerOutput] {
         guard phase != .stopped else { return [] }
         var outputs: [WorkerOutput] = []
+        if case let .working(shardID, attempt, _, _, false, _) = phase, outbox.count < outboxLimit,
+           now >= lastProgressAt, now - lastProgressAt >= stallLimitMs {
+            // The extraction may hand over a batch and has not for the whole limit: an input hangs it (a
+            // FIFO, a dead mount, a decoder in a loop). Its thread cannot be stopped, so the process goes,
+            // and the coordinator counts the attempt as lost (a poison item is isolated that way, §8.3.7).
+            let reason = "\(Message.stalledReasonPrefix) no batch for \(stallLimitMs / 1000) s"
+            phase = .stopped
+            outbox = []
+            return [.toCoordinator(.shardFailed(shardID: shardID, attempt: attempt, reason: reason)),
+                    .effect(.abort(reason: "extraction of shard \(shardID) attempt \(attempt) stalled: \(reason)"))]
+        }
         if phase == .introducing, now >= lastControlHelloAt + 1000 {
             lastControlHelloAt = now
             outputs.append(.toCoordinator(hello))
@@ -248,8 +277,10 @@ public struct WorkerSession: Sendable {
         while !outbox.isEmpty, batchesSent < creditLimit {
             outputs.append(.toHead(.featureBatch(outbox.removeFirst())))
             batchesSent += 1
+            // Room in the outbox again: the extraction's next batch is due from now.
+            lastProgressAt = now
         }
-        if case let .working(shardID, attempt, rows, dead, true) = phase, outbox.isEmpty {
+        if case let .working(shardID, attempt, rows, dead, true, _) = phase, outbox.isEmpty {
             outputs.append(.toCoordinator(.shardDone(shardID: shardID, attempt: attempt, items: rows, deadLetters: dead)))
             phase = .idle(requestAt: now)
             outputs += advance(now: now)

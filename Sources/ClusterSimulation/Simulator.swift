@@ -38,13 +38,15 @@ public struct SimulationOutcome: Sendable {
 /// `HeadSession` with the real `ShardLedger` and `FeatureStore`, `WorkerSession`), over a simulated network
 /// and clock that a seeded generator fills with faults: message loss, duplication, delay and reordering,
 /// partitions between any two roles, crashes and restarts of any role (torn store tails and journal records
-/// included), full disks and failing syncs.
+/// included), full disks and failing syncs, and poison items that crash or hang every worker that decodes
+/// them (a supervisor restarts such workers).
 ///
 /// The files are real (in a temporary folder, on tmpfs when there is one); everything else is simulated,
 /// so a seed replays exactly. Checked throughout: no acknowledged shard is ever missing from the store after a
 /// head restart; no worker sends beyond its credit limit; open attempts, worker tables and outboxes stay
 /// within their bounds. Checked at the end: once faults stop, the job finishes within a bounded time, and
-/// every item is stored exactly once as a row or a dead letter.
+/// every item is stored exactly once as a row or a dead letter, poison items (and only they) as dead
+/// letters that say so.
 public final class ClusterSimulator {
     /// Per-seed knobs drawn from the seed.
     struct Schedule {
@@ -60,6 +62,8 @@ public final class ClusterSimulator {
         var partitionRate: Double
         var diskFaultRate: Double
         var slowExtraction: Bool
+        /// Items that kill (true) or hang (false) every worker that decodes them, by index.
+        var poison: [UInt64: Bool]
     }
 
     private enum Node: Hashable, CustomStringConvertible {
@@ -143,6 +147,10 @@ public final class ClusterSimulator {
     static let dimension = 4
     static let maxWorkers = 8
     static let settleLimitMs: UInt64 = 120_000
+    /// Extra settling time per poison item: isolating one costs a few worker restarts and stall limits.
+    static let settlePerPoisonMs: UInt64 = 90_000
+    /// The workers' stall limit: above the slowest simulated batch (900 ms).
+    static let stallLimitMs: UInt64 = 3_000
 
     /// Prepares the run for `seed` in a fresh temporary folder; `trace` receives one line per event.
     public init(seed: UInt64, trace: ((String) -> Void)? = nil) throws {
@@ -152,12 +160,21 @@ public final class ClusterSimulator {
         func pick<T: Comparable>(_ range: ClosedRange<T>) -> T where T: FixedWidthInteger { T.random(in: range, using: &rng) }
         func unit() -> Double { Double.random(in: 0..<1, using: &rng) }
         let calm = unit() < 0.1
+        let itemCount = pick(1...90)
+        // A quarter of the seeds have one or two poison items (never an item the scan rejected: no worker reads it).
+        var poison: [UInt64: Bool] = [:]
+        if unit() < 0.25 {
+            for _ in 0..<pick(1...2) {
+                let index = UInt64(pick(0...(itemCount - 1)))
+                if index % 13 != 5 { poison[index] = unit() < 0.5 }
+            }
+        }
         schedule = Schedule(
-            itemCount: pick(1...90), shardSize: pick(1...9), workerCount: pick(1...5), batchSize: pick(1...5),
+            itemCount: itemCount, shardSize: pick(1...9), workerCount: pick(1...5), batchSize: pick(1...5),
             faultsUntil: calm ? 0 : pick(2_000...12_000),
             drop: unit() < 0.3 ? 0 : unit() * 0.15, duplicate: unit() < 0.5 ? 0 : unit() * 0.1,
             maxDelay: pick(1...60), crashRate: unit() * 0.0015, partitionRate: unit() * 0.001,
-            diskFaultRate: unit() < 0.5 ? 0 : unit() * 0.05, slowExtraction: unit() < 0.2)
+            diskFaultRate: unit() < 0.5 ? 0 : unit() * 0.05, slowExtraction: unit() < 0.2, poison: poison)
         self.rng = rng
         // Some inputs were rejected by the coordinator's scan (their assignment entry says why), and some items
         // cannot be decoded: both must end as dead letters, exactly once.
@@ -166,7 +183,10 @@ public final class ClusterSimulator {
             return ItemRef(index: UInt64(position), key: "item\(position / 3)", label: Int32(position % 3), locator: locator)
         }
         plan = ShardPlan(items: items, shardSize: schedule.shardSize)
-        badItems = Set((0..<UInt64(schedule.itemCount)).filter { $0 % 11 == 7 || $0 % 13 == 5 })
+        let poisonItems = Set(poison.keys)
+        badItems = Set((0..<UInt64(itemCount)).filter { (index: UInt64) -> Bool in
+            (index % 11 == 7 || index % 13 == 5) && !poisonItems.contains(index)
+        })
         let base = FileManager.default.fileExists(atPath: "/dev/shm") ? URL(fileURLWithPath: "/dev/shm") : FileManager.default.temporaryDirectory
         directory = base.appendingPathComponent("featstream-sim-\(getpid())-\(seed)")
         try? FileManager.default.removeItem(at: directory)
@@ -184,12 +204,13 @@ public final class ClusterSimulator {
         try startCoordinator()
         try startHead()
         for slot in 0..<schedule.workerCount { startWorker(slot) }
-        let deadline = schedule.faultsUntil + Self.settleLimitMs
+        let settle = Self.settleLimitMs + UInt64(schedule.poison.count) * Self.settlePerPoisonMs
+        let deadline = schedule.faultsUntil + settle
         while !finished {
             guard !queue.isEmpty else { throw violation("the simulation ran out of events before the job finished") }
             let next = queue.pop()!
             now = next.at
-            guard now <= deadline else { throw violation("the job did not finish within \(Self.settleLimitMs) ms after faults stopped") }
+            guard now <= deadline else { throw violation("the job did not finish within \(settle) ms after faults stopped") }
             try handle(next.event)
         }
         try checkFinalStore()
@@ -238,7 +259,7 @@ public final class ClusterSimulator {
 
     private func startWorker(_ slot: Int) {
         let generation = (workers[slot]?.generation ?? 0) + 1
-        var session = WorkerSession(workerID: "w\(slot)", host: "sim", pid: UInt32(slot), outboxLimit: 2)
+        var session = WorkerSession(workerID: "w\(slot)", host: "sim", pid: UInt32(slot), outboxLimit: 2, stallLimitMs: Self.stallLimitMs)
         let outputs = session.start(now: now)
         workers[slot] = WorkerNode(session: session, generation: generation, identity: Array("w\(slot).\(generation)".utf8))
         down.remove(.worker(slot))
@@ -246,10 +267,10 @@ public final class ClusterSimulator {
         schedule(.tick(.worker(slot), generation: generation), after: UInt64.random(in: 1...20, using: &rng))
     }
 
-    private func crash(_ node: Node) throws {
+    private func crash(_ node: Node, kind: String? = nil) throws {
         guard !down.contains(node), !finished else { return }
         down.insert(node)
-        outcome.faults["crash \(nodeKind(node))", default: 0] += 1
+        outcome.faults[kind ?? "crash \(nodeKind(node))", default: 0] += 1
         log("CRASH \(node)")
         switch node {
         case .coordinator:
@@ -457,6 +478,13 @@ public final class ClusterSimulator {
                     worker.extraction = nil
                 case .stop:
                     down.insert(node)
+                case .abort:
+                    // The process exits with its stuck extraction; the supervisor starts a fresh one.
+                    down.insert(node)
+                    outcome.faults["stalled worker restarted", default: 0] += 1
+                    worker.run += 1
+                    worker.extraction = nil
+                    schedule(.restart(node), after: UInt64.random(in: 250...1_000, using: &rng))
                 }
                 workers[slot] = worker
             }
@@ -482,6 +510,18 @@ public final class ClusterSimulator {
             return
         }
         let end = min(extraction.items.count, extraction.next + schedule.batchSize)
+        if let poison = extraction.items[extraction.next..<end].lazy.compactMap({ item -> Bool? in
+            guard case .file = item.locator else { return nil }
+            return self.schedule.poison[item.index]
+        }).first {
+            if poison {
+                try crash(node, kind: "poison crash")
+            } else {
+                // Hung in the item: no further step; the session's watchdog must notice.
+                outcome.faults["poison hang", default: 0] += 1
+            }
+            return
+        }
         if extraction.next < end {
             let batch = makeBatch(shardID: extraction.shardID, attempt: extraction.attempt, items: extraction.items, range: extraction.next..<end)
             worker.extraction!.next = end
@@ -505,6 +545,11 @@ public final class ClusterSimulator {
         var dead: [DeadLetterEntry] = [], features: [Float] = []
         for offset in range {
             let item = items[offset]
+            if case .rejected(let reason) = item.locator {
+                // As the real worker: the coordinator's reason (the scan's, or a poison verdict).
+                dead.append(DeadLetterEntry(offset: UInt32(offset), key: item.key, reason: reason))
+                continue
+            }
             if badItems.contains(item.index) {
                 dead.append(DeadLetterEntry(offset: UInt32(offset), key: item.key, reason: "decode: simulated bad item"))
                 continue
@@ -636,8 +681,19 @@ public final class ClusterSimulator {
         guard report.missing.isEmpty, report.duplicated.isEmpty, report.unexpected.isEmpty, report.unresolvedDeadLetters == 0 else {
             throw violation("not exactly once: missing \(report.missing.prefix(8)), duplicated \(Array(report.duplicated.keys.sorted().prefix(8))), unexpected \(report.unexpected.prefix(8))")
         }
-        let deadIndexes = Set(try store.deadLetters().map { shards[Int($0.shardID)].items[Int($0.entry.offset)].index })
-        guard deadIndexes == badItems else { throw violation("dead letters \(deadIndexes.sorted()) are not the bad items \(badItems.sorted())") }
+        let letters = try store.deadLetters()
+        let deadIndexes = Set(letters.map { shards[Int($0.shardID)].items[Int($0.entry.offset)].index })
+        let expected = badItems.union(schedule.poison.keys)
+        guard deadIndexes == expected else {
+            throw violation("dead letters \(deadIndexes.sorted()) are not the bad and poison items \(expected.sorted())")
+        }
+        for letter in letters {
+            let index = shards[Int(letter.shardID)].items[Int(letter.entry.offset)].index
+            let saysPoison = letter.entry.reason.hasPrefix("poison:")
+            if saysPoison != (schedule.poison[index] != nil) {
+                throw violation("item \(index) was dead-lettered as '\(letter.entry.reason)' but is \(schedule.poison[index] == nil ? "not " : "")poison")
+            }
+        }
         outcome.rows = report.rows
         outcome.deadLetters = report.deadLetters
     }
@@ -662,6 +718,7 @@ public final class ClusterSimulator {
         switch message {
         case .featureBatch(let b): return "batch(shard \(b.shardID) attempt \(b.attempt) offsets \(b.offsets) dead \(b.deadLetters.map(\.offset)))"
         case .assignment(let shardID, let attempt, _, let items): return "assignment(shard \(shardID) attempt \(attempt), \(items.count) items)"
+        case .probe(let shardID, let attempt, _, let items): return "probe(shard \(shardID) attempt \(attempt), items \(items.map(\.index)))"
         case .headHello(_, let committed): return "headHello(\(committed.count) committed)"
         case .welcome: return "welcome"
         default: return "\(message)"

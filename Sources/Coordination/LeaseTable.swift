@@ -17,11 +17,16 @@ public struct LeaseSettings: Equatable, Sendable {
     public var stallAfterMs: UInt64
     /// What `.noWork` tells an idle worker to wait before asking again.
     public var idleRetryMs: UInt32
+    /// Poison isolation (PROTOCOL.md §8.3.7): a shard whose attempts were lost with their worker this many
+    /// times is isolated, and an item whose own probe was lost this many times is a poison item.
+    public var lossLimit: Int
 
-    /// Settings with the given durations; `maxAttemptsInFlight` must be at least 1.
+    /// Settings with the given durations; `maxAttemptsInFlight` and `lossLimit` must be at least 1.
     public init(leaseMs: UInt64 = 60_000, commitWaitMs: UInt64 = 30_000, workerDeadAfterMs: UInt64 = 15_000,
-                maxAttemptsInFlight: Int = 2, stallAfterMs: UInt64 = 300_000, idleRetryMs: UInt32 = 1_000) {
+                maxAttemptsInFlight: Int = 2, stallAfterMs: UInt64 = 300_000, idleRetryMs: UInt32 = 1_000, lossLimit: Int = 3) {
         precondition(maxAttemptsInFlight >= 1, "maxAttemptsInFlight must be at least 1")
+        precondition(lossLimit >= 1, "lossLimit must be at least 1")
+        self.lossLimit = lossLimit
         self.leaseMs = leaseMs
         self.commitWaitMs = commitWaitMs
         self.workerDeadAfterMs = workerDeadAfterMs
@@ -36,6 +41,10 @@ public enum LeaseDecision: Equatable, Sendable {
     /// The worker now owns this attempt of the shard until the lease lapses (heartbeats renew it).
     /// `attempt` has never been handed out before by this table.
     case assign(shardID: UInt32, attempt: UInt32, items: [ItemRef], leaseMs: UInt32)
+    /// The worker now owns this attempt as a *probe* of `items`, some of a suspected shard's items
+    /// (PROTOCOL.md §8.3.7): it extracts them, sends nothing to the head and reports `shardDone` if it
+    /// survives them.
+    case probe(shardID: UInt32, attempt: UInt32, items: [ItemRef], leaseMs: UInt32)
     /// Nothing the worker may take right now (everything left is running at full redundancy); ask again later.
     case noWork(retryAfterMs: UInt32)
     /// Every shard is committed: the worker can exit.
@@ -57,6 +66,18 @@ public enum RevocationReason: String, Equatable, Sendable {
     case abandoned = "worker asked for other work"
     /// The worker finished but the head's commit did not arrive within `commitWaitMs`.
     case commitWaitExpired = "commit wait expired"
+    /// The worker's extraction made no progress for its stall limit; the worker exits to be restarted
+    /// (`shardFailed` with a `stalled:` reason).
+    case stalled = "worker stalled"
+
+    /// True when the attempt was lost *with its worker* (dead, restarted, silent or stuck): what a poison
+    /// item does to the worker that decodes it. Such losses count towards isolating the shard.
+    public var isLoss: Bool {
+        switch self {
+        case .leaseExpired, .workerDead, .workerRestarted, .stalled: return true
+        case .failed, .abandoned, .commitWaitExpired: return false
+        }
+    }
 }
 
 /// Something the caller should log (or act on) that happened inside the table.
@@ -73,6 +94,15 @@ public enum LeaseEvent: Equatable, Sendable {
     case stall(StallReport)
     /// The last shard was committed.
     case finished
+    /// The shard's attempts were lost `lossLimit` times, or a probe narrowed the search: a poison item is
+    /// suspected among these offsets, and the shard is leased only as probes until it is found.
+    case suspected(shardID: UInt32, offsets: Range<Int>)
+    /// The item at `offset` was lost with its worker `lossLimit` times when probed alone: from now on the
+    /// shard's assignments carry it as rejected with `reason`, so it is stored as a dead letter.
+    case poisoned(shardID: UInt32, offset: Int, key: String, reason: String)
+    /// A probe of a single suspect came back: the losses were not an item's doing; the shard is leased
+    /// whole again.
+    case cleared(shardID: UInt32)
 }
 
 /// One live attempt as seen at some instant, for logs, stall reports and `featstream status`.
@@ -151,6 +181,14 @@ public struct StallReport: Equatable, Sendable, CustomStringConvertible {
 /// made when nothing is pending, never to a worker already running the shard, and never beyond
 /// `maxAttemptsInFlight` live attempts; each shard is reported committed exactly once; an uncommitted shard
 /// is always either running or pending, so it is eventually leased again after any failure.
+///
+/// Poison items (PROTOCOL.md §8.3.7): a shard whose attempts were lost with their worker `lossLimit` times
+/// is *isolated*: it goes out only as probes, one at a time, of half of its suspect offsets; a lost probe
+/// makes its half the suspects, a probe that comes back clears it, until a single item remains. That item,
+/// lost `lossLimit` times when probed alone, is poison: the shard's later assignments carry it as rejected,
+/// so the job finishes with it as a named dead letter. A single suspect whose probe comes back clears the
+/// shard (the losses were not an item's doing). Attempts per shard are therefore bounded by about
+/// `lossLimit × (2 + log2(items))` per poison item, plus losses that have nothing to do with the shard.
 /// Time only advances through the `now` arguments; expiries happen in `tick`, never in the other calls.
 public struct LeaseTable: Sendable {
     private struct LiveAttempt: Sendable {
@@ -160,6 +198,18 @@ public struct LeaseTable: Sendable {
         /// Lease expiry while working; commit-wait expiry once done.
         var deadline: UInt64
         var doneAt: UInt64?
+        /// The offsets this attempt probes, when it is a probe (§8.3.7).
+        var probe: Range<Int>?
+    }
+
+    /// What the table suspects of a shard whose attempts keep being lost with their workers.
+    private struct Suspicion: Sendable {
+        /// Attempts of the whole shard lost with their worker since the shard was last cleared.
+        var losses = 0
+        /// While isolating: the offsets among which a poison item is looked for.
+        var suspects: Range<Int>?
+        /// Probes of the single suspect lost so far.
+        var singleLosses = 0
     }
 
     /// The settings the table was made with.
@@ -180,6 +230,12 @@ public struct LeaseTable: Sendable {
     private var lastCommitAt: UInt64?
     private var lastStallReportAt: UInt64?
     private var queuedEvents: [LeaseEvent] = []
+    /// Only shards that lost attempts have an entry, so memory does not grow with the plan.
+    private var suspicion: [UInt32: Suspicion] = [:]
+    /// Poison items found, by shard and offset, with the reason their dead letter gives.
+    private var poisoned: [UInt32: [Int: String]] = [:]
+    /// Poison items found so far.
+    public private(set) var poisonedCount = 0
 
     /// A table over `shards` (ids must be `0..<shards.count` in order, as `ShardPlan.cut` makes them).
     public init(shards: [Shard], settings: LeaseSettings, committed: Set<UInt32> = [], firstAttempt: UInt32 = 1) {
@@ -238,16 +294,22 @@ public struct LeaseTable: Sendable {
     /// Leases work to an idle worker: the lowest pending shard; else a backup attempt of the straggler that
     /// has run longest among those the worker is not already running and that have room for another
     /// attempt and no finished attempt awaiting commit; else `.noWork`; `.finished` once all is committed.
-    public mutating func request(worker: String, now: UInt64) -> LeaseDecision {
+    ///
+    /// An isolated shard goes out as a probe (never backed up), or as a whole attempt to a worker that
+    /// cannot probe (`canProbe` false: its protocol minor predates `probe`).
+    public mutating func request(worker: String, now: UInt64, canProbe: Bool = true) -> LeaseDecision {
         touch(worker, now)
         if isComplete { return .finished }
         if let shardID = popPending() {
+            if canProbe, let probe = nextProbe(shardID) {
+                return lease(shardID, to: worker, now: now, probe: probe)
+            }
             return lease(shardID, to: worker, now: now)
         }
         var straggler: (shardID: UInt32, since: UInt64)?
         for shardID in running {
             let attempts = live[Int(shardID)]
-            guard attempts.count < settings.maxAttemptsInFlight,
+            guard attempts.count < settings.maxAttemptsInFlight, suspicion[shardID]?.suspects == nil,
                   !attempts.contains(where: { $0.worker == worker || $0.doneAt != nil }),
                   let since = attempts.map(\.leasedAt).min() else { continue }
             if let best = straggler, (best.since, best.shardID) < (since, shardID) { continue }
@@ -261,9 +323,19 @@ public struct LeaseTable: Sendable {
 
     /// The worker sent every batch of the attempt to the head: stop expecting heartbeats for it and wait up
     /// to `commitWaitMs` for the head's commit. Ignored unless the attempt is live and held by that worker.
+    /// For a probe it means the worker survived the probed items: they are cleared of suspicion.
     public mutating func shardDone(worker: String, shardID: UInt32, attempt: UInt32, now: UInt64) {
         touch(worker, now)
         guard let index = liveIndex(shardID, attempt, worker), live[Int(shardID)][index].doneAt == nil else { return }
+        if let probe = live[Int(shardID)][index].probe {
+            live[Int(shardID)].remove(at: index)
+            if live[Int(shardID)].isEmpty {
+                running.remove(shardID)
+                markPending(shardID)
+            }
+            probeSurvived(shardID, probe)
+            return
+        }
         live[Int(shardID)][index].doneAt = now
         live[Int(shardID)][index].deadline = saturatingSum(now, settings.commitWaitMs)
     }
@@ -276,11 +348,12 @@ public struct LeaseTable: Sendable {
     }
 
     /// The worker gave the attempt up: revoke it, and make the shard pending unless another attempt still
-    /// covers it. Ignored unless the attempt is live and held by that worker.
-    public mutating func shardFailed(worker: String, shardID: UInt32, attempt: UInt32, now: UInt64) {
+    /// covers it. `stalled` (its extraction made no progress, and it exits to be restarted) counts as a
+    /// loss towards poison isolation. Ignored unless the attempt is live and held by that worker.
+    public mutating func shardFailed(worker: String, shardID: UInt32, attempt: UInt32, stalled: Bool = false, now: UInt64) {
         touch(worker, now)
         guard let index = liveIndex(shardID, attempt, worker) else { return }
-        revoke(shardID, at: index, reason: .failed)
+        revoke(shardID, at: index, reason: stalled ? .stalled : .failed)
     }
 
     /// The head durably stored the shard. Returns true when this is news: the shard is now committed, every
@@ -301,6 +374,8 @@ public struct LeaseTable: Sendable {
         live[Int(shardID)] = []
         running.remove(shardID)
         isPending[Int(shardID)] = false
+        suspicion[shardID] = nil
+        poisoned[shardID] = nil
         queuedEvents.append(.committed(shardID: shardID, attempt: attempt))
         if isComplete { queuedEvents.append(.finished) }
         return true
@@ -390,15 +465,102 @@ public struct LeaseTable: Sendable {
         workerLastSeen[worker] = max(workerLastSeen[worker] ?? now, now)
     }
 
-    private mutating func lease(_ shardID: UInt32, to worker: String, now: UInt64) -> LeaseDecision {
+    private mutating func lease(_ shardID: UInt32, to worker: String, now: UInt64, probe: Range<Int>? = nil) -> LeaseDecision {
         precondition(nextAttempt < UInt32.max, "attempt numbers exhausted")
         let attempt = nextAttempt
         nextAttempt += 1
         live[Int(shardID)].append(LiveAttempt(attempt: attempt, worker: worker, leasedAt: now,
-                                              deadline: saturatingSum(now, settings.leaseMs), doneAt: nil))
+                                              deadline: saturatingSum(now, settings.leaseMs), doneAt: nil, probe: probe))
         running.insert(shardID)
-        return .assign(shardID: shardID, attempt: attempt, items: plan.items(of: shardID),
-                       leaseMs: UInt32(clamping: settings.leaseMs))
+        let items = itemsWithVerdicts(shardID)
+        let leaseMs = UInt32(clamping: settings.leaseMs)
+        guard let probe else { return .assign(shardID: shardID, attempt: attempt, items: items, leaseMs: leaseMs) }
+        return .probe(shardID: shardID, attempt: attempt, items: items[probe].filter(\.isDecodable), leaseMs: leaseMs)
+    }
+
+    /// The shard's items, poison items found so far rejected with their reason.
+    private func itemsWithVerdicts(_ shardID: UInt32) -> [ItemRef] {
+        var items = plan.items(of: shardID)
+        for (offset, reason) in poisoned[shardID] ?? [:] { items[offset].locator = .rejected(reason: reason) }
+        return items
+    }
+
+    // MARK: - Poison isolation (PROTOCOL.md §8.3.7)
+
+    /// The offsets to probe next for an isolated shard: half of its suspects, or the single suspect. Halves
+    /// with nothing to decode (rejected entries only) cannot hold the poison and are skipped. Nil when the
+    /// shard is not isolated, or when no suspect is decodable (then the isolation is cleared).
+    private mutating func nextProbe(_ shardID: UInt32) -> Range<Int>? {
+        guard var suspects = suspicion[shardID]?.suspects else { return nil }
+        let items = itemsWithVerdicts(shardID)
+        func decodable(_ range: Range<Int>) -> Bool { items[range].contains(where: \.isDecodable) }
+        while suspects.count > 1 {
+            let half = suspects.lowerBound..<(suspects.lowerBound + suspects.count / 2)
+            if decodable(half) { break }
+            suspects = half.upperBound..<suspects.upperBound
+        }
+        guard decodable(suspects) else {
+            clear(shardID)
+            return nil
+        }
+        if suspicion[shardID]!.suspects != suspects {
+            suspicion[shardID]!.suspects = suspects
+            suspicion[shardID]!.singleLosses = 0
+            queuedEvents.append(.suspected(shardID: shardID, offsets: suspects))
+        }
+        return suspects.count == 1 ? suspects : suspects.lowerBound..<(suspects.lowerBound + suspects.count / 2)
+    }
+
+    /// A whole attempt of the shard was lost with its worker.
+    private mutating func noteLoss(_ shardID: UInt32) {
+        var state = suspicion[shardID] ?? Suspicion()
+        // A whole attempt leased before the isolation began tells nothing about the suspects.
+        guard state.suspects == nil else { return }
+        state.losses += 1
+        if state.losses >= settings.lossLimit {
+            let all = 0..<plan.itemCount(of: shardID)
+            state.suspects = all
+            queuedEvents.append(.suspected(shardID: shardID, offsets: all))
+        }
+        suspicion[shardID] = state
+    }
+
+    /// A probe was lost with its worker: the poison is among the probed offsets.
+    private mutating func probeLost(_ shardID: UInt32, _ probe: Range<Int>) {
+        guard var state = suspicion[shardID], let suspects = state.suspects, suspects.contains(probe.lowerBound) else { return }
+        if suspects != probe {
+            state.suspects = probe
+            state.singleLosses = 0
+            queuedEvents.append(.suspected(shardID: shardID, offsets: probe))
+        }
+        if probe.count == 1 { state.singleLosses += 1 }
+        suspicion[shardID] = state
+        guard probe.count == 1, state.singleLosses >= settings.lossLimit else { return }
+        let offset = probe.lowerBound
+        let reason = "poison: worker lost \(state.singleLosses) times while decoding"
+        poisoned[shardID, default: [:]][offset] = reason
+        poisonedCount += 1
+        suspicion[shardID] = nil
+        queuedEvents.append(.poisoned(shardID: shardID, offset: offset, key: plan.items(of: shardID)[offset].key, reason: reason))
+    }
+
+    /// A probe came back: the probed offsets are innocent.
+    private mutating func probeSurvived(_ shardID: UInt32, _ probe: Range<Int>) {
+        guard var state = suspicion[shardID], let suspects = state.suspects,
+              probe.lowerBound == suspects.lowerBound, probe.upperBound <= suspects.upperBound else { return }
+        guard probe.upperBound < suspects.upperBound else {
+            clear(shardID)
+            return
+        }
+        state.suspects = probe.upperBound..<suspects.upperBound
+        state.singleLosses = 0
+        suspicion[shardID] = state
+        queuedEvents.append(.suspected(shardID: shardID, offsets: state.suspects!))
+    }
+
+    private mutating func clear(_ shardID: UInt32) {
+        suspicion[shardID] = nil
+        queuedEvents.append(.cleared(shardID: shardID))
     }
 
     private func liveIndex(_ shardID: UInt32, _ attempt: UInt32, _ worker: String) -> Int? {
@@ -418,6 +580,9 @@ public struct LeaseTable: Sendable {
     private mutating func revoke(_ shardID: UInt32, at index: Int, reason: RevocationReason) {
         let attempt = live[Int(shardID)].remove(at: index)
         queuedEvents.append(.reassigned(shardID: shardID, attempt: attempt.attempt, worker: attempt.worker, reason: reason))
+        if reason.isLoss && attempt.doneAt == nil {
+            if let probe = attempt.probe { probeLost(shardID, probe) } else { noteLoss(shardID) }
+        }
         if live[Int(shardID)].isEmpty {
             running.remove(shardID)
             markPending(shardID)
@@ -446,4 +611,12 @@ public struct LeaseTable: Sendable {
 private func saturatingSum(_ a: UInt64, _ b: UInt64) -> UInt64 {
     let (sum, overflow) = a.addingReportingOverflow(b)
     return overflow ? .max : sum
+}
+
+extension ItemRef {
+    /// False for an entry rejected already (by the scan, or as poison): a worker never reads its bytes.
+    fileprivate var isDecodable: Bool {
+        if case .rejected = locator { return false }
+        return true
+    }
 }

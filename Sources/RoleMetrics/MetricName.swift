@@ -13,6 +13,8 @@ public enum MetricName {
     public static let shardsCommitted = "featstream_shards_committed_total"
     /// Counter: leases revoked and put back in the queue (coordinator).
     public static let shardsReassigned = "featstream_shards_reassigned_total"
+    /// Counter: items found to kill or hang every worker that decodes them, now dead letters (coordinator).
+    public static let poisonItems = "featstream_poison_items_total"
     /// Gauge: committed shards over all shards, journal included (coordinator), 0...1.
     public static let progress = "featstream_progress_ratio"
     /// Gauge: seconds to completion at the current rate, -1 when unknown (coordinator).

@@ -110,6 +110,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case noWork = 0x12
     /// `Message.shutdown`, coordinator → worker or head.
     case shutdown = 0x13
+    /// `Message.probe`, coordinator → worker (3.1).
+    case probe = 0x14
     /// `Message.heartbeat`, any direction, both planes.
     case heartbeat = 0x20
     /// `Message.headHello`, head → coordinator.
@@ -134,6 +136,7 @@ extension Message {
         case .assignment: return .assignment
         case .noWork: return .noWork
         case .shutdown: return .shutdown
+        case .probe: return .probe
         case .heartbeat: return .heartbeat
         case .headHello: return .headHello
         case .shardCommitted: return .shardCommitted
@@ -149,7 +152,7 @@ extension Message {
 /// the same code. Layout (PROTOCOL.md §3):
 ///
 ///     offset 0  "F" "S"          magic
-///            2  u8 major (3)     3  u8 minor (0)
+///            2  u8 major (3)     3  u8 minor (1)
 ///            4  u8 type          5  u8 flags (0)
 ///            6  u32 body length (LE)
 ///           10  body
@@ -159,7 +162,19 @@ public enum FrameCodec {
     public static let majorVersion: UInt8 = 3
     /// Wire minor version this codec writes; frames with a higher minor are accepted and their
     /// unknown trailing body bytes ignored.
-    public static let minorVersion: UInt8 = 0
+    public static let minorVersion: UInt8 = 1
+    /// The `hello` capability that names the sender's protocol version, e.g. `"fswp": "3.1"` (§7): a
+    /// message type newer than 3.0 is sent only to a peer that declared a minor that has it.
+    public static let versionCapability = (key: "fswp", value: "\(majorVersion).\(minorVersion)")
+
+    /// The minor version of our major that `capabilities` (a peer's `hello`) declare; 0 when they
+    /// declare none, or another major.
+    public static func peerMinor(_ capabilities: [String: String]) -> UInt8 {
+        guard let text = capabilities[versionCapability.key] else { return 0 }
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, UInt8(parts[0]) == majorVersion, let minor = UInt8(parts[1]) else { return 0 }
+        return minor
+    }
     /// Bytes before the body.
     public static let headerSize = 10
     /// Bytes after the body.
@@ -196,7 +211,8 @@ public enum FrameCodec {
             w.u32(shardID); w.u32(attempt); w.str(reason)
         case .welcome(let epoch, let headAddress, let heartbeatIntervalMs, let deadAfterBeats, let plan):
             w.u64(epoch); w.str(headAddress); w.u32(heartbeatIntervalMs); w.u32(deadAfterBeats); w.u64(plan)
-        case .assignment(let shardID, let attempt, let leaseMs, let items):
+        case .assignment(let shardID, let attempt, let leaseMs, let items),
+             .probe(let shardID, let attempt, let leaseMs, let items):
             w.u32(shardID); w.u32(attempt); w.u32(leaseMs); w.u32(UInt32(truncatingIfNeeded: items.count))
             for item in items {
                 w.u64(item.index); w.i32(item.label); w.str(item.key)
@@ -241,7 +257,7 @@ public enum FrameCodec {
         case .featureBatch(let b):
             return 46 + b.offsets.count * 16 + b.keys.reduce(0) { $0 + 2 + $1.utf8.count }
                 + b.deadLetters.reduce(0) { $0 + 8 + $1.key.utf8.count + $1.reason.utf8.count } + b.payload.count
-        case .assignment(_, _, _, let items):
+        case .assignment(_, _, _, let items), .probe(_, _, _, let items):
             return 16 + items.reduce(0) { $0 + 29 + $1.key.utf8.count + $1.locatorText.utf8.count }
         case .headHello(_, let committed):
             return 12 + committed.count * 4
@@ -340,7 +356,7 @@ public enum FrameCodec {
             return .welcome(epoch: try r.u64("epoch"), headAddress: try r.str("headAddress"),
                             heartbeatIntervalMs: try r.u32("heartbeatIntervalMs"), deadAfterBeats: try r.u32("deadAfterBeats"),
                             plan: try r.u64("plan"))
-        case .assignment:
+        case .assignment, .probe:
             let shardID = try r.u32("shardID")
             let attempt = try r.u32("attempt")
             let leaseMs = try r.u32("leaseMs")
@@ -362,7 +378,8 @@ public enum FrameCodec {
                 }
                 items.append(ItemRef(index: index, key: key, label: label, locator: locator))
             }
-            return .assignment(shardID: shardID, attempt: attempt, leaseMs: leaseMs, items: items)
+            return type == .probe ? .probe(shardID: shardID, attempt: attempt, leaseMs: leaseMs, items: items)
+                : .assignment(shardID: shardID, attempt: attempt, leaseMs: leaseMs, items: items)
         case .noWork:
             return .noWork(retryAfterMs: try r.u32("retryAfterMs"))
         case .shutdown:

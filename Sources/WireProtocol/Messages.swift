@@ -119,6 +119,11 @@ public struct FeatureBatch: Equatable, Sendable {
 
 /// One message of the protocol.
 public enum Message: Equatable, Sendable {
+    /// The reason category of a `shardFailed` from a worker whose extraction made no progress for its stall
+    /// limit, and which exits to be restarted: the coordinator counts the attempt as lost with its worker,
+    /// towards isolating a poison item (PROTOCOL.md §8.3.7).
+    public static let stalledReasonPrefix = "stalled:"
+
     // MARK: control plane, worker → coordinator
     /// First message of a worker (and again whenever it sees a new coordinator epoch).
     case hello(workerID: String, host: String, pid: UInt32, capabilities: [String: String])
@@ -135,6 +140,10 @@ public enum Message: Equatable, Sendable {
     case welcome(epoch: UInt64, headAddress: String, heartbeatIntervalMs: UInt32, deadAfterBeats: UInt32, plan: UInt64)
     /// A shard lease: the worker owns this attempt until the lease expires or is renewed by heartbeats.
     case assignment(shardID: UInt32, attempt: UInt32, leaseMs: UInt32, items: [ItemRef])
+    /// A lease to *probe* items of a shard suspected of holding a poison item (3.1, PROTOCOL.md §8.3.7):
+    /// the worker extracts `items` as it would an assignment's, sends nothing to the head, and reports
+    /// `shardDone` once it survived them all. Sent only to workers whose hello says `fswp` 3.1 or later.
+    case probe(shardID: UInt32, attempt: UInt32, leaseMs: UInt32, items: [ItemRef])
     /// Nothing to lease right now; ask again after the given delay.
     case noWork(retryAfterMs: UInt32)
     /// The job is over (or the coordinator is stopping): finish and exit.

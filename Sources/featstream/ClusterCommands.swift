@@ -216,6 +216,8 @@ struct Worker: ParsableCommand {
     @Option(help: "FROM=TO: this host sees the coordinator's dataset folder FROM at TO (assignments name the coordinator's paths).")
     var pathMap: String?
     @Option(help: "Serve Prometheus metrics on this port (0: any free port).") var metricsPort: Int?
+    @Option(help: "Seconds the extraction may produce no batch before the worker gives its shard up as stalled and exits to be restarted (a hung input).")
+    var stallAfter = WorkerOptions.defaultStallAfterSeconds
     @OptionGroup var security: SecurityOptions
     @Option(help: "This worker's key in the key folder: workers/NAME.key (default: --name).") var keyName: String?
 
@@ -229,6 +231,7 @@ struct Worker: ParsableCommand {
             options.dtype = try parseDType(dtype)
             options.precision = precision
             options.metricsPort = metricsPort
+            options.stallAfterSeconds = stallAfter
             if let pathMap {
                 guard let map = PathMap(pathMap) else { throw ValidationError("--path-map wants FROM=TO with two absolute paths, not \(pathMap)") }
                 options.pathMap = map
@@ -236,7 +239,13 @@ struct Worker: ParsableCommand {
             (options.controlSecurity, options.dataSecurity) = try security.resolve(role: "worker", endpoints: [coordinator])
                 .worker(keyName: keyName ?? id)
             let service = try WorkerService(options: options)
-            _ = try service.run()
+            do {
+                _ = try service.run()
+            } catch let stalled as WorkerStalled {
+                // A distinct status, so that a supervisor starts a fresh process (`WorkerRestarts`).
+                printError("featstream worker: \(stalled)")
+                throw ExitCode(WorkerRestarts.stalledExitStatus)
+            }
         }
     }
 }

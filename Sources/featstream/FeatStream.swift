@@ -6,7 +6,7 @@ import Foundation
 struct FeatStream: ParsableCommand {
     static func main() {
         // Before any thread exists: oneDNN's OpenMP threads wait passively (see OpenMPWaiting).
-        OpenMPWaiting.passiveUnlessConfigured()
+        OpenMPWaiting.shortSpinUnlessConfigured()
         main(nil)
     }
 

@@ -34,6 +34,8 @@ struct Run: ParsableCommand {
     @Flag(help: "At the end, print one JSON object (ClusterLaunch's RunSummary) instead of the summary lines.") var json = false
     @Flag(help: "Run the roles without CurveZMQ (loopback only; for measuring what encryption costs).") var insecurePlaintext = false
     @OptionGroup var training: HeadTrainingOptions
+    @Option(help: "Seconds a worker's extraction may produce no batch before it gives its shard up as stalled and is restarted (a hung input).")
+    var stallAfter = WorkerOptions.defaultStallAfterSeconds
     @Option(help: "fast (scale JPEG and WebP while decoding) or exact (full decode, as torchvision); overrides the model config's preprocess.resize for the workers and the trained model folder.")
     var resize: ResizeMode?
 
@@ -105,6 +107,7 @@ struct Run: ParsableCommand {
                 worker.dtype = dtype
                 worker.precision = precision?.rawValue
                 worker.metricsPort = try freeLocalPort()
+                worker.stallAfter = stallAfter
                 workerCommands.append(worker)
             }
             try writeRunState(outURL, RunState(coordinator: control, head: dataAddress, encrypted: !insecurePlaintext, publicKeys: serverKeys,
@@ -118,13 +121,21 @@ struct Run: ParsableCommand {
             supervisor.stopOnSignals()
             let coordinatorProcess = try supervisor.spawn(.coordinator(coordinator))
             let headProcess = try supervisor.spawn(.head(head))
-            let workerProcesses = try workerCommands.map { try supervisor.spawn(.worker($0)) }
+            var workerProcesses = try workerCommands.map { try supervisor.spawn(.worker($0)) }
+            var restarts = WorkerRestarts(count: workerProcesses.count)
 
             // The job is over when the coordinator exits; it fails if the head dies, or if the coordinator
-            // has not finished a while after every worker is gone.
+            // has not finished a while after every worker is gone. A worker that crashed or hung comes back.
             var workersGoneAt: Date?
             while coordinatorProcess.isRunning && !supervisor.stopping {
                 if !headProcess.isRunning && headProcess.terminationStatus != 0 { break }
+                for (slot, process) in workerProcesses.enumerated()
+                where !process.isRunning && restarts.due(slot, reason: process.terminationReason, status: process.terminationStatus) {
+                    FileHandle.standardError.write(Data("run: \(names[slot]) died (\(process.terminationReason == .uncaughtSignal ? "signal" : "status") \(process.terminationStatus)); starting it again\n".utf8))
+                    guard let again = try? supervisor.spawn(.worker(workerCommands[slot])) else { break }
+                    workerProcesses[slot] = again
+                    restarts.started(slot)
+                }
                 if workerProcesses.allSatisfy({ !$0.isRunning }) {
                     workersGoneAt = workersGoneAt ?? Date()
                     if Date().timeIntervalSince(workersGoneAt!) > 15 { break }

@@ -216,14 +216,14 @@ final class ClusterHarness {
         if signal == SIGKILL { process.waitUntilExit() }
     }
 
-    /// Starts `featstream run` on the demo's val images with the Lite0 model, `arguments` after those, its
-    /// output in `<directory>/<logName>.log`; the caller ends it.
-    func startRun(_ arguments: [String], logName: String, environment: [String: String] = [:]) throws -> (Process, URL) {
+    /// Starts `featstream run` with the Lite0 model on `dataset` (the demo's val images by default),
+    /// `arguments` after those, its output in `<directory>/<logName>.log`; the caller ends it.
+    func startRun(_ arguments: [String], logName: String, environment: [String: String] = [:],
+                  dataset: [String] = ["--data", ClusterHarness.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path, "--split", "val"])
+        throws -> (Process, URL) {
         let run = Process()
         run.executableURL = productsDirectory.appendingPathComponent("featstream")
-        run.arguments = ["run", "--model", Self.home.appendingPathComponent("models/efficientnet-lite0").path,
-                         "--data", Self.home.appendingPathComponent("data/fashion-mnist-demo/imagefolder").path, "--split", "val"]
-            + arguments
+        run.arguments = ["run", "--model", Self.home.appendingPathComponent("models/efficientnet-lite0").path] + dataset + arguments
         if !environment.isEmpty { run.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let log = directory.appendingPathComponent("\(logName).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)

@@ -244,7 +244,8 @@ final class LeaseTableTests: XCTestCase {
             now += 100
             let worker = "w\(round % 4)"
             switch table.request(worker: worker, now: now) {
-            case let .assign(shardID, attempt, _, _):
+            // Expired leases are losses, so shards get isolated and probed: probes are attempts too.
+            case let .assign(shardID, attempt, _, _), let .probe(shardID, attempt, _, _):
                 XCTAssertFalse(seen.contains(attempt))
                 XCTAssertGreaterThan(attempt, seen.last ?? 0)
                 seen.append(attempt)

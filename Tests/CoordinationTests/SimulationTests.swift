@@ -158,7 +158,8 @@ final class SimulationTests: XCTestCase {
                     if table!.nextAttempt > journal!.attemptsReservedThrough {
                         try journal!.reserveAttempts(through: table!.nextAttempt + 15)
                     }
-                    switch table!.request(worker: worker.id, now: now) {
+                    // Whole attempts only: probes of poison suspects are the cluster simulator's (ClusterSimulation).
+                    switch table!.request(worker: worker.id, now: now, canProbe: false) {
                     case let .assign(shardID, attempt, items, leaseMs):
                         XCTAssertTrue(issuedAttempts.insert(attempt).inserted, "seed \(seed): attempt \(attempt) reused")
                         XCTAssertLessThanOrEqual(attempt, journal!.attemptsReservedThrough)
@@ -170,6 +171,8 @@ final class SimulationTests: XCTestCase {
                         worker.state = .idle(nextRequestAt: now + UInt64(retryAfterMs))
                     case .finished:
                         worker.state = .exited
+                    case .probe:
+                        XCTFail("seed \(seed): a probe for a worker that cannot take one")
                     }
                 }
             }

@@ -54,7 +54,8 @@ final class PropertyTests: XCTestCase {
         case .shardDone: return .shardDone(shardID: u32(&rng), attempt: u32(&rng), items: u32(&rng), deadLetters: u32(&rng))
         case .shardFailed: return .shardFailed(shardID: u32(&rng), attempt: u32(&rng), reason: randomString(&rng, maxLength: 200))
         case .welcome: return .welcome(epoch: u64(&rng), headAddress: randomString(&rng), heartbeatIntervalMs: u32(&rng), deadAfterBeats: u32(&rng), plan: u64(&rng))
-        case .assignment:
+        case .assignment, .probe:
+            let isProbe = Int.random(in: 0...1, using: &rng) == 1
             let items = (0..<Int.random(in: 0...20, using: &rng)).map { _ in
                 let locator: ItemLocator
                 switch Int.random(in: 0...2, using: &rng) {
@@ -65,7 +66,8 @@ final class PropertyTests: XCTestCase {
                 return ItemRef(index: u64(&rng), key: randomString(&rng), label: .random(in: Int32.min...Int32.max, using: &rng),
                                locator: locator)
             }
-            return .assignment(shardID: u32(&rng), attempt: u32(&rng), leaseMs: u32(&rng), items: items)
+            return isProbe ? .probe(shardID: u32(&rng), attempt: u32(&rng), leaseMs: u32(&rng), items: items)
+                : .assignment(shardID: u32(&rng), attempt: u32(&rng), leaseMs: u32(&rng), items: items)
         case .noWork: return .noWork(retryAfterMs: u32(&rng))
         case .shutdown: return .shutdown(reason: randomString(&rng))
         case .heartbeat: return .heartbeat(epoch: u64(&rng), sequence: u64(&rng))

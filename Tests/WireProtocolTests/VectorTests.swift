@@ -27,6 +27,9 @@ final class VectorTests: XCTestCase {
                     locator: .rejected(reason: "manifest line 17: no path")),
         ]),
         "assignment_empty": .assignment(shardID: 0, attempt: 0, leaseMs: 0, items: []),
+        "probe": .probe(shardID: 7, attempt: 9, leaseMs: 30_000, items: [
+            ItemRef(index: 1, key: "train/dog/0002.jpg", label: 5, locator: .file(path: "/data/train/dog/0002.jpg")),
+        ]),
         "no_work": .noWork(retryAfterMs: 500),
         "shutdown": .shutdown(reason: "job complete"),
         "heartbeat": .heartbeat(epoch: 0x0123_4567_89AB_CDEF, sequence: 42),
