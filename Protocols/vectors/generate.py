@@ -262,7 +262,7 @@ INVALID = {
     "invalid_bad_magic": ("badMagic", "heartbeat.hex with magic \"FX\" (CRC recomputed)",
                           b"FX" + frame(T["heartbeat"], HEARTBEAT_BODY)[2:-4] + u32(crc32c(b"FX" + _hb[2:-4]))),
     "invalid_bad_version": ("unsupportedVersion(major: 2, minor: 0)", "heartbeat with major version 2 (before assignments carried locators, 3.0)",
-                            frame(T["heartbeat"], HEARTBEAT_BODY, major=2)),
+                            frame(T["heartbeat"], HEARTBEAT_BODY, major=2, minor=0)),
     "invalid_locator_kind": ("malformed", "assignment whose one item has locator kind 3",
                              frame(T["assignment"], u32(1) + u32(1) + u32(1) + u32(1) + u64(0) + i32(-1) + s("a.jpg") + u8(3) + s("x"))),
     "invalid_unknown_type": ("unknownType(0x7f)", "type 0x7F, valid CRC, 4-byte body", frame(0x7F, u32(1))),

@@ -26,6 +26,10 @@ public enum OpenMPWaiting {
         let environment = ProcessInfo.processInfo.environment
         guard environment["OMP_WAIT_POLICY"] == nil, environment["GOMP_SPINCOUNT"] == nil else { return }
         setenv("GOMP_SPINCOUNT", String(spinCount), 1)
-        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // Through the binary's own path, not /proc/self/exe: the kernel names a process after the file it
+        // executes, and `ps`, `pgrep featstream` and systemd should see "featstream", not "exe".
+        var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = readlink("/proc/self/exe", &path, Int(PATH_MAX))
+        execv(length > 0 ? path : Array("/proc/self/exe".utf8CString), CommandLine.unsafeArgv)
     }
 }

@@ -139,7 +139,7 @@ public final class Launcher: @unchecked Sendable {
                 break
             }
         }
-        if failure == nil { failure = watch(running) }
+        if failure == nil { failure = watch(&running) }
         let completed = failure == nil
         teardown(running)
         let outcomes = running.map(\.outcome) + roles.dropFirst(running.count).map {
@@ -199,25 +199,33 @@ public final class Launcher: @unchecked Sendable {
         return nil
     }
 
-    /// Waits for the job; returns nil when it completed, else why it did not.
-    private func watch(_ running: [RunningRole]) -> String? {
+    /// Waits for the job; returns nil when it completed, else why it did not. A worker that fails after the
+    /// start-up window (a poison item crashed or hung it, PROTOCOL.md §8.3.7) is started again, with backoff;
+    /// `running` then holds its new session.
+    private func watch(_ running: inout [RunningRole]) -> String? {
         let startedAt = Date()
         let coordinator = running[0], head = running[1]
-        let workers = Array(running.dropFirst(2))
-        var reportedWorkers = Set<String>()
+        var restarts = WorkerRestarts(count: running.count)
         var workersGoneAt: Date?
         while true {
             if let signal = interrupted() { return "interrupted by signal \(signal)" }
             let inStartup = Date().timeIntervalSince(startedAt) < Double(definition.job.startupSeconds)
-            for role in running {
+            for (slot, role) in running.enumerated() {
                 guard let status = role.exitStatus, status != 0 else { continue }
                 if inStartup { return "\(role.role.label) on \(role.role.host) failed to start (\(describe(status)))" }
                 if role === coordinator || role === head { return "\(role.role.label) on \(role.role.host) exited (\(describe(status)))" }
-                if !reportedWorkers.contains(role.role.label) {
-                    reportedWorkers.insert(role.role.label)
-                    say("\(role.role.label) on \(role.role.host) exited (\(describe(status))); the others take over its shards")
+                guard restarts.due(slot, restartable: true) else { continue }
+                say("\(role.role.label) on \(role.role.host) exited (\(describe(status))); starting it again")
+                let again = RunningRole(role: role.role, launcher: self)
+                do {
+                    try again.start()
+                    running[slot] = again
+                    restarts.started(slot)
+                } catch {
+                    return "cannot start ssh again for \(role.role.label) on \(role.role.host): \(error)"
                 }
             }
+            let workers = running.dropFirst(2)
             if let status = coordinator.exitStatus, status == 0 {
                 say("the coordinator finished; waiting up to \(definition.job.finishSeconds) s for the head and workers")
                 let deadline = Date().addingTimeInterval(Double(definition.job.finishSeconds))

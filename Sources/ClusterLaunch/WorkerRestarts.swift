@@ -3,9 +3,11 @@ import Foundation
 /// When a supervisor starts a worker again after its process died: a poison item kills (or hangs) the worker
 /// that decodes it, and the coordinator can only isolate the item (PROTOCOL.md §8.3.7) if workers come back.
 ///
-/// A worker that died by a signal (a crash, the OOM killer) or exited with `stalledExitStatus` (its
-/// extraction hung on an input) is started again; one that exited by itself with any other status (done, a
-/// bad flag, a model it cannot load) is not, since a fresh process would fail the same way. Restarts back
+/// Locally (`featstream run`), a worker that died by a signal (a crash, the OOM killer) or exited with
+/// `stalledExitStatus` (its extraction hung on an input) is started again; one that exited by itself with
+/// any other status (done, a bad flag, a model it cannot load) is not, since a fresh process would fail the
+/// same way. Over SSH (`featstream launch`) a signal death reaches the launcher only as a failure status,
+/// so any failure after the start-up window counts (failures within it stop the launch). Restarts back
 /// off from 0.25 s, doubling to 8 s, so a crash loop cannot spin; a process that lived a minute starts the
 /// backoff again.
 public struct WorkerRestarts: Sendable {
@@ -25,15 +27,21 @@ public struct WorkerRestarts: Sendable {
         diedAt = Array(repeating: nil, count: count)
     }
 
-    /// Whether a process that ended this way should be started again.
+    /// Whether a local process that ended this way should be started again.
     public static func restartable(reason: Process.TerminationReason, status: Int32) -> Bool {
         reason == .uncaughtSignal || status == stalledExitStatus
     }
 
-    /// Call while worker `slot`'s process is not running: true when it should be started again now (then
-    /// call `started`). False while backing off, and always for a process that must not come back.
+    /// Call while worker `slot`'s local process is not running: true when it should be started again now
+    /// (then call `started`). False while backing off, and always for a process that must not come back.
     public mutating func due(_ slot: Int, reason: Process.TerminationReason, status: Int32, now: Date = Date()) -> Bool {
-        guard Self.restartable(reason: reason, status: status) else { return false }
+        due(slot, restartable: Self.restartable(reason: reason, status: status), now: now)
+    }
+
+    /// Call while worker `slot` is not running: true when it should be started again now (then call
+    /// `started`); `restartable` says whether the way it ended allows that at all.
+    public mutating func due(_ slot: Int, restartable: Bool, now: Date = Date()) -> Bool {
+        guard restartable else { return false }
         if diedAt[slot] == nil {
             diedAt[slot] = now
             deaths[slot] = now.timeIntervalSince(startedAt[slot]) >= 60 ? 1 : deaths[slot] + 1

@@ -166,7 +166,12 @@ public final class CoordinatorService {
                 }
             }
             let now = nowMs()
-            if perform(session.tick(now: now)) { return socket.counters }
+            let ticked: [CoordinatorOutput]
+            do { ticked = try session.tick(now: now) } catch {
+                log.event("cannot write the journal: \(error); stopping")
+                throw error
+            }
+            if perform(ticked) { return socket.counters }
             if now - lastMetricsAt >= options.heartbeatMs {
                 lastMetricsAt = now
                 publishWorkerMetrics(now: now)
@@ -222,8 +227,8 @@ public final class CoordinatorService {
             log.event("all \(shardCount) shards committed; telling every peer to shut down")
         case let .suspected(shardID, offsets):
             log.event("shard \(shardID): attempts keep dying with their workers; probing offsets \(offsets.lowerBound)..<\(offsets.upperBound) for a poison item")
-        case let .poisoned(shardID, offset, key, reason):
-            log.event("shard \(shardID): item \(offset) (\(key)) is poison (\(reason)); it is stored as a dead letter")
+        case let .poisoned(verdict, key):
+            log.event("shard \(verdict.shardID): item \(verdict.offset) (\(key)) is poison (\(verdict.reason)); it is stored as a dead letter")
             metrics.counter(MetricName.poisonItems).increment()
         case .cleared(let shardID):
             log.event("shard \(shardID): its single suspect came through a probe; the losses were not an item's doing")

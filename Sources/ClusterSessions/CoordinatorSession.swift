@@ -12,6 +12,10 @@ public protocol CommitJournal: AnyObject {
     func append(shardID: UInt32, attempt: UInt32) throws
     /// Durably reserves attempt numbers up to `through`.
     func reserveAttempts(through: UInt32) throws
+    /// Poison items found by earlier incarnations.
+    var poisonVerdicts: [PoisonVerdict] { get }
+    /// Records a poison verdict (durably where the journal's format allows it).
+    func append(_ verdict: PoisonVerdict) throws
 }
 
 extension CoordinatorJournal: CommitJournal {}
@@ -98,7 +102,7 @@ public final class CoordinatorSession {
         self.planFingerprint = plan.fingerprint
         // Attempt numbers never repeat across restarts, so a head never mixes two incarnations' attempts.
         table = LeaseTable(plan: plan, settings: settings.lease, committed: journal.committed,
-                           firstAttempt: journal.attemptsReservedThrough + 1)
+                           firstAttempt: journal.attemptsReservedThrough + 1, poisoned: journal.poisonVerdicts)
     }
 
     /// Worker identities tracked (never more than `maxWorkers`).
@@ -184,8 +188,11 @@ public final class CoordinatorSession {
     }
 
     /// Advances time: lease expiries and dead workers, heartbeats, and the shutdown once the job is complete.
-    public func tick(now: UInt64) -> [CoordinatorOutput] {
-        var outputs = table.tick(now: now).map(CoordinatorOutput.event)
+    /// Poison verdicts are journaled here; throws when the journal fails (the process must stop and replay).
+    public func tick(now: UInt64) throws -> [CoordinatorOutput] {
+        let events = table.tick(now: now)
+        for case let .poisoned(verdict, _) in events { try journal.append(verdict) }
+        var outputs = events.map(CoordinatorOutput.event)
         // Long dead: forget the identity too, so identities cannot pile up.
         workers = workers.filter { now < $0.value.lastSeen || now - $0.value.lastSeen < 4 * settings.lease.workerDeadAfterMs }
         guard lastBeatAt.map({ now < $0 || now - $0 >= settings.heartbeatMs }) ?? true else { return outputs }

@@ -333,7 +333,10 @@ public final class ClusterSimulator {
     private func tick(_ node: Node) throws {
         switch node {
         case .coordinator:
-            let outputs = coordinator!.tick(now: now)
+            let outputs: [CoordinatorOutput]
+            do { outputs = try coordinator!.tick(now: now) } catch {
+                throw violation("the coordinator's journal failed: \(error)")
+            }
             try perform(outputs)
         case .head:
             let outputs = head!.session.tick(now: now)

@@ -33,8 +33,8 @@ public enum JournalError: Error, Equatable, CustomStringConvertible {
             return "coordinator journal \(path) belongs to a different shard plan (\(detail)); the dataset or "
                 + "shard size changed since it was written: restore them, or use a new journal path"
         case let .unsupportedVersion(path, version):
-            return "coordinator journal \(path) has format version \(version); this build reads version "
-                + "\(CoordinatorJournal.formatVersion) (Protocols/JOURNAL.md): finish that job with the build that "
+            return "coordinator journal \(path) has format version \(version); this build reads versions "
+                + "\(CoordinatorJournal.readableVersions.lowerBound) and \(CoordinatorJournal.formatVersion) (Protocols/JOURNAL.md): finish that job with the build that "
                 + "started it, or move the journal aside to start the job over (every shard will be processed again)"
         case let .inUse(path, pid):
             return "coordinator journal \(path) is locked by " + (pid.map { "process \($0)" } ?? "another process")
@@ -51,17 +51,22 @@ public enum JournalError: Error, Equatable, CustomStringConvertible {
 ///
 /// Layout (Protocols/JOURNAL.md): records of `[UInt32 LE payload length][UInt32 LE CRC-32C of length and
 /// payload][payload]`; the first payload is the header (format version, plan fingerprint, shard count,
-/// shard size), the rest are commits (shard id, attempt) and attempt reservations. Only a torn final
+/// shard size), the rest are commits (shard id, attempt), attempt reservations and (version 3) poison
+/// verdicts. Only a torn final
 /// record (an interrupted append) is tolerated: it is truncated away on open. The file is locked while open.
 public final class CoordinatorJournal {
-    /// The on-disk format this build writes and reads. Version 1 checksummed records with CRC-32
-    /// (zlib); version 2 uses CRC-32C, the checksum of frames and store records.
-    public static let formatVersion: UInt32 = 2
+    /// The on-disk format this build writes. Version 1 checksummed records with CRC-32 (zlib); version 2
+    /// uses CRC-32C, the checksum of frames and store records; version 3 adds poison verdicts.
+    public static let formatVersion: UInt32 = 3
+    /// The versions this build reads. A version-2 journal is resumed as version 2: its verdicts are not
+    /// journaled (a build that reads only version 2 would take them for damage).
+    public static let readableVersions: ClosedRange<UInt32> = 2...3
 
     private enum Kind: UInt8 {
         case header = 1
         case committed = 2
         case attemptsReserved = 3
+        case poisoned = 4
     }
 
     private struct PlanIdentity {
@@ -88,6 +93,11 @@ public final class CoordinatorJournal {
     public private(set) var attemptsReservedThrough: UInt32
     /// Bytes of a torn final record that `open` truncated away (0 when the file ended cleanly).
     public let discardedTailBytes: Int
+    /// The file's format version (a resumed version-2 journal stays version 2).
+    public let version: UInt32
+    /// Poison items found, as replayed plus appended since, first verdict per item; a restarted coordinator
+    /// passes them to `LeaseTable(poisoned:)` instead of finding them again.
+    public private(set) var poisonVerdicts: [PoisonVerdict]
 
     private var file: DurableFile?
     private var endOffset: Int
@@ -99,8 +109,11 @@ public final class CoordinatorJournal {
     public private(set) var committed: Set<UInt32>
 
     private init(path: String, file: DurableFile, endOffset: Int, committedAttempts: [UInt32: UInt32],
-                 attemptsReservedThrough: UInt32, discardedTailBytes: Int, shardCount: Int) {
+                 attemptsReservedThrough: UInt32, discardedTailBytes: Int, shardCount: Int, version: UInt32,
+                 poisonVerdicts: [PoisonVerdict]) {
         self.path = path
+        self.version = version
+        self.poisonVerdicts = poisonVerdicts
         self.file = file
         self.endOffset = endOffset
         self.committedAttempts = committedAttempts
@@ -152,7 +165,8 @@ public final class CoordinatorJournal {
             return CoordinatorJournal(path: path, file: file, endOffset: endOffset, committedAttempts: replay.committed,
                                       attemptsReservedThrough: replay.reservedThrough,
                                       discardedTailBytes: bytes.count - replay.validLength,
-                                      shardCount: plan.shardCount)
+                                      shardCount: plan.shardCount, version: replay.version ?? formatVersion,
+                                      poisonVerdicts: replay.poisoned)
         } catch let error as DurableFileError {
             throw JournalError(error, journal: path)
         }
@@ -177,6 +191,20 @@ public final class CoordinatorJournal {
         payload.appendLE(through)
         try appendRecord(payload)
         attemptsReservedThrough = through
+    }
+
+    /// Durably records a poison verdict (version 3; a no-op on a resumed version-2 journal, whose
+    /// coordinator would find the item again after a restart). A second verdict for an item is ignored.
+    public func append(_ verdict: PoisonVerdict) throws {
+        precondition(Int(verdict.shardID) < shardCount, "shard \(verdict.shardID) is outside the plan")
+        guard version >= 3, !poisonVerdicts.contains(where: { $0.shardID == verdict.shardID && $0.offset == verdict.offset })
+        else { return }
+        var payload: [UInt8] = [Kind.poisoned.rawValue]
+        payload.appendLE(verdict.shardID)
+        payload.appendLE(verdict.offset)
+        payload.appendLE(verdict.losses)
+        try appendRecord(payload)
+        poisonVerdicts.append(verdict)
     }
 
     /// Releases the file and its lock; later appends throw. Safe to call more than once.
@@ -232,6 +260,8 @@ public final class CoordinatorJournal {
 
     private struct Replay {
         var hasHeader = false
+        var version: UInt32?
+        var poisoned: [PoisonVerdict] = []
         var committed: [UInt32: UInt32] = [:]
         var reservedThrough: UInt32 = 0
         /// Bytes up to the end of the last intact record.
@@ -245,7 +275,7 @@ public final class CoordinatorJournal {
         if bytes.count >= versionEnd, bytes[headerKindOffset] == Kind.header.rawValue,
            Array(bytes[headerKindOffset + 1..<headerVersionOffset]) == magic {
             let version = bytes.readLE(UInt32.self, at: headerVersionOffset)
-            guard version == formatVersion else { throw JournalError.unsupportedVersion(path: path, version: version) }
+            guard readableVersions.contains(version) else { throw JournalError.unsupportedVersion(path: path, version: version) }
         }
         var offset = 0
         while offset < bytes.count {
@@ -289,7 +319,8 @@ public final class CoordinatorJournal {
                 throw corrupt("not a FeatureStream coordinator journal")
             }
             let version = payload.readLE(UInt32.self, at: 5)
-            guard version == formatVersion else { throw JournalError.unsupportedVersion(path: path, version: version) }
+            guard readableVersions.contains(version) else { throw JournalError.unsupportedVersion(path: path, version: version) }
+            replay.version = version
             let fingerprint = payload.readLE(UInt64.self, at: 9)
             let shardCount = payload.readLE(UInt32.self, at: 17)
             let shardSize = payload.readLE(UInt32.self, at: 21)
@@ -310,6 +341,15 @@ public final class CoordinatorJournal {
         case .attemptsReserved:
             guard payload.count == 5 else { throw corrupt("reservation record of \(payload.count) bytes") }
             replay.reservedThrough = max(replay.reservedThrough, payload.readLE(UInt32.self, at: 1))
+        case .poisoned:
+            guard (replay.version ?? 0) >= 3 else { throw corrupt("poison verdict in a version-\(replay.version ?? 0) journal") }
+            guard payload.count == 13 else { throw corrupt("poison verdict record of \(payload.count) bytes") }
+            let verdict = PoisonVerdict(shardID: payload.readLE(UInt32.self, at: 1), offset: payload.readLE(UInt32.self, at: 5),
+                                        losses: payload.readLE(UInt32.self, at: 9))
+            guard Int(verdict.shardID) < plan.shardCount else { throw corrupt("poison verdict for shard \(verdict.shardID) outside the plan") }
+            if !replay.poisoned.contains(where: { $0.shardID == verdict.shardID && $0.offset == verdict.offset }) {
+                replay.poisoned.append(verdict)
+            }
         }
     }
 

@@ -36,6 +36,28 @@ public struct LeaseSettings: Equatable, Sendable {
     }
 }
 
+/// An item found to kill or hang every worker that decodes it (PROTOCOL.md §8.3.7): its shard's later
+/// assignments carry it as rejected with `reason`. The coordinator journals verdicts, so a restarted one
+/// does not find them again.
+public struct PoisonVerdict: Equatable, Hashable, Sendable {
+    /// The shard holding the item.
+    public var shardID: UInt32
+    /// The item's offset in the shard.
+    public var offset: UInt32
+    /// Probes of the item alone that were lost with their worker.
+    public var losses: UInt32
+
+    /// A verdict with the given fields, stored as given.
+    public init(shardID: UInt32, offset: UInt32, losses: UInt32) {
+        self.shardID = shardID
+        self.offset = offset
+        self.losses = losses
+    }
+
+    /// The dead letter's reason, e.g. `poison: worker lost 3 times while decoding`.
+    public var reason: String { "poison: worker lost \(losses) times while decoding" }
+}
+
 /// The answer to a worker's shard request.
 public enum LeaseDecision: Equatable, Sendable {
     /// The worker now owns this attempt of the shard until the lease lapses (heartbeats renew it).
@@ -97,9 +119,10 @@ public enum LeaseEvent: Equatable, Sendable {
     /// The shard's attempts were lost `lossLimit` times, or a probe narrowed the search: a poison item is
     /// suspected among these offsets, and the shard is leased only as probes until it is found.
     case suspected(shardID: UInt32, offsets: Range<Int>)
-    /// The item at `offset` was lost with its worker `lossLimit` times when probed alone: from now on the
-    /// shard's assignments carry it as rejected with `reason`, so it is stored as a dead letter.
-    case poisoned(shardID: UInt32, offset: Int, key: String, reason: String)
+    /// The item at `verdict.offset` (key `key`) was lost with its worker `lossLimit` times when probed
+    /// alone: from now on the shard's assignments carry it as rejected with `verdict.reason`, so it is
+    /// stored as a dead letter. The coordinator journals the verdict.
+    case poisoned(PoisonVerdict, key: String)
     /// A probe of a single suspect came back: the losses were not an item's doing; the shard is leased
     /// whole again.
     case cleared(shardID: UInt32)
@@ -232,8 +255,8 @@ public struct LeaseTable: Sendable {
     private var queuedEvents: [LeaseEvent] = []
     /// Only shards that lost attempts have an entry, so memory does not grow with the plan.
     private var suspicion: [UInt32: Suspicion] = [:]
-    /// Poison items found, by shard and offset, with the reason their dead letter gives.
-    private var poisoned: [UInt32: [Int: String]] = [:]
+    /// Poison items found, by shard and offset.
+    private var poisoned: [UInt32: [Int: PoisonVerdict]] = [:]
     /// Poison items found so far.
     public private(set) var poisonedCount = 0
 
@@ -248,8 +271,10 @@ public struct LeaseTable: Sendable {
     /// A table over the shards of `plan`. Shards in `committed` (replayed from the journal) are never
     /// leased. `firstAttempt` is the first attempt number handed out; a restarted coordinator passes one
     /// above every attempt its previous incarnation may have issued (see `CoordinatorJournal.attemptsReservedThrough`), so a head never
-    /// confuses a new attempt with a stale one.
-    public init(plan: any ShardSource, settings: LeaseSettings, committed: Set<UInt32> = [], firstAttempt: UInt32 = 1) {
+    /// confuses a new attempt with a stale one. `poisoned` (replayed too) are rejected in every assignment;
+    /// verdicts outside the plan are ignored.
+    public init(plan: any ShardSource, settings: LeaseSettings, committed: Set<UInt32> = [], firstAttempt: UInt32 = 1,
+                poisoned: [PoisonVerdict] = []) {
         self.settings = settings
         self.plan = plan
         self.shardCount = plan.shardCount
@@ -257,6 +282,11 @@ public struct LeaseTable: Sendable {
         self.committedAttempt = Array(repeating: nil, count: shardCount)
         self.isPending = Array(repeating: false, count: shardCount)
         self.nextAttempt = max(firstAttempt, 1)
+        for verdict in poisoned where Int(verdict.shardID) < shardCount && !committed.contains(verdict.shardID)
+            && Int(verdict.offset) < plan.itemCount(of: verdict.shardID) && self.poisoned[verdict.shardID]?[Int(verdict.offset)] == nil {
+            self.poisoned[verdict.shardID, default: [:]][Int(verdict.offset)] = verdict
+            poisonedCount += 1
+        }
         for id in 0..<UInt32(shardCount) {
             if committed.contains(id) {
                 committedAttempt[Int(id)] = .some(nil)
@@ -481,7 +511,7 @@ public struct LeaseTable: Sendable {
     /// The shard's items, poison items found so far rejected with their reason.
     private func itemsWithVerdicts(_ shardID: UInt32) -> [ItemRef] {
         var items = plan.items(of: shardID)
-        for (offset, reason) in poisoned[shardID] ?? [:] { items[offset].locator = .rejected(reason: reason) }
+        for (offset, verdict) in poisoned[shardID] ?? [:] { items[offset].locator = .rejected(reason: verdict.reason) }
         return items
     }
 
@@ -537,11 +567,11 @@ public struct LeaseTable: Sendable {
         suspicion[shardID] = state
         guard probe.count == 1, state.singleLosses >= settings.lossLimit else { return }
         let offset = probe.lowerBound
-        let reason = "poison: worker lost \(state.singleLosses) times while decoding"
-        poisoned[shardID, default: [:]][offset] = reason
+        let verdict = PoisonVerdict(shardID: shardID, offset: UInt32(offset), losses: UInt32(state.singleLosses))
+        poisoned[shardID, default: [:]][offset] = verdict
         poisonedCount += 1
         suspicion[shardID] = nil
-        queuedEvents.append(.poisoned(shardID: shardID, offset: offset, key: plan.items(of: shardID)[offset].key, reason: reason))
+        queuedEvents.append(.poisoned(verdict, key: plan.items(of: shardID)[offset].key))
     }
 
     /// A probe came back: the probed offsets are innocent.

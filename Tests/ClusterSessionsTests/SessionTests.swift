@@ -172,11 +172,13 @@ final class CoordinatorSessionTests: XCTestCase {
         var appends: [UInt32] = []
         func append(shardID: UInt32, attempt: UInt32) throws { appends.append(shardID); committed.insert(shardID) }
         func reserveAttempts(through: UInt32) throws { attemptsReservedThrough = through }
+        var poisonVerdicts: [PoisonVerdict] = []
+        func append(_ verdict: PoisonVerdict) throws { poisonVerdicts.append(verdict) }
     }
 
-    func makeSession(journal: MemoryJournal) -> CoordinatorSession {
+    func makeSession(journal: MemoryJournal, lease: LeaseSettings = LeaseSettings()) -> CoordinatorSession {
         let shards = (0..<3).map { Shard(id: UInt32($0), items: [ItemRef(index: UInt64($0), key: "k\($0)", label: 0, locator: .file(path: "/d/k\($0)"))]) }
-        let settings = CoordinatorSessionSettings(lease: LeaseSettings(), heartbeatMs: 100, deadAfterBeats: 5, headAddress: "tcp://head")
+        let settings = CoordinatorSessionSettings(lease: lease, heartbeatMs: 100, deadAfterBeats: 5, headAddress: "tcp://head")
         return CoordinatorSession(epoch: 11, plan: ShardPlan(shards: shards), settings: settings, journal: journal)
     }
 
@@ -213,8 +215,37 @@ final class CoordinatorSessionTests: XCTestCase {
         _ = try coordinator.receive(.shardRequest(workerID: "w0"), from: [1], now: 1)
         // The assignment was lost; the worker asks again. Its heartbeats must not keep shard 0 leased for ever.
         _ = try coordinator.receive(.shardRequest(workerID: "w0"), from: [1], now: 2)
-        let events = coordinator.tick(now: 3)
+        let events = try coordinator.tick(now: 3)
         XCTAssertTrue(events.contains(.event(.reassigned(shardID: 0, attempt: 1, worker: "w0", reason: .abandoned))), "\(events)")
         XCTAssertEqual(coordinator.table.progress.pending, 2, "shard 0 is pending again beside shard 2")
+    }
+
+    /// §8.3.7: probes go only to workers whose hello declares FSWP 3.1; a verdict is journaled, and a
+    /// restarted coordinator's assignments carry the item as rejected without finding it again.
+    func testAPoisonVerdictIsJournaledAndSurvivesARestart() throws {
+        let journal = MemoryJournal()
+        let coordinator = makeSession(journal: journal, lease: LeaseSettings(lossLimit: 1))
+        let current = [FrameCodec.versionCapability.key: FrameCodec.versionCapability.value]
+        _ = try coordinator.receive(.hello(workerID: "old", host: "h", pid: 1, capabilities: [:]), from: [9], now: 0)
+        _ = try coordinator.receive(.hello(workerID: "w0", host: "h", pid: 1, capabilities: current), from: [1], now: 0)
+        _ = try coordinator.receive(.shardRequest(workerID: "w0"), from: [1], now: 1)
+        // The worker dies on shard 0 and comes back: one loss isolates it (lossLimit 1).
+        _ = try coordinator.receive(.hello(workerID: "w0", host: "h", pid: 2, capabilities: current), from: [1], now: 2)
+        _ = try coordinator.tick(now: 3)
+        guard case .send(_, .assignment(0, _, _, _))? = try coordinator.receive(.shardRequest(workerID: "old"), from: [9], now: 4).last
+        else { return XCTFail("a 3.0 worker gets the whole shard, never a probe") }
+        _ = try coordinator.receive(.shardFailed(shardID: 0, attempt: coordinator.table.nextAttempt - 1, reason: "draining: SIGTERM"), from: [9], now: 5)
+        guard case .send(_, .probe(0, _, _, let probed))? = try coordinator.receive(.shardRequest(workerID: "w0"), from: [1], now: 6).last
+        else { return XCTFail("the 3.1 worker gets a probe") }
+        XCTAssertEqual(probed.map(\.key), ["k0"])
+        _ = try coordinator.receive(.hello(workerID: "w0", host: "h", pid: 3, capabilities: current), from: [1], now: 7)
+        _ = try coordinator.tick(now: 8)
+        XCTAssertEqual(journal.poisonVerdicts, [PoisonVerdict(shardID: 0, offset: 0, losses: 1)])
+
+        let restarted = makeSession(journal: journal)
+        _ = try restarted.receive(.hello(workerID: "w0", host: "h", pid: 4, capabilities: current), from: [1], now: 0)
+        guard case .send(_, .assignment(0, _, _, let items))? = try restarted.receive(.shardRequest(workerID: "w0"), from: [1], now: 1).last
+        else { return XCTFail("shard 0 goes out whole") }
+        XCTAssertEqual(items.first?.locator, .rejected(reason: "poison: worker lost 1 times while decoding"))
     }
 }

@@ -20,7 +20,7 @@ final class ClusterSimulationTests: XCTestCase {
         XCTAssertEqual(failures, [], failures.joined(separator: "\n"))
         // The seeds must actually have exercised every kind of fault.
         for kind in ["crash coordinator", "crash head", "crash worker", "dropped message", "duplicated message", "partition",
-                     "disk full", "fsync failure", "torn store tail"] {
+                     "disk full", "fsync failure", "torn store tail", "poison crash", "poison hang", "stalled worker restarted"] {
             XCTAssertGreaterThan(faults[kind, default: 0], 0, "no seed injected '\(kind)'")
         }
     }

@@ -46,14 +46,16 @@ final class CoordinatorJournalTests: XCTestCase {
     }
 
     /// Protocols/JOURNAL.md §5: the vector replays as documented, and the same appends write it byte for byte.
-    func testVersion2VectorDecodesAndReencodes() throws {
-        let bytes = try vector("journal_v2_plan_commits_reservation")
+    func testVersion3VectorDecodesAndReencodes() throws {
+        let bytes = try vector("journal_v3_plan_commits_reservation_poison")
         try writeFile(bytes)
         do {
             let journal = try CoordinatorJournal.open(path: path, fingerprint: 0x0123_4567_89AB_CDEF, shardCount: 10, shardSize: 4)
+            XCTAssertEqual(journal.version, 3)
             XCTAssertEqual(journal.committedAttempts, [0: 9, 3: 5])
             XCTAssertEqual(journal.committed, [0, 3])
             XCTAssertEqual(journal.attemptsReservedThrough, 64)
+            XCTAssertEqual(journal.poisonVerdicts, [PoisonVerdict(shardID: 6, offset: 2, losses: 3)])
             XCTAssertEqual(journal.discardedTailBytes, 0)
         }
         XCTAssertEqual(try fileBytes(), bytes, "opening an intact journal changes nothing")
@@ -63,10 +65,39 @@ final class CoordinatorJournalTests: XCTestCase {
             let journal = try CoordinatorJournal.open(path: path, fingerprint: 0x0123_4567_89AB_CDEF, shardCount: 10, shardSize: 4)
             try journal.reserveAttempts(through: 64)
             try journal.append(shardID: 3, attempt: 5)
+            try journal.append(PoisonVerdict(shardID: 6, offset: 2, losses: 3))
             try journal.append(shardID: 0, attempt: 9)
             try journal.append(shardID: 3, attempt: 7)
         }
-        XCTAssertEqual(try fileBytes(), bytes)
+        // The vector's second verdict for the same item is one a writer never appends.
+        let second = try vector("journal_v3_plan_commits_reservation_poison")
+        XCTAssertEqual(try fileBytes(), Array(second.prefix(second.count - 21)))
+    }
+
+    /// A version-2 journal (written before poison verdicts) is still read and resumed as version 2: its
+    /// commits go on being appended, verdicts are not (a version-2 reader would take them for damage).
+    func testVersion2JournalIsResumedAsVersion2() throws {
+        let bytes = try vector("journal_v2_plan_commits_reservation")
+        try writeFile(bytes)
+        let journal = try CoordinatorJournal.open(path: path, fingerprint: 0x0123_4567_89AB_CDEF, shardCount: 10, shardSize: 4)
+        XCTAssertEqual(journal.version, 2)
+        XCTAssertEqual(journal.committedAttempts, [0: 9, 3: 5])
+        XCTAssertEqual(journal.attemptsReservedThrough, 64)
+        try journal.append(PoisonVerdict(shardID: 6, offset: 2, losses: 3))
+        XCTAssertEqual(try fileBytes(), bytes, "no verdict in a version-2 journal")
+        try journal.append(shardID: 7, attempt: 70)
+        XCTAssertEqual(try fileBytes().count, bytes.count + 17)
+    }
+
+    /// A poison verdict inside a version-2 journal is damage, refused naming the record's offset.
+    func testAPoisonVerdictInAVersion2JournalIsDamage() throws {
+        let bytes = try vector("journal_v2_poison_is_damage")
+        try writeFile(bytes)
+        XCTAssertThrowsError(try CoordinatorJournal.open(path: path, fingerprint: 0x0123_4567_89AB_CDEF, shardCount: 10, shardSize: 4)) { error in
+            guard case let .corrupt(_, offset, _)? = error as? JournalError else { return XCTFail("\(error)") }
+            XCTAssertEqual(offset, 50)
+        }
+        XCTAssertEqual(try fileBytes(), bytes, "a refused journal is left untouched")
     }
 
     /// A version-1 journal (CRC-32 records) gets an error naming the file, both versions and what to do.
@@ -76,7 +107,7 @@ final class CoordinatorJournalTests: XCTestCase {
         XCTAssertThrowsError(try CoordinatorJournal.open(path: path, fingerprint: 0x0123_4567_89AB_CDEF, shardCount: 10, shardSize: 4)) { error in
             XCTAssertEqual(error as? JournalError, .unsupportedVersion(path: path, version: 1))
             let text = "\(error)"
-            for part in [path, "format version 1", "reads version 2", "move the journal aside"] {
+            for part in [path, "format version 1", "reads versions 2 and 3", "move the journal aside"] {
                 XCTAssertTrue(text.contains(part), "\(text) lacks \(part)")
             }
         }

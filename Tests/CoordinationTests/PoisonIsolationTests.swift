@@ -83,8 +83,8 @@ final class PoisonIsolationTests: XCTestCase {
             XCTAssertEqual(run.probes.count, poisonIndex % 2 == 0 ? 5 : 6, "poison at \(poisonIndex): probes \(run.probes)")
             XCTAssertEqual(run.probes.suffix(3), [[poisonIndex], [poisonIndex], [poisonIndex]])
             XCTAssertEqual(run.losses, 3 + run.probes.filter { $0.contains(poisonIndex) }.count)
-            XCTAssertTrue(run.events.contains(.poisoned(shardID: 0, offset: Int(poisonIndex), key: "img\(poisonIndex).jpg",
-                                                        reason: "poison: worker lost 3 times while decoding")))
+            XCTAssertTrue(run.events.contains(.poisoned(PoisonVerdict(shardID: 0, offset: UInt32(poisonIndex), losses: 3),
+                                                        key: "img\(poisonIndex).jpg")))
             XCTAssertEqual(table.poisonedCount, 1)
         }
     }

@@ -243,6 +243,42 @@ final class LaunchClusterTests: XCTestCase {
         assertNoFeatstreamProcesses()
     }
 
+    /// A worker killed mid-job (as a poison item's decoder crash would) is started again by `launch`
+    /// (PROTOCOL.md §8.3.7 needs workers to come back): a new worker process appears on its host, and the
+    /// job completes with every image once.
+    func testAWorkerKilledMidJobIsStartedAgain() throws {
+        try clusterUp(4)
+        let file = try variant(name: "restart.toml") { text in
+            text.replacingOccurrences(of: "split = \"val\"\n", with: "")   // all 1,200 demo images: a longer job
+                .replacingOccurrences(of: "batch = 8", with: "batch = 4")
+                .replacingOccurrences(of: "startup_seconds = 3", with: "startup_seconds = 1")
+        }
+        let started = Date()
+        let run = try LaunchRun(clusterFile: file, environment: environment())
+        // Well past the start-up window (1 s from when every role is started): a role that fails within it
+        // stops the whole launch instead.
+        _ = try XCTUnwrap(waitForStatus(run, "worker2 holds a lease after the start-up window", timeout: 120) { status in
+            Date().timeIntervalSince(started) > 6 && status.workers.contains { $0.name == "worker2@fs-h4" && $0.shard != nil }
+        }, run.text)
+        let before = featstreamProcesses().filter { $0.hasPrefix("fs-h4:") }
+        XCTAssertEqual(before.count, 1, "one featstream process on fs-h4: \(before)")
+        for entry in before { kill(Int32(entry.split(separator: ":")[1])!, SIGKILL) }
+        let deadline = Date().addingTimeInterval(60)
+        var after: [String] = []
+        while Date() < deadline && run.isRunning {
+            after = featstreamProcesses().filter { $0.hasPrefix("fs-h4:") && !before.contains($0) }
+            if !after.isEmpty { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        XCTAssertFalse(after.isEmpty, "no new worker process on fs-h4 after the kill\n\(run.text)")
+        let status = run.wait(timeout: 300)
+        XCTAssertEqual(status, 0, run.text)
+        let summary = try FeatureStore.open(at: storeURL).inspect()
+        XCTAssertEqual(summary.rows, 1200, summary.description)
+        XCTAssertEqual(summary.deadLetters, 0, summary.description)
+        assertNoFeatstreamProcesses()
+    }
+
     // MARK: Helpers
 
     var storeURL: URL { output.appendingPathComponent("store") }
