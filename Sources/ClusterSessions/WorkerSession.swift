@@ -226,7 +226,7 @@ public struct WorkerSession: Sendable {
             phase = .stopped
             outbox = []
             return [.toCoordinator(.shardFailed(shardID: shardID, attempt: attempt, reason: reason)),
-                    .effect(.abort(reason: "extraction of shard \(shardID) attempt \(attempt) stalled: \(reason)"))]
+                    .effect(.abort(reason: "extraction of shard \(shardID) attempt \(attempt) handed over no batch for \(stallLimitMs / 1000) s"))]
         }
         if phase == .introducing, now >= lastControlHelloAt + 1000 {
             lastControlHelloAt = now

@@ -157,6 +157,46 @@ final class WorkerSessionTests: XCTestCase {
         XCTAssertEqual(worker.batchesSent, 1)
     }
 
+    /// §8.3.7: a probe's batches go nowhere (the head must not buffer an attempt that never completes);
+    /// surviving its items is reported with `shardDone`.
+    func testAProbeSendsNothingToTheHeadAndReportsDoneAfterItsLastItem() {
+        var worker = welcomed()
+        _ = worker.receiveData(.credit(epoch: 9, limit: 8), now: 2)
+        let items = [ItemRef(index: 4, key: "x", label: 0, locator: .file(path: "/d/x"))]
+        XCTAssertEqual(worker.receiveControl(.probe(shardID: 1, attempt: 3, leaseMs: 1000, items: items), now: 3),
+                       [.effect(.extract(shardID: 1, attempt: 3, items: items))])
+        let batch = FeatureBatch(shardID: 1, attempt: 3, shardItemCount: 1, offsets: [0], indexes: [4], labels: [0], keys: ["x"],
+                                 deadLetters: [], dtype: .f32, dimension: 1, codec: .raw, rawLength: 4, payload: [0, 0, 0, 0])
+        XCTAssertEqual(worker.batchReady(batch, now: 4), [])
+        let outputs = worker.extractionFinished(shardID: 1, attempt: 3, now: 5)
+        XCTAssertEqual(outputs.first, .toCoordinator(.shardDone(shardID: 1, attempt: 3, items: 1, deadLetters: 0)))
+        XCTAssertFalse(outputs.contains { if case .toHead(.featureBatch) = $0 { return true } else { return false } })
+        XCTAssertEqual(worker.batchesSent, 0)
+    }
+
+    /// An extraction that hands over nothing for the stall limit while it may is given up as `stalled:` and
+    /// the process aborts; one held back by the head's credits is not stalled, however long it waits.
+    func testAnExtractionThatHandsOverNothingIsStalledButOneWaitingForCreditsIsNot() {
+        var worker = WorkerSession(workerID: "w0", host: "h", pid: 1, outboxLimit: 1, stallLimitMs: 1_000)
+        _ = worker.start(now: 0)
+        _ = worker.receiveControl(.welcome(epoch: 5, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 1), now: 1)
+        _ = worker.receiveControl(.assignment(shardID: 1, attempt: 3, leaseMs: 1000, items: []), now: 2)
+        let batch = FeatureBatch(shardID: 1, attempt: 3, shardItemCount: 2, offsets: [0], indexes: [0], labels: [0], keys: ["a"],
+                                 deadLetters: [], dtype: .f32, dimension: 1, codec: .raw, rawLength: 4, payload: [0, 0, 0, 0])
+        _ = worker.batchReady(batch, now: 10)
+        XCTAssertFalse(worker.wantsMoreBatches, "no credit: the batch waits in the outbox")
+        for now in stride(from: UInt64(100), through: 10_000, by: 100) {
+            XCTAssertFalse(worker.tick(now: now).contains(.effect(.abort(reason: "extraction of shard 1 attempt 3 handed over no batch for 1 s"))))
+        }
+        // A credit lets the batch go: from now on the extraction owes the next batch within the limit.
+        _ = worker.receiveData(.credit(epoch: 9, limit: 1), now: 10_050)
+        XCTAssertEqual(worker.tick(now: 11_000).filter { if case .effect(.abort) = $0 { return true } else { return false } }, [])
+        let stalled = worker.tick(now: 11_100)
+        XCTAssertEqual(stalled, [.toCoordinator(.shardFailed(shardID: 1, attempt: 3, reason: "stalled: no batch for 1 s")),
+                                 .effect(.abort(reason: "extraction of shard 1 attempt 3 handed over no batch for 1 s"))])
+        XCTAssertTrue(worker.isStopped)
+    }
+
     func testAnAssignmentNotAskedForIsGivenBack() {
         var worker = welcomed()
         _ = worker.receiveControl(.assignment(shardID: 1, attempt: 3, leaseMs: 1000, items: []), now: 2)
