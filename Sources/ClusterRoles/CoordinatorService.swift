@@ -241,7 +241,9 @@ public final class CoordinatorService {
         metrics.gauge(MetricName.progress).set(fraction)
         metrics.gauge(MetricName.eta).set(progress.eta ?? -1)
         let lastSeen = Dictionary(session.workerLastSeen.map { ($0.name, $0.lastSeen) }, uniquingKeysWith: max)
-        // Names the session no longer tracks go too, so a flood of hellos cannot grow this table.
+        // Names the session no longer tracks go too, so a flood of hellos cannot grow this table, and their
+        // series leave the scrape (`featstream status` would list them with their last values).
+        for worker in workerStats.keys where lastSeen[worker] == nil { metrics.limit.remove(where: ("worker", worker)) }
         workerStats = workerStats.filter { lastSeen[$0.key] != nil }
         for (worker, stats) in workerStats {
             let labels = [("worker", worker), ("host", stats.host)]

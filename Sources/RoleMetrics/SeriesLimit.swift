@@ -51,6 +51,22 @@ public final class SeriesLimit: @unchecked Sendable {
     /// Series currently kept under `name`.
     public func count(_ name: String) -> Int { lock.withLock { series[name]?.count ?? 0 } }
 
+    /// Drops every series whose labels include `label` (a peer that is gone), so scrapes stop showing its
+    /// last values as if it were alive.
+    public func remove(where label: (String, String)) {
+        lock.withLock {
+            for (name, table) in series {
+                for (key, entry) in table where stride(from: 0, to: key.count - 1, by: 2).contains(where: { key[$0] == label.0 && key[$0 + 1] == label.1 }) {
+                    switch entry.metric {
+                    case .counter(let counter): registry.unregisterCounter(counter)
+                    case .gauge(let gauge): registry.unregisterGauge(gauge)
+                    }
+                    series[name]![key] = nil
+                }
+            }
+        }
+    }
+
     private func metric(_ name: String, _ labels: [(String, String)], make: () -> Metric) -> Metric {
         let key = labels.flatMap { [$0.0, $0.1] }
         return lock.withLock {

@@ -58,5 +58,10 @@ final class MetricsEndpointTests: XCTestCase {
         for index in 0..<1000 { limit.counter("c", [("worker", "w\(index)")]).increment() }
         XCTAssertEqual(limit.count("c"), 3)
         XCTAssertEqual(limit.evicted, 1 + 997)
+        // A worker that is gone leaves the scrape with every series that names it.
+        limit.remove(where: ("worker", "a"))
+        let after = MetricSample.parse(String(decoding: registry.emitToBuffer(), as: UTF8.self))
+        XCTAssertEqual(Set(after.filter { $0.name == "g" }.compactMap { $0.labels["worker"] }), ["c", "d"])
+        XCTAssertEqual(limit.count("g"), 2)
     }
 }
