@@ -66,7 +66,7 @@ public final class ClusterSimulator {
         var poison: [UInt64: Bool]
     }
 
-    private enum Node: Hashable, CustomStringConvertible {
+    enum Node: Hashable, CustomStringConvertible {
         case coordinator, head, worker(Int)
         var description: String {
             switch self {
@@ -77,7 +77,7 @@ public final class ClusterSimulator {
         }
     }
 
-    private enum Event {
+    enum Event {
         /// A message arriving at `to` from `from` (whose connection identity is `identity`).
         case deliver(to: Node, from: Node, identity: [UInt8], generation: Int, message: Message)
         case tick(Node, generation: Int)
@@ -86,7 +86,7 @@ public final class ClusterSimulator {
         case extractionStep(slot: Int, generation: Int, run: Int)
     }
 
-    private struct Scheduled: Comparable {
+    struct Scheduled: Comparable {
         var at: UInt64
         var order: UInt64
         var event: Event
@@ -94,7 +94,7 @@ public final class ClusterSimulator {
         static func == (a: Scheduled, b: Scheduled) -> Bool { (a.at, a.order) == (b.at, b.order) }
     }
 
-    private struct WorkerNode {
+    struct WorkerNode {
         var session: WorkerSession
         var generation: Int
         var identity: [UInt8]
@@ -104,7 +104,7 @@ public final class ClusterSimulator {
         var run = 0
     }
 
-    private struct HeadNode {
+    struct HeadNode {
         var session: HeadSession
         var store: FeatureStore?
         var generation: Int
@@ -116,32 +116,32 @@ public final class ClusterSimulator {
 
     public let seed: UInt64
     let schedule: Schedule
-    private var rng: SplitMix64
-    private var now: UInt64 = 0
-    private var queue = MinHeap<Scheduled>()
-    private var order: UInt64 = 0
-    private let directory: URL
-    private let storeURL: URL
-    private let journalURL: URL
-    private let plan: ShardPlan
-    private let badItems: Set<UInt64>
-    private let trace: ((String) -> Void)?
+    var rng: SplitMix64
+    var now: UInt64 = 0
+    var queue = MinHeap<Scheduled>()
+    var order: UInt64 = 0
+    let directory: URL
+    let storeURL: URL
+    let journalURL: URL
+    let plan: ShardPlan
+    let badItems: Set<UInt64>
+    let trace: ((String) -> Void)?
 
-    private var coordinator: CoordinatorSession?
-    private var journal: CoordinatorJournal?
-    private var coordinatorGeneration = 0
-    private var head: HeadNode?
-    private var headGeneration = 0
-    private var workers: [WorkerNode?]
-    private var down: Set<Node> = []
+    var coordinator: CoordinatorSession?
+    var journal: CoordinatorJournal?
+    var coordinatorGeneration = 0
+    var head: HeadNode?
+    var headGeneration = 0
+    var workers: [WorkerNode?]
+    var down: Set<Node> = []
     /// Pairs that cannot talk until the given time.
-    private var partitions: [(a: Node, b: Node, until: UInt64)] = []
+    var partitions: [(a: Node, b: Node, until: UInt64)] = []
     /// Every shard the head ever acknowledged: none may be missing after any restart.
-    private var acknowledged: Set<UInt32> = []
+    var acknowledged: Set<UInt32> = []
     /// Durable length of the store's last segment, by file, as of the last completed sync.
-    private var durableLength: [URL: Int] = [:]
-    private var outcome = SimulationOutcome()
-    private var finished = false
+    var durableLength: [URL: Int] = [:]
+    var outcome = SimulationOutcome()
+    var finished = false
 
     static let heartbeatMs: UInt64 = 100
     static let dimension = 4
@@ -221,7 +221,7 @@ public final class ClusterSimulator {
 
     // MARK: - Roles
 
-    private func startCoordinator() throws {
+    func startCoordinator() throws {
         coordinatorGeneration += 1
         journal = try CoordinatorJournal.open(path: journalURL.path, plan: plan)
         let settings = CoordinatorSessionSettings(
@@ -234,7 +234,7 @@ public final class ClusterSimulator {
         log("coordinator started (generation \(coordinatorGeneration)); journal has \(journal!.committed.count) commits")
     }
 
-    private func startHead() throws {
+    func startHead() throws {
         headGeneration += 1
         var store: FeatureStore?
         if FileManager.default.fileExists(atPath: storeURL.appendingPathComponent("store.json").path) {
@@ -257,7 +257,7 @@ public final class ClusterSimulator {
         log("head started (generation \(headGeneration)); store holds \(store?.committedShards.count ?? 0) shards")
     }
 
-    private func startWorker(_ slot: Int) {
+    func startWorker(_ slot: Int) {
         let generation = (workers[slot]?.generation ?? 0) + 1
         var session = WorkerSession(workerID: "w\(slot)", host: "sim", pid: UInt32(slot), outboxLimit: 2, stallLimitMs: Self.stallLimitMs)
         let outputs = session.start(now: now)
@@ -267,7 +267,7 @@ public final class ClusterSimulator {
         schedule(.tick(.worker(slot), generation: generation), after: UInt64.random(in: 1...20, using: &rng))
     }
 
-    private func crash(_ node: Node, kind: String? = nil) throws {
+    func crash(_ node: Node, kind: String? = nil) throws {
         guard !down.contains(node), !finished else { return }
         down.insert(node)
         outcome.faults[kind ?? "crash \(nodeKind(node))", default: 0] += 1
@@ -296,7 +296,7 @@ public final class ClusterSimulator {
 
     // MARK: - Events
 
-    private func handle(_ event: Event) throws {
+    func handle(_ event: Event) throws {
         switch event {
         case let .deliver(to, from, identity, generation, message):
             guard !down.contains(to), generationMatches(to, generation) else { return }
@@ -322,7 +322,7 @@ public final class ClusterSimulator {
         }
     }
 
-    private func generationMatches(_ node: Node, _ generation: Int) -> Bool {
+    func generationMatches(_ node: Node, _ generation: Int) -> Bool {
         switch node {
         case .coordinator: return generation == coordinatorGeneration
         case .head: return generation == headGeneration
@@ -330,7 +330,7 @@ public final class ClusterSimulator {
         }
     }
 
-    private func tick(_ node: Node) throws {
+    func tick(_ node: Node) throws {
         switch node {
         case .coordinator:
             let outputs: [CoordinatorOutput]
@@ -348,7 +348,7 @@ public final class ClusterSimulator {
         }
     }
 
-    private func deliver(_ message: Message, to node: Node, from: Node, identity: [UInt8]) throws {
+    func deliver(_ message: Message, to node: Node, from: Node, identity: [UInt8]) throws {
         switch node {
         case .coordinator:
             let outputs: [CoordinatorOutput]
@@ -394,7 +394,7 @@ public final class ClusterSimulator {
 
     // MARK: - Outputs
 
-    private func perform(_ outputs: [CoordinatorOutput]) throws {
+    func perform(_ outputs: [CoordinatorOutput]) throws {
         for output in outputs {
             switch output {
             case let .send(identity, message):
@@ -413,7 +413,7 @@ public final class ClusterSimulator {
         }
     }
 
-    private func perform(_ outputs: [HeadOutput], at _: Node) throws {
+    func perform(_ outputs: [HeadOutput], at _: Node) throws {
         for output in outputs {
             guard var head else { return }
             switch output {
@@ -458,7 +458,7 @@ public final class ClusterSimulator {
         }
     }
 
-    private func perform(_ outputs: [WorkerOutput], at node: Node) throws {
+    func perform(_ outputs: [WorkerOutput], at node: Node) throws {
         guard case .worker(let slot) = node else { return }
         for output in outputs {
             guard var worker = workers[slot] else { return }
@@ -497,182 +497,9 @@ public final class ClusterSimulator {
         }
     }
 
-    // MARK: - The simulated extraction
-
-    private func extractionDelay() -> UInt64 {
-        schedule.slowExtraction ? UInt64.random(in: 100...900, using: &rng) : UInt64.random(in: 1...30, using: &rng)
-    }
-
-    /// Produces the next batch of the running extraction (features are a pure function of the item).
-    private func extractionStep(_ slot: Int) throws {
-        guard var worker = workers[slot], let extraction = worker.extraction else { return }
-        let node = Node.worker(slot)
-        guard worker.session.wantsMoreBatches else {
-            // Backpressure: the head's credits hold the extraction back.
-            schedule(.extractionStep(slot: slot, generation: worker.generation, run: worker.run), after: 10)
-            return
-        }
-        let end = min(extraction.items.count, extraction.next + schedule.batchSize)
-        if let poison = extraction.items[extraction.next..<end].lazy.compactMap({ item -> Bool? in
-            guard case .file = item.locator else { return nil }
-            return self.schedule.poison[item.index]
-        }).first {
-            if poison {
-                try crash(node, kind: "poison crash")
-            } else {
-                // Hung in the item: no further step; the session's watchdog must notice.
-                outcome.faults["poison hang", default: 0] += 1
-            }
-            return
-        }
-        if extraction.next < end {
-            let batch = makeBatch(shardID: extraction.shardID, attempt: extraction.attempt, items: extraction.items, range: extraction.next..<end)
-            worker.extraction!.next = end
-            let outputs = worker.session.batchReady(batch, now: now)
-            workers[slot] = worker
-            try perform(outputs, at: node)
-        }
-        guard var current = workers[slot], current.extraction != nil else { return }
-        if current.extraction!.next >= extraction.items.count {
-            current.extraction = nil
-            let outputs = current.session.extractionFinished(shardID: extraction.shardID, attempt: extraction.attempt, now: now)
-            workers[slot] = current
-            try perform(outputs, at: node)
-        } else {
-            schedule(.extractionStep(slot: slot, generation: current.generation, run: current.run), after: extractionDelay())
-        }
-    }
-
-    private func makeBatch(shardID: UInt32, attempt: UInt32, items: [ItemRef], range: Range<Int>) -> FeatureBatch {
-        var offsets: [UInt32] = [], indexes: [UInt64] = [], labels: [Int32] = [], keys: [String] = []
-        var dead: [DeadLetterEntry] = [], features: [Float] = []
-        for offset in range {
-            let item = items[offset]
-            if case .rejected(let reason) = item.locator {
-                // As the real worker: the coordinator's reason (the scan's, or a poison verdict).
-                dead.append(DeadLetterEntry(offset: UInt32(offset), key: item.key, reason: reason))
-                continue
-            }
-            if badItems.contains(item.index) {
-                dead.append(DeadLetterEntry(offset: UInt32(offset), key: item.key, reason: "decode: simulated bad item"))
-                continue
-            }
-            offsets.append(UInt32(offset))
-            indexes.append(item.index)
-            labels.append(item.label)
-            keys.append(item.key)
-            features += (0..<Self.dimension).map { Float(Int(item.index) * 8 + $0) / 64 }
-        }
-        let (payload, rawLength) = features.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: .f16, codec: .shuffleLZ4) }
-        return FeatureBatch(shardID: shardID, attempt: attempt, shardItemCount: UInt32(items.count), offsets: offsets, indexes: indexes,
-                            labels: labels, keys: keys, deadLetters: dead, dtype: .f16, dimension: UInt32(Self.dimension),
-                            codec: .shuffleLZ4, rawLength: UInt32(rawLength), payload: payload)
-    }
-
-    // MARK: - The simulated disk
-
-    private func startSyncIfDue() throws {
-        guard var head, let store = head.store, !head.syncInFlight, !store.pendingShards.isEmpty else { return }
-        let ticket = store.prepareSync()
-        let segment = try lastSegment()
-        head.nextTicket += 1
-        head.syncs[head.nextTicket] = (ticket, segment, segment.map(fileLength) ?? 0)
-        head.syncInFlight = true
-        self.head = head
-        schedule(.syncDone(generation: headGeneration, ticket: head.nextTicket), after: UInt64.random(in: 1...40, using: &rng))
-    }
-
-    private func completeSync(_ number: Int) throws {
-        guard var head, let sync = head.syncs.removeValue(forKey: number) else { return }
-        head.syncInFlight = false
-        self.head = head
-        if faulty && chance(schedule.diskFaultRate) {
-            // fsync failed: what reached the disk is unknown, so the head must stop rather than acknowledge.
-            outcome.faults["fsync failure", default: 0] += 1
-            try crash(.head)
-            return
-        }
-        try sync.ticket.perform()
-        let durable = head.store!.completeSync(sync.ticket)
-        if let segment = sync.segment { durableLength[segment] = max(durableLength[segment] ?? 0, sync.length) }
-        try perform(self.head!.session.synced(durable.map(\.shardID), now: now), at: .head)
-        try startSyncIfDue()
-    }
-
-    private func lastSegment() throws -> URL? {
-        let segments = storeURL.appendingPathComponent("segments")
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: segments.path) else { return nil }
-        return names.filter { $0.hasSuffix(".seg") }.sorted().last.map { segments.appendingPathComponent($0) }
-    }
-
-    private func fileLength(_ url: URL) -> Int {
-        ((try? FileManager.default.attributesOfItem(atPath: url.path)[.size]) as? NSNumber)?.intValue ?? 0
-    }
-
-    /// A crash keeps what was synced and any prefix of what was not (the page cache is lost).
-    private func tearLastSegment() throws {
-        guard let last = try lastSegment() else { return }
-        let length = fileLength(last)
-        let durable = durableLength[last] ?? 0
-        guard length > durable else { return }
-        let kept = durable + Int.random(in: 0...(length - durable), using: &rng)
-        guard truncate(last.path, off_t(kept)) == 0 else { throw violation("cannot truncate \(last.path)") }
-        outcome.faults["torn store tail", default: 0] += 1
-    }
-
-    // MARK: - The simulated network
-
-    private var faulty: Bool { now < schedule.faultsUntil }
-
-    private func send(_ message: Message, from: Node, to: Node, identity: [UInt8]) {
-        if trace != nil { log("\(from) -> \(to): \(brief(message))") }
-        if faulty {
-            if partitions.contains(where: { ($0.a == from && $0.b == to || $0.a == to && $0.b == from) && now < $0.until }) {
-                outcome.faults["partitioned message", default: 0] += 1
-                return
-            }
-            if chance(schedule.drop) {
-                outcome.faults["dropped message", default: 0] += 1
-                return
-            }
-        }
-        let generation: Int
-        switch to {
-        case .coordinator: generation = coordinatorGeneration
-        case .head: generation = headGeneration
-        case .worker(let slot): generation = workers[slot]?.generation ?? 0
-        }
-        let copies = faulty && chance(schedule.duplicate) ? 2 : 1
-        if copies == 2 { outcome.faults["duplicated message", default: 0] += 1 }
-        for _ in 0..<copies {
-            let delay = faulty ? UInt64.random(in: 1...schedule.maxDelay, using: &rng) : 1
-            schedule(.deliver(to: to, from: from, identity: identity, generation: generation, message: message), after: delay)
-        }
-    }
-
-    private func partitionSomePair() {
-        var nodes: [Node] = [.coordinator, .head]
-        nodes += (0..<schedule.workerCount).map { Node.worker($0) }
-        let a = nodes[Int.random(in: 0..<nodes.count, using: &rng)]
-        let b = nodes[Int.random(in: 0..<nodes.count, using: &rng)]
-        guard a != b else { return }
-        partitions.append((a, b, now + UInt64.random(in: 100...3_000, using: &rng)))
-        outcome.faults["partition", default: 0] += 1
-        log("PARTITION \(a) | \(b)")
-    }
-
-    private func node(forIdentity identity: [UInt8]) -> Node? {
-        let name = String(decoding: identity, as: UTF8.self)
-        if name.hasPrefix("head.") { return name == "head.\(headGeneration)" ? .head : nil }
-        guard name.hasPrefix("w"), let dot = name.firstIndex(of: "."), let slot = Int(name[name.index(after: name.startIndex)..<dot]),
-              let generation = Int(name[name.index(after: dot)...]), workers.indices.contains(slot),
-              workers[slot]?.generation == generation else { return nil }
-        return .worker(slot)
-    }
-
     // MARK: - Checks and helpers
 
-    private func checkFinalStore() throws {
+    func checkFinalStore() throws {
         head = nil
         let store = try FeatureStore.open(at: storeURL, verifyChecksums: true)
         let missing = acknowledged.subtracting(store.committedShards)
@@ -701,23 +528,23 @@ public final class ClusterSimulator {
         outcome.deadLetters = report.deadLetters
     }
 
-    private func violation(_ text: String) -> SimulationViolation {
+    func violation(_ text: String) -> SimulationViolation {
         SimulationViolation(seed: seed, time: now, invariant: text)
     }
 
-    private func chance(_ p: Double) -> Bool { p > 0 && Double.random(in: 0..<1, using: &rng) < p }
+    func chance(_ p: Double) -> Bool { p > 0 && Double.random(in: 0..<1, using: &rng) < p }
 
-    private func nodeKind(_ node: Node) -> String {
+    func nodeKind(_ node: Node) -> String {
         if case .worker = node { return "worker" }
         return node.description
     }
 
-    private func schedule(_ event: Event, after delay: UInt64) {
+    func schedule(_ event: Event, after delay: UInt64) {
         order += 1
         queue.push(Scheduled(at: now + delay, order: order, event: event))
     }
 
-    private func brief(_ message: Message) -> String {
+    func brief(_ message: Message) -> String {
         switch message {
         case .featureBatch(let b): return "batch(shard \(b.shardID) attempt \(b.attempt) offsets \(b.offsets) dead \(b.deadLetters.map(\.offset)))"
         case .assignment(let shardID, let attempt, _, let items): return "assignment(shard \(shardID) attempt \(attempt), \(items.count) items)"
@@ -728,7 +555,7 @@ public final class ClusterSimulator {
         }
     }
 
-    private func log(_ text: String) {
+    func log(_ text: String) {
         trace?("\(now) \(text)")
     }
 }
