@@ -37,10 +37,12 @@ public struct RunSummary: Codable, Equatable, Sendable {
     public var wireBytes: Int?
     /// Validation accuracy, when a head was trained and evaluated.
     public var accuracy: Accuracy?
+    /// Workers started again after they crashed or stalled (`WorkerRestarts`); poison items cost some.
+    public var workerRestarts: Int
 
     /// A summary with these fields; `imagesPerSecond` is derived.
     public init(store: String, model: String?, features: Int, deadLetters: Int, shards: Int, seconds: Double,
-                wireBytes: Int? = nil, accuracy: Accuracy? = nil) {
+                wireBytes: Int? = nil, accuracy: Accuracy? = nil, workerRestarts: Int = 0) {
         self.store = store
         self.model = model
         self.items = features + deadLetters
@@ -51,6 +53,7 @@ public struct RunSummary: Codable, Equatable, Sendable {
         self.imagesPerSecond = seconds > 0 ? Double(items) / seconds : 0
         self.wireBytes = wireBytes
         self.accuracy = accuracy
+        self.workerRestarts = workerRestarts
     }
 
     /// One line of key-sorted JSON, the last line `run --json` prints.

@@ -159,11 +159,11 @@ struct Run: ParsableCommand {
             guard coordinatorProcess.terminationStatus == 0, headProcess.terminationStatus == 0 else {
                 throw ClusterFailure(message: "coordinator exited with \(coordinatorProcess.terminationStatus), head with \(headProcess.terminationStatus)")
             }
-            try summarize(outURL, seconds: extracted)
+            try summarize(outURL, seconds: extracted, workerRestarts: restarts.restarts)
         }
     }
 
-    private func summarize(_ outURL: URL, seconds: Double) throws {
+    private func summarize(_ outURL: URL, seconds: Double, workerRestarts: Int) throws {
         let storeURL = outURL.appendingPathComponent("store")
         let store = try FeatureStore.open(at: storeURL)
         let inspected = store.inspect()
@@ -174,7 +174,8 @@ struct Run: ParsableCommand {
             .flatMap { try? ReportData.decodeJSON($0) }?.evaluation
         let summary = RunSummary(store: storeURL.path, model: noTrain ? nil : modelURL.path, features: inspected.rows,
                                  deadLetters: inspected.deadLetters, shards: inspected.shards, seconds: seconds,
-                                 wireBytes: stats.map(\.payloadBytes), accuracy: evaluation.map { RunSummary.Accuracy(top1: $0.top1, top5: $0.top5) })
+                                 wireBytes: stats.map(\.payloadBytes), accuracy: evaluation.map { RunSummary.Accuracy(top1: $0.top1, top5: $0.top5) },
+                                 workerRestarts: workerRestarts)
         if json {
             print(try summary.json())
             return
@@ -187,6 +188,7 @@ struct Run: ParsableCommand {
         }
         print(String(format: "run: %d images (%d features, %d dead letters) in %.1f s, %.1f img/s%@; store %@",
                      summary.items, summary.features, summary.deadLetters, seconds, summary.imagesPerSecond, wire, storeURL.path))
+        if workerRestarts > 0 { print("run: workers were started again \(workerRestarts) times (crashed or stalled; see their log lines)") }
         if let evaluation {
             print(String(format: "run: validation accuracy %.2f%% (top-5 %.2f%%); model, classifier.onnx and report.html in %@",
                          100 * evaluation.top1, 100 * evaluation.top5, modelURL.path))

@@ -1,3 +1,4 @@
+import ClusterLaunch
 import Coordination
 import DatasetIndex
 import FeatureStore
@@ -38,7 +39,7 @@ final class PoisonItemTests: XCTestCase {
     func runWithPoison(stallAfter: Int, whileRunning: (Process) -> Void = { _ in }) throws {
         let (manifest, poison) = try makeManifest()
         let out = cluster.directory.appendingPathComponent("job")
-        let (run, log) = try cluster.startRun(["--workers", "2", "--shard-size", "2", "--batch", "2", "--no-train",
+        let (run, log) = try cluster.startRun(["--workers", "2", "--shard-size", "2", "--batch", "2", "--no-train", "--json",
                                                "--stall-after", String(stallAfter), "--out", out.path],
                                               logName: "run", dataset: ["--data", manifest.path])
         defer { if run.isRunning { kill(run.processIdentifier, SIGKILL); run.waitUntilExit() } }
@@ -55,6 +56,12 @@ final class PoisonItemTests: XCTestCase {
         let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         XCTAssertFalse(run.isRunning, "the run did not finish in 240 s\n\(output.suffix(4000))")
         XCTAssertEqual(run.terminationStatus, 0, String(output.suffix(4000)))
+        // Every lost attempt was a worker that died or stalled and was started again: three whole attempts
+        // of the shard, then its one item probed alone three times.
+        let summary = try XCTUnwrap(output.split(separator: "\n").last(where: { $0.hasPrefix("{") })
+            .flatMap { try? JSONDecoder().decode(RunSummary.self, from: Data($0.utf8)) }, String(output.suffix(2000)))
+        XCTAssertGreaterThanOrEqual(summary.workerRestarts, 3, String(output.suffix(4000)))
+        XCTAssertEqual(summary.deadLetters, 1)
         let store = try FeatureStore.open(at: out.appendingPathComponent("store"))
         // Dead letters name their (shard, offset); the coordinator's plan says which item that is.
         let plan = IndexShardPlan(index: try IndexedDataset(path: out.appendingPathComponent("dataset.index").path), shardSize: 2)
