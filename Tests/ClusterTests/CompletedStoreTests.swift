@@ -14,6 +14,8 @@ final class CompletedStoreTests: XCTestCase {
     override func setUpWithError() throws { cluster = try ClusterHarness(items: 48, shardSize: 8) }
     override func tearDown() { cluster.shutdown() }
 
+    struct JobDidNotFinish: Error {}
+
     func storedShards() -> [UInt32] { ((try? FeatureStore.open(at: cluster.storeURL).shards) ?? []).map(\.shardID).sorted() }
 
     /// Runs a whole job with one worker, then stops every process: the store is complete and bound.
@@ -22,7 +24,7 @@ final class CompletedStoreTests: XCTestCase {
         try cluster.startHead()
         try cluster.startWorker("w0")
         cluster.waitForCompletion()
-        cluster.waitUntil("the head ended with the job") { cluster.head?.isRunning == false }
+        guard cluster.waitUntil("the head ended with the job", { cluster.head?.isRunning == false }) else { throw JobDidNotFinish() }
         XCTAssertEqual(cluster.head?.terminationStatus, 0, cluster.logTails())
         for process in [cluster.coordinator, cluster.head] + Array(cluster.workers.values) { cluster.kill(process) }
         XCTAssertTrue(HeadJobMarker.exists(cluster.storeURL), "the head did not record the finished job")
@@ -39,7 +41,7 @@ final class CompletedStoreTests: XCTestCase {
         // No coordinator at all (a head restarted after its job, say to train): it goes on after its wait,
         // adding nothing and keeping the first run's statistics.
         try cluster.startHead()
-        cluster.waitUntil("the head went on without a coordinator", timeout: 60) { cluster.head?.isRunning == false }
+        guard cluster.waitUntil("the head went on without a coordinator", timeout: 60, { cluster.head?.isRunning == false }) else { return }
         XCTAssertEqual(cluster.head?.terminationStatus, 0, cluster.logTails())
         XCTAssertEqual(storedShards(), job.shards)
         XCTAssertEqual(try Data(contentsOf: cluster.storeURL.appendingPathComponent("ingest.json")), job.ingest)
@@ -49,9 +51,9 @@ final class CompletedStoreTests: XCTestCase {
         try FileManager.default.removeItem(at: cluster.directory.appendingPathComponent("journal"))
         try cluster.startCoordinator()
         try cluster.startHead()
-        cluster.waitUntil("the coordinator finished from the head's report", timeout: 60) { cluster.coordinator?.isRunning == false }
+        guard cluster.waitUntil("the coordinator finished from the head's report", timeout: 60, { cluster.coordinator?.isRunning == false }) else { return }
         XCTAssertEqual(cluster.coordinator?.terminationStatus, 0, cluster.logTails())
-        cluster.waitUntil("the head ended") { cluster.head?.isRunning == false }
+        guard cluster.waitUntil("the head ended", { cluster.head?.isRunning == false }) else { return }
         XCTAssertEqual(cluster.head?.terminationStatus, 0, cluster.logTails())
         XCTAssertEqual(try JobPlanBinding.read(root: cluster.storeURL), job.plan)
         XCTAssertEqual(storedShards(), job.shards)
@@ -67,7 +69,7 @@ final class CompletedStoreTests: XCTestCase {
         try cluster.startCoordinator()
         try cluster.startHead()
         try cluster.startWorker("w0")
-        cluster.waitUntil("the head refused the store", timeout: 60) { cluster.head?.isRunning == false }
+        guard cluster.waitUntil("the head refused the store", timeout: 60, { cluster.head?.isRunning == false }) else { return }
         XCTAssertNotEqual(cluster.head?.terminationStatus, 0, cluster.logTails())
         XCTAssertNotEqual(try cluster.jobPlan().fingerprint, job.plan)
         XCTAssertTrue(cluster.coordinator?.isRunning ?? false, "the other job's coordinator finished on this store's shards")
