@@ -100,8 +100,10 @@ public struct HeadSpec: Equatable, Sendable {
     public var port: Int
     /// Store folder on the head's host.
     public var store: String
-    /// Model path on the head's host (recorded in the store; needed for training).
-    public var model: String?
+    /// Model path on the head's host: it fixes the store's row width (the model's feature node) before any
+    /// worker speaks, is recorded in the store, and is what training exports. Required (here or as
+    /// `[job] model`), so no first batch can choose the width.
+    public var model: String
     /// Dataset path on the head's host (class names and the train/val split).
     public var data: String?
     /// `--dtype` for the store, when set.
@@ -526,18 +528,19 @@ struct Schema {
         coordinator.extraArguments = try c.strings("args") ?? []
 
         let h = try requireTable("head")
+        // The head's model fixes the store's width at start; without it the first batch a worker sent would.
+        guard let headModel = try h.string("model") ?? defaultModel else {
+            throw fail(h.table?.line ?? 0, "head.model", "required key is missing (set it here or in [job]): the head reads the job's "
+                       + "model on its own host to fix the store's feature width before any worker connects")
+        }
         var head = HeadSpec(placement: try placement(h), bind: try h.string("bind") ?? "0.0.0.0",
                             port: try h.required(try h.int("port", range: 1...65_535), "port"),
-                            store: try h.required(try h.string("store"), "store"))
-        head.model = try h.string("model") ?? defaultModel
+                            store: try h.required(try h.string("store"), "store"), model: headModel)
         head.data = try h.string("data") ?? defaultData
         head.dtype = try h.string("dtype")
         head.credits = try h.int("credits", range: 1...1_000_000)
         head.trainOut = try h.string("train_out")
         head.extraArguments = try h.strings("args") ?? []
-        if head.trainOut != nil && head.model == nil {
-            throw fail(h.entry("train_out")!.line, "head.train_out", "training needs a model (set head.model or job.model)")
-        }
 
         // Two listeners on one host and port cannot both bind.
         if c.table != nil, coordinator.placement.address == head.placement.address, coordinator.port == head.port {

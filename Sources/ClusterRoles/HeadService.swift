@@ -28,6 +28,9 @@ public struct HeadOptions: Sendable {
     public var metadata = StoreMetadata()
     /// Serve Prometheus metrics on this port (0: any free port); `nil`: no metrics.
     public var metricsPort: Int?
+    /// How long a head whose store already holds a finished job waits for a coordinator to answer its
+    /// introduction before going on without one (a coordinator of that job that finished already is gone).
+    public var completedStoreWaitMs: UInt64 = 10_000
     /// CurveZMQ for the data socket (server: workers' keys allowed) and the control socket (client of the coordinator).
     public var dataSecurity: ZMQSecurity = .none
     public var controlSecurity: ZMQSecurity = .none
@@ -169,11 +172,16 @@ public final class HeadService {
     public var onCommit: ((ShardContents) -> Void)?
     private var statistics = HeadStatistics()
     private let started = Date()
+    /// The job is over for this head: the coordinator said so, or it serves the job the store already holds whole.
     private var jobComplete = false
+    /// The store held a finished job when the head started (`completeMarker`): the head then only tells a
+    /// coordinator what it holds, or refuses one of another job.
+    private let completeAtStart: Bool
 
     /// Opens (or prepares to create) the store and binds the data socket.
     public init(options: HeadOptions) throws {
         self.options = options
+        completeAtStart = HeadService.jobComplete(storePath: options.storePath)
         store = try HeadStore(url: URL(fileURLWithPath: options.storePath), dtype: options.dtype, metadata: options.metadata)
         if let existing = store.store {
             log.event("reopened store \(options.storePath): \(existing.committedShards.count) shards committed")
@@ -212,7 +220,7 @@ public final class HeadService {
     /// The file a head writes into its store when the coordinator declares the job complete.
     public static let completeMarker = "job-complete"
 
-    /// Whether the store at `path` holds a finished job (so serving can be skipped).
+    /// Whether the store at `path` holds a finished job (its shards are then only reported, never added to).
     public static func jobComplete(storePath: String) -> Bool {
         FileManager.default.fileExists(atPath: URL(fileURLWithPath: storePath).appendingPathComponent(completeMarker).path)
     }
@@ -224,13 +232,44 @@ public final class HeadService {
 
     /// Serves until the coordinator says the job is complete. Throws when the store fails (a failed sync
     /// included): the process must stop, and a restarted head reopens the store.
+    ///
+    /// A store that already holds a finished job is checked against the coordinator's plan before anything
+    /// else: the head introduces itself with every shard it holds, and the coordinator's `welcome` decides.
+    /// The same plan: the coordinator has just recorded every shard, so it finishes at once and the head
+    /// is done. Another plan: the head stops with `HeadError.otherJob`, as for an unfinished store. No
+    /// answer within `completedStoreWaitMs` (that job's coordinator already finished and left): the head
+    /// goes on without one, as a head restarted to train does.
     public func run() throws -> HeadStatistics {
-        try dispatch(session.start(now: nowMs()))
+        if completeAtStart && store.plan == nil {
+            // No plan recorded (a store finished before stores were bound): no coordinator's job can be checked
+            // against it, so its shards are reported to none.
+            log.event("store \(options.storePath) holds a finished job of no recorded shard plan, so the head reports it to no coordinator")
+            return statistics
+        }
+        let startedAt = nowMs()
+        if completeAtStart {
+            log.event("store \(options.storePath) already holds the whole job of shard plan \(JobPlanBinding.hex(store.plan!)); "
+                      + "telling the coordinator, which must serve the same plan")
+        }
+        try dispatch(session.start(now: startedAt))
         while !jobComplete {
             // While a sync runs, look back soon: its shards are acknowledged as soon as it is done.
             let ready = try waitForInput([data.socket, control.socket], timeoutMs: store.syncPending ? 2 : 50)
             if ready[1] {
-                while !jobComplete, let (_, message) = control.receive() { try dispatch(session.receiveControl(message, now: nowMs())) }
+                while !jobComplete, let (_, message) = control.receive() {
+                    try dispatch(session.receiveControl(message, now: nowMs()))
+                    // A welcome of another plan has thrown; this one is the store's job, and the coordinator
+                    // recorded every shard of it from the introduction before answering.
+                    if completeAtStart, case .welcome = message {
+                        log.event("the coordinator serves this store's job, which the store holds whole; it was told every shard")
+                        jobComplete = true
+                    }
+                }
+            }
+            if completeAtStart && !jobComplete && nowMs() - startedAt >= options.completedStoreWaitMs {
+                log.event("no coordinator answered within \(options.completedStoreWaitMs / 1000) s; the store holds its whole job, "
+                          + "so the head goes on without one")
+                break
             }
             if ready[0] {
                 // Read what is waiting before processing any of it: credits are checked on arrival (§8.4).
@@ -345,7 +384,8 @@ public final class HeadService {
         statistics.wrongDimensionBatches = counters.wrongDimension
         statistics.rejectedFrames = data.counters.rejectedTotal + control.counters.rejectedTotal
         statistics.wireBytes = data.counters.bytesIn
-        if let store = store.store {
+        // A finished store's ingest.json describes the run that filled it; this one added nothing.
+        if let store = store.store, !completeAtStart {
             let url = URL(fileURLWithPath: options.storePath).appendingPathComponent("ingest.json")
             if let json = try? JSONEncoder().encode(statistics) { try? json.write(to: url, options: .atomic) }
             log.event("store: \(store.inspect().description.replacingOccurrences(of: "\n", with: "; "))")

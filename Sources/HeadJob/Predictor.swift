@@ -48,21 +48,38 @@ public final class Predictor {
     public func classify(_ files: [String], topK: Int = 5) -> [Prediction] {
         let input = UnsafeMutablePointer<Float>.allocate(capacity: extractor.engine.imageElementCount)
         defer { input.deallocate() }
-        return files.map { file in
-            do {
-                let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
-                try bytes.withUnsafeBytes { raw in
-                    try preprocessor.decode(raw, name: file, with: decoder, into: input, slot: 0, layout: extractor.config.input.layout)
-                }
-                let features = try extractor.engine.run(UnsafeBufferPointer(start: input, count: extractor.engine.imageElementCount), batch: 1)[0]
-                let probabilities = try head.probabilities(for: features, rows: 1)
-                let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] }.prefix(topK)
-                return Prediction(file: file, top: order.map { ($0, head.classNames[$0], probabilities[$0]) }, error: nil)
-            } catch let error as ImageDecodeError {
-                return Prediction(file: file, top: [], error: error.reason)
-            } catch {
-                return Prediction(file: file, top: [], error: "\(error)")
+        return files.map { classify($0, topK: topK, input: input) }
+    }
+
+    /// Classifies every file below `folder` and names every other entry, in `PredictionFolder.entries`'
+    /// order (paths in `excluding` left out): a file that is not an image the decoder reads, or not a
+    /// regular file, gets its reason as `error` without being decoded, so each entry is accounted for once.
+    public func classify(folder: String, excluding: Set<String> = [], topK: Int = 5) throws -> [Prediction] {
+        let entries = try PredictionFolder.entries(of: folder, excluding: excluding)
+        let input = UnsafeMutablePointer<Float>.allocate(capacity: extractor.engine.imageElementCount)
+        defer { input.deallocate() }
+        return entries.map { entry in
+            entry.refusal.map { Prediction(file: entry.path, top: [], error: $0) } ?? classify(entry.path, topK: topK, input: input)
+        }
+    }
+
+    private func classify(_ file: String, topK: Int, input: UnsafeMutablePointer<Float>) -> Prediction {
+        do {
+            let bytes: Data
+            do { bytes = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
+                return Prediction(file: file, top: [], error: "cannot read the file: \((error as NSError).localizedDescription)")
             }
+            try bytes.withUnsafeBytes { raw in
+                try preprocessor.decode(raw, name: file, with: decoder, into: input, slot: 0, layout: extractor.config.input.layout)
+            }
+            let features = try extractor.engine.run(UnsafeBufferPointer(start: input, count: extractor.engine.imageElementCount), batch: 1)[0]
+            let probabilities = try head.probabilities(for: features, rows: 1)
+            let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] }.prefix(topK)
+            return Prediction(file: file, top: order.map { ($0, head.classNames[$0], probabilities[$0]) }, error: nil)
+        } catch let error as ImageDecodeError {
+            return Prediction(file: file, top: [], error: error.reason)
+        } catch {
+            return Prediction(file: file, top: [], error: "\(error)")
         }
     }
 }

@@ -57,7 +57,7 @@ public enum ImageFormat: String, Sendable, Equatable, CaseIterable {
 
     /// Identifies the format by magic bytes; extensions lie, signatures rarely do. Returns nil when nothing matches.
     public static func detect<Bytes: Collection>(_ bytes: Bytes) -> ImageFormat? where Bytes.Element == UInt8 {
-        let head = Array(bytes.prefix(64))
+        let head = Array(bytes.prefix(signatureLength))
         func starts(_ magic: [UInt8], at offset: Int = 0) -> Bool {
             head.count >= offset + magic.count && Array(head[offset..<(offset + magic.count)]) == magic
         }
@@ -91,6 +91,26 @@ public enum ImageFormat: String, Sendable, Equatable, CaseIterable {
         if starts([0x00, 0x00, 0x01, 0x00]) && head.count >= 6 && head[4] | head[5] != 0 { return .ico }
         if starts(Array("%PDF-".utf8)) { return .pdf }
         return nil
+    }
+
+    /// Bytes of a file's start that `detect` looks at: reading this many tells what a decode would refuse.
+    public static let signatureLength = 64
+
+    /// The format of `bytes` when `ImageDecoder` decodes it; otherwise throws the error a decode of the same
+    /// bytes throws (empty file, unknown signature, or a recognised format it does not decode). This is the
+    /// one place that decides which files are images: `bytes` may be the whole file or only its first
+    /// `signatureLength` bytes, so a caller can refuse a file without reading all of it.
+    public static func decodable<Bytes: Collection>(_ bytes: Bytes, name: String) throws -> ImageFormat where Bytes.Element == UInt8 {
+        guard !bytes.isEmpty else {
+            throw ImageDecodeError(name: name, kind: .emptyFile, reason: "empty file")
+        }
+        guard let format = detect(bytes) else {
+            throw ImageDecodeError(name: name, kind: .unknownSignature, reason: "not an image (unknown signature)")
+        }
+        guard format.isDecoded else {
+            throw ImageDecodeError(name: name, kind: .unsupportedFormat, reason: "unsupported format: \(format.rawValue)")
+        }
+        return format
     }
 }
 
@@ -175,12 +195,7 @@ public final class ImageDecoder {
     ///   - body: reads the rows; it may stop early, and the rest is then never decoded.
     public func withRows<T>(_ bytes: UnsafeRawBufferPointer, name: String, shorterSideAtLeast: Int? = nil,
                             _ body: (any ImageRows) throws -> T) throws -> T {
-        guard bytes.count > 0 else {
-            throw ImageDecodeError(name: name, kind: .emptyFile, reason: "empty file")
-        }
-        guard let format = ImageFormat.detect(bytes) else {
-            throw ImageDecodeError(name: name, kind: .unknownSignature, reason: "not an image (unknown signature)")
-        }
+        let format = try ImageFormat.decodable(bytes, name: name)
         switch format {
         case .jpeg: return try body(WholeImageRows(decodeJPEG(bytes, name: name, shorterSideAtLeast: shorterSideAtLeast)))
         case .png: return try body(PNGRows(bytes, name: name, pixelLimit: pixelLimit))
@@ -191,7 +206,7 @@ public final class ImageDecoder {
             return try body(WholeImageRows(WholeFrameCodecs.webp(bytes, name: name, pixelLimit: pixelLimit,
                                                                  shorterSideAtLeast: shorterSideAtLeast)))
         case .heic, .avif, .jpeg2000, .jpegXL, .psd, .ico, .pdf:
-            throw ImageDecodeError(name: name, kind: .unsupportedFormat, reason: "unsupported format: \(format.rawValue)")
+            preconditionFailure("ImageFormat.decodable let \(format.rawValue) through")
         }
     }
 

@@ -121,6 +121,8 @@ struct Head: ParsableCommand {
         With --train-out, each committed shard of the training split feeds an online pass while
         the job runs; when the job is complete the head trains from the whole store (resuming
         from its checkpoint after a crash) and writes the model folder.
+        A store whose job is complete is reported to the coordinator first (refused if it serves
+        another job); with no coordinator answering within 10 s the head goes on to train.
         """)
 
     @Option(help: "Data address to bind, tcp://host:port.") var bind: String
@@ -146,7 +148,8 @@ struct Head: ParsableCommand {
             let datasetOptions = try data.map { try DatasetOptions.parse(jobDatasetArguments($0, format, self.split, limit)) }
             let (split, classes) = try validationSplit(dataset: datasetOptions, store: store, fraction: training.validationFraction)
             if trainOut != nil && backbone == nil { throw ValidationError("--train-out needs --model") }
-            if !HeadService.jobComplete(storePath: store) {
+            // Also on a store whose job is complete: the coordinator's plan is checked before the head trains (HeadService.run).
+            do {
                 var options = HeadOptions(bind: bind, coordinator: coordinator, storePath: store)
                 options.creditWindow = credits
                 options.dtype = try parseDType(dtype)

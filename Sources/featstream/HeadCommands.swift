@@ -146,7 +146,10 @@ struct Predict: ParsableCommand {
         abstract: "Classify images with a trained model folder.",
         discussion: """
         Prints the top-k classes with probabilities for each image, or JSON with --json. Given a
-        folder, it classifies every image in it and writes predictions.csv there (or to --csv).
+        folder, it classifies every image below it (JPEG, PNG, WebP, GIF, BMP, TIFF, told by their
+        bytes, not their names) and writes predictions.csv there (or to --csv): one line per entry
+        it met, an image with its class, anything else (another format, a corrupt image, a FIFO)
+        with the reason in the error column. --json prints the same lines as JSON objects.
         A corrupt image is reported with its file name and the others go on.
         """)
 
@@ -164,31 +167,26 @@ struct Predict: ParsableCommand {
             var isDirectory: ObjCBool = false
             if inputs.count == 1, FileManager.default.fileExists(atPath: inputs[0], isDirectory: &isDirectory), isDirectory.boolValue {
                 let folder = URL(fileURLWithPath: inputs[0])
-                let files = try FileManager.default.subpathsOfDirectory(atPath: folder.path).sorted()
-                    .filter { ["jpg", "jpeg", "png"].contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) }
-                    .map { folder.appendingPathComponent($0).path }
-                let predictions = predictor.classify(files, topK: topK)
+                let target = csv ?? folder.appendingPathComponent("predictions.csv").path
+                // Every entry is in the CSV once: classified, or refused with its reason (the CSV itself aside).
+                let predictions = try predictor.classify(folder: folder.path, excluding: [target], topK: topK)
                 var text = "file,class,probability,error\n"
                 for p in predictions {
                     text += [csvQuote(p.file), csvQuote(p.top.first?.name ?? ""),
                              p.top.first.map { String(format: "%.6f", $0.probability) } ?? "", csvQuote(p.error ?? "")]
                         .joined(separator: ",") + "\n"
                 }
-                let target = csv ?? folder.appendingPathComponent("predictions.csv").path
                 try text.write(toFile: target, atomically: true, encoding: .utf8)
                 let failed = predictions.filter { $0.error != nil }
-                for p in failed { printError("predict: \(p.file): \(p.error!)") }
-                print("predict: \(predictions.count - failed.count) images classified, \(failed.count) failed -> \(target)")
+                if json { try predictions.forEach(printJSON) } else { for p in failed { printError("predict: \(p.file): \(p.error!)") } }
+                let summary = "predict: \(predictions.count - failed.count) images classified, \(failed.count) entries not classified "
+                    + "(each named with its reason) -> \(target)"
+                if json { printError(summary) } else { print(summary) }
                 return
             }
             for p in predictor.classify(inputs, topK: topK) {
                 if json {
-                    let object: [String: Any] = p.error.map { ["file": p.file, "error": $0] } ?? [
-                        "file": p.file,
-                        "top": p.top.map { ["class": $0.name, "index": $0.index, "probability": Double($0.probability)] },
-                    ]
-                    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-                    print(String(decoding: data, as: UTF8.self))
+                    try printJSON(p)
                 } else if let error = p.error {
                     printError("predict: \(p.file): \(error)")
                 } else {
@@ -197,6 +195,16 @@ struct Predict: ParsableCommand {
                 }
             }
         }
+    }
+
+    /// One prediction as a JSON line: `file` with `top` classes, or `file` with `error`.
+    private func printJSON(_ p: Prediction) throws {
+        let object: [String: Any] = p.error.map { ["file": p.file, "error": $0] } ?? [
+            "file": p.file,
+            "top": p.top.map { ["class": $0.name, "index": $0.index, "probability": Double($0.probability)] },
+        ]
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
     }
 }
 
