@@ -214,9 +214,10 @@ VALID = {
     "no_work": ("noWork(retryAfterMs: 500)", frame(T["noWork"], u32(500))),
     "shutdown": ("shutdown(reason: \"job complete\")", frame(T["shutdown"], s("job complete"))),
     "heartbeat": ("heartbeat(epoch: 0x0123456789ABCDEF, sequence: 42)", frame(T["heartbeat"], HEARTBEAT_BODY)),
-    "head_hello": ("headHello(epoch: 99, committed: [0, 1, 2, 5, 4294967295])",
-                   frame(T["headHello"], u64(99) + u32(5) + b"".join(u32(x) for x in [0, 1, 2, 5, 0xFFFFFFFF]))),
-    "head_hello_empty": ("headHello(epoch: 1, committed: [])", frame(T["headHello"], u64(1) + u32(0))),
+    "head_hello": ("headHello(epoch: 99, committed: [0, 1, 2, 5, 4294967295], plan: 0x0011223344556677)",
+                   frame(T["headHello"], u64(99) + u32(5) + b"".join(u32(x) for x in [0, 1, 2, 5, 0xFFFFFFFF])
+                         + u64(0x0011223344556677))),
+    "head_hello_empty": ("headHello(epoch: 1, committed: [], plan: 0)", frame(T["headHello"], u64(1) + u32(0) + u64(0))),
     "shard_committed": ("shardCommitted(shardID: 7, attempt: 2, items: 997, deadLetters: 3)",
                         frame(T["shardCommitted"], u32(7) + u32(2) + u32(997) + u32(3))),
     "credit": ("credit(epoch: 0xFEDCBA9876543210, limit: 8)", frame(T["credit"], u64(0xFEDCBA9876543210) + u32(8))),
@@ -242,6 +243,9 @@ COMPAT = {
     "compat_minor_newer": ("heartbeat from a v1.3 peer: flags 0x01 and 5 unknown trailing body bytes; "
                            "decodes like heartbeat.hex and re-encodes to exactly it",
                            frame(T["heartbeat"], HEARTBEAT_BODY + b"\x01\x02\x03\x04\x05", minor=3, flags=0x01)),
+    "compat_minor_older_head_hello": ("headHello from a 3.0 head: no plan field (3.1 appended it); decodes with plan 0, "
+                                      "like head_hello_empty.hex, and re-encodes to exactly it",
+                                      frame(T["headHello"], u64(1) + u32(0), minor=0)),
 }
 
 GOOD_BATCH = dict(shard=7, attempt=2, item_count=16, dtype=2, codec=0, dim=4, offsets=[0, 1], indexes=[100, 101],

@@ -91,6 +91,8 @@ public final class CoordinatorSession {
     public private(set) var unexpectedMessages = 0
     /// Worker identities displaced to stay within `maxWorkers`.
     public private(set) var displacedWorkers = 0
+    /// `headHello`s whose committed shards were not taken, because the store is bound to another plan.
+    public private(set) var ignoredAnnouncements = 0
 
     /// A session over the shards of `plan`, resuming from what `journal` recorded.
     public init(epoch: UInt64, plan: any ShardSource, settings: CoordinatorSessionSettings, journal: CommitJournal) {
@@ -174,9 +176,15 @@ public final class CoordinatorSession {
             } else {
                 unexpectedMessages += 1
             }
-        case let .headHello(_, committed):
+        case let .headHello(_, committed, plan):
             head = identity
-            for shardID in committed { outputs += try record(shardID: shardID, attempt: 0, items: 0, now: now) }
+            if plan == planFingerprint {
+                for shardID in committed { outputs += try record(shardID: shardID, attempt: 0, items: 0, now: now) }
+            } else if !committed.isEmpty {
+                // Another job's store (or one bound to none): its shard ids name other items. The welcome
+                // tells the head our plan, and it stops or binds; its commits here would lose our shards.
+                ignoredAnnouncements += 1
+            }
             outputs.append(.send(identity, welcome))
         case let .shardCommitted(shardID, attempt, items, deadLetters):
             head = identity

@@ -80,7 +80,9 @@ public struct HeadSessionCounters: Equatable, Sendable {
 /// - **Announcement** (§8.1): `headHello` with every committed shard is re-sent each heartbeat until the
 ///   coordinator answers `welcome`, and again whenever a coordinator heartbeat shows a new epoch.
 /// - **Binding** (§8.1): a store belongs to one shard plan; the first `welcome` binds an unbound store, a
-///   `welcome` naming another plan stops the head, and no credit is granted before the plan is known.
+///   `welcome` naming another plan stops the head, and no credit is granted before a `welcome` of this
+///   incarnation named the store's plan (a store bound earlier must not take a stranger job's batches
+///   while its head waits to hear which job the coordinator serves).
 /// - **Bounded buffering** (§8.3.3): the ledger keeps one open attempt per worker (a worker works one shard
 ///   at a time), and at most `maxWorkers` workers are tracked.
 public struct HeadSession: Sendable {
@@ -120,6 +122,8 @@ public struct HeadSession: Sendable {
     /// The shard plan the store belongs to: the store's record, or the first `welcome`'s. No credit is
     /// granted before it is known, so no batch of another job can reach the store.
     public private(set) var plan: UInt64?
+    /// A `welcome` of this incarnation named `plan`: credits may be granted.
+    private var planConfirmed = false
 
     /// A session for a store that already holds `committed` shards and belongs to `plan` (nil: a store not
     /// yet bound to a job). `dimension` is the store's, or the job's model width, or nil to let the first
@@ -178,10 +182,13 @@ public struct HeadSession: Sendable {
             }
             coordinatorEpoch = peerEpoch
             welcomed = true
-            guard plan == nil else { return [] }
+            guard !planConfirmed else { return [] }
+            planConfirmed = true
+            // Workers that said hello before the plan was confirmed were granted nothing; grant now.
+            let grants = workers.keys.sorted { $0.lexicographicallyPrecedes($1) }.map { grant($0, force: true) }
+            guard plan == nil else { return grants }
             plan = peerPlan
-            // Workers that said hello before the store was bound were granted nothing; grant now.
-            return [.effect(.bindPlan(peerPlan))] + workers.keys.sorted { $0.lexicographicallyPrecedes($1) }.map { grant($0, force: true) }
+            return [.effect(.bindPlan(peerPlan))] + grants
         case .heartbeat(let peerEpoch, _):
             guard peerEpoch != coordinatorEpoch else { return [] }
             // A coordinator incarnation we have not introduced ourselves to: it may have lost commits that
@@ -334,7 +341,7 @@ public struct HeadSession: Sendable {
 
     // MARK: - Internals
 
-    private var helloMessage: Message { .headHello(epoch: epoch, committed: committedShards) }
+    private var helloMessage: Message { .headHello(epoch: epoch, committed: committedShards, plan: plan ?? 0) }
 
     /// Tracks a worker identity, displacing the one idle longest when `maxWorkers` are tracked.
     private mutating func admit(_ identity: [UInt8], name: String, now: UInt64) -> [HeadOutput] {
@@ -359,7 +366,7 @@ public struct HeadSession: Sendable {
     /// if `force`, so a `hello` always gets an answer).
     private mutating func grant(_ identity: [UInt8], force: Bool = false) -> HeadOutput {
         var worker = workers[identity]!
-        guard plan != nil else { return .toWorker(identity, .credit(epoch: epoch, limit: UInt32(truncatingIfNeeded: worker.limit))) }
+        guard planConfirmed else { return .toWorker(identity, .credit(epoch: epoch, limit: UInt32(truncatingIfNeeded: worker.limit))) }
         let limit = max(worker.limit, worker.accepted - worker.withheld + UInt64(settings.creditWindow))
         worker.limit = limit
         workers[identity] = worker

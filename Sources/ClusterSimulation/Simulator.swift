@@ -549,7 +549,7 @@ public final class ClusterSimulator {
         case .featureBatch(let b): return "batch(shard \(b.shardID) attempt \(b.attempt) offsets \(b.offsets) dead \(b.deadLetters.map(\.offset)))"
         case .assignment(let shardID, let attempt, _, let items): return "assignment(shard \(shardID) attempt \(attempt), \(items.count) items)"
         case .probe(let shardID, let attempt, _, let items): return "probe(shard \(shardID) attempt \(attempt), items \(items.map(\.index)))"
-        case .headHello(_, let committed): return "headHello(\(committed.count) committed)"
+        case .headHello(_, let committed, let plan): return "headHello(\(committed.count) committed, plan \(plan))"
         case .welcome: return "welcome"
         default: return "\(message)"
         }

@@ -228,9 +228,10 @@ public enum FrameCodec {
             w.str(reason)
         case .heartbeat(let epoch, let sequence):
             w.u64(epoch); w.u64(sequence)
-        case .headHello(let epoch, let committed):
+        case .headHello(let epoch, let committed, let plan):
             w.u64(epoch); w.u32(UInt32(truncatingIfNeeded: committed.count))
             for s in committed { w.u32(s) }
+            w.u64(plan)
         case .featureBatch(let b):
             w.u32(b.shardID); w.u32(b.attempt); w.u32(b.shardItemCount)
             w.u8(b.dtype.rawValue); w.u8(b.codec.rawValue); w.u32(b.dimension); w.u32(b.rawLength)
@@ -259,8 +260,8 @@ public enum FrameCodec {
                 + b.deadLetters.reduce(0) { $0 + 8 + $1.key.utf8.count + $1.reason.utf8.count } + b.payload.count
         case .assignment(_, _, _, let items), .probe(_, _, _, let items):
             return 16 + items.reduce(0) { $0 + 29 + $1.key.utf8.count + $1.locatorText.utf8.count }
-        case .headHello(_, let committed):
-            return 12 + committed.count * 4
+        case .headHello(_, let committed, _):
+            return 20 + committed.count * 4
         default:
             return 64
         }
@@ -316,12 +317,13 @@ public enum FrameCodec {
         let newerPeer = minor > minorVersion
         if flags != 0 && !newerPeer { throw .malformed("reserved flags 0x\(String(flags, radix: 16)) set") }
         var r = Reader(base: base + headerSize, count: bodyLength, limits: limits)
-        let message = try decodeBody(type, &r)
+        let message = try decodeBody(type, &r, minor: minor)
         if r.remaining != 0 && !newerPeer { throw .malformed("\(r.remaining) trailing body bytes") }
         return message
     }
 
-    private static func decodeBody(_ type: MessageType, _ r: inout Reader) throws(FrameError) -> Message {
+    /// `minor` is the sender's: a field appended in a later minor is absent from an older sender's body.
+    private static func decodeBody(_ type: MessageType, _ r: inout Reader, minor: UInt8) throws(FrameError) -> Message {
         switch type {
         case .hello:
             let workerID = try r.str("workerID")
@@ -390,7 +392,9 @@ public enum FrameCodec {
             let epoch = try r.u64("epoch")
             let count = Int(try r.u32("committed count"))
             try r.needItems(count, minSize: 4, "committed")
-            return .headHello(epoch: epoch, committed: try r.integers(count, "committed", as: UInt32.self))
+            let committed = try r.integers(count, "committed", as: UInt32.self)
+            // 3.1 appended the store's plan; a 3.0 head's store counts as bound to no plan.
+            return .headHello(epoch: epoch, committed: committed, plan: minor >= 1 ? try r.u64("plan") : 0)
         case .shardCommitted:
             return .shardCommitted(shardID: try r.u32("shardID"), attempt: try r.u32("attempt"),
                                    items: try r.u32("items"), deadLetters: try r.u32("deadLetters"))

@@ -154,8 +154,10 @@ public enum Message: Equatable, Sendable {
     case heartbeat(epoch: UInt64, sequence: UInt64)
 
     // MARK: head ↔ coordinator
-    /// First message of a head (and again on a new coordinator epoch): what its store has committed.
-    case headHello(epoch: UInt64, committed: [UInt32])
+    /// First message of a head (and again on a new coordinator epoch): what its store has committed, and
+    /// the shard plan the store is bound to (0: none yet). A coordinator takes the commits only from a
+    /// store of its own plan (3.1; §8.1 *One job per store*).
+    case headHello(epoch: UInt64, committed: [UInt32], plan: UInt64)
     /// The head durably stored every item of this shard attempt.
     case shardCommitted(shardID: UInt32, attempt: UInt32, items: UInt32, deadLetters: UInt32)
 

@@ -9,11 +9,16 @@ import XCTest
 final class HeadSessionTests: XCTestCase {
     let worker: [UInt8] = Array("w0".utf8)
 
-    func session(window: UInt32 = 2, committed: Set<UInt32> = [], plan: UInt64? = 1) -> HeadSession {
+    /// A head whose store is bound to `plan`, welcomed by a coordinator of that plan unless `welcomed` is false.
+    func session(window: UInt32 = 2, committed: Set<UInt32> = [], plan: UInt64? = 1, welcomed: Bool = true) -> HeadSession {
         var settings = HeadSessionSettings()
         settings.creditWindow = window
         settings.heartbeatMs = 100
-        return HeadSession(epoch: 7, dtype: .f32, dimension: 2, committed: committed, plan: plan, settings: settings)
+        var head = HeadSession(epoch: 7, dtype: .f32, dimension: 2, committed: committed, plan: plan, settings: settings)
+        if welcomed, let plan {
+            _ = head.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: plan), now: 0)
+        }
+        return head
     }
 
     /// Issue 13 item 10: an unbound store grants nothing until the first welcome names the plan, which it
@@ -29,10 +34,18 @@ final class HeadSessionTests: XCTestCase {
         // The same plan again (a restarted coordinator of the same job) changes nothing.
         XCTAssertEqual(head.receiveControl(.welcome(epoch: 100, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 42), now: 3), [])
 
-        var bound = session(plan: 42)
+        // A store bound earlier grants nothing either until this incarnation's coordinator names its plan:
+        // a worker of another job (its coordinator on the same address) must not reach the store, where a
+        // batch of an already committed shard would be re-acknowledged to that job's coordinator.
+        var bound = session(plan: 42, welcomed: false)
+        XCTAssertEqual(credits(bound.workerHello(from: worker, name: "w0", batchesSent: nil, now: 1)), [0])
         XCTAssertEqual(bound.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 43), now: 1),
                        [.effect(.planMismatch(store: 42, coordinator: 43))])
         XCTAssertEqual(bound.workerHello(from: worker, name: "w0", batchesSent: nil, now: 2), [], "a stopped head serves nothing")
+        var same = session(plan: 42, welcomed: false)
+        _ = same.workerHello(from: worker, name: "w0", batchesSent: nil, now: 1)
+        XCTAssertEqual(credits(same.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 42), now: 2)), [2],
+                       "its own job's welcome grants the waiting workers their window, and binds nothing again")
     }
 
     func batch(shard: UInt32, offsets: [UInt32], count: UInt32 = 2) -> (FeatureBatch, Result<DecodedBatch, Error>) {
@@ -95,16 +108,16 @@ final class HeadSessionTests: XCTestCase {
     }
 
     func testHelloIsRetriedUntilWelcomedAndRepeatedForANewCoordinator() {
-        var head = session(committed: [1, 2])
-        XCTAssertEqual(head.start(now: 0), [.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))])
-        XCTAssertTrue(head.tick(now: 100).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))))
+        var head = session(committed: [1, 2], welcomed: false)
+        XCTAssertEqual(head.start(now: 0), [.toCoordinator(.headHello(epoch: 7, committed: [1, 2], plan: 1))])
+        XCTAssertTrue(head.tick(now: 100).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2], plan: 1))))
         _ = head.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 1), now: 150)
-        XCTAssertFalse(head.tick(now: 200).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))))
+        XCTAssertFalse(head.tick(now: 200).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2], plan: 1))))
         XCTAssertEqual(head.receiveControl(.heartbeat(epoch: 99, sequence: 1), now: 250), [])
         // A restarted coordinator shows a new epoch: tell it everything again, until it answers.
         XCTAssertEqual(head.receiveControl(.heartbeat(epoch: 100, sequence: 1), now: 300),
-                       [.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))])
-        XCTAssertTrue(head.tick(now: 400).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2]))))
+                       [.toCoordinator(.headHello(epoch: 7, committed: [1, 2], plan: 1))])
+        XCTAssertTrue(head.tick(now: 400).contains(.toCoordinator(.headHello(epoch: 7, committed: [1, 2], plan: 1))))
     }
 
     func testAHelloWithTheWorkersCountRepairsLostCredits() {
@@ -231,9 +244,17 @@ final class CoordinatorSessionTests: XCTestCase {
     func testHeadHelloIsJournaledThenWelcomed() throws {
         let journal = MemoryJournal()
         let coordinator = makeSession(journal: journal)
-        let outputs = try coordinator.receive(.headHello(epoch: 4, committed: [0, 2]), from: [7], now: 1)
+        let plan = ShardPlan(shards: (0..<3).map { Shard(id: UInt32($0), items: [ItemRef(index: UInt64($0), key: "k\($0)", label: 0, locator: .file(path: "/d/k\($0)"))]) }).fingerprint
+        // A store of another job (or bound to none) names other items: its commits are not taken, only welcomed.
+        for other in [plan &+ 1, 0] {
+            let refused = try coordinator.receive(.headHello(epoch: 3, committed: [0, 1], plan: other), from: [7], now: 0)
+            XCTAssertEqual(refused, [.send([7], .welcome(epoch: 11, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: plan))])
+        }
+        XCTAssertEqual(journal.appends, [])
+        XCTAssertEqual(coordinator.ignoredAnnouncements, 2)
+        let outputs = try coordinator.receive(.headHello(epoch: 4, committed: [0, 2], plan: plan), from: [7], now: 1)
         XCTAssertEqual(journal.appends, [0, 2])
-        XCTAssertEqual(outputs.last, .send([7], .welcome(epoch: 11, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: ShardPlan(shards: (0..<3).map { Shard(id: UInt32($0), items: [ItemRef(index: UInt64($0), key: "k\($0)", label: 0, locator: .file(path: "/d/k\($0)"))]) }).fingerprint)))
+        XCTAssertEqual(outputs.last, .send([7], .welcome(epoch: 11, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: plan)))
         XCTAssertEqual(coordinator.table.progress.committed, 2)
         // A re-acknowledgement of a journaled shard is not news and is not journaled twice.
         XCTAssertEqual(try coordinator.receive(.shardCommitted(shardID: 2, attempt: 9, items: 0, deadLetters: 0), from: [7], now: 2), [])

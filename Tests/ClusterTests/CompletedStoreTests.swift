@@ -72,9 +72,10 @@ final class CompletedStoreTests: XCTestCase {
         guard cluster.waitUntil("the head refused the store", timeout: 60, { cluster.head?.isRunning == false }) else { return }
         XCTAssertNotEqual(cluster.head?.terminationStatus, 0, cluster.logTails())
         XCTAssertNotEqual(try cluster.jobPlan().fingerprint, job.plan)
-        // Not checked here: what the other job's coordinator believes. The head's introduction lists its shard
-        // ids before the welcome tells it the plan, and today's coordinator records them (for an unfinished
-        // store too): a protocol gap reported to the integrator (HeadSession/CoordinatorSession), not the head's.
+        // The head's introduction named its store's plan, so the other job's coordinator did not take the
+        // shard ids in it as its own commits (PROTOCOL §8.1 *One job per store*, 3.1).
+        let status = try XCTUnwrap(cluster.status(), cluster.logTails())
+        XCTAssertEqual(status.shards.committed, 0, "the other job's coordinator took a foreign store's shards\n\(cluster.logTails())")
         XCTAssertEqual(try JobPlanBinding.read(root: cluster.storeURL), job.plan)
         XCTAssertEqual(storedShards(), job.shards, "nothing of the other job reached the store")
         XCTAssertTrue(HeadJobMarker.exists(cluster.storeURL))

@@ -39,7 +39,7 @@ final class SecurityTests: XCTestCase {
     static let attack: [Message] = [
         .hello(workerID: "attacker", host: "x", pid: 1, capabilities: [:]),
         .shardRequest(workerID: "attacker"),
-        .headHello(epoch: 1, committed: Array(0..<64)),
+        .headHello(epoch: 1, committed: Array(0..<64), plan: 0),
         .shardCommitted(shardID: 0, attempt: 1, items: 8, deadLetters: 0),
         .shutdown(reason: "forged"),
     ]
@@ -162,7 +162,7 @@ final class SecurityTests: XCTestCase {
         func sendEventually(_ socket: ZMQSocket, _ message: Message) -> Bool {
             eventually { (try? socket.send([FrameCodec.encode(message)])) == true }
         }
-        XCTAssertTrue(sendEventually(toCoordinator, .headHello(epoch: 1, committed: Array(0..<8))))
+        XCTAssertTrue(sendEventually(toCoordinator, .headHello(epoch: 1, committed: Array(0..<8), plan: 0)))
         XCTAssertTrue(sendEventually(toCoordinator, .shardCommitted(shardID: 0, attempt: 1, items: 8, deadLetters: 0)))
         XCTAssertTrue(sendEventually(toHead, .shutdown(reason: "forged")))
         XCTAssertTrue(eventually { rejected("wrong_role", port: coordinatorPort) >= 2 }, cluster.logTails())

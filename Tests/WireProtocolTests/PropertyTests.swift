@@ -71,7 +71,7 @@ final class PropertyTests: XCTestCase {
         case .noWork: return .noWork(retryAfterMs: u32(&rng))
         case .shutdown: return .shutdown(reason: randomString(&rng))
         case .heartbeat: return .heartbeat(epoch: u64(&rng), sequence: u64(&rng))
-        case .headHello: return .headHello(epoch: u64(&rng), committed: (0..<Int.random(in: 0...50, using: &rng)).map { _ in u32(&rng) })
+        case .headHello: return .headHello(epoch: u64(&rng), committed: (0..<Int.random(in: 0...50, using: &rng)).map { _ in u32(&rng) }, plan: u64(&rng))
         case .shardCommitted: return .shardCommitted(shardID: u32(&rng), attempt: u32(&rng), items: u32(&rng), deadLetters: u32(&rng))
         case .featureBatch: return .featureBatch(randomBatch(&rng))
         case .credit: return .credit(epoch: u64(&rng), limit: u32(&rng))

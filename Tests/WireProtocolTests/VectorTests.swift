@@ -33,8 +33,8 @@ final class VectorTests: XCTestCase {
         "no_work": .noWork(retryAfterMs: 500),
         "shutdown": .shutdown(reason: "job complete"),
         "heartbeat": .heartbeat(epoch: 0x0123_4567_89AB_CDEF, sequence: 42),
-        "head_hello": .headHello(epoch: 99, committed: [0, 1, 2, 5, 0xFFFF_FFFF]),
-        "head_hello_empty": .headHello(epoch: 1, committed: []),
+        "head_hello": .headHello(epoch: 99, committed: [0, 1, 2, 5, 0xFFFF_FFFF], plan: 0x0011_2233_4455_6677),
+        "head_hello_empty": .headHello(epoch: 1, committed: [], plan: 0),
         "shard_committed": .shardCommitted(shardID: 7, attempt: 2, items: 997, deadLetters: 3),
         "credit": .credit(epoch: 0xFEDC_BA98_7654_3210, limit: 8),
         "feature_batch_raw_f32": .featureBatch(FeatureBatch(
@@ -59,6 +59,7 @@ final class VectorTests: XCTestCase {
     /// Frames from newer minors: (expected value, canonical vector it must re-encode to).
     static let compat: [String: (Message, String)] = [
         "compat_minor_newer": (.heartbeat(epoch: 0x0123_4567_89AB_CDEF, sequence: 42), "heartbeat"),
+        "compat_minor_older_head_hello": (.headHello(epoch: 1, committed: [], plan: 0), "head_hello_empty"),
     ]
 
     /// Expected errors of the invalid vectors. For `exceedsLimit`/`malformed` only the case is
