@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure this machine: backbone, decode+preprocess, extraction, feature codecs, head ingest and training.",
         discussion: """
-        Each prints its result as one line of JSON (the Benchmarks module's Codable results; `extract`, one
+        Each prints its result as one line of JSON (the Benchmarks module's Codable results; `extract`, one \
         line per progress report). Benchmarks/run.sh compares these against onnxruntime and Pillow in one run.
         """,
         subcommands: [Backbone.self, Decode.self, ExtractBench.self, Codec.self, Ingest.self, HeadIngest.self, TrainBench.self]
