@@ -150,13 +150,15 @@ measure() {
 # long-lived process in the coordinator's namespace, one JSON line per refresh), appended to
 # OUT/samples as "time images workers". (An `ip netns exec` per sample cost 15 ms of CPU, 3% of a
 # core at two samples a second, taken from the quota'd workers when their quotas fill the machine.)
+# The job's kill takes the status process itself: with its coordinator gone it prints nothing more, so
+# it would never meet a closed pipe and the job's `wait` would never end.
 start_sampler() {
-  ip netns exec fs-h1 "$bin" status http://127.0.0.1:9400 --json --every 0.5 2>/dev/null | python3 -u -c '
+  ip netns exec fs-h1 "$bin" status http://127.0.0.1:9400 --json --every 0.5 2>/dev/null > >(python3 -u -c '
 import json, sys, time
 for line in sys.stdin:
     if line.startswith("{"):
         status = json.loads(line)
-        print("%.6f %d %d" % (time.time(), status["images"], len(status["workers"])), flush=True)' >>"$1/samples" 2>/dev/null &
+        print("%.6f %d %d" % (time.time(), status["images"], len(status["workers"])), flush=True)' >>"$1/samples" 2>/dev/null) &
   pids+=($!)
 }
 job_ready() { [[ -s $1/samples ]] && awk -v n="$2" 'END { exit !($3 >= n) }' "$1/samples"; }
@@ -191,7 +193,7 @@ run_job() {
     g=$(cpu_group "w$i")
     # Join the cgroup before entering the namespace: `ip netns exec` remounts /sys, hiding the cgroup tree.
     sh -c "echo \$\$ > $g/cgroup.procs; exec ip netns exec fs-h$((i + 2)) $bin worker $sec --coordinator tcp://10.77.0.11:5555 \
-        --model $model --data $data --split train --threads 1 --batch 16 --name w$i" >/dev/null 2>"$out/w$i.log" &
+        --model $model --threads 1 --batch 16 --name w$i" >/dev/null 2>"$out/w$i.log" &
     workers+=($!)
   done
   pids+=("${workers[@]}")
