@@ -98,7 +98,7 @@ let package = Package(
         ),
         // Benchmark code, out of the product modules: `featstream bench` calls it; results print as JSON.
         .target(name: "Benchmarks", dependencies: ["Backbone", "Extraction", "ImageInput", "FeatureCodec", "WireProtocol", "HeadTraining",
-                                                   "HeadJob", "ClusterSessions", "ClusterRoles", "FeatureStore"]),
+                                                   "HeadJob", "ClusterSessions", "ClusterRoles", "FeatureStore", "Transport"]),
         .executableTarget(
             name: "featstream",
             dependencies: [

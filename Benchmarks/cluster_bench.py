@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """The cluster's benchmarks from one run: worker end-to-end vs backbone-only, head ingest, codecs, wire bytes.
 
-- Worker end-to-end: `featstream run --workers 1` on the Fashion-MNIST demo train split (the worker logs
-  images/s over the time it spent on shards), alternated with `featstream bench backbone` at the same
-  batch and threads; the ratio is end-to-end / backbone-only within each round, median of the rounds.
+- Worker end-to-end: `featstream run --workers 1 --json` on the Fashion-MNIST demo train split; its rate is
+  the head's count of the worker's rows per second (the store's ingest.json) over the whole seconds
+  between the first rows and the last (start-up and the partial seconds at either end left out),
+  alternated with `featstream bench backbone` at the same batch and threads; the ratio is end-to-end /
+  backbone-only within each round, median of the rounds.
 - Head ingest: `featstream bench ingest` pinned to one core (frame decode, CRC, LZ4, dedup, fsync'd commits),
   600k vectors (1.5 GB of f16 rows, so that the page cache and the disk are in steady state), median of the
   rounds; `--baseline BIN` alternates each round with another build for a same-run ratio.
@@ -11,11 +13,11 @@
 - Wire bytes per vector: from the head's ingest.json of the end-to-end run (frame bytes / rows).
 
 Usage: python3 Benchmarks/cluster_bench.py --featstream .build/release/featstream [--rounds 5] [--baseline OTHER-BUILD]
+       [--limit N]  (a quick check that the script runs: N images per extraction, 100 x N head-ingest vectors)
 """
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -33,17 +35,28 @@ def backbone(featstream, threads):
     return json.loads(out.strip().splitlines()[-1])["imagesPerSecond"]
 
 
-def end_to_end(featstream, scratch):
+def steady_rate(per_second):
+    """Rows/s from the head's per-second counts ({"second": rows}): the whole seconds between the first
+    and the last, which are partial (all of them when the run is too short to have whole seconds)."""
+    seconds = sorted(int(s) for s in per_second)
+    first, last = seconds[0], seconds[-1]
+    if last - first < 2:
+        return sum(per_second.values()) / (last - first + 1)
+    return sum(per_second.get(str(s), 0) for s in range(first + 1, last)) / (last - first - 1)
+
+
+def end_to_end(featstream, scratch, limit):
     out_dir = os.path.join(scratch, "run")
     shutil.rmtree(out_dir, ignore_errors=True)
     run = subprocess.run([featstream, "run", "--model", MODEL, "--data", DATA, "--split", "train", "--workers", "1",
-                          "--batch", "16", "--shard-size", "128", "--out", out_dir],
+                          "--batch", "16", "--shard-size", "128", "--out", out_dir, "--json"] + limit,
                          check=True, capture_output=True, text=True)
-    match = re.search(r"extracted (\d+) images in ([0-9.]+) s on shards: ([0-9.]+) img/s", run.stderr)
-    if not match:
-        sys.exit("no worker rate in the run's log:\n" + run.stderr[-2000:])
-    ingest = json.load(open(os.path.join(out_dir, "store", "ingest.json")))
-    return float(match.group(3)), ingest["wireBytes"] / max(ingest["rows"], 1)
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    ingest = json.load(open(os.path.join(summary["store"], "ingest.json")))
+    if len(ingest["rowsPerSecond"]) != 1:
+        sys.exit(f"expected rows from one worker, the head counted rows from {sorted(ingest['rowsPerSecond'])}")
+    (per_second,) = ingest["rowsPerSecond"].values()
+    return steady_rate(per_second), ingest["wireBytes"] / max(ingest["rows"], 1)
 
 
 def main():
@@ -51,14 +64,18 @@ def main():
     parser.add_argument("--featstream", required=True)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline", help="another featstream build whose head ingest is measured alternately")
+    parser.add_argument("--limit", type=int, help="a quick check that the script runs: at most LIMIT images per "
+                        "extraction and 100 x LIMIT head-ingest vectors (figures not comparable)")
     args = parser.parse_args()
+    limit = ["--limit", str(args.limit)] if args.limit else []
+    vectors = min(600000, 100 * args.limit) if args.limit else 600000
     threads = os.cpu_count() or 2
     scratch = tempfile.mkdtemp(prefix="featstream-bench-")
     try:
         e2e, bb, wire = [], [], []
         for _ in range(args.rounds):
             bb.append(backbone(args.featstream, threads))
-            rate, per_vector = end_to_end(args.featstream, scratch)
+            rate, per_vector = end_to_end(args.featstream, scratch, limit)
             e2e.append(rate)
             wire.append(per_vector)
         b, e = statistics.median(bb), statistics.median(e2e)
@@ -72,12 +89,12 @@ def main():
         print(f"| wire bytes per 1280-d vector (f16 + shuffle + LZ4, frames included) | {statistics.median(wire):.0f} B (raw f32: 5120 B) | reported |")
 
         features = os.path.join(scratch, "features")
-        subprocess.run([args.featstream, "extract", "--model", MODEL, "--data", DATA, "--out", features],
+        subprocess.run([args.featstream, "extract", "--model", MODEL, "--data", DATA, "--out", features] + limit,
                        check=True, capture_output=True)
         npy = os.path.join(features, "features.npy")
         def ingest(featstream):
             out = subprocess.run(["taskset", "-c", "0", featstream, "bench", "ingest", "--features", npy,
-                                  "--vectors", "600000"], check=True, capture_output=True, text=True).stdout
+                                  "--vectors", str(vectors)], check=True, capture_output=True, text=True).stdout
             return json.loads(out.strip().splitlines()[-1])
 
         ours, theirs = [], []

@@ -17,13 +17,16 @@ mode=run
 if [[ ${1:-} == run || ${1:-} == head ]]; then mode=$1; shift; fi
 bin=${1:-.build/release/featstream}; rounds=${2:-3}
 
+# field NAME: field NAME of the JSON object on standard input (a `run --json` or `bench` line).
+field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
 if [[ $mode == run ]]; then
   for r in $(seq 1 "$rounds"); do
     for kind in curve plaintext; do
       out=$(mktemp -d); flag=(); [ "$kind" = plaintext ] && flag=(--insecure-plaintext)
       line=$("$bin" run --model "$FEATSTREAM_HOME/models/efficientnet-lite0" --data "$FEATSTREAM_HOME/data/fashion-mnist-demo/imagefolder" \
-          --split train --workers 2 --shard-size 32 --no-train --out "$out" "${flag[@]}" 2>/dev/null | grep '^run: ')
-      echo "$r $kind $(echo "$line" | sed -E 's/.* ([0-9.]+) img\/s.*/\1/')"
+          --split train --workers 2 --shard-size 32 --no-train --out "$out" --json "${flag[@]}" 2>/dev/null | tail -1)
+      echo "$r $kind $(field imagesPerSecond <<<"$line")"
       rm -rf "$out"
     done
   done
@@ -38,27 +41,33 @@ ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 results=$(mktemp)
 one() {  # one ROUND KIND: prints "round kind vectors/s cpu-ms-per-1000"
-  local dir port sec head t0 t1 line
-  dir=$(mktemp -d); port=$(free_port)
+  local dir port mport sec head t0 t1 line
+  dir=$(mktemp -d); port=$(free_port); mport=$(free_port)
   if [[ $2 == curve ]]; then
     "$bin" keygen --keys "$dir/keys" --workers w1 >/dev/null 2>&1
     sec=(--keys "$dir/keys")
   else
     sec=(--insecure-plaintext)
   fi
+  # No coordinator runs here, and a head grants no credit before it knows its job's shard plan: bind the
+  # store to one beforehand, as the coordinator's first welcome would (the store's job-plan file).
+  mkdir -p "$dir/store"; echo 00000000000000b1 >"$dir/store/job-plan"
   "$bin" head --bind "tcp://127.0.0.1:$port" --coordinator "tcp://127.0.0.1:$(free_port)" --store "$dir/store" --credits 64 \
-      "${sec[@]}" >/dev/null 2>"$dir/head.log" &
+      --metrics-port "$mport" "${sec[@]}" >/dev/null 2>"$dir/head.log" &
   head=$!
-  # Its start-up (loading, binding) is not ingest: count CPU from when it listens.
-  for _ in $(seq 1 600); do grep -q "listening for features" "$dir/head.log" 2>/dev/null && break; sleep 0.05; done
+  # Its start-up (loading, binding) is not ingest: count CPU from when it listens. The head serves its
+  # metrics once its data socket is bound.
+  for _ in $(seq 1 600); do python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+      "http://127.0.0.1:$mport/metrics" 2>/dev/null && break; sleep 0.05; done
   t0=$(ticks "$head")
-  line=$("$sender" bench head-ingest --head "tcp://127.0.0.1:$port" --features "$features" --vectors "$vectors" --key-name w1 "${sec[@]}" 2>/dev/null)
+  line=$("$sender" bench head-ingest --head "tcp://127.0.0.1:$port" --features "$features" --vectors "$vectors" --key-name w1 "${sec[@]}" 2>/dev/null) || line=
   t1=$(ticks "$head")
   kill -9 "$head"; wait "$head" 2>/dev/null || true
   rm -rf "$dir"
+  [[ -n $line ]] || { echo "curve_cost: bench head-ingest failed (round $1, $2)" >&2; exit 1; }
   local rate bytes
-  rate=$(sed -E 's/.*"vectorsPerSecond": ([0-9.]+).*/\1/' <<<"$line")
-  bytes=$(sed -E 's/.*"wireBytesPerVector": ([0-9.]+).*/\1/' <<<"$line")
+  rate=$(field vectorsPerSecond <<<"$line")
+  bytes=$(field wireBytesPerVector <<<"$line")
   echo "$1 $2 $rate $(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$vectors" 'BEGIN { printf "%.2f", 1e6 * t / hz / n }') $bytes"
 }
 for r in $(seq 1 "$rounds"); do

@@ -11,9 +11,10 @@
 # WARM seconds, WINDOW seconds of samples are fitted with a least-squares line, and its slope is the
 # aggregate img/s. The job is then stopped: only the rate matters, not the end of the job.
 #
-# Beside each job runs its peer without a cluster: N plain `featstream extract` processes under the
-# same quotas (decode and backbone only: no coordinator, head, network or codec), measured the same
-# way from their progress lines. The machine's two vCPUs, shared caches and neighbours slow N
+# Beside each job runs its peer without a cluster: N `featstream bench extract` processes (what
+# `featstream extract` does, decode and backbone, writing nothing) under the same quotas (no
+# coordinator, head, network or codec), measured the same way from the image counts they print as
+# JSON every half second. The machine's two vCPUs, shared caches and neighbours slow N
 # co-located processes whatever they run; "vs the same N without a cluster" is what the cluster
 # itself costs. Two diagnostics explain what is left: the CPU milliseconds each image cost the
 # quota'd processes, and the share of their quota they used (under 100%, and throttled in fewer
@@ -35,6 +36,7 @@
 # per-round ratios). SCALING_NS="1 2 4" picks the worker counts (default 1..MAX_WORKERS).
 #
 # Usage (root): [FEATSTREAM=BIN] [SCALING_KEEP=DIR] [SCALING_COMPARE=plaintext] [SCALING_NS="1 2 4"] bash Benchmarks/scaling.sh [MAX_WORKERS=4] [QUOTA_CORES=0.4] [ROUNDS=3] [WINDOW=40] [WARM=4] (whole seconds)
+# A quick check that the script runs: bash Benchmarks/scaling.sh 1 0.4 1 5 1 (figures not comparable).
 # Needs cgroup v1's cpu controller at /sys/fs/cgroup/cpu (cgroup v2: /sys/fs/cgroup with cpu.max).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +45,6 @@ quota=${2:-0.4}
 rounds=${3:-3}
 window=${4:-40}
 warm=${5:-4}
-# The peers report progress every 5 s, and a slope needs several reports inside the window.
-((window >= 20)) || { echo "scaling: WINDOW must be at least 20 seconds" >&2; exit 2; }
 # FEATSTREAM=path measures that binary (e.g. an earlier build) instead of building this checkout.
 if [[ -n ${FEATSTREAM:-} ]]; then
   bin=$FEATSTREAM
@@ -150,13 +150,15 @@ measure() {
 # long-lived process in the coordinator's namespace, one JSON line per refresh), appended to
 # OUT/samples as "time images workers". (An `ip netns exec` per sample cost 15 ms of CPU, 3% of a
 # core at two samples a second, taken from the quota'd workers when their quotas fill the machine.)
+# The job's kill takes the status process itself: with its coordinator gone it prints nothing more, so
+# it would never meet a closed pipe and the job's `wait` would never end.
 start_sampler() {
-  ip netns exec fs-h1 "$bin" status http://127.0.0.1:9400 --json --every 0.5 2>/dev/null | python3 -u -c '
+  ip netns exec fs-h1 "$bin" status http://127.0.0.1:9400 --json --every 0.5 2>/dev/null > >(python3 -u -c '
 import json, sys, time
 for line in sys.stdin:
     if line.startswith("{"):
         status = json.loads(line)
-        print("%.6f %d %d" % (time.time(), status["images"], len(status["workers"])), flush=True)' >>"$1/samples" 2>/dev/null &
+        print("%.6f %d %d" % (time.time(), status["images"], len(status["workers"])), flush=True)' >>"$1/samples" 2>/dev/null) &
   pids+=($!)
 }
 job_ready() { [[ -s $1/samples ]] && awk -v n="$2" 'END { exit !($3 >= n) }' "$1/samples"; }
@@ -191,7 +193,7 @@ run_job() {
     g=$(cpu_group "w$i")
     # Join the cgroup before entering the namespace: `ip netns exec` remounts /sys, hiding the cgroup tree.
     sh -c "echo \$\$ > $g/cgroup.procs; exec ip netns exec fs-h$((i + 2)) $bin worker $sec --coordinator tcp://10.77.0.11:5555 \
-        --model $model --data $data --split train --threads 1 --batch 16 --name w$i" >/dev/null 2>"$out/w$i.log" &
+        --model $model --threads 1 --batch 16 --name w$i" >/dev/null 2>"$out/w$i.log" &
     workers+=($!)
   done
   pids+=("${workers[@]}")
@@ -202,7 +204,7 @@ run_job() {
   pids=()
 }
 
-# A peer's progress lines, "extract: DONE/TOTAL ...", stamped on arrival as "time done".
+# A peer's progress, `bench extract`'s JSON lines ({"images": DONE, "time": EPOCH}), as "time done".
 peer_ready() { local f c=0; for f in "$1"/x*.progress; do [[ -s $f ]] && c=$((c + 1)); done; ((c >= $2)); }
 peer_rate() { local f; for f in "$1"/x*.progress; do slope "$f" "$2" "$3"; done | awk '{ s += $1 } END { printf "%.3f\n", s }'; }
 
@@ -214,11 +216,14 @@ run_peer() {
   for i in $(seq 1 "$n"); do
     local g
     g=$(cpu_group "w$i")
-    sh -c "echo \$\$ > $g/cgroup.procs; exec $bin extract --model $model --data $data --split train --limit $images \
-        --threads 1 --batch 16 --out $out/x$i" \
-        2> >(while IFS= read -r line; do
-               [[ $line =~ ^extract:\ ([0-9]+)/ ]] && echo "$EPOCHREALTIME ${BASH_REMATCH[1]}"
-             done >"$out/x$i.progress") >/dev/null &
+    sh -c "echo \$\$ > $g/cgroup.procs; exec $bin bench extract --model $model --data $data --split train --limit $images \
+        --threads 1 --batch 16 --every 0.5" 2>"$out/x$i.log" \
+        > >(python3 -u -c '
+import json, sys
+for line in sys.stdin:
+    if line.startswith("{"):
+        progress = json.loads(line)
+        print("%.6f %d" % (progress["time"], progress["images"]), flush=True)' >"$out/x$i.progress") &
     copies+=($!)
   done
   pids=("${copies[@]}")

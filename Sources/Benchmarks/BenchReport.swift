@@ -95,21 +95,25 @@ public struct TrainingBenchmarkReport: Codable, Sendable {
     }
 }
 
-extension IngestBenchmark: Encodable {
-    enum CodingKeys: String, CodingKey {
-        case vectors, seconds, vectorsPerSecond, cpuSeconds, vectorsPerCPUSecond, wireBytesPerVector, ratioVersusRawF32
-    }
+/// What `featstream bench train --online-shard-rows` prints: top-1 of the online pass without and with
+/// its replay reservoir (`benchmarkOnlinePass`).
+public struct OnlinePassBenchmarkReport: Codable, Sendable {
+    /// Always `featstream-online`.
+    public var impl = "featstream-online"
+    /// Rows a shard of the pass.
+    public var shardRows: Int
+    /// Top-1 on the test set, without replay.
+    public var accuracyWithoutReplay: Double
+    /// Top-1 on the test set, with the replay reservoir.
+    public var accuracyWithReplay: Double
+    /// Training rows.
+    public var trainRows: Int
+    /// Test rows.
+    public var testRows: Int
 
-    /// Every field, the derived rates included.
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(vectors, forKey: .vectors)
-        try container.encode(seconds, forKey: .seconds)
-        try container.encode(vectorsPerSecond, forKey: .vectorsPerSecond)
-        try container.encode(cpuSeconds, forKey: .cpuSeconds)
-        try container.encode(vectorsPerCPUSecond, forKey: .vectorsPerCPUSecond)
-        try container.encode(wireBytesPerVector, forKey: .wireBytesPerVector)
-        try container.encode(ratioVersusRawF32, forKey: .ratioVersusRawF32)
+    enum CodingKeys: String, CodingKey {
+        case impl, shardRows = "shard_rows", accuracyWithoutReplay = "accuracy_without_replay", accuracyWithReplay = "accuracy_with_replay"
+        case trainRows = "train_rows", testRows = "test_rows"
     }
 }
 

@@ -27,9 +27,9 @@ public func benchmarkDefaultHead(train: LabeledFeatures, test: LabeledFeatures, 
 
 /// The job's online pass over `train` delivered in consecutive shards of `shardRows` rows, in the
 /// order given (a class-sorted folder gives one class after another), without and with the replay
-/// reservoir; returns the online model's top-1 on `test` after the last shard, for each.
+/// reservoir; reports the online model's top-1 on `test` after the last shard, for each.
 public func benchmarkOnlinePass(train: LabeledFeatures, test: LabeledFeatures, shardRows: Int, classCount: Int,
-                                replayCapacity: Int? = nil) throws -> (withoutReplay: Double, withReplay: Double) {
+                                replayCapacity: Int? = nil) throws -> OnlinePassBenchmarkReport {
     func pass(_ capacity: Int?) throws -> Double {
         var config = TrainingConfig()
         config.classCount = classCount
@@ -40,5 +40,6 @@ public func benchmarkOnlinePass(train: LabeledFeatures, test: LabeledFeatures, s
         guard let model = online.model else { throw TrainingError.emptyTrainingSet }
         return try model.evaluate(on: test).top1
     }
-    return (try pass(0), try pass(replayCapacity))
+    return OnlinePassBenchmarkReport(shardRows: shardRows, accuracyWithoutReplay: try pass(0), accuracyWithReplay: try pass(replayCapacity),
+                                     trainRows: train.count, testRows: test.count)
 }

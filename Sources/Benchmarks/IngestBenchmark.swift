@@ -5,11 +5,14 @@ import FeatureStore
 import Foundation
 import WireProtocol
 
-/// What `benchmarkIngest` measured.
-public struct IngestBenchmark: Sendable {
+/// What `benchmarkIngest` measured (`featstream bench ingest`'s JSON line).
+public struct IngestBenchmark: Codable, Sendable {
+    /// Vectors ingested.
     public var vectors: Int
+    /// Wall seconds from the first frame until every shard was durable.
     public var seconds: Double
-    public var vectorsPerSecond: Double { Double(vectors) / seconds }
+    /// `vectors / seconds`.
+    public var vectorsPerSecond: Double
     /// CPU time (user + system, every thread of the process) over the same span.
     ///
     /// The wall rate also waits for the disk: every shard is fdatasync'd before it counts, and on a
@@ -17,7 +20,7 @@ public struct IngestBenchmark: Sendable {
     /// cost, what one core can ingest when the disk keeps up.
     public var cpuSeconds: Double
     /// Vectors per CPU-second: `vectors / cpuSeconds`.
-    public var vectorsPerCPUSecond: Double { Double(vectors) / cpuSeconds }
+    public var vectorsPerCPUSecond: Double
     /// Frame bytes per vector, all headers and metadata included.
     public var wireBytesPerVector: Double
     /// Raw f32 bytes per vector over frame bytes per vector.
@@ -28,46 +31,14 @@ public struct IngestBenchmark: Sendable {
 /// appends into a fresh store under `directory`, timed until every shard is durable (fdatasync'd by
 /// the head's sync thread, as in the real head).
 ///
-/// Frames are built beforehand from `features` (real vectors, cycled to reach `vectors`), so only
-/// the head's own work is timed.
+/// Frames are built beforehand (`featureBatchFrames`), so only the head's own work is timed.
 public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, rowsPerBatch: Int = 16,
                             shardSize: Int = 1024, dtype: FeatureDType = .f16, codec: CodecID = .shuffleLZ4,
                             directory: URL) throws -> IngestBenchmark {
-    let available = features.count / dimension
-    precondition(available > 0 && rowsPerBatch > 0 && shardSize % rowsPerBatch == 0)
-    var frames: [[UInt8]] = []
-    var wireBytes = 0
-    var produced = 0
-    // The vectors cycle, so each distinct batch is compressed once (the workers' HC search is slow).
-    var payloads: [Int: (payload: [UInt8], rawLength: Int)] = [:]
-    while produced < vectors {
-        let rows = min(rowsPerBatch, vectors - produced)
-        let first = produced % available
-        let key = first * (rowsPerBatch + 1) + rows
-        if payloads[key] == nil {
-            var values = [Float]()
-            values.reserveCapacity(rows * dimension)
-            for row in 0..<rows {
-                let source = (first + row) % available
-                values.append(contentsOf: features[(source * dimension)..<((source + 1) * dimension)])
-            }
-            payloads[key] = values.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: dtype, codec: codec) }
-        }
-        let (payload, rawLength) = payloads[key]!
-        let shard = produced / shardSize
-        let offsets = (0..<rows).map { UInt32((produced + $0) % shardSize) }
-        let shardItems = min(shardSize, vectors - shard * shardSize)
-        let batch = FeatureBatch(
-            shardID: UInt32(shard), attempt: 1, shardItemCount: UInt32(shardItems), offsets: offsets,
-            indexes: (0..<rows).map { UInt64(produced + $0) }, labels: (0..<rows).map { Int32(($0 + produced) % 10) },
-            keys: (0..<rows).map { "train/\(($0 + produced) % 10)/\(String(format: "%05d", produced + $0)).png" },
-            deadLetters: [], dtype: dtype, dimension: UInt32(dimension), codec: codec, rawLength: UInt32(rawLength),
-            payload: payload)
-        let frame = FrameCodec.encode(.featureBatch(batch))
-        wireBytes += frame.count
-        frames.append(frame)
-        produced += rows
-    }
+    precondition(rowsPerBatch > 0 && shardSize % rowsPerBatch == 0)
+    let frames = featureBatchFrames(features: features, dimension: dimension, vectors: vectors, rowsPerBatch: rowsPerBatch,
+                                    shardSize: shardSize, dtype: dtype, codec: codec)
+    let wireBytes = frames.reduce(0) { $0 + $1.count }
     // The real head path: session rules and the store with its sync thread. One in-memory sender with a
     // window wide enough that credits never hold it back (the sockets are not what is measured).
     let store = try HeadStore(url: directory, dtype: dtype)
@@ -102,8 +73,48 @@ public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, row
     let cpuSeconds = processCPUSeconds() - cpuStart
     precondition(committed == (vectors + shardSize - 1) / shardSize, "every shard must commit")
     let perVector = Double(wireBytes) / Double(vectors)
-    return IngestBenchmark(vectors: vectors, seconds: seconds, cpuSeconds: cpuSeconds, wireBytesPerVector: perVector,
+    return IngestBenchmark(vectors: vectors, seconds: seconds, vectorsPerSecond: Double(vectors) / seconds, cpuSeconds: cpuSeconds,
+                           vectorsPerCPUSecond: Double(vectors) / cpuSeconds, wireBytesPerVector: perVector,
                            ratioVersusRawF32: Double(dimension * 4) / perVector)
+}
+
+/// The feature-batch frames of a job of `vectors` vectors, as workers send them: `rowsPerBatch` rows a
+/// batch, `shardSize` items a shard (shard `n` holds vectors `n * shardSize ..<`), rows cycled from
+/// `features` (real vectors, `dimension` wide). The vectors cycle, so each distinct batch is compressed
+/// once (the workers' HC search is slow), and only the head's own work is left to time.
+public func featureBatchFrames(features: [Float], dimension: Int, vectors: Int, rowsPerBatch: Int, shardSize: Int,
+                               dtype: FeatureDType, codec: CodecID = .shuffleLZ4) -> [[UInt8]] {
+    let available = features.count / dimension
+    precondition(available > 0 && rowsPerBatch > 0 && shardSize > 0)
+    var frames: [[UInt8]] = []
+    var produced = 0
+    var payloads: [Int: (payload: [UInt8], rawLength: Int)] = [:]
+    while produced < vectors {
+        let rows = min(rowsPerBatch, vectors - produced)
+        let first = produced % available
+        let key = first * (rowsPerBatch + 1) + rows
+        if payloads[key] == nil {
+            var values = [Float]()
+            values.reserveCapacity(rows * dimension)
+            for row in 0..<rows {
+                let source = (first + row) % available
+                values.append(contentsOf: features[(source * dimension)..<((source + 1) * dimension)])
+            }
+            payloads[key] = values.withUnsafeBufferPointer { FeatureCodec.encode($0, dtype: dtype, codec: codec) }
+        }
+        let (payload, rawLength) = payloads[key]!
+        let shard = produced / shardSize
+        let batch = FeatureBatch(
+            shardID: UInt32(shard), attempt: 1, shardItemCount: UInt32(min(shardSize, vectors - shard * shardSize)),
+            offsets: (0..<rows).map { UInt32((produced + $0) % shardSize) }, indexes: (0..<rows).map { UInt64(produced + $0) },
+            labels: (0..<rows).map { Int32(($0 + produced) % 10) },
+            keys: (0..<rows).map { "train/\(($0 + produced) % 10)/\(String(format: "%05d", produced + $0)).png" },
+            deadLetters: [], dtype: dtype, dimension: UInt32(dimension), codec: codec, rawLength: UInt32(rawLength),
+            payload: payload)
+        frames.append(FrameCodec.encode(.featureBatch(batch)))
+        produced += rows
+    }
+    return frames
 }
 
 /// User plus system CPU seconds of every thread of this process so far.

@@ -1,3 +1,4 @@
+import DurableFile
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -167,20 +168,20 @@ final class MergeIterator {
 
 /// Reads a run file's length-prefixed entries through a 64 KiB buffer.
 final class RunReader {
-    private let fd: Int32
-    private let path: String
+    private let file: DurableFile
     private var buffer = [UInt8](repeating: 0, count: 1 << 16)
     private var start = 0, end = 0
-    private var fileOffset: off_t = 0
+    private var fileOffset = 0
 
     init(path: String) throws {
-        self.path = path
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw IndexError("cannot open sort run \(path): \(errnoText())") }
+        do {
+            file = try DurableFile.open(path, access: .readOnly)
+        } catch {
+            throw IndexError("cannot open sort run \(path): \(failureText(error))")
+        }
     }
 
-    deinit { close(fd) }
-
+    /// Whether `need` bytes are buffered after reading what the file has (false: it ends sooner).
     private func fill(_ need: Int) throws -> Bool {
         if end - start >= need { return true }
         if start > 0 {
@@ -190,24 +191,24 @@ final class RunReader {
             end -= start; start = 0
         }
         if need > buffer.count { buffer += [UInt8](repeating: 0, count: need - buffer.count) }
-        while end < need {
-            let got = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + end, $0.count - end, fileOffset) }
-            if got < 0 && errno == EINTR { continue }
-            guard got >= 0 else { throw IndexError("cannot read sort run \(path): \(errnoText())") }
-            if got == 0 { return false }
-            end += got
-            fileOffset += off_t(got)
+        let got: Int
+        do {
+            got = try buffer.withUnsafeMutableBytes { try file.readAvailable(into: UnsafeMutableRawBufferPointer(rebasing: $0[end...]), at: fileOffset) }
+        } catch {
+            throw IndexError("cannot read sort run \(file.path): \(failureText(error))")
         }
-        return true
+        end += got
+        fileOffset += got
+        return end - start >= need
     }
 
     func next() throws -> [UInt8]? {
         guard try fill(4) else {
-            if end > start { throw IndexError("sort run \(path) ends mid-entry") }
+            if end > start { throw IndexError("sort run \(file.path) ends mid-entry") }
             return nil
         }
         let length = buffer.withUnsafeBytes { Int(UnsafeRawBufferPointer(rebasing: $0[start..<start + 4]).u32(0)) }
-        guard try fill(4 + length) else { throw IndexError("sort run \(path) ends mid-entry") }
+        guard try fill(4 + length) else { throw IndexError("sort run \(file.path) ends mid-entry") }
         let entry = Array(buffer[(start + 4)..<(start + 4 + length)])
         start += 4 + length
         return entry

@@ -1,3 +1,4 @@
+import DurableFile
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -176,13 +177,14 @@ public final class IndexScan: @unchecked Sendable {
             throw IndexError("items \(range) are not final yet (\(final) are)")
         }
         guard !range.isEmpty else { return [] }
-        var records = [UInt8](repeating: 0, count: range.count * IndexLayout.recordSize)
-        try readAll(fd: writer.records.fd, into: &records, at: UInt64(range.lowerBound * IndexLayout.recordSize), what: writer.records.path)
+        let records = try indexIO {
+            try writer.records.file.read(count: range.count * IndexLayout.recordSize, at: range.lowerBound * IndexLayout.recordSize)
+        }
         return try records.withUnsafeBytes { raw -> [IndexedItem] in
             let firstKey = raw.u64(0)
             let last = (range.count - 1) * IndexLayout.recordSize
-            var keys = [UInt8](repeating: 0, count: Int(raw.u64(last) + UInt64(raw.u32(last + 8)) - firstKey))
-            try readAll(fd: writer.keys.fd, into: &keys, at: firstKey, what: writer.keys.path)
+            let keyBytes = Int(raw.u64(last) + UInt64(raw.u32(last + 8)) - firstKey)
+            let keys = try indexIO { try writer.keys.file.read(count: keyBytes, at: Int(firstKey)) }
             return try (0..<range.count).map { i in
                 let r = UnsafeRawBufferPointer(rebasing: raw[(i * IndexLayout.recordSize)...])
                 let start = Int(r.u64(0) - firstKey)
@@ -222,17 +224,6 @@ public final class IndexScan: @unchecked Sendable {
         state.finished = true
         lock.broadcast()
         lock.unlock()
-    }
-}
-
-func readAll(fd: Int32, into buffer: inout [UInt8], at offset: UInt64, what: String) throws {
-    var done = 0
-    let count = buffer.count
-    while done < count {
-        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else { throw IndexError("cannot read \(what) at \(offset): \(n < 0 ? errnoText() : "unexpected end of file")") }
-        done += n
     }
 }
 

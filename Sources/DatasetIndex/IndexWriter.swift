@@ -8,12 +8,10 @@ import Darwin
 
 /// One growing section of an index under construction: appends go to a fixed raw buffer (no per-append
 /// allocation or exclusivity check on an array), are checksummed as they reach the file, and are readable
-/// through `pread` by other threads once flushed.
+/// through `file` by other threads once flushed.
 final class PartFile {
     let path: String
     let file: DurableFile
-    /// The part's descriptor, for readers of flushed bytes.
-    var fd: Int32 { file.descriptor }
     private let storage: UnsafeMutableRawPointer
     private let capacity: Int
     private var used = 0
@@ -316,3 +314,10 @@ func indexIO<T>(_ body: () throws -> T) throws -> T {
 }
 
 func errnoText() -> String { String(cString: strerror(errno)) }
+
+/// Why a file operation failed, in the index's wording: the system's text for a failed call (as
+/// `errnoText`), else the error's own description (it names the file).
+func failureText(_ error: any Error) -> String {
+    if let failure = error as? DurableFileError, case let .io(_, _, code) = failure { return String(cString: strerror(code)) }
+    return "\(error)"
+}

@@ -1,3 +1,4 @@
+import DurableFile
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -18,17 +19,16 @@ struct ManifestScanner {
     private struct Row { var path: [UInt8]?; var label: [UInt8]?; var labelIsNumber = false; var split: [UInt8]? }
 
     func run() throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw IndexError("cannot read manifest \(path): \(errnoText())") }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw IndexError("cannot stat manifest \(path): \(errnoText())") }
+        let manifest: DurableFile
+        let info: stat
+        do { manifest = try DurableFile.open(path, access: .readOnly) } catch { throw IndexError("cannot read manifest \(path): \(failureText(error))") }
+        do { info = try manifest.status() } catch { throw IndexError("cannot stat manifest \(path): \(failureText(error))") }
         let name = (path as NSString).lastPathComponent
         try context.writer.addFingerprint(FingerprintEntry(path: name, kind: .manifest, size: UInt64(info.st_size), mtimeNs: mtimeNs(info),
-                                                           sampleHash: sampledHash(fd: fd, size: UInt64(info.st_size), blocks: 16)))
+                                                           sampleHash: sampledHash(fd: manifest.descriptor, size: UInt64(info.st_size), blocks: 16)))
         let directory = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         defer { if directory >= 0 { close(directory) } }
-        var lines = LineSource(fd: fd, what: path)
+        var lines = LineSource(file: manifest)
         lines.beforeRead = { [context] in try context.publish() }
         var state = RowState(context: context, manifest: name, directory: directory)
         if (path as NSString).pathExtension.lowercased() == "csv" {
@@ -234,11 +234,9 @@ struct Line { var bytes: UnsafeRawBufferPointer; var number: Int }
 
 /// Lines of a file through one growing buffer, with no per-line allocation; a `\r` before `\n` is dropped.
 struct LineSource {
-    private let fd: Int32
-    private let what: String
+    private let file: DurableFile
     private var buffer: UnsafeMutableRawBufferPointer
     private var start = 0, end = 0
-    private var fileOffset: off_t = 0
     private var atEOF = false
     private var number = 0
     private var box: Box
@@ -250,9 +248,9 @@ struct LineSource {
         deinit { buffer.deallocate() }
     }
 
-    init(fd: Int32, what: String, chunk: Int = 1 << 22) {
-        self.fd = fd
-        self.what = what
+    /// Lines of `file` from its current position (read sequentially, so it may be a pipe).
+    init(file: DurableFile, chunk: Int = 1 << 22) {
+        self.file = file
         buffer = .allocate(byteCount: chunk, alignment: 16)
         box = Box(buffer)
     }
@@ -317,15 +315,9 @@ struct LineSource {
             box = Box(bigger)
             buffer = bigger
         }
-        while true {
-            let n = read(fd, buffer.baseAddress! + end, buffer.count - end)
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw IndexError("cannot read \(what): \(errnoText())") }
-            if n == 0 { atEOF = true }
-            end += n
-            fileOffset += off_t(n)
-            return
-        }
+        let n = try indexIO { try file.readNext(into: UnsafeMutableRawBufferPointer(rebasing: buffer[end...])) }
+        if n == 0 { atEOF = true }
+        end += n
     }
 }
 

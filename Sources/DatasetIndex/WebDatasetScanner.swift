@@ -1,3 +1,4 @@
+import DurableFile
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -71,16 +72,15 @@ struct WebDatasetScanner {
     private static let cls = Array("cls".utf8), txt = Array("txt".utf8)
 
     private func shard(_ file: String, name: String) throws {
-        let fd = open(file, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { try context.dead(name, "cannot be opened: \(errnoText())"); return }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { try context.dead(name, "cannot be read: \(errnoText())"); return }
+        let tar: DurableFile
+        let info: stat
+        do { tar = try DurableFile.open(file, access: .readOnly) } catch { try context.dead(name, "cannot be opened: \(failureText(error))"); return }
+        do { info = try tar.status() } catch { try context.dead(name, "cannot be read: \(failureText(error))"); return }
         let size = UInt64(info.st_size)
         try context.writer.addFingerprint(FingerprintEntry(path: name, kind: .tar, size: size, mtimeNs: mtimeNs(info),
-                                                           sampleHash: sampledHash(fd: fd, size: size, blocks: 2)))
+                                                           sampleHash: sampledHash(fd: tar.descriptor, size: size, blocks: 2)))
         let source = try context.writer.addSource(name)
-        let reader = WindowReader(fd: fd, size: size, what: file)
+        let reader = WindowReader(file: tar, size: size)
         var sample: Sample?
         var lastMember = "(none)"
         let prefix = Array((name + ":").utf8)
@@ -223,17 +223,17 @@ struct WebDatasetScanner {
     }
 }
 
-/// Reads a file through a 64 KiB window: consecutive small headers cost one `pread` per window, and a
+/// Reads a file through a 64 KiB window: consecutive small headers cost one read per window, and a
 /// large member is skipped by moving the window, so its data is never read.
 final class WindowReader {
-    private let fd: Int32
+    private let file: DurableFile
     private let size: UInt64
     private var window: UnsafeMutableRawBufferPointer
     private var windowStart: UInt64 = 0
     private var windowLength = 0
 
-    init(fd: Int32, size: UInt64, what: String) {
-        self.fd = fd
+    init(file: DurableFile, size: UInt64) {
+        self.file = file
         self.size = size
         window = .allocate(byteCount: 1 << 16, alignment: 16)
     }
@@ -250,13 +250,8 @@ final class WindowReader {
                 window = .allocate(byteCount: count, alignment: 16)
             }
             let want = Int(min(UInt64(window.count), size - offset))
-            var got = 0
-            while got < want {
-                let n = pread(fd, window.baseAddress! + got, want - got, off_t(offset) + off_t(got))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { break }
-                got += n
-            }
+            // A failed read counts as the file ending there: the caller names the offset it could not read.
+            let got = (try? file.readAvailable(into: UnsafeMutableRawBufferPointer(rebasing: window[0..<want]), at: Int(offset))) ?? 0
             windowStart = offset
             windowLength = got
             guard got >= count else { windowLength = 0; return nil }

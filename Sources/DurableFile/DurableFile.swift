@@ -28,10 +28,11 @@ public enum DurableFileError: Error, Equatable, CustomStringConvertible {
 /// index) rely on.
 ///
 /// Promises: `read` returns exactly the bytes asked for or throws (`endOfFile` when the file is shorter);
-/// `write` writes every byte or throws; both retry `EINTR` and short counts. `sync` returns once the
-/// file's data and size survive power loss; a file's *name* survives only once its directory is synced
-/// too (`syncParentDirectory`), which `open(..., creation:)` callers do after creating a file. The
-/// descriptor is close-on-exec and closed when the object goes away.
+/// `write` writes every byte or throws; both retry `EINTR` and short counts (`readNext`, for streams,
+/// retries `EINTR` and returns what one read gave). `sync` returns once the file's data and size
+/// survive power loss; a file's *name* survives only once its directory is synced too
+/// (`syncParentDirectory`), which `open(..., creation:)` callers do after creating a file. The descriptor
+/// is close-on-exec and closed when the object goes away.
 public final class DurableFile {
     /// How `open` treats a file that does or does not exist.
     public enum Creation: Equatable, Sendable {
@@ -145,6 +146,18 @@ public final class DurableFile {
     public func readAvailable(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws -> Int {
         try transfer(buffer.count, operation: "read") { done in
             calls.pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+        }
+    }
+
+    /// Up to `buffer.count` bytes from the file's current position, which it advances: one `read`, retried
+    /// on `EINTR`; 0 only at the end of the file (or for an empty buffer). For pipes and other streams
+    /// (`pread` fails on them), where a reader takes what has arrived instead of waiting for a full buffer.
+    public func readNext(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        while true {
+            let result = calls.read(descriptor, base, buffer.count)
+            if result >= 0 { return result }
+            if errno != EINTR { throw failure("read") }
         }
     }
 
@@ -330,12 +343,14 @@ public final class DurableFile {
 
 /// The system calls whose short counts and interruptions `DurableFile` handles; tests substitute them.
 struct SystemCalls: Sendable {
+    var read: @Sendable (Int32, UnsafeMutableRawPointer, Int) -> Int
     var pread: @Sendable (Int32, UnsafeMutableRawPointer, Int, off_t) -> Int
     var pwrite: @Sendable (Int32, UnsafeRawPointer, Int, off_t) -> Int
     var fsync: @Sendable (Int32) -> Int32
     var fdatasync: @Sendable (Int32) -> Int32
 
-    static let posix = SystemCalls(pread: { Glibc.pread($0, $1, $2, $3) }, pwrite: { Glibc.pwrite($0, $1, $2, $3) },
+    static let posix = SystemCalls(read: { Glibc.read($0, $1, $2) }, pread: { Glibc.pread($0, $1, $2, $3) },
+                                   pwrite: { Glibc.pwrite($0, $1, $2, $3) },
                                    fsync: { Glibc.fsync($0) }, fdatasync: { Glibc.fdatasync($0) })
 }
 

@@ -11,12 +11,12 @@ import NumpyFormat
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure this machine: backbone, decode+preprocess and feature codecs.",
+        abstract: "Measure this machine: backbone, decode+preprocess, extraction, feature codecs, head ingest and training.",
         discussion: """
-        Each prints one line of JSON (the Benchmarks module's Codable results). Benchmarks/run.sh compares
-        these against onnxruntime and Pillow in one run.
+        Each prints its result as one line of JSON (the Benchmarks module's Codable results; `extract`, one \
+        line per progress report). Benchmarks/run.sh compares these against onnxruntime and Pillow in one run.
         """,
-        subcommands: [Backbone.self, Decode.self, Codec.self, Ingest.self, HeadIngest.self, TrainBench.self]
+        subcommands: [Backbone.self, Decode.self, ExtractBench.self, Codec.self, Ingest.self, HeadIngest.self, TrainBench.self]
     )
 
     struct Backbone: ParsableCommand {
@@ -60,6 +60,34 @@ struct Bench: ParsableCommand {
         }
     }
 
+    struct ExtractBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "extract",
+            abstract: "Decode + backbone over a dataset, as `featstream extract` does, writing nothing; JSON lines of the images done.",
+            discussion: "Benchmarks/scaling.sh runs it beside its cluster jobs as the same work without a cluster.")
+
+        @Option(help: "Model folder, config or .onnx.") var model: String
+        @OptionGroup var dataset: DatasetOptions
+        @Option(help: "Images per backbone run.") var batch = 16
+        @Option(help: "oneDNN threads (default: all cores).") var threads: Int?
+        @Option(help: "Decoder threads; decoding overlaps the backbone.") var decodeThreads = 1
+        @Option(help: "Seconds between progress lines (one after the first batch, one at the end).") var every = 0.5
+
+        func run() throws {
+            let index = try DatasetIndex.open(path: dataset.data, format: dataset.format)
+            var items = index.items
+            if let split = dataset.split { items = items.filter { $0.split == split } }
+            if let limit = dataset.limit { items = Array(items.prefix(limit)) }
+            guard !items.isEmpty else { throw ValidationError("\(dataset.data) has no items" + (dataset.split.map { " in split '\($0)'" } ?? "")) }
+            let extractor = try FeatureExtractor(config: try ModelConfig.load(model), batchSize: batch, threads: threads)
+            try extractor.engine.warmUp()
+            try benchmarkExtraction(items, extractor: extractor, decodeThreads: decodeThreads, interval: every) {
+                print(try benchJSON($0))
+                fflush(nil)  // each line reaches a pipe as it is printed
+            }
+        }
+    }
+
     struct Codec: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Ratio and single-thread encode/decode speed of every feature dtype x codec on real features.")
@@ -69,9 +97,8 @@ struct Bench: ParsableCommand {
         @Option(help: "Rows per batch, as workers send them.") var batchRows = 256
 
         func run() throws {
-            let array = try NumpyArray(contentsOf: URL(fileURLWithPath: features))
-            guard array.shape.count == 2 else { throw ValidationError("expected [rows, dimension], got shape \(array.shape)") }
-            let reports = benchmarkCodecs(features: array.values, dimension: array.shape[1], seconds: seconds, batchRows: batchRows)
+            let matrix = try loadFeatureMatrix(features)
+            let reports = benchmarkCodecs(features: matrix.values, dimension: matrix.dimension, seconds: seconds, batchRows: batchRows)
             print(try benchJSON(reports))
         }
     }
@@ -87,11 +114,10 @@ struct Bench: ParsableCommand {
         @Option(help: "f16 or f32 on the wire.") var dtype = "f16"
 
         func run() throws {
-            let array = try NumpyArray(contentsOf: URL(fileURLWithPath: features))
-            guard array.shape.count == 2 else { throw ValidationError("expected [rows, dimension], got shape \(array.shape)") }
+            let matrix = try loadFeatureMatrix(features)
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("featstream-ingest-\(getpid())")
             defer { try? FileManager.default.removeItem(at: directory) }
-            let result = try benchmarkIngest(features: array.values, dimension: array.shape[1], vectors: vectors,
+            let result = try benchmarkIngest(features: matrix.values, dimension: matrix.dimension, vectors: vectors,
                                              rowsPerBatch: batchRows, shardSize: shardSize, dtype: try parseDType(dtype),
                                              directory: directory)
             print(try benchJSON(result))
@@ -123,9 +149,7 @@ struct Bench: ParsableCommand {
             let trainSet = try load(train), testSet = try load(test)
             if let onlineShardRows {
                 let classes = Int(max(trainSet.labels.max() ?? 0, testSet.labels.max() ?? 0)) + 1
-                let result = try benchmarkOnlinePass(train: trainSet, test: testSet, shardRows: onlineShardRows, classCount: classes)
-                print(String(format: "{\"impl\": \"featstream-online\", \"shard_rows\": %d, \"accuracy_without_replay\": %.4f, \"accuracy_with_replay\": %.4f, \"train_rows\": %d, \"test_rows\": %d}",
-                             onlineShardRows, result.withoutReplay, result.withReplay, trainSet.count, testSet.count))
+                print(try benchJSON(try benchmarkOnlinePass(train: trainSet, test: testSet, shardRows: onlineShardRows, classCount: classes)))
                 return
             }
             guard let l2 else {
@@ -149,4 +173,11 @@ struct Bench: ParsableCommand {
                                                         testRows: testSet.count)))
         }
     }
+}
+
+/// A `[rows, dimension]` float32 features.npy (from `featstream extract`), as the feature benchmarks take it.
+func loadFeatureMatrix(_ path: String) throws -> (values: [Float], dimension: Int) {
+    let array = try NumpyArray(contentsOf: URL(fileURLWithPath: path))
+    guard array.shape.count == 2 else { throw ValidationError("expected [rows, dimension], got shape \(array.shape)") }
+    return (array.values, array.shape[1])
 }

@@ -45,6 +45,31 @@ final class DurableFileTests: XCTestCase {
         }
     }
 
+    /// `readNext` hands back what one read gave, retrying interruptions: a pipe's reader gets the bytes that
+    /// have arrived without waiting for a full buffer, and 0 once no writer is left.
+    func testReadNextTakesWhatAPipeHasAndRetriesInterruptions() throws {
+        let path = directory + "/pipe"
+        XCTAssertEqual(mkfifo(path, 0o600), 0)
+        // Opened read-write, the writer's end waits for no reader (Linux), and then the reader's open waits for no writer.
+        let writer = Glibc.open(path, O_RDWR | O_CLOEXEC)
+        XCTAssertGreaterThanOrEqual(writer, 0)
+        let interrupt = Toggle()
+        var calls = SystemCalls.posix
+        calls.read = { fd, bytes, count in
+            if interrupt.flip() { errno = EINTR; return -1 }
+            return Glibc.read(fd, bytes, count)
+        }
+        let file = try DurableFile.open(path, access: .readOnly, creation: .existing, noFollow: false, calls: calls)
+        var buffer = [UInt8](repeating: 0, count: 64)
+        XCTAssertEqual(Glibc.write(writer, [1, 2, 3, 4, 5] as [UInt8], 5), 5)
+        let arrived = try buffer.withUnsafeMutableBytes { try file.readNext(into: $0) }
+        XCTAssertEqual(arrived, 5)
+        XCTAssertEqual(Array(buffer[..<5]), [1, 2, 3, 4, 5])
+        XCTAssertEqual(Glibc.close(writer), 0)
+        let atEnd = try buffer.withUnsafeMutableBytes { try file.readNext(into: $0) }
+        XCTAssertEqual(atEnd, 0)
+    }
+
     func testAFailedWriteNamesTheFileAndTheCall() throws {
         let path = directory + "/full"
         var calls = SystemCalls.posix
