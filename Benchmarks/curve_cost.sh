@@ -60,7 +60,7 @@ one() {  # one ROUND KIND: prints "round kind vectors/s cpu-ms-per-1000"
   for _ in $(seq 1 600); do python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
       "http://127.0.0.1:$mport/metrics" 2>/dev/null && break; sleep 0.05; done
   t0=$(ticks "$head")
-  line=$("$sender" bench head-ingest --head "tcp://127.0.0.1:$port" --features "$features" --vectors "$vectors" --key-name w1 "${sec[@]}" 2>/dev/null) || line=
+  line=$("$sender" bench head-ingest --head "tcp://127.0.0.1:$port" --features "$features" --vectors "$vectors" --key-name w1 --plan b1 "${sec[@]}" 2>/dev/null) || line=
   t1=$(ticks "$head")
   kill -9 "$head"; wait "$head" 2>/dev/null || true
   rm -rf "$dir"

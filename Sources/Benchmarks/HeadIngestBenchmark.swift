@@ -1,3 +1,4 @@
+import ClusterSessions
 import FeatureCodec
 import Foundation
 import Transport
@@ -27,14 +28,15 @@ public struct HeadIngestBenchmark: Codable, Sendable {
 /// credits allow, so that the head's own ingest rate over its socket is what is measured. Timed from the
 /// head's first credit until its credits show every shard durable.
 public func benchmarkHeadIngest(head: String, security: ZMQSecurity, workerName: String, features: [Float], dimension: Int,
-                                vectors: Int, rowsPerBatch: Int, shardSize: Int, dtype: FeatureDType) throws -> HeadIngestBenchmark {
+                                vectors: Int, rowsPerBatch: Int, shardSize: Int, dtype: FeatureDType, plan: UInt64) throws -> HeadIngestBenchmark {
     let frames = featureBatchFrames(features: features, dimension: dimension, vectors: vectors, rowsPerBatch: rowsPerBatch,
                                     shardSize: shardSize, dtype: dtype)
     let wireBytes = frames.reduce(0) { $0 + $1.count }
     let context = ZMQContext()
     let socket = try ZMQSocket(context, .dealer, highWaterMark: 1000, security: security)
     try socket.connect(head)
-    let hello = FrameCodec.encode(.hello(workerID: workerName, host: "bench", pid: UInt32(getpid()), capabilities: ["sent": "0"]))
+    let hello = FrameCodec.encode(.hello(workerID: workerName, host: "bench", pid: UInt32(getpid()),
+                                         capabilities: DataHello.capabilities(sent: 0, plan: plan)))
     let helloDeadline = Date().addingTimeInterval(30)
     while try !socket.send([hello]) {
         guard Date() < helloDeadline else { throw BenchmarkError("the head at \(head) did not accept a connection in 30 s") }

@@ -58,7 +58,7 @@ public func benchmarkIngest(features: [Float], dimension: Int, vectors: Int, row
         }
     }
     let sender: [UInt8] = [1]
-    try perform(session.workerHello(from: sender, name: "bench", batchesSent: nil, now: 0))
+    try perform(session.workerHello(from: sender, name: "bench", batchesSent: nil, plan: 1, now: 0))
     let start = Date()
     let cpuStart = processCPUSeconds()
     for frame in frames {

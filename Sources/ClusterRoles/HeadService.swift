@@ -162,7 +162,8 @@ public final class HeadService {
     let options: HeadOptions
     public let log = RoleLog(role: "head")
     private let context = ZMQContext()
-    private let data: MessageSocket
+    /// Nil for a store that holds a finished job: such a head serves no worker, it only reports its shards.
+    private let data: MessageSocket?
     private let control: MessageSocket
     private var session: HeadSession
     private let store: HeadStore
@@ -178,7 +179,7 @@ public final class HeadService {
     /// coordinator what it holds, or refuses one of another job.
     private let completeAtStart: Bool
 
-    /// Opens (or prepares to create) the store and binds the data socket.
+    /// Opens (or prepares to create) the store and binds the data socket (unless the store holds a finished job).
     public init(options: HeadOptions) throws {
         self.options = options
         completeAtStart = HeadService.jobComplete(storePath: options.storePath)
@@ -204,17 +205,21 @@ public final class HeadService {
         settings.heartbeatMs = options.heartbeatMs
         session = HeadSession(epoch: newEpoch(), dtype: store.store?.dtype ?? options.dtype, dimension: store.store?.dimension,
                               committed: store.store?.committedShards ?? [], plan: store.plan, settings: settings)
-        let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.dataSecurity)
-        try router.bind(options.bind)
-        data = MessageSocket(router, log: log, accepting: .headData)
+        if completeAtStart {
+            data = nil
+        } else {
+            let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.dataSecurity)
+            try router.bind(options.bind)
+            data = MessageSocket(router, log: log, accepting: .headData)
+        }
         let dealer = try ZMQSocket(context, .dealer, highWaterMark: 1000, security: options.controlSecurity)
         try dealer.connect(options.coordinator)
         control = MessageSocket(dealer, log: log, accepting: .headControl)
         metrics = try RoleMetricsRegistry(role: "head", port: options.metricsPort)
-        data.onReject = { [metrics] in metrics.rejected($0) }
+        data?.onReject = { [metrics] in metrics.rejected($0) }
         control.onReject = { [metrics] in metrics.rejected($0) }
         if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
-        log.event("listening for features on \(options.bind); coordinator \(options.coordinator)")
+        if data != nil { log.event("listening for features on \(options.bind); coordinator \(options.coordinator)") }
     }
 
     /// The file a head writes into its store when the coordinator declares the job complete.
@@ -254,8 +259,9 @@ public final class HeadService {
         try dispatch(session.start(now: startedAt))
         while !jobComplete {
             // While a sync runs, look back soon: its shards are acknowledged as soon as it is done.
-            let ready = try waitForInput([data.socket, control.socket], timeoutMs: store.syncPending ? 2 : 50)
-            if ready[1] {
+            let sockets = [control.socket] + (data.map { [$0.socket] } ?? [])
+            let ready = try waitForInput(sockets, timeoutMs: store.syncPending ? 2 : 50)
+            if ready[0] {
                 while !jobComplete, let (_, message) = control.receive() {
                     try dispatch(session.receiveControl(message, now: nowMs()))
                     // A welcome of another plan has thrown; this one is the store's job, and the coordinator
@@ -271,7 +277,7 @@ public final class HeadService {
                           + "so the head goes on without one")
                 break
             }
-            if ready[0] {
+            if let data, ready[1] {
                 // Read what is waiting before processing any of it: credits are checked on arrival (§8.4).
                 var arrived: [(identity: [UInt8], message: Message)] = []
                 while arrived.count < 256, let (identity, message) = data.receive() {
@@ -295,7 +301,8 @@ public final class HeadService {
         switch message {
         case let .hello(workerID, _, _, capabilities):
             if session.creditLimit(of: identity) == nil { log.event("worker \(workerID) streaming") }
-            try dispatch(session.workerHello(from: identity, name: workerID, batchesSent: capabilities["sent"].flatMap { UInt64($0) }, now: now))
+            try dispatch(session.workerHello(from: identity, name: workerID, batchesSent: DataHello.sent(capabilities),
+                                             plan: DataHello.plan(capabilities), now: now))
         case .heartbeat:
             session.workerHeartbeat(from: identity, now: now)
         case .featureBatch(let batch):
@@ -326,7 +333,7 @@ public final class HeadService {
             let second = Int(Date().timeIntervalSince(started))
             statistics.rowsPerSecond[worker, default: [:]][second, default: 0] += batch.offsets.count
         default:
-            data.counters.unexpectedMessages += 1
+            data?.counters.unexpectedMessages += 1
         }
     }
 
@@ -337,7 +344,7 @@ public final class HeadService {
             case .toCoordinator(let message):
                 control.send(message)
             case let .toWorker(identity, message):
-                data.send(message, to: identity)
+                data?.send(message, to: identity)
             case .effect(.createStore(let dimension)):
                 try store.create(dimension: dimension)
                 log.event("created store \(options.storePath) with \(dimension)-value rows")
@@ -382,8 +389,8 @@ public final class HeadService {
         statistics.corruptPayloads = counters.corruptPayloads
         statistics.creditViolations = counters.creditViolations
         statistics.wrongDimensionBatches = counters.wrongDimension
-        statistics.rejectedFrames = data.counters.rejectedTotal + control.counters.rejectedTotal
-        statistics.wireBytes = data.counters.bytesIn
+        statistics.rejectedFrames = (data?.counters.rejectedTotal ?? 0) + control.counters.rejectedTotal
+        statistics.wireBytes = data?.counters.bytesIn ?? 0
         // A finished store's ingest.json describes the run that filled it; this one added nothing.
         if let store = store.store, !completeAtStart {
             let url = URL(fileURLWithPath: options.storePath).appendingPathComponent("ingest.json")

@@ -67,6 +67,24 @@ public struct HeadSessionCounters: Equatable, Sendable {
     public init() {}
 }
 
+/// The capabilities of a worker's data-plane `hello` (PROTOCOL.md §8.4, §8.1): `"sent"`, the batches it sent
+/// to this head epoch (decimal), and `"plan"`, its job's shard plan as its coordinator's `welcome` named it
+/// (16 hex digits). The one place both sides read and write them.
+public enum DataHello {
+    /// The capabilities for a worker that sent `sent` batches and serves `plan` (none before its welcome).
+    public static func capabilities(sent: UInt64, plan: UInt64?) -> [String: String] {
+        var result = ["sent": String(sent)]
+        if let plan { result["plan"] = String(plan, radix: 16) }
+        return result
+    }
+
+    /// The batches the worker says it sent, if it said.
+    public static func sent(_ capabilities: [String: String]) -> UInt64? { capabilities["sent"].flatMap { UInt64($0) } }
+
+    /// The plan the worker says it serves, if it said.
+    public static func plan(_ capabilities: [String: String]) -> UInt64? { capabilities["plan"].flatMap { UInt64($0, radix: 16) } }
+}
+
 /// The head's protocol rules as a pure state machine (PROTOCOL.md §8): fed decoded messages, finished
 /// store appends and syncs, and the time; it answers with messages to send and effects to perform.
 ///
@@ -80,14 +98,17 @@ public struct HeadSessionCounters: Equatable, Sendable {
 /// - **Announcement** (§8.1): `headHello` with every committed shard is re-sent each heartbeat until the
 ///   coordinator answers `welcome`, and again whenever a coordinator heartbeat shows a new epoch.
 /// - **Binding** (§8.1): a store belongs to one shard plan; the first `welcome` binds an unbound store, a
-///   `welcome` naming another plan stops the head, and no credit is granted before a `welcome` of this
-///   incarnation named the store's plan (a store bound earlier must not take a stranger job's batches
-///   while its head waits to hear which job the coordinator serves).
+///   `welcome` naming another plan stops the head. Credit goes only to a worker whose data-plane `hello`
+///   declares the store's plan (`"plan"`, from its own `welcome`), or, for one that declares none, once a
+///   `welcome` of this incarnation named the store's plan: a store bound earlier never takes another
+///   job's batches, not even while its head waits to hear which job its coordinator serves.
 /// - **Bounded buffering** (§8.3.3): the ledger keeps one open attempt per worker (a worker works one shard
 ///   at a time), and at most `maxWorkers` workers are tracked.
 public struct HeadSession: Sendable {
     private struct WorkerState: Sendable {
         var name: String
+        /// The shard plan the worker's hello declared (its coordinator's), if any.
+        var plan: UInt64?
         /// Batches counted against credits this head epoch (the worker's own count when it told us more).
         var accepted: UInt64 = 0
         /// Credits of shard-completing batches, returned once their shard is durable.
@@ -184,11 +205,12 @@ public struct HeadSession: Sendable {
             welcomed = true
             guard !planConfirmed else { return [] }
             planConfirmed = true
-            // Workers that said hello before the plan was confirmed were granted nothing; grant now.
-            let grants = workers.keys.sorted { $0.lexicographicallyPrecedes($1) }.map { grant($0, force: true) }
-            guard plan == nil else { return grants }
+            let binds = plan == nil
             plan = peerPlan
-            return [.effect(.bindPlan(peerPlan))] + grants
+            // Workers that said hello before the plan was confirmed were granted nothing; grant now (after
+            // recording a new binding, so no batch reaches the store before its job is on disk).
+            let grants = workers.keys.sorted { $0.lexicographicallyPrecedes($1) }.map { grant($0, force: true) }
+            return binds ? [.effect(.bindPlan(peerPlan))] + grants : grants
         case .heartbeat(let peerEpoch, _):
             guard peerEpoch != coordinatorEpoch else { return [] }
             // A coordinator incarnation we have not introduced ourselves to: it may have lost commits that
@@ -207,9 +229,10 @@ public struct HeadSession: Sendable {
 
     /// A worker's data-plane `hello`: (re)opens its credit session. `batchesSent` is the worker's own
     /// count of batches sent to this head epoch, when it said so.
-    public mutating func workerHello(from identity: [UInt8], name: String, batchesSent: UInt64?, now: UInt64) -> [HeadOutput] {
+    public mutating func workerHello(from identity: [UInt8], name: String, batchesSent: UInt64?, plan: UInt64? = nil, now: UInt64) -> [HeadOutput] {
         guard !finished else { return [] }
         var outputs = admit(identity, name: name, now: now)
+        workers[identity]!.plan = plan
         if let batchesSent, batchesSent > workers[identity]!.accepted {
             // Batches (or credits) were lost on the way; the worker's count is the truth about what it spent.
             workers[identity]!.accepted = batchesSent
@@ -366,7 +389,8 @@ public struct HeadSession: Sendable {
     /// if `force`, so a `hello` always gets an answer).
     private mutating func grant(_ identity: [UInt8], force: Bool = false) -> HeadOutput {
         var worker = workers[identity]!
-        guard planConfirmed else { return .toWorker(identity, .credit(epoch: epoch, limit: UInt32(truncatingIfNeeded: worker.limit))) }
+        let sameJob = plan != nil && (worker.plan == plan || (worker.plan == nil && planConfirmed))
+        guard sameJob else { return .toWorker(identity, .credit(epoch: epoch, limit: UInt32(truncatingIfNeeded: worker.limit))) }
         let limit = max(worker.limit, worker.accepted - worker.withheld + UInt64(settings.creditWindow))
         worker.limit = limit
         workers[identity] = worker

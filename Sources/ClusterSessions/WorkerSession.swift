@@ -69,6 +69,9 @@ public struct WorkerSession: Sendable {
     private var lastBeatAt: UInt64?
     private var stalledSince: UInt64?
     private var lastDataHelloAt: UInt64 = 0
+    /// The job's shard plan, from the coordinator's `welcome`; declared to the head, which credits only
+    /// workers of its store's plan.
+    private var plan: UInt64?
     /// How long the extraction may go without handing over a batch (while credits let it) before the
     /// worker declares it stuck.
     public let stallLimitMs: UInt64
@@ -111,8 +114,9 @@ public struct WorkerSession: Sendable {
         guard phase != .stopped else { return [] }
         var outputs: [WorkerOutput] = []
         switch message {
-        case let .welcome(epoch, address, interval, _, _):
+        case let .welcome(epoch, address, interval, _, plan):
             coordinatorEpoch = epoch
+            self.plan = plan
             heartbeatMs = UInt64(max(interval, 10))
             if headAddress == nil {
                 headAddress = address
@@ -262,7 +266,7 @@ public struct WorkerSession: Sendable {
 
     private mutating func dataHello(now: UInt64) -> WorkerOutput {
         lastDataHelloAt = now
-        return .toHead(.hello(workerID: workerID, host: host, pid: pid, capabilities: ["sent": String(batchesSent)]))
+        return .toHead(.hello(workerID: workerID, host: host, pid: pid, capabilities: DataHello.capabilities(sent: batchesSent, plan: plan)))
     }
 
     private mutating func startHeadSession(_ epoch: UInt64) {

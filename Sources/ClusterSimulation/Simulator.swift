@@ -366,7 +366,8 @@ public final class ClusterSimulator {
             var outputs: [HeadOutput]
             switch message {
             case let .hello(workerID, _, _, capabilities):
-                outputs = head.session.workerHello(from: identity, name: workerID, batchesSent: capabilities["sent"].flatMap { UInt64($0) }, now: now)
+                outputs = head.session.workerHello(from: identity, name: workerID, batchesSent: DataHello.sent(capabilities),
+                                                   plan: DataHello.plan(capabilities), now: now)
             case .heartbeat:
                 if from == .coordinator { outputs = head.session.receiveControl(message, now: now) } else {
                     head.session.workerHeartbeat(from: identity, now: now)

@@ -46,6 +46,14 @@ final class HeadSessionTests: XCTestCase {
         _ = same.workerHello(from: worker, name: "w0", batchesSent: nil, now: 1)
         XCTAssertEqual(credits(same.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 42), now: 2)), [2],
                        "its own job's welcome grants the waiting workers their window, and binds nothing again")
+        // A worker that declares its job's plan (from its own welcome) is credited by a store of that plan at
+        // once, and never by a store of another, welcomed or not.
+        var early = session(plan: 42, welcomed: false)
+        XCTAssertEqual(credits(early.workerHello(from: worker, name: "w0", batchesSent: nil, plan: 42, now: 1)), [2])
+        XCTAssertEqual(credits(early.workerHello(from: Array("w9".utf8), name: "w9", batchesSent: nil, plan: 7, now: 1)), [0])
+        _ = early.receiveControl(.welcome(epoch: 99, headAddress: "", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 42), now: 2)
+        XCTAssertEqual(credits(early.workerHello(from: Array("w9".utf8), name: "w9", batchesSent: nil, plan: 7, now: 3)), [0],
+                       "a worker of another job gets nothing even from a welcomed head")
     }
 
     func batch(shard: UInt32, offsets: [UInt32], count: UInt32 = 2) -> (FeatureBatch, Result<DecodedBatch, Error>) {

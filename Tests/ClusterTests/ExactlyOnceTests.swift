@@ -1,3 +1,4 @@
+import ClusterSessions
 import FeatStreamTestSupport
 import FeatureCodec
 import FeatureStore
@@ -25,8 +26,10 @@ final class ExactlyOnceTests: XCTestCase {
 
         /// Says hello (again every 200 ms: the socket drops messages until it is connected) and returns the
         /// highest credit limit received within `timeout`, once one arrived.
-        func open(name: String, timeout: TimeInterval = 30) throws -> UInt32? {
-            let hello = FrameCodec.encode(.hello(workerID: name, host: "test", pid: 1, capabilities: [:]))
+        /// `plan`: the job the raw worker claims (a head credits only workers of its store's plan); the tests
+        /// without a coordinator bind the store to plan 1 beforehand.
+        func open(name: String, plan: UInt64 = 1, timeout: TimeInterval = 30) throws -> UInt32? {
+            let hello = FrameCodec.encode(.hello(workerID: name, host: "test", pid: 1, capabilities: DataHello.capabilities(sent: 0, plan: plan)))
             let deadline = Date().addingTimeInterval(timeout)
             var best: UInt32?
             var lastHello = Date.distantPast
@@ -83,7 +86,7 @@ final class ExactlyOnceTests: XCTestCase {
         XCTAssertFalse(storedShards().contains { $0.shardID == last })
         let context = ZMQContext()
         let raw = try RawWorker(context, head: cluster.data)
-        XCTAssertNotNil(try raw.open(name: "raw"))
+        XCTAssertNotNil(try raw.open(name: "raw", plan: try XCTUnwrap(JobPlanBinding.read(root: cluster.storeURL))))
         try raw.send(Self.batch(shard: last, attempt: 999_999, count: indexes.count, offsets: Array(indexes.indices),
                                 indexes: indexes, dimension: 1280))
         waitUntil("the hand-delivered shard is stored") { storedShards().contains { $0.shardID == last } }

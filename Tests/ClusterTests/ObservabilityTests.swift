@@ -18,6 +18,11 @@ final class ObservabilityTests: XCTestCase {
         try cluster.startWorker("w0", extra: ["--metrics-port", String(ports[2])])
         try cluster.startWorker("w1")
         cluster.waitForCommittedShards(4)
+        // w0 (the worker with a metrics port of this test's choosing) may start last on a busy machine.
+        cluster.waitUntil("w0 extracted images") {
+            let samples = (try? fetchMetrics("http://127.0.0.1:\(ports[2])")).map(MetricSample.parse) ?? []
+            return (samples.first { $0.name == "featstream_images_total" }?.value ?? 0) > 0
+        }
 
         // The store shows a shard once its record is appended; the coordinator counts it once the head's
         // sync is done and the acknowledgement has arrived, a few milliseconds later.
