@@ -31,6 +31,8 @@ public struct SimulationOutcome: Sendable {
     public var faults: [String: Int] = [:]
     /// Batches the head refused for lack of credit, late batches re-acknowledged, and so on.
     public var head = HeadSessionCounters()
+    /// Items that are not poison but were found so while injected faults killed the workers probing them.
+    public var condemnedByFaults = 0
 }
 
 /// A deterministic simulation of a whole job: one coordinator, one head and several workers, each the real
@@ -136,6 +138,9 @@ public final class ClusterSimulator {
     var down: Set<Node> = []
     /// Pairs that cannot talk until the given time.
     var partitions: [(a: Node, b: Node, until: UInt64)] = []
+    /// When each item was found poison (by index): a verdict on an item that is not poison is only
+    /// possible while injected faults kill the workers that probe it.
+    var condemnedAt: [UInt64: UInt64] = [:]
     /// Every shard the head ever acknowledged: none may be missing after any restart.
     var acknowledged: Set<UInt32> = []
     /// Durable length of the store's last segment, by file, as of the last completed sync.
@@ -147,6 +152,9 @@ public final class ClusterSimulator {
     static let dimension = 4
     static let maxWorkers = 8
     static let settleLimitMs: UInt64 = 120_000
+    /// How long after the last injected fault its effects may still revoke a probe: a lease (1 s) and a
+    /// dead-worker interval (0.5 s) from a fault at the very end, with room to spare.
+    static let faultEchoMs: UInt64 = 3_000
     /// Extra settling time per poison item: isolating one costs a few worker restarts and stall limits.
     static let settlePerPoisonMs: UInt64 = 90_000
     /// The workers' stall limit: above the slowest simulated batch (900 ms).
@@ -405,6 +413,9 @@ public final class ClusterSimulator {
                 finished = true
             case .event(let event):
                 log("coordinator: \(event)")
+                if case let .poisoned(verdict, _) = event {
+                    condemnedAt[plan.shards[Int(verdict.shardID)].items[Int(verdict.offset)].index] = now
+                }
             case .committed, .leased, .workerJoined, .workerFinishedShard:
                 break
             }
@@ -514,17 +525,22 @@ public final class ClusterSimulator {
         }
         let letters = try store.deadLetters()
         let deadIndexes = Set(letters.map { shards[Int($0.shardID)].items[Int($0.entry.offset)].index })
-        let expected = badItems.union(schedule.poison.keys)
+        // An item that is not poison can still be found so when injected faults kill every worker that probes
+        // it alone, lossLimit times over (the cost of isolating by losses); never once the faults stop.
+        let condemnedByFaults = Set(condemnedAt.filter { schedule.poison[$0.key] == nil && $0.value < schedule.faultsUntil + Self.faultEchoMs }.keys)
+        let expected = badItems.union(schedule.poison.keys).union(condemnedByFaults)
         guard deadIndexes == expected else {
-            throw violation("dead letters \(deadIndexes.sorted()) are not the bad and poison items \(expected.sorted())")
+            throw violation("dead letters \(deadIndexes.sorted()) are not the bad, poison and fault-condemned items \(expected.sorted())")
         }
         for letter in letters {
             let index = shards[Int(letter.shardID)].items[Int(letter.entry.offset)].index
             let saysPoison = letter.entry.reason.hasPrefix("poison:")
-            if saysPoison != (schedule.poison[index] != nil) {
-                throw violation("item \(index) was dead-lettered as '\(letter.entry.reason)' but is \(schedule.poison[index] == nil ? "not " : "")poison")
+            if saysPoison != (schedule.poison[index] != nil || condemnedByFaults.contains(index)) {
+                throw violation("item \(index) was dead-lettered as '\(letter.entry.reason)' but is \(schedule.poison[index] == nil ? "not " : "")poison"
+                                + (condemnedAt[index].map { " (condemned at \($0) ms, faults until \(schedule.faultsUntil) ms)" } ?? ""))
             }
         }
+        outcome.condemnedByFaults = condemnedByFaults.count
         outcome.rows = report.rows
         outcome.deadLetters = report.deadLetters
     }

@@ -26,9 +26,11 @@ for seed in seeds {
         let simulator = try ClusterSimulator(seed: seed, trace: tracing ? { print($0) } : nil)
         let outcome = try simulator.run()
         faults.merge(outcome.faults, uniquingKeysWith: +)
+        if outcome.condemnedByFaults > 0 { faults["good item condemned while faults ran", default: 0] += outcome.condemnedByFaults }
     } catch {
         failures += 1
         print("FAIL \(error)")
+        fflush(nil)  // a failing seed shows at once, also when the output is a pipe
         if failures >= 20 { break }
     }
     if !tracing, seed % 10_000 == 0 {
