@@ -53,7 +53,7 @@ let package = Package(
         ),
         .target(name: "Backbone", dependencies: ["CDNNL", "ONNXProto"]),
         .target(name: "NumpyFormat"),
-        .target(name: "Extraction", dependencies: ["Backbone", "ImageInput", "NumpyFormat", "WireProtocol"]),
+        .target(name: "Extraction", dependencies: ["Backbone", "DatasetIndex", "ImageInput", "NumpyFormat", "WireProtocol"]),
 
         // MARK: Codec
         // SSE4.2 CRC-32C and F16C half conversion: instruction sets Swift cannot enable per function.
@@ -97,12 +97,12 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Benchmark code, out of the product modules: `featstream bench` calls it; results print as JSON.
-        .target(name: "Benchmarks", dependencies: ["Backbone", "Extraction", "ImageInput", "FeatureCodec", "WireProtocol", "HeadTraining",
+        .target(name: "Benchmarks", dependencies: ["Backbone", "DatasetIndex", "Extraction", "ImageInput", "FeatureCodec", "WireProtocol", "HeadTraining",
                                                    "HeadJob", "ClusterSessions", "ClusterRoles", "FeatureStore", "Transport"]),
         .executableTarget(
             name: "featstream",
             dependencies: [
-                "Benchmarks", "Extraction", "Backbone", "ImageInput", "ClusterRoles", "FeatureStore", "FeatureCodec", "WireProtocol", "NumpyFormat",
+                "Benchmarks", "DatasetIndex", "Extraction", "Backbone", "ImageInput", "ClusterRoles", "FeatureStore", "FeatureCodec", "WireProtocol", "NumpyFormat",
                 "HeadJob", "HeadTraining", "HeadExport", "Transport", "RoleMetrics", "ClusterLaunch",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -111,8 +111,8 @@ let package = Package(
         // MARK: Tests
         .target(name: "FeatStreamTestSupport", path: "Sources/FeatStreamTestSupport"),
         .testTarget(name: "BackboneTests", dependencies: ["Backbone", "NumpyFormat"]),
-        .testTarget(name: "ImageInputTests", dependencies: ["ImageInput", "CPNG"], exclude: ["Fixtures"]),
-        .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "NumpyFormat", "FeatStreamTestSupport"]),
+        .testTarget(name: "ImageInputTests", dependencies: ["ImageInput", "DatasetIndex", "CPNG"], exclude: ["Fixtures"]),
+        .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "DatasetIndex", "NumpyFormat", "FeatStreamTestSupport"]),
         .testTarget(name: "DurableFileTests", dependencies: ["DurableFile"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "FeatStreamTestSupport"]),
         .testTarget(name: "FeatureCodecTests", dependencies: ["FeatureCodec", "WireProtocol", "FeatStreamTestSupport"]),

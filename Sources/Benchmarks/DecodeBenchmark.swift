@@ -1,5 +1,6 @@
-import ImageInput
+import DatasetIndex
 import Foundation
+import ImageInput
 
 /// Throughput of the single-threaded decode → resize → crop → normalise path.
 public struct DecodeBenchmark: Codable, Sendable {
@@ -21,12 +22,7 @@ public func benchmarkDecode(files: [String], preprocessing: Preprocessing, itera
                             layout: TensorLayout = .nchw) throws -> DecodeBenchmark {
     let preprocessor = try ImagePreprocessor(preprocessing)
     let decoder = ImageDecoder()
-    let blobs = try files.map { path -> [UInt8] in
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw DatasetError(reason: "cannot read \(path)")
-        }
-        return [UInt8](data)
-    }
+    let blobs = try files.map { try ItemLocator.file(path: $0).bytes() }
     let batch = UnsafeMutablePointer<Float>.allocate(capacity: preprocessing.valuesPerImage)
     defer { batch.deallocate() }
 

@@ -3,7 +3,6 @@ import Coordination
 import DatasetIndex
 import FeatureStore
 import Foundation
-import ImageInput
 import RoleMetrics
 import Transport
 import WireProtocol
@@ -11,14 +10,17 @@ import WireProtocol
 /// Where a job's items come from: the dataset the coordinator indexes (workers never open it; their
 /// assignments carry each item's locator).
 public struct DatasetSelection: Sendable {
+    /// Image folder, manifest file, tar shard or folder of tar shards.
     public var path: String
-    public var format: DatasetFormat?
+    /// The layout; detected from `path` when nil (`DatasetKind.detect`).
+    public var format: DatasetKind?
     /// Only items of this split (train/val), when set.
     public var split: String?
     /// Only the first this-many items (after the split filter), when set.
     public var limit: Int?
 
-    public init(path: String, format: DatasetFormat? = nil, split: String? = nil, limit: Int? = nil) {
+    /// A selection with the given fields.
+    public init(path: String, format: DatasetKind? = nil, split: String? = nil, limit: Int? = nil) {
         self.path = path
         self.format = format
         self.split = split
@@ -26,16 +28,7 @@ public struct DatasetSelection: Sendable {
     }
 
     /// The selection as the dataset index names it (INDEX.md §2).
-    public var indexSelection: IndexSelection {
-        let kind: DatasetKind? = format.map {
-            switch $0 {
-            case .imagefolder: return .imageFolder
-            case .manifest: return .manifest
-            case .webdataset: return .webDataset
-            }
-        }
-        return IndexSelection(path: path, kind: kind, split: split, limit: limit)
-    }
+    public var indexSelection: IndexSelection { IndexSelection(path: path, kind: format, split: split, limit: limit) }
 
     /// The index of this selection at `indexPath`: reused when it was built for this selection and the
     /// dataset has not changed since (INDEX.md §5), else scanned anew, streaming, into `indexPath`.
@@ -50,7 +43,7 @@ public struct DatasetSelection: Sendable {
         case let .datasetChanged(_, changes):
             let listed = changes.prefix(10).map(\.description).joined(separator: "; ")
             guard !hasProgress else {
-                throw DatasetError(reason: "the dataset \(path) changed since this job indexed it (\(changes.count) change(s): \(listed)"
+                throw IndexError("the dataset \(path) changed since this job indexed it (\(changes.count) change(s): \(listed)"
                     + "\(changes.count > 10 ? "; …" : "")); the job already has a journal, whose shards may name other files now. "
                     + "Start a new job (another --out/--journal), or remove the job folder to start over")
             }

@@ -3,8 +3,8 @@ import ClusterSessions
 import Dispatch
 import Extraction
 import FeatureCodec
+import DatasetIndex
 import Foundation
-import ImageInput
 import RoleMetrics
 import Transport
 import WireProtocol
@@ -221,20 +221,20 @@ public final class WorkerService: @unchecked Sendable {
                 codec: options.codec, rawLength: UInt32(rawLength), payload: payload)
         }
         var rejected: [DeadLetterEntry] = []
-        var decodable: [DatasetItem] = []
+        var decodable: [IndexedItem] = []
         for (offset, ref) in refs.enumerated() {
-            let source: ItemSource
+            let locator: ItemLocator
             switch ref.locator {
             case .rejected(let reason):
                 rejected.append(DeadLetterEntry(offset: UInt32(offset), key: ref.key, reason: reason))
                 continue
             case .file(let path):
-                source = .file(path: options.pathMap?.apply(path) ?? path)
+                locator = .file(path: options.pathMap?.apply(path) ?? path)
             case let .tarMember(path, offset, size):
-                source = .tarMember(shard: options.pathMap?.apply(path) ?? path, offset: Int64(offset), size: Int(size))
+                locator = .tarMember(path: options.pathMap?.apply(path) ?? path, offset: offset, size: size)
             }
-            // The item's index is its offset in the assignment: unique even when a key repeats.
-            decodable.append(DatasetItem(index: offset, key: ref.key, label: Int(ref.label), split: nil, source: source))
+            // The item's position is its offset in the assignment: unique even when a key repeats.
+            decodable.append(IndexedItem(position: UInt64(offset), key: ref.key, label: ref.label, locator: locator))
         }
         try checkDatasetVisible(decodable.first)
         if !rejected.isEmpty {
@@ -251,11 +251,11 @@ public final class WorkerService: @unchecked Sendable {
             var letters = extracted.deadLetters.makeIterator()
             var offsets: [UInt32] = [], dead: [DeadLetterEntry] = []
             for item in covered {
-                if let current = row, current.index == item.index {
-                    offsets.append(UInt32(item.index))
+                if let current = row, current.position == item.position {
+                    offsets.append(UInt32(item.position))
                     row = rows.next()
                 } else if let letter = letters.next() {
-                    dead.append(DeadLetterEntry(offset: UInt32(item.index), key: item.key, reason: letter.reason))
+                    dead.append(DeadLetterEntry(offset: UInt32(item.position), key: item.key, reason: letter.reason))
                 }
             }
             try emit(batch(offsets: offsets, rows: offsets.map(Int.init), deadLetters: dead, features: extracted.features))
@@ -267,12 +267,12 @@ public final class WorkerService: @unchecked Sendable {
     /// first file or tar at all: the dataset is not mounted at the path the coordinator indexed, and
     /// dead-lettering every item would lose them. A file missing from a folder that is there is a dead
     /// letter like any unreadable input.
-    private func checkDatasetVisible(_ item: DatasetItem?) throws {
+    private func checkDatasetVisible(_ item: IndexedItem?) throws {
         let path: String
-        switch item?.source {
+        switch item?.locator {
         case .file(let file)?: path = file
         case .tarMember(let shard, _, _)?: path = shard
-        case nil: return
+        case .rejected?, nil: return
         }
         let folder = (path as NSString).deletingLastPathComponent
         var info = stat()

@@ -60,7 +60,8 @@ public enum LabelKind: UInt8, Sendable {
     case folders = 3
 }
 
-/// Why an index file cannot be written or read.
+/// Why a dataset, its index file or an item's bytes cannot be read (or the index written): one sentence
+/// naming the path and the fault, fit for a log line or a dead letter's reason.
 public struct IndexError: Error, CustomStringConvertible, Sendable, Equatable {
     /// A sentence naming the file and what is wrong.
     public let description: String

@@ -1,11 +1,26 @@
 import Backbone
+import DatasetIndex
 import Foundation
 import ImageInput
+
+/// An input that could not be used, with the reason; written out instead of stopping the run.
+public struct DeadLetter: Codable, Sendable, Equatable, Hashable {
+    /// The item's key (or the manifest line, tar member or file the index scan rejected).
+    public let key: String
+    /// A sentence saying why.
+    public let reason: String
+
+    /// A dead letter with the given fields, stored as given.
+    public init(key: String, reason: String) {
+        self.key = key
+        self.reason = reason
+    }
+}
 
 /// The features of one batch of images, in dataset order, with the items that could not be decoded.
 public struct ExtractedBatch: Sendable {
     /// The images that produced features, in dataset order; row `i` of `features` belongs to `items[i]`.
-    public var items: [DatasetItem]
+    public var items: [IndexedItem]
     /// `items.count * featureWidth` floats, row-major.
     public var features: [Float]
     /// `items.count * logitsWidth` floats when logits were requested.
@@ -70,13 +85,15 @@ public final class FeatureExtractor {
         preprocessor = try ImagePreprocessor(config.preprocess)
     }
 
-    /// Runs `items` through decode and the backbone, calling `sink` with each batch in dataset order.
+    /// Runs `items` through decode and the backbone, calling `sink` with each batch in dataset order. Bytes
+    /// are read through `ItemLocator.bytes()`, the one reading path for index items and assignments.
+    /// A caller with a large dataset passes ranges of its index, so no item list outlives a call.
     ///
     /// Bad images never stop the run: each becomes a `DeadLetter` in its batch. `sink` runs on the
     /// calling thread; if it throws, decoding stops and the error is rethrown. When this returns or
     /// throws, no decoder thread is left running. Calls must not overlap: they share the engine and
     /// the batch buffers.
-    public func extract(_ items: [DatasetItem], decodeThreads: Int = 1,
+    public func extract(_ items: [IndexedItem], decodeThreads: Int = 1,
                         sink: (ExtractedBatch) throws -> Void) throws {
         let batchCount = (items.count + batchSize - 1) / batchSize
         guard batchCount > 0 else { return }
@@ -91,11 +108,11 @@ public final class FeatureExtractor {
                 let decoder = ImageDecoder(pixelLimit: pixelLimit)
                 while let (number, buffer) = pool.claim(batchCount: batchCount) {
                     let range = (number * batchSize)..<min(items.count, (number + 1) * batchSize)
-                    var decoded: [DatasetItem] = []
+                    var decoded: [IndexedItem] = []
                     var dead: [DeadLetter] = []
                     for item in items[range] {
                         do {
-                            let bytes = try item.bytes()
+                            let bytes = try item.locator.bytes()
                             try bytes.withUnsafeBytes { raw in
                                 try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.pointer,
                                                         slot: decoded.count, layout: layout)
@@ -138,7 +155,7 @@ public final class FeatureExtractor {
 final class BatchPool: @unchecked Sendable {
     final class Buffer: @unchecked Sendable {
         let pointer: UnsafeMutablePointer<Float>
-        var items: [DatasetItem] = []
+        var items: [IndexedItem] = []
         var deadLetters: [DeadLetter] = []
         init(floats: Int) { pointer = .allocate(capacity: floats) }
         deinit { pointer.deallocate() }

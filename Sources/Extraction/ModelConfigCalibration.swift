@@ -1,4 +1,5 @@
 import Backbone
+import DatasetIndex
 import Foundation
 import ImageInput
 
@@ -7,8 +8,8 @@ extension ModelConfig {
     /// images of `dataset`, in dataset order, with the fp32 engine.
     ///
     /// - Returns: the calibration (listing the images used) and how many undecodable items were skipped.
-    /// - Throws: `DatasetError` when no item of the dataset decodes.
-    public func calibrate(on dataset: DatasetIndex, images: Int = 512, batch: Int = 16,
+    /// - Throws: `IndexError` when no item of the dataset decodes.
+    public func calibrate(on dataset: IndexedDataset, images: Int = 512, batch: Int = 16,
                           threads: Int? = nil) throws -> (calibration: Calibration, skipped: Int) {
         let engine = try BackboneEngine(modelPath: onnxPath, input: input.name, outputs: [featureNode],
                                         maxBatch: batch, threads: threads)
@@ -24,9 +25,11 @@ extension ModelConfig {
             try engine.observeRanges(UnsafeBufferPointer(buffer), batch: filled, into: &calibration)
             filled = 0
         }
-        for item in dataset.items where calibration.images.count < images {
+        // Items are read one at a time from the mapped index, and only until enough have decoded.
+        for position in 0..<dataset.count where calibration.images.count < images {
+            let item = try dataset.item(position)
             do {
-                let bytes = try dataset.bytes(of: item)
+                let bytes = try item.locator.bytes()
                 try bytes.withUnsafeBytes { raw in
                     try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.baseAddress!, slot: filled,
                                             layout: input.layout)
@@ -41,7 +44,7 @@ extension ModelConfig {
         }
         try flush()
         guard !calibration.images.isEmpty else {
-            throw DatasetError(reason: "no decodable image in the dataset to calibrate \(name) on")
+            throw IndexError("no decodable image in the dataset to calibrate \(name) on")
         }
         return (calibration, skipped)
     }

@@ -12,8 +12,8 @@ public struct PredictionInput: Equatable, Sendable {
     public var refusal: String?
 }
 
-/// Lists a folder for `predict` with the same rule as the dataset index (`ImageFolderReader`,
-/// `DatasetIndex`'s folder scan): formats are told by a file's bytes, never its extension, so every
+/// Lists a folder for `predict` with the same rule as the dataset index's folder scan (`DatasetIndex`,
+/// Protocols/INDEX.md §3.1): formats are told by a file's bytes, never its extension, so every
 /// regular file below the folder is either classified or refused with its reason, and nothing is
 /// skipped silently. What counts as an image is decided in one place, `ImageFormat.decodable`: a file
 /// it refuses is named here from its first bytes (without reading the rest), with the reason a decode

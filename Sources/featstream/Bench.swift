@@ -6,6 +6,7 @@ import FeatureCodec
 import HeadJob
 import HeadTraining
 import Foundation
+import DatasetIndex
 import ImageInput
 import NumpyFormat
 
@@ -74,14 +75,11 @@ struct Bench: ParsableCommand {
         @Option(help: "Seconds between progress lines (one after the first batch, one at the end).") var every = 0.5
 
         func run() throws {
-            let index = try DatasetIndex.open(path: dataset.data, format: dataset.format)
-            var items = index.items
-            if let split = dataset.split { items = items.filter { $0.split == split } }
-            if let limit = dataset.limit { items = Array(items.prefix(limit)) }
-            guard !items.isEmpty else { throw ValidationError("\(dataset.data) has no items" + (dataset.split.map { " in split '\($0)'" } ?? "")) }
+            let index = try scanIntoTemporaryIndex(dataset.selection.indexSelection)
+            guard index.count > 0 else { throw ValidationError("\(dataset.data) has no items" + (dataset.split.map { " in split '\($0)'" } ?? "")) }
             let extractor = try FeatureExtractor(config: try ModelConfig.load(model), batchSize: batch, threads: threads)
             try extractor.engine.warmUp()
-            try benchmarkExtraction(items, extractor: extractor, decodeThreads: decodeThreads, interval: every) {
+            try benchmarkExtraction(index, extractor: extractor, decodeThreads: decodeThreads, interval: every) {
                 print(try benchJSON($0))
                 fflush(nil)  // each line reaches a pipe as it is printed
             }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Backbone
 import ClusterLaunch
 import ClusterRoles
+import DatasetIndex
 import Extraction
 import FeatureStore
 import HeadExport
@@ -19,7 +20,7 @@ struct DatasetOptions: ParsableArguments {
     var data: String
 
     @Option(help: "Dataset format; detected from the path when omitted.")
-    var format: DatasetFormat?
+    var format: DatasetKind?
 
     @Option(help: "Only this split (train or val).")
     var split: String?
@@ -134,7 +135,7 @@ struct Head: ParsableCommand {
     @Option(help: "Values per feature row the job's model produces (default: read from --model). Batches of another width are dropped.")
     var featureDimension: Int?
     @Option(help: "The job's dataset, for class names and the train/val split.") var data: String?
-    @Option(help: "Dataset format, with --data.") var format: DatasetFormat?
+    @Option(help: "Dataset format, with --data.") var format: DatasetKind?
     @Option(help: "The job's --split, with --data.") var split: String?
     @Option(help: "The job's --limit, with --data.") var limit: Int?
     @Option(help: "Train the head when the job completes and write the model folder here.") var trainOut: String?

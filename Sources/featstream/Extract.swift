@@ -1,11 +1,12 @@
 import ArgumentParser
 import Backbone
+import ClusterRoles
+import DatasetIndex
 import Extraction
 import Foundation
 import ImageInput
 import WireProtocol
 
-extension DatasetFormat: ExpressibleByArgument {}
 extension FeatureDType: ExpressibleByArgument {
     public init?(argument: String) { self.init(name: argument) }
     public static var allValueStrings: [String] { allCases.map(\.name) }
@@ -22,7 +23,9 @@ struct Extract: ParsableCommand {
 
         Corrupt, truncated, empty, oversized and non-image files are skipped
         and listed in dead_letters.csv with the reason; the run goes on.
-        Output rows follow the dataset's deterministic order.
+        Output rows follow the dataset's deterministic order. The dataset
+        index is kept as dataset.index in the output folder and reused by a
+        later run with the same selection while the dataset is unchanged.
         """
     )
 
@@ -33,7 +36,7 @@ struct Extract: ParsableCommand {
     var data: String
 
     @Option(help: "Dataset format (imagefolder, webdataset, manifest); detected from the path when omitted.")
-    var format: DatasetFormat?
+    var format: DatasetKind?
 
     @Option(help: "Output folder.")
     var out: String
@@ -94,43 +97,62 @@ struct Extract: ParsableCommand {
         if exifOrientation { config.preprocess.exifOrientation = true }
         announceInferredConfig(config, command: "extract")
         if let precision { config.precision = precision }
-        let dataset = try DatasetIndex.open(path: data, format: format)
-        var items = dataset.items
-        if let split {
-            items = items.filter { $0.split == split }
-            guard !items.isEmpty else {
-                let splits = Set(dataset.items.compactMap(\.split)).sorted()
-                throw DatasetError(reason: "\(data) has no items in split '\(split)'; "
-                                   + (splits.isEmpty ? "it has no splits." : "its splits are \(splits.joined(separator: ", "))."))
-            }
+        // The index lives in the output folder, as in a cluster job's folder: `metadata.csv`'s `index` column
+        // names positions in it, and a rerun with the same selection reuses it instead of rescanning.
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let indexPath = URL(fileURLWithPath: out).appendingPathComponent("dataset.index").path
+        let selection = DatasetSelection(path: data, format: format, split: split, limit: limit)
+        let dataset = try selection.openIndex(at: indexPath, hasProgress: false) { printError("extract: \($0)") }
+        if let split, dataset.count == 0, dataset.deadLetterCount == 0 {
+            throw IndexError("\(data) has no items in split '\(split)' (\(dataset.skippedCount) are in other splits)")
         }
-        if let limit { items = Array(items.prefix(limit)) }
         let extractor = try FeatureExtractor(config: config, batchSize: batch, threads: threads,
                                              includeLogits: logits, pixelLimit: maxPixels)
         let writer = try ExtractionWriter(directory: URL(fileURLWithPath: out), dtype: dtype,
                                           featureWidth: extractor.featureWidth, logitsWidth: extractor.logitsWidth,
-                                          classes: dataset.classes)
-        writer.record(dataset.deadLetters)
+                                          classes: try dataset.classNames(), split: metadataSplit(dataset, selected: split))
+        for i in 0..<dataset.deadLetterCount {
+            let letter = try dataset.deadLetter(i)
+            try writer.record([DeadLetter(key: letter.key, reason: letter.reason)])
+        }
         try extractor.engine.warmUp()
-        let progress = ProgressLine(total: items.count, label: "extract")
+        let progress = ProgressLine(total: dataset.count, label: "extract")
         let start = Date()
         var done = 0
-        try extractor.extract(items, decodeThreads: decodeThreads) { batch in
-            try writer.append(batch)
-            done += batch.items.count + batch.deadLetters.count
-            progress.update(done: done, deadLetters: writer.deadLetters.count)
+        // Ranges of the mapped index, so no item list of the whole dataset is ever built; whole batches per
+        // range keep every engine run full.
+        let chunk = batch * 64
+        for first in stride(from: 0, to: dataset.count, by: chunk) {
+            try extractor.extract(try dataset.items(first..<min(dataset.count, first + chunk)), decodeThreads: decodeThreads) { batch in
+                try writer.append(batch)
+                done += batch.items.count + batch.deadLetters.count
+                progress.update(done: done, deadLetters: writer.deadLetterCount)
+            }
         }
         let seconds = Date().timeIntervalSince(start)
-        let rate = seconds > 0 ? Double(items.count) / seconds : 0
+        let rate = seconds > 0 ? Double(dataset.count) / seconds : 0
         try writer.finish(summary: [
             "model": config.name, "featureNode": config.featureNode, "featureWidth": extractor.featureWidth,
-            "dtype": dtype.name, "precision": (config.precision ?? .fp32).rawValue, "dataset": data, "format": dataset.format.rawValue,
-            "images": items.count, "features": writer.rows, "deadLetters": writer.deadLetters.count,
+            "dtype": dtype.name, "precision": (config.precision ?? .fp32).rawValue, "dataset": data, "format": dataset.kind.name,
+            "images": dataset.count, "features": writer.rows, "deadLetters": writer.deadLetterCount,
             "seconds": seconds, "imagesPerSecond": rate, "batch": batch, "threads": extractor.engine.threads,
             "resize": config.preprocess.resize.rawValue, "exifOrientation": config.preprocess.exifOrientation,
         ])
         print(String(format: "Extracted %d features (%d-d %@) from %d images with %d dead letters at %.1f img/s into %@ (%@ resize).",
-                     writer.rows, extractor.featureWidth, dtype.name, items.count, writer.deadLetters.count, rate, out,
+                     writer.rows, extractor.featureWidth, dtype.name, dataset.count, writer.deadLetterCount, rate, out,
                      config.preprocess.resize.rawValue))
+    }
+}
+
+/// `metadata.csv`'s split column: the `--split` the index was scanned with; without one, an image folder's
+/// item is in the split folder its key starts with (`train/…`, `val/…`: a root holding either is always
+/// read as split folders, INDEX.md §3.1). The index keeps no manifest `split` column, so a manifest
+/// extracted without `--split` leaves the column empty.
+private func metadataSplit(_ dataset: IndexedDataset, selected: String?) -> (IndexedItem) -> String {
+    if let selected { return { _ in selected } }
+    guard dataset.kind == .imageFolder else { return { _ in "" } }
+    return { item in
+        let top = item.key.prefix { $0 != "/" }
+        return top.count < item.key.count && (top == "train" || top == "val") ? String(top) : ""
     }
 }

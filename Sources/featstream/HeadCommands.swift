@@ -6,6 +6,7 @@ import HeadExport
 import HeadJob
 import HeadTraining
 import ClusterRoles
+import DatasetIndex
 import ImageInput
 
 /// Options shared by everything that trains a head.
@@ -93,12 +94,17 @@ func validationSplit(dataset: DatasetOptions?, store: String, fraction: Double) 
             if key.hasPrefix("val/") { splitOf[UInt64(position)] = "val" }
         }
     case .manifest:
-        // The index keeps no split column (INDEX.md §2); read it from the manifest by key. This holds every
-        // key in memory: a known limit for manifests with a split column (issue 15).
-        let listing = try DatasetIndex.open(path: dataset.data, format: .manifest)
-        let splitOfKey = Dictionary(listing.items.compactMap { item in item.split.map { (item.key, $0) } }) { first, _ in first }
-        guard splitOfKey.values.contains("val") else { return (.fraction(fraction), classes) }
-        for position in 0..<index.count where splitOfKey[try index.item(position).key] == "val" { splitOf[UInt64(position)] = "val" }
+        // The index keeps no split column (INDEX.md §2): scan the `val` selection too and walk both in manifest
+        // order. The val items are a subsequence of the job's, so each is the next job item with its key
+        // (a repeated path takes its first unmatched occurrence); nothing per item is held but the result.
+        let validation = try scanIntoTemporaryIndex(IndexSelection(path: dataset.data, kind: .manifest, split: "val"))
+        var next = 0
+        for position in 0..<index.count where next < validation.count {
+            if try index.item(position).key == validation.item(next).key {
+                splitOf[UInt64(position)] = "val"
+                next += 1
+            }
+        }
     case .webDataset:
         break
     }
@@ -119,7 +125,7 @@ struct Train: ParsableCommand {
     @Option(help: "The backbone's model folder, config or .onnx (for the exported classifier).") var model: String
     @Option(help: "Output folder for the trained model.") var out: String
     @Option(help: "The job's dataset, for its class names and train/val split (optional).") var data: String?
-    @Option(help: "Dataset format, with --data.") var format: DatasetFormat?
+    @Option(help: "Dataset format, with --data.") var format: DatasetKind?
     @Option(help: "The job's --split, with --data.") var split: String?
     @Option(help: "The job's --limit, with --data.") var limit: Int?
     @OptionGroup var training: HeadTrainingOptions
@@ -238,7 +244,7 @@ func csvQuote(_ value: String) -> String {
 }
 
 /// `--data D [--format F] [--split S] [--limit N]`, for parsing into `DatasetOptions`.
-func jobDatasetArguments(_ data: String, _ format: DatasetFormat?, _ split: String?, _ limit: Int?) -> [String] {
-    ["--data", data] + (format.map { ["--format", $0.rawValue] } ?? []) + (split.map { ["--split", $0] } ?? [])
+func jobDatasetArguments(_ data: String, _ format: DatasetKind?, _ split: String?, _ limit: Int?) -> [String] {
+    ["--data", data] + (format.map { ["--format", $0.name] } ?? []) + (split.map { ["--split", $0] } ?? [])
         + (limit.map { ["--limit", String($0)] } ?? [])
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Backbone
 import Extraction
 import Foundation
+import DatasetIndex
 import ImageInput
 
 /// `featstream model init`: bring a bare ONNX model with one command.
@@ -69,7 +70,7 @@ struct Calibrate: ParsableCommand {
 
     @Option(help: "Model folder, config or .onnx.") var model: String
     @Option(help: "Dataset: ImageFolder root, .tar shard or folder of shards, or .csv/.jsonl manifest.") var data: String
-    @Option(help: "Dataset format; detected from the path when omitted.") var format: DatasetFormat?
+    @Option(help: "Dataset format; detected from the path when omitted.") var format: DatasetKind?
     @Option(help: "Images to calibrate on.") var images = 512
     @Option(help: "Images per backbone run.") var batch = 16
     @Option(help: "oneDNN threads (default: all cores).") var threads: Int?
@@ -79,7 +80,7 @@ struct Calibrate: ParsableCommand {
         do {
             let config = try ModelConfig.load(model)
             announceInferredConfig(config, command: "calibrate")
-            let dataset = try DatasetIndex.open(path: data, format: format)
+            let dataset = try scanIntoTemporaryIndex(IndexSelection(path: data, kind: format))
             let (calibration, skipped) = try config.calibrate(on: dataset, images: images, batch: batch, threads: threads)
             let target = out ?? config.calibrationPath
             try config.write(calibration, to: target)

@@ -4,6 +4,7 @@ import ClusterLaunch
 import ClusterRoles
 import FeatureStore
 import HeadExport
+import DatasetIndex
 import ImageInput
 import Transport
 import Extraction
@@ -49,7 +50,7 @@ struct Run: ParsableCommand {
             if let precision { modelConfig.precision = precision }
             if modelConfig.precision == .int8, !FileManager.default.fileExists(atPath: modelConfig.calibrationPath) {
                 // int8 needs activation ranges: measure them once, on this dataset, before any worker starts.
-                let (calibration, skipped) = try modelConfig.calibrate(on: try DatasetIndex.open(path: dataset.data, format: dataset.format),
+                let (calibration, skipped) = try modelConfig.calibrate(on: try scanIntoTemporaryIndex(IndexSelection(path: dataset.data, kind: dataset.format)),
                                                                   images: calibrationImages)
                 try modelConfig.write(calibration)
                 print("run: calibrated int8 on the dataset's first \(calibration.images.count) images"
@@ -63,7 +64,7 @@ struct Run: ParsableCommand {
             let dataAddress = "tcp://127.0.0.1:\(try freeLocalPort())"
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let threads = max(1, cores / workers)
-            let datasetArguments = DatasetArguments(data: dataset.data, format: dataset.format?.rawValue, split: dataset.split, limit: dataset.limit)
+            let datasetArguments = DatasetArguments(data: dataset.data, format: dataset.format?.name, split: dataset.split, limit: dataset.limit)
             let names = (0..<workers).map { "w\($0)" }
 
             // Ephemeral keys: one pair per role, in a private folder that lives as long as this run.

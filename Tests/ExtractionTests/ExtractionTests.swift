@@ -1,7 +1,7 @@
+import DatasetIndex
 import Extraction
 import FeatStreamTestSupport
 import Foundation
-import ImageInput
 import NumpyFormat
 import XCTest
 
@@ -31,18 +31,19 @@ final class ExtractionTests: XCTestCase {
         let manifest = scratch.appendingPathComponent("imagenet.csv")
         try ("path,label\n" + files.map { "\(samples.path)/\($0),\($0.split(separator: "_").last!.dropLast(4))\n" }.joined())
             .write(to: manifest, atomically: true, encoding: .utf8)
-        let dataset = try DatasetIndex.open(path: manifest.path)
+        let dataset = try IndexScan.run(IndexSelection(path: manifest.path), indexPath: scratch.appendingPathComponent("dataset.index").path)
+        let classes = try dataset.classNames()
         let config = try ModelConfig.load(Self.lite0)
         let extractor = try FeatureExtractor(config: config, batchSize: 8, threads: 2, includeLogits: true)
         var correct = 0, seen = 0
-        try extractor.extract(dataset.items, decodeThreads: 2) { batch in
+        try extractor.extract(try dataset.items(0..<dataset.count), decodeThreads: 2) { batch in
             XCTAssertEqual(batch.deadLetters, [])
             let width = extractor.logitsWidth!
             for (row, item) in batch.items.enumerated() {
                 let scores = batch.logits![(row * width)..<((row + 1) * width)]
                 let predicted = scores.indices.max { scores[$0] < scores[$1] }! - row * width
                 // Manifest labels are integers, so class i is the string "i" in sorted order; map back.
-                if String(predicted) == dataset.classes[item.label!] { correct += 1 }
+                if String(predicted) == classes[Int(item.label)] { correct += 1 }
                 seen += 1
             }
         }
@@ -52,7 +53,8 @@ final class ExtractionTests: XCTestCase {
     }
 
     /// A corpus with every kind of bad file between good ones: each bad file is dead-lettered with
-    /// its reason, every good one comes out, in order, and the command succeeds.
+    /// its reason (the index scan's rejects first, then the decode failures), every good one comes out,
+    /// in order, and the command succeeds; the index stays in the output folder and a rerun reuses it.
     func testBadInputIsDeadLetteredAndGoodImagesStillComeOut() throws {
         let root = scratch.appendingPathComponent("corpus")
         let good = try FileManager.default.contentsOfDirectory(atPath: Self.demo.appendingPathComponent("imagefolder/val/1-trouser").path).sorted().prefix(5)
@@ -81,6 +83,7 @@ final class ExtractionTests: XCTestCase {
             ("bad-gif.jpg", Data("GIF89a".utf8) + Data(repeating: 0, count: 64), "GIF"),
         ]
         for (name, bytes, _) in bad { try bytes.write(to: classDir.appendingPathComponent(name)) }
+        try Data("outside any class".utf8).write(to: root.appendingPathComponent("loose.txt"))
 
         let out = scratch.appendingPathComponent("out")
         let result = try runFeatstream(["extract", "--model", Self.lite0, "--data", root.path, "--out", out.path,
@@ -94,7 +97,9 @@ final class ExtractionTests: XCTestCase {
         XCTAssertEqual(metadata.map { String($0.split(separator: ",")[2]) }, good.map { "trouser/good-\($0)" })
         let letters = try String(contentsOf: out.appendingPathComponent("dead_letters.csv"), encoding: .utf8)
             .split(separator: "\n").dropFirst().map(String.init)
-        XCTAssertEqual(letters.count, bad.count, letters.joined(separator: "\n"))
+        XCTAssertEqual(letters.count, bad.count + 1, letters.joined(separator: "\n"))
+        XCTAssertTrue(letters.first?.hasPrefix("loose.txt,") ?? false, "the index's reject comes first: \(letters)")
+        XCTAssertTrue(letters.first?.contains("outside any class folder") ?? false, "\(letters)")
         for (name, _, reason) in bad {
             let line = letters.first { $0.hasPrefix("trouser/\(name),") || $0.hasPrefix("\"trouser/\(name)\"") }
             XCTAssertNotNil(line, "\(name) missing from dead_letters.csv")
@@ -102,7 +107,14 @@ final class ExtractionTests: XCTestCase {
             XCTAssertFalse(text.isEmpty, "\(name) has no reason")
             if !reason.isEmpty { XCTAssertTrue(text.localizedCaseInsensitiveContains(reason), "\(name): \(text)") }
         }
-        XCTAssertTrue(result.output.contains("\(bad.count) dead letters"), result.output)
+        XCTAssertTrue(result.output.contains("\(bad.count + 1) dead letters"), result.output)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("dataset.index").path))
+
+        let again = try runFeatstream(["extract", "--model", Self.lite0, "--data", root.path, "--out", out.path,
+                                       "--batch", "4", "--max-pixels", "50000000"])
+        XCTAssertEqual(again.status, 0, again.output)
+        XCTAssertTrue(again.output.contains("reusing the dataset index"), again.output)
+        XCTAssertEqual(try NumpyArray(contentsOf: out.appendingPathComponent("features.npy")), features)
     }
 
     /// Output order and values do not depend on decoder threading or dataset format: the demo val
@@ -143,9 +155,10 @@ final class ExtractionTests: XCTestCase {
     /// shard by shard, give bit for bit the features of one long call.
     func testShardByShardCallsAfterAnAbortedCallMatchOneLongCall() throws {
         struct Abort: Error {}
-        let dataset = try DatasetIndex.open(path: Self.demo.appendingPathComponent("imagefolder").path)
-        let items = Array(dataset.items.filter { $0.split == "val" }.prefix(24))
-        func features(_ items: [DatasetItem], on extractor: FeatureExtractor, decodeThreads: Int) throws -> [String: [Float]] {
+        let dataset = try IndexScan.run(IndexSelection(path: Self.demo.appendingPathComponent("imagefolder").path, split: "val", limit: 24),
+                                        indexPath: scratch.appendingPathComponent("dataset.index").path)
+        let items = try dataset.items(0..<dataset.count)
+        func features(_ items: [IndexedItem], on extractor: FeatureExtractor, decodeThreads: Int) throws -> [String: [Float]] {
             var byKey: [String: [Float]] = [:]
             try extractor.extract(items, decodeThreads: decodeThreads) { batch in
                 XCTAssertEqual(batch.deadLetters, [])
@@ -198,7 +211,7 @@ final class ExtractionTests: XCTestCase {
         let noSplit = try runFeatstream(["extract", "--model", Self.lite0, "--data", Self.demo.appendingPathComponent("imagefolder").path,
                                          "--split", "test", "--out", scratch.appendingPathComponent("x").path])
         XCTAssertNotEqual(noSplit.status, 0)
-        XCTAssertTrue(noSplit.output.contains("no items in split 'test'"), noSplit.output)
+        XCTAssertTrue(noSplit.output.contains("split 'test' selects nothing"), noSplit.output)
         let noModel = try runFeatstream(["extract", "--model", "/nonexistent/model", "--data", scratch.path,
                                          "--out", scratch.appendingPathComponent("y").path])
         XCTAssertNotEqual(noModel.status, 0)

@@ -1,5 +1,15 @@
+import DatasetIndex
 import Foundation
 import XCTest
+
+/// Scans the dataset at `path` the way `featstream extract` does (the one dataset reader, `DatasetIndex`) into a
+/// throwaway folder; the mapped index stays readable after the folder is removed.
+func scanIndex(_ path: String) throws -> IndexedDataset {
+    let folder = NSTemporaryDirectory() + "imageinput-index-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    return try IndexScan.run(IndexSelection(path: path), indexPath: folder + "/dataset.index")
+}
 
 /// Fixtures live next to this file; located via #filePath because the test target declares no resources.
 enum Fixtures {
