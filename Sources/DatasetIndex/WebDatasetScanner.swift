@@ -12,7 +12,13 @@ import Darwin
 struct WebDatasetScanner {
     let context: ScanContext
     let path: String
-    static let imagePreference = ["jpg", "jpeg", "png"]
+    /// Member types taken as a sample's image, in order of preference: every format the decoder reads. The
+    /// decoder still tells the format by the bytes, so a mislabelled member is decoded or named, not lost.
+    public static let imageTypes = ["jpg", "jpeg", "png", "webp", "tif", "tiff", "gif", "bmp"]
+    /// Member types that are never a sample's image (labels and metadata). A sample with no member of
+    /// `imageTypes` takes its first member of any other type as its image, so the worker decodes it or
+    /// dead-letters it naming its format ("unsupported format: HEIC"); nothing is dropped by its extension.
+    public static let annotationTypes = ["cls", "cls2", "txt", "json", "jsonl", "xml", "csv", "idx", "id", "index"]
     static let labelLimit = 4096
     static let paxLimit = 1 << 20
 
@@ -65,10 +71,12 @@ struct WebDatasetScanner {
         var image: (kind: Int, offset: UInt64, size: UInt64)?
         var label: [UInt8]?
         var labelFromCls = false
+        /// Types of its members that are not images, named when the sample has no image.
         var others: [String] = []
     }
 
-    private static let imageKinds: [[UInt8]] = imagePreference.map { Array($0.utf8) }
+    private static let imageKinds: [[UInt8]] = imageTypes.map { Array($0.utf8) }
+    private static let annotationKinds: Set<[UInt8]> = Set(annotationTypes.map { Array($0.utf8) })
     private static let cls = Array("cls".utf8), txt = Array("txt".utf8)
 
     private func shard(_ file: String, name: String) throws {
@@ -90,7 +98,7 @@ struct WebDatasetScanner {
             sample = nil
             guard let image = s.image else {
                 let key = String(decoding: s.key, as: UTF8.self)
-                try context.dead(key, "sample has no .jpg/.jpeg/.png member" + (s.others.isEmpty ? "" : " (has \(s.others.map { "." + $0 }.joined(separator: ", ")))"))
+                try context.dead(key, "the sample has no image member (it has \(s.others.map { "." + $0 }.joined(separator: ", ")))")
                 return
             }
             guard image.size <= UInt64(UInt32.max) else { try context.dead(String(decoding: s.key, as: UTF8.self), "image member is \(image.size) bytes, above the 4 GiB an index locator holds"); return }
@@ -213,7 +221,12 @@ struct WebDatasetScanner {
                     }
                     sample!.label = Array(data)
                     sample!.labelFromCls = kindBytes == Self.cls
+                    let kind = String(decoding: kindBytes, as: UTF8.self)
+                    if !sample!.others.contains(kind) { sample!.others.append(kind) }
                 } else {
+                    if !Self.annotationKinds.contains(kindBytes), sample!.image == nil {
+                        sample!.image = (Self.imageKinds.count, dataOffset, dataSize)   // below every image type
+                    }
                     let kind = String(decoding: kindBytes, as: UTF8.self)
                     if !sample!.others.contains(kind) { sample!.others.append(kind) }
                 }

@@ -97,4 +97,31 @@ final class ScanTests: XCTestCase {
         XCTAssertEqual(index.deadLetterCount, 0)
         try index.verify()
     }
+
+    func testWebDatasetImageMayBeAnyDecodedTypeOrAnyNonLabelMember() throws {
+        let d = try TemporaryDirectory()
+        var tar = TarBuilder()
+        for (i, type) in ["webp", "tif", "tiff", "gif", "bmp"].enumerated() {
+            tar.add("s\(i).\(type)", [UInt8(i)]); tar.add("s\(i).cls", "1")
+        }
+        tar.add("p.json", Array("{}".utf8)); tar.add("p.heic", [42]); tar.add("p.cls", "2")   // no image type: the .heic is taken
+        tar.add("q.png", [7]); tar.add("q.heic", [8])                                        // an image type beats a later other
+        tar.add("r.heic", [8]); tar.add("r.gif", [9])                                        // and an earlier one
+        tar.add("meta.json", Array("{}".utf8)); tar.add("meta.cls", "0")                     // labels and metadata only
+        tar.end()
+        try d.write("w/a.tar", Data(tar.bytes))
+        let index = try scan(IndexSelection(path: d.path + "/w"), in: d)
+        XCTAssertEqual(try index.allKeys, ["a.tar:s0", "a.tar:s1", "a.tar:s2", "a.tar:s3", "a.tar:s4", "a.tar:p", "a.tar:q", "a.tar:r"])
+        func member(_ position: Int) throws -> [UInt8] {
+            guard case let .tarMember(path, offset, size) = try index.item(position).locator else { XCTFail("not a tar member"); return [] }
+            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+            return Array(bytes[Int(offset)..<Int(offset) + Int(size)])
+        }
+        for i in 0..<5 { XCTAssertEqual(try member(i), [UInt8(i)]) }
+        XCTAssertEqual(try member(5), [42])
+        XCTAssertEqual(try member(6), [7])
+        XCTAssertEqual(try member(7), [9])
+        XCTAssertEqual(try index.deadLetters().map(\.key), ["a.tar:meta"])
+        XCTAssertEqual(try index.deadLetters().map(\.reason), ["the sample has no image member (it has .json, .cls)"])
+    }
 }
