@@ -232,7 +232,9 @@ struct WebDatasetScanner {
                 }
             }
         }
-        try emit()
+        // At the limit the loop stopped on the first member of the next sample, which lies past the limit:
+        // unread input, so neither an item nor a dead letter (INDEX.md §2).
+        if context.full { sample = nil } else { try emit() }
     }
 }
 

@@ -124,4 +124,25 @@ final class ScanTests: XCTestCase {
         XCTAssertEqual(try index.deadLetters().map(\.key), ["a.tar:meta"])
         XCTAssertEqual(try index.deadLetters().map(\.reason), ["the sample has no image member (it has .json, .cls)"])
     }
+
+    /// With a limit the scan stops at a sample boundary: the sample after the last item, whose first member
+    /// the scan already met, is neither an item (with its image first) nor a dead letter (with its label first).
+    func testWebDatasetLimitStopsAtASampleBoundary() throws {
+        let d = try TemporaryDirectory()
+        var labelFirst = TarBuilder()
+        for i in 0..<3 { labelFirst.add("s\(i).cls", "\(i)"); labelFirst.add("s\(i).png", [UInt8(i)]) }
+        labelFirst.end()
+        try d.write("a.tar", Data(labelFirst.bytes))
+        var imageFirst = TarBuilder()
+        for i in 0..<3 { imageFirst.add("s\(i).png", [UInt8(i)]); imageFirst.add("s\(i).cls", "\(i)") }
+        imageFirst.end()
+        try d.write("b.tar", Data(imageFirst.bytes))
+        for name in ["a", "b"] {
+            let index = try scan(IndexSelection(path: d.path + "/\(name).tar", limit: 2), in: d, name: "\(name).fsix")
+            XCTAssertEqual(try index.allKeys, ["\(name).tar:s0", "\(name).tar:s1"], name)
+            XCTAssertEqual(try index.allLabels, [0, 1], name)
+            let letters = try index.deadLetters()
+            XCTAssertEqual(letters, [], name)
+        }
+    }
 }

@@ -104,7 +104,7 @@ final class HostileFolderTests: XCTestCase {
         let (decoded, dead) = try account(dir.path)
         XCTAssertEqual(decoded, expectedDecoded)
         XCTAssertTrue(dead["shard.tar:photo"]?.localizedCaseInsensitiveContains("heic") ?? false, dead["shard.tar:photo"] ?? "nothing")
-        XCTAssertTrue(dead["shard.tar:labelonly"]?.contains("(has .cls)") ?? false, dead["shard.tar:labelonly"] ?? "nothing")
+        XCTAssertTrue(dead["shard.tar:labelonly"]?.contains("(it has .cls)") ?? false, dead["shard.tar:labelonly"] ?? "nothing")
         XCTAssertTrue(dead["shard.tar:README"]?.contains("has no extension") ?? false, dead["shard.tar:README"] ?? "nothing")
         XCTAssertEqual(dead.count, 3)
     }
