@@ -237,4 +237,12 @@ public final class IndexedDataset: @unchecked Sendable {
     func resolve(_ relative: String) -> String {
         relative.hasPrefix("/") ? relative : (root.isEmpty ? relative : root + "/" + relative)
     }
+
+    /// The split folder (`train` or `val`) an image-folder item's key starts with; nil for other layouts,
+    /// which keep no split per item (INDEX.md §2). Exact: a root holding either folder is always read as
+    /// split folders, so no class folder has these names (§3.1).
+    public func folderSplit(of item: IndexedItem) -> String? {
+        guard kind == .imageFolder else { return nil }
+        return FolderScanner.splitNames.first { item.key.hasPrefix($0 + "/") }
+    }
 }

@@ -145,14 +145,9 @@ struct Extract: ParsableCommand {
 }
 
 /// `metadata.csv`'s split column: the `--split` the index was scanned with; without one, an image folder's
-/// item is in the split folder its key starts with (`train/…`, `val/…`: a root holding either is always
-/// read as split folders, INDEX.md §3.1). The index keeps no manifest `split` column, so a manifest
-/// extracted without `--split` leaves the column empty.
+/// split folder. The index keeps no manifest `split` column, so a manifest extracted without `--split`
+/// leaves the column empty.
 private func metadataSplit(_ dataset: IndexedDataset, selected: String?) -> (IndexedItem) -> String {
     if let selected { return { _ in selected } }
-    guard dataset.kind == .imageFolder else { return { _ in "" } }
-    return { item in
-        let top = item.key.prefix { $0 != "/" }
-        return top.count < item.key.count && (top == "train" || top == "val") ? String(top) : ""
-    }
+    return { dataset.folderSplit(of: $0) ?? "" }
 }

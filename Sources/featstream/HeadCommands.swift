@@ -88,10 +88,8 @@ func validationSplit(dataset: DatasetOptions?, store: String, fraction: Double) 
     var splitOf: [UInt64: String] = [:]
     switch index.kind {
     case .imageFolder:
-        // root/{train,val}/<class>/…: the split is the key's first folder.
-        for position in 0..<index.count {
-            let key = try index.item(position).key
-            if key.hasPrefix("val/") { splitOf[UInt64(position)] = "val" }
+        for position in 0..<index.count where index.folderSplit(of: try index.item(position)) == "val" {
+            splitOf[UInt64(position)] = "val"
         }
     case .manifest:
         // The index keeps no split column (INDEX.md §2): scan the `val` selection too and walk both in manifest

@@ -93,4 +93,18 @@ final class ReaderTests: XCTestCase {
         XCTAssertThrowsError(try DatasetKind.detect(path: d.path + "/nope"))
         XCTAssertThrowsError(try DatasetKind.detect(path: d.path + "/folder/cls/a.jpg"))
     }
+
+    /// `folderSplit` (extract's `split` column, the head's validation rows) is the key's split folder, for
+    /// image folders only.
+    func testFolderSplitIsTheKeysSplitFolder() throws {
+        let d = try TemporaryDirectory()
+        for file in ["r/train/cat/1.jpg", "r/val/dog/2.jpg", "flat/train-like/3.jpg"] { try d.write(file, "x") }
+        try d.write("m.csv", "path,split\nr/val/dog/2.jpg,val\n")
+        let split = try scan(IndexSelection(path: d.path + "/r"), in: d, name: "r.fsix")
+        XCTAssertEqual(try split.items(0..<split.count).map { split.folderSplit(of: $0) }, ["train", "val"])
+        let flat = try scan(IndexSelection(path: d.path + "/flat"), in: d, name: "flat.fsix")
+        XCTAssertNil(flat.folderSplit(of: try flat.item(0)))
+        let manifest = try scan(IndexSelection(path: d.path + "/m.csv"), in: d, name: "m.fsix")
+        XCTAssertNil(manifest.folderSplit(of: try manifest.item(0)))
+    }
 }
