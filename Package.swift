@@ -92,7 +92,7 @@ let package = Package(
         .target(name: "ClusterLaunch", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]),
         .target(
             name: "ClusterRoles",
-            dependencies: ["DatasetIndex", "ClusterSessions", "Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction", "ImageInput",
+            dependencies: ["DatasetIndex", "ClusterSessions", "Coordination", "FeatureStore", "FeatureCodec", "Transport", "WireProtocol", "Extraction",
                            "RoleMetrics", .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "Logging", package: "swift-log")]
         ),
