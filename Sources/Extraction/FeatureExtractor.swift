@@ -134,9 +134,6 @@ public final class FeatureExtractor {
         }
     }
 
-    /// Decoders for `extractBetweenRuns`, one a core the engine uses, kept from call to call.
-    private var betweenRunDecoders: [ImageDecoder] = []
-
     /// `extract` when the engine's threads take every core: each batch is decoded by as many threads as the
     /// engine has (idle while it waits), then run.
     private func extractBetweenRuns(_ items: [DatasetItem], batchCount: Int, sink: (ExtractedBatch) throws -> Void) throws {
@@ -144,16 +141,15 @@ public final class FeatureExtractor {
         if buffers.isEmpty { buffers.append(BatchPool.Buffer(floats: batchSize * imageFloats)) }
         let buffer = buffers[0]
         let parts = max(1, min(engine.threads, batchSize))
-        while betweenRunDecoders.count < parts { betweenRunDecoders.append(ImageDecoder(pixelLimit: pixelLimit)) }
+        let decoder = ImageDecoder(pixelLimit: pixelLimit)
         let layout = config.input.layout
         for number in 0..<batchCount {
             let batch = Array(items[(number * batchSize)..<min(items.count, (number + 1) * batchSize)])
             // Each item decodes into the slot of its position; failures leave a hole, closed up below.
-            // Each part writes only its own slots and uses only its own decoder, hence the unchecked captures.
+            // Each part writes only its own slots, hence the unchecked capture.
             nonisolated(unsafe) let failures = UnsafeMutableBufferPointer<String?>.allocate(capacity: batch.count)
             failures.initialize(repeating: nil)
             defer { failures.deallocate() }
-            nonisolated(unsafe) let decoders = betweenRunDecoders
             DispatchQueue.concurrentPerform(iterations: parts) { [preprocessor] part in
                 var slot = part
                 while slot < batch.count {
@@ -161,7 +157,7 @@ public final class FeatureExtractor {
                     do {
                         let bytes = try item.bytes()
                         try bytes.withUnsafeBytes { raw in
-                            try preprocessor.decode(raw, name: item.key, with: decoders[part], into: buffer.pointer,
+                            try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.pointer,
                                                     slot: slot, layout: layout)
                         }
                     } catch {
