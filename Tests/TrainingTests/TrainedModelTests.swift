@@ -174,8 +174,10 @@ final class TrainedModelTests: XCTestCase {
         let run = try runFeatstream(["run", "--model", backbone.path, "--data", Self.valShard, "--workers", "1", "--out", job.path,
                                      "--shard-size", "50", "--l2", "0.1", "--precision", "int8", "--calibration-images", "32"])
         XCTAssertEqual(run.status, 0, run.output)
-        XCTAssertTrue(run.output.contains("classifier.onnx computes the backbone in fp32"), run.output)
         let model = job.appendingPathComponent("model")
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: model.appendingPathComponent("report.json"))) as! [String: Any]
+        let backboneLine = (report["summary"] as? [[String: String]])?.first { $0["label"] == "Backbone" }?["value"] ?? ""
+        XCTAssertTrue(backboneLine.contains("classifier.onnx computes the backbone in fp32"), backboneLine)
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: model.appendingPathComponent("backbone.json"))) as! [String: Any]
         XCTAssertEqual(config["precision"] as? String, "int8")
         XCTAssertEqual(config["calibration"] as? String, "calibration.json")
