@@ -31,7 +31,7 @@ let package = Package(
         .executableTarget(name: "featstream-index", dependencies: ["DatasetIndex"]),
 
         // MARK: Decode
-        .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         // libpng reports errors by longjmp, which Swift cannot catch: the decode loop lives in C.
         .target(name: "CPNGShim", dependencies: ["CPNG"], path: "Sources/CPNGShim"),
@@ -41,8 +41,8 @@ let package = Package(
         .systemLibrary(name: "CGIF", path: "Sources/CGIF"),
         .systemLibrary(name: "CWebP", path: "Sources/CWebP"),
         .systemLibrary(name: "CSTBImage", path: "Sources/CSTBImage"),
-        .target(name: "CImageCodecs", dependencies: ["CTIFF", "CGIF", "CWebP", "CSTBImage"], path: "Sources/CImageCodecs"),
-        .target(name: "ImageInput", dependencies: ["DurableFile", "CTurboJPEG", "CPNGShim", "CImageCodecs", "CTIFF", "CGIF", "CWebP", "CSTBImage"]),
+        .target(name: "CImageCodecs", dependencies: ["CJPEG", "CTIFF", "CGIF", "CWebP", "CSTBImage"], path: "Sources/CImageCodecs"),
+        .target(name: "ImageInput", dependencies: ["DurableFile", "CJPEG", "CPNGShim", "CImageCodecs", "CTIFF", "CGIF", "CWebP", "CSTBImage"]),
 
         // MARK: Backbone
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
@@ -111,7 +111,7 @@ let package = Package(
         // MARK: Tests
         .target(name: "FeatStreamTestSupport", path: "Sources/FeatStreamTestSupport"),
         .testTarget(name: "BackboneTests", dependencies: ["Backbone", "NumpyFormat"]),
-        .testTarget(name: "ImageInputTests", dependencies: ["ImageInput", "DatasetIndex", "CPNG"], exclude: ["Fixtures"]),
+        .testTarget(name: "ImageInputTests", dependencies: ["ImageInput", "DatasetIndex", "CPNG", "CJPEG"], exclude: ["Fixtures"]),
         .testTarget(name: "ExtractionTests", dependencies: ["Extraction", "DatasetIndex", "NumpyFormat", "FeatStreamTestSupport"]),
         .testTarget(name: "DurableFileTests", dependencies: ["DurableFile"]),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "FeatStreamTestSupport"]),

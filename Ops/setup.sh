@@ -28,7 +28,7 @@ for arg in "$@"; do
 done
 
 APT_PACKAGES=(
-  libzmq3-dev liblz4-dev libdnnl-dev libturbojpeg0-dev libpng-dev libopenblas-dev
+  libzmq3-dev liblz4-dev libdnnl-dev libjpeg62-turbo-dev libpng-dev libopenblas-dev
   libwebp-dev libgif-dev libtiff-dev libstb-dev
   protobuf-compiler libonnx-dev dataset-fashion-mnist chromium openssh-server openssh-client
   slurm-wlm munge

@@ -22,11 +22,11 @@ public final class RoleMetricsRegistry: @unchecked Sendable {
     public private(set) lazy var limit = SeriesLimit(registry: registry)
 
     func counter(_ name: String, _ labels: [(String, String)] = []) -> Counter {
-        labels.isEmpty ? registry.makeCounter(name: name, labels: [("role", role)]) : limit.counter(name, [("role", role)] + labels)
+        labels.isEmpty ? registry.makeCounter(descriptor: .named(name), labels: [("role", role)]) : limit.counter(name, [("role", role)] + labels)
     }
 
     func gauge(_ name: String, _ labels: [(String, String)] = []) -> Gauge {
-        labels.isEmpty ? registry.makeGauge(name: name, labels: [("role", role)]) : limit.gauge(name, [("role", role)] + labels)
+        labels.isEmpty ? registry.makeGauge(descriptor: .named(name), labels: [("role", role)]) : limit.gauge(name, [("role", role)] + labels)
     }
 
     /// Counts a rejected frame under its reason.

@@ -1,9 +1,9 @@
 import Backbone
 import ClusterSessions
+import DatasetIndex
 import Dispatch
 import Extraction
 import FeatureCodec
-import DatasetIndex
 import Foundation
 import RoleMetrics
 import Transport
@@ -68,7 +68,7 @@ public struct PathMap: Equatable, Sendable {
     }
 }
 
-/// The worker: pulls shard leases, extracts features (decode overlapping the backbone) on a thread of its
+/// The worker: pulls shard leases, extracts features (decode beside or between backbone runs) on a thread of its
 /// own, and streams compressed batches to the head within its credits. A thin ZeroMQ driver around
 /// `WorkerSession`, which keeps heartbeating both peers however long a shard takes.
 ///
@@ -89,6 +89,9 @@ public final class WorkerService: @unchecked Sendable {
     private let extractor: FeatureExtractor
     private var session: WorkerSession
     private var job: ExtractionJob?
+    private let extractionThread = ExtractionThread()
+    /// Signalled by the extraction when it hands over a batch or ends, so the loop sends it at once.
+    private let extractionWakeup: Wakeup
     private let draining = DrainFlag()
     private var stalled: String?
     /// Prometheus metrics; `metrics.endpoint?.port` is where they are served.
@@ -106,6 +109,7 @@ public final class WorkerService: @unchecked Sendable {
         log = RoleLog(role: "worker \(options.workerID)")
         let config = try ModelConfig.load(options.model)
         extractor = try FeatureExtractor(config: config, batchSize: options.batch, threads: options.threads, precision: options.precision)
+        extractionWakeup = try Wakeup()
         let dealer = try ZMQSocket(context, .dealer, highWaterMark: 16, security: options.controlSecurity)
         try dealer.connect(options.coordinator)
         control = MessageSocket(dealer, log: log, accepting: .workerControl)
@@ -127,7 +131,7 @@ public final class WorkerService: @unchecked Sendable {
             if draining.isSet { try dispatch(session.terminate(now: nowMs())); break }
             var sockets = [control.socket]
             if let data { sockets.append(data.socket) }
-            let ready = try waitForInput(sockets, timeoutMs: job?.hasOutput == true ? 0 : 10)
+            let ready = try waitForInput(sockets, wakeup: extractionWakeup, timeoutMs: job?.hasOutput == true ? 0 : 10)
             if ready[0] { while !session.isStopped, let (_, message) = control.receive() { try dispatch(session.receiveControl(message, now: nowMs())) } }
             if ready.count > 1, ready[1], let data {
                 while !session.isStopped, let (_, message) = data.receive() { try dispatch(session.receiveData(message, now: nowMs())) }
@@ -193,7 +197,8 @@ public final class WorkerService: @unchecked Sendable {
                 log.event("welcomed; streaming to \(address)")
             case let .effect(.extract(shardID, attempt, items)):
                 job?.cancelAndWait()
-                job = ExtractionJob(shardID: shardID, attempt: attempt, refs: items, worker: self)
+                job = ExtractionJob(shardID: shardID, attempt: attempt, refs: items, worker: self, on: extractionThread,
+                                    wakeup: extractionWakeup)
             case .effect(.cancelExtraction):
                 // Only a stopping worker cancels; it must stop even if the thread is stuck in an input.
                 job?.cancelAndWait(deadline: Date().addingTimeInterval(5))
@@ -296,8 +301,39 @@ public struct WorkerStalled: Error, CustomStringConvertible {
     public var description: String { "\(reason); exiting so that a fresh process takes over (the shard was given back)" }
 }
 
-/// One shard attempt extracted on a thread beside the worker's socket loop, handing encoded batches over
-/// through a queue of two (so extraction never runs far ahead of the head's credits).
+/// The one thread that runs the worker's extractions, for the life of the process. The backbone's OpenMP
+/// team belongs to the thread that calls into it: a new calling thread per shard built a new team (and
+/// oneDNN's per-thread scratch space) every shard, which cost a 128-item shard about a sixth of its time.
+final class ExtractionThread: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var pending: [() -> Void] = []
+
+    init() {
+        let thread = Thread { [condition] in
+            while true {
+                condition.lock()
+                while self.pending.isEmpty { condition.wait() }
+                let work = self.pending.removeFirst()
+                condition.unlock()
+                work()
+            }
+        }
+        thread.name = "extract"
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// Runs `work` after whatever was submitted before it.
+    func submit(_ work: @escaping () -> Void) {
+        condition.lock()
+        pending.append(work)
+        condition.signal()
+        condition.unlock()
+    }
+}
+
+/// One shard attempt extracted on the worker's extraction thread beside its socket loop, handing encoded
+/// batches over through a queue of two (so extraction never runs far ahead of the head's credits).
 final class ExtractionJob: @unchecked Sendable {
     struct Failure: Error, CustomStringConvertible { var reason: String; var description: String { reason } }
     enum End { case finished, failed(String), cancelled }
@@ -306,16 +342,16 @@ final class ExtractionJob: @unchecked Sendable {
     let shardID: UInt32
     let attempt: UInt32
     let started = Date()
+    private let wakeup: Wakeup
     private let condition = NSCondition()
     private var queue: [FeatureBatch] = []
     private var ended: End?
     private var cancelled = false
-    private var thread: Thread?
-
-    init(shardID: UInt32, attempt: UInt32, refs: [ItemRef], worker: WorkerService) {
+    init(shardID: UInt32, attempt: UInt32, refs: [ItemRef], worker: WorkerService, on thread: ExtractionThread, wakeup: Wakeup) {
         self.shardID = shardID
         self.attempt = attempt
-        let thread = Thread { [self] in
+        self.wakeup = wakeup
+        thread.submit { [self] in
             let end: End
             do {
                 try worker.extract(refs, shardID: shardID, attempt: attempt) { try self.put($0) }
@@ -331,11 +367,8 @@ final class ExtractionJob: @unchecked Sendable {
             ended = end
             condition.broadcast()
             condition.unlock()
+            wakeup.signal()
         }
-        thread.name = "extract"
-        thread.stackSize = 1 << 20
-        self.thread = thread
-        thread.start()
     }
 
     /// Whether batches wait to be taken.
@@ -381,6 +414,7 @@ final class ExtractionJob: @unchecked Sendable {
         while queue.count >= 2 && !cancelled { condition.wait() }
         if cancelled { throw Cancelled() }
         queue.append(batch)
+        wakeup.signal()
     }
 }
 

@@ -1,3 +1,4 @@
+import DurableFile
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -107,6 +108,7 @@ struct FileState { var size: UInt64; var mtimeNs: Int64; var hash: UInt64 }
 
 /// Size, mtime and the sampled hash of a file (§5), or nil when it cannot be opened.
 func fileState(_ path: String, blocks: Int) -> FileState? {
+    // Hand-written open, not DurableFile's: O_NONBLOCK, so that a FIFO among the files does not block the scan.
     let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -142,7 +144,7 @@ struct ScanJob: @unchecked Sendable {
     let indexPath: String
     /// `<index>.lock`, held (flock) for the whole scan: two scans of one index path (two coordinators, or
     /// two heads, on one job folder) would otherwise write the same part files.
-    let lockDescriptor: Int32
+    let lockFile: DurableFile
 
     static func prepare(_ selection: IndexSelection, indexPath: String, options: ScanOptions, scan: IndexScan) throws -> ScanJob {
         let path = selection.absolutePath
@@ -154,29 +156,26 @@ struct ScanJob: @unchecked Sendable {
         if kind == .manifest && isDirectory { throw IndexError("manifest \(path) is a directory") }
         let root = isDirectory ? path : (path as NSString).deletingLastPathComponent
         let lockPath = indexPath + ".lock"
-        let lockDescriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lockDescriptor >= 0 else { throw IndexError("cannot open \(lockPath): \(errnoText())") }
-        guard flock(lockDescriptor, LOCK_EX | LOCK_NB) == 0 else {
-            close(lockDescriptor)
-            throw IndexError("another process is scanning into \(indexPath) (it holds \(lockPath)); one job folder serves one "
-                + "coordinator (and one head) at a time")
+        let lockFile: DurableFile
+        do {
+            lockFile = try DurableFile.open(lockPath, access: .readWrite, creation: .ifAbsent(mode: 0o600), noFollow: true)
+            try lockFile.lock()
+        } catch DurableFileError.locked(_, let holder) {
+            throw IndexError("another process is scanning into \(indexPath) (\(holder.map { "pid \($0)" } ?? "it") holds \(lockPath)); "
+                + "one job folder serves one coordinator (and one head) at a time")
+        } catch {
+            throw IndexError("cannot lock \(lockPath): \(failureText(error))")
         }
         let building = indexPath + ".building"
-        let writer: IndexWriter
-        do {
-            writer = try IndexWriter(buildingDirectory: building, kind: kind, root: root,
+        let writer = try IndexWriter(buildingDirectory: building, kind: kind, root: root,
                                      selection: selection.canonical(kind: kind, absolutePath: path))
-        } catch {
-            close(lockDescriptor)
-            throw error
-        }
         let context = ScanContext(writer: writer, selection: selection, options: options,
                                   temporaryDirectory: options.temporaryDirectory ?? building, scan: scan)
-        return ScanJob(context: context, kind: kind, datasetPath: path, indexPath: indexPath, lockDescriptor: lockDescriptor)
+        return ScanJob(context: context, kind: kind, datasetPath: path, indexPath: indexPath, lockFile: lockFile)
     }
 
     func run() {
-        defer { close(lockDescriptor) }
+        defer { lockFile.close() }
         do {
             let labelKind: LabelKind
             var classNames: [String] = []

@@ -29,11 +29,14 @@ public struct ExtractedBatch: Sendable {
     public var deadLetters: [DeadLetter]
 }
 
-/// Decodes images on background threads and runs the backbone on the calling thread, batch by batch.
+/// Decodes images and runs the backbone on the calling thread, batch by batch.
 ///
-/// Decoding overlaps the backbone: while the engine runs batch `k`, decoder threads fill batches
-/// `k+1…`. Memory is bounded by a fixed pool of batch buffers; a decoder waits for a free buffer
-/// before it claims the next batch, so the batch the engine needs next always has a buffer.
+/// When the machine has cores the engine does not use, decoding overlaps the backbone: while the engine
+/// runs batch `k`, decoder threads fill batches `k+1…`. Memory is bounded by a fixed pool of batch buffers;
+/// a decoder waits for a free buffer before it claims the next batch, so the batch the engine needs next
+/// always has a buffer. When the engine's threads take every core, each batch is decoded in parallel
+/// between two engine runs instead: a decoder thread beside a full OpenMP team preempts one of its
+/// threads mid-primitive and the whole team waits at the next barrier, which cost more than the decode.
 public final class FeatureExtractor {
     /// The model config in use.
     public let config: ModelConfig
@@ -97,8 +100,11 @@ public final class FeatureExtractor {
                         sink: (ExtractedBatch) throws -> Void) throws {
         let batchCount = (items.count + batchSize - 1) / batchSize
         guard batchCount > 0 else { return }
-        let imageFloats = engine.imageElementCount
         let decoders = max(1, decodeThreads)
+        if engine.threads + decoders > ProcessInfo.processInfo.activeProcessorCount {
+            return try extractBetweenRuns(items, batchCount: batchCount, sink: sink)
+        }
+        let imageFloats = engine.imageElementCount
         while buffers.count < decoders + 1 { buffers.append(BatchPool.Buffer(floats: batchSize * imageFloats)) }
         let pool = BatchPool(buffers: Array(buffers.prefix(decoders + 1)), decoders: decoders)
         // The buffers outlive this call, so no decoder may still be writing into one when it returns.
@@ -142,6 +148,58 @@ public final class FeatureExtractor {
             }
             pool.release(buffer)
             try sink(batch)
+        }
+    }
+
+    /// `extract` when the engine's threads take every core: each batch is decoded by as many threads as the
+    /// engine has (idle while it waits), then run.
+    private func extractBetweenRuns(_ items: [IndexedItem], batchCount: Int, sink: (ExtractedBatch) throws -> Void) throws {
+        let imageFloats = engine.imageElementCount
+        if buffers.isEmpty { buffers.append(BatchPool.Buffer(floats: batchSize * imageFloats)) }
+        let buffer = buffers[0]
+        let parts = max(1, min(engine.threads, batchSize))
+        let decoder = ImageDecoder(pixelLimit: pixelLimit)
+        let layout = config.input.layout
+        for number in 0..<batchCount {
+            let batch = Array(items[(number * batchSize)..<min(items.count, (number + 1) * batchSize)])
+            // Each item decodes into the slot of its position; failures leave a hole, closed up below.
+            // Each part writes only its own slots, hence the unchecked capture.
+            nonisolated(unsafe) let failures = UnsafeMutableBufferPointer<String?>.allocate(capacity: batch.count)
+            failures.initialize(repeating: nil)
+            defer { failures.deallocate() }
+            DispatchQueue.concurrentPerform(iterations: parts) { [preprocessor] part in
+                var slot = part
+                while slot < batch.count {
+                    let item = batch[slot]
+                    do {
+                        let bytes = try item.locator.bytes()
+                        try bytes.withUnsafeBytes { raw in
+                            try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.pointer,
+                                                    slot: slot, layout: layout)
+                        }
+                    } catch {
+                        failures[slot] = Self.reason(error)
+                    }
+                    slot += parts
+                }
+            }
+            var decoded: [IndexedItem] = []
+            var dead: [DeadLetter] = []
+            for (slot, item) in batch.enumerated() {
+                if let reason = failures[slot] { dead.append(DeadLetter(key: item.key, reason: reason)); continue }
+                if decoded.count != slot {
+                    (buffer.pointer + decoded.count * imageFloats).update(from: buffer.pointer + slot * imageFloats, count: imageFloats)
+                }
+                decoded.append(item)
+            }
+            var extracted = ExtractedBatch(items: decoded, features: [], logits: nil, deadLetters: dead)
+            if !decoded.isEmpty {
+                let outputs = try engine.run(UnsafeBufferPointer(start: buffer.pointer, count: decoded.count * imageFloats),
+                                             batch: decoded.count)
+                extracted.features = outputs[0]
+                if outputs.count > 1 { extracted.logits = outputs[1] }
+            }
+            try sink(extracted)
         }
     }
 

@@ -14,6 +14,8 @@ public enum TrainedModelFiles {
     public static let backboneConfig = "backbone.json"
     /// The `PredictorManifest`.
     public static let predictor = "predictor.json"
+    /// The int8 calibration, when the job extracted in int8 (`backbone.json` then says `"precision": "int8"`).
+    public static let calibration = "calibration.json"
     public static let reportJSON = "report.json"
     public static let reportHTML = "report.html"
     public static let checkpoint = "checkpoint.json"
@@ -50,6 +52,15 @@ public enum ModelFolder {
         config["onnx"] = TrainedModelFiles.classifier
         config["logitsNode"] = nil
         config["classes"] = nil
+        // The head was trained on features of this precision, so predict must extract at it too: an int8
+        // backbone's calibration goes into the folder with it (the folder stays self-contained).
+        if backbone.precision == .int8 {
+            try? FileManager.default.removeItem(at: directory.appendingPathComponent(TrainedModelFiles.calibration))
+            try FileManager.default.copyItem(at: URL(fileURLWithPath: backbone.calibrationPath),
+                                             to: directory.appendingPathComponent(TrainedModelFiles.calibration))
+            config["precision"] = backbone.precision?.rawValue
+            config["calibration"] = TrainedModelFiles.calibration
+        }
         try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
             .write(to: directory.appendingPathComponent(TrainedModelFiles.backboneConfig), options: .atomic)
         let manifest = PredictorManifest(backboneConfig: TrainedModelFiles.backboneConfig, backbone: backbone.name,
@@ -58,6 +69,11 @@ public enum ModelFolder {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(manifest).write(to: directory.appendingPathComponent(TrainedModelFiles.predictor), options: .atomic)
     }
+
+    /// What differs between `predict` and `classifier.onnx` when the job extracted in int8, said wherever the
+    /// model folder is reported.
+    public static let int8Note = "the head was trained on int8 features: `featstream predict` extracts in int8 like the job "
+        + "(calibration.json in the model folder), but classifier.onnx computes the backbone in fp32, so its features differ slightly"
 
     /// The manifest of the folder and its backbone config's path (relative paths resolved against the folder).
     static func manifest(in directory: URL) throws -> (manifest: PredictorManifest, backboneConfig: String) {

@@ -145,8 +145,10 @@ public enum TrainingJob {
         let evaluationSet: any TrainingRowSource = data.validation ?? data.train
         let evaluation = try heldOut ?? model.evaluate(source: evaluationSet)
         try ModelFolder.write(model, classNames: data.classNames, backbone: backbone, to: directory)
+        if backbone.precision == .int8 { log(ModelFolder.int8Note) }
         var summary: [ReportData.SummaryEntry] = [
-            .init(label: "Backbone", value: "\(backbone.name) (\(backbone.featureNode), \(data.train.dimension)-d)"),
+            .init(label: "Backbone", value: "\(backbone.name) (\(backbone.featureNode), \(data.train.dimension)-d)"
+                  + (backbone.precision == .int8 ? "; " + ModelFolder.int8Note : "")),
             .init(label: "Head", value: model.kind == .mlp ? "MLP, \(model.hiddenUnits ?? 0) hidden units" : "softmax regression"),
             .init(label: "L2", value: String(format: "%g", chosenL2 ?? config.l2)
                   + (sweep.isEmpty ? (l2Values.count == 1 ? " (given)" : " (default)") : " (best on validation)")),

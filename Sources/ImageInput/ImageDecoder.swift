@@ -1,4 +1,3 @@
-import CTurboJPEG
 
 /// An 8-bit image with interleaved R, G, B samples and tightly packed rows.
 public struct RGBImage: Sendable, Equatable {
@@ -152,36 +151,22 @@ public struct ImageDecodeError: Error, CustomStringConvertible, Sendable, Equata
 
 /// Decodes JPEG, PNG, GIF, BMP, WebP and TIFF bytes to 8-bit RGB, as rows (`withRows`) or a whole `RGBImage`.
 ///
-/// PNG and TIFF are decoded band by band, so with `withRows` memory stays at a few rows whatever the image size
-/// (except interlaced PNG); JPEG and WebP can be scaled while decoding. Any alpha is composited over white.
+/// JPEG, PNG and TIFF are decoded band by band, so with `withRows` memory stays at a few rows whatever the image
+/// size (except interlaced PNG and progressive JPEG); JPEG and WebP can be scaled while decoding. Any alpha is
+/// composited over white.
 ///
-/// Holds a TurboJPEG handle, which is not thread-safe: create one decoder per thread or task and do not share it.
-public final class ImageDecoder {
+/// Keeps no state between calls (each call opens its own library reader), so one decoder may serve every thread.
+public final class ImageDecoder: Sendable {
     /// Largest `width * height` a header may claim; larger images are rejected before any pixel buffer exists.
     public let pixelLimit: Int
-    private let jpegHandle: tjhandle?
-    private let scalingFactors: [tjscalingfactor]
 
-    /// The default `pixelLimit`: 1 Gpx. Only absurd headers and decode bombs reach it, since big PNG and TIFF
-    /// images stream and big JPEG and WebP images scale while decoding.
+    /// The default `pixelLimit`: 1 Gpx. Only absurd headers and decode bombs reach it, since big JPEG, PNG and
+    /// TIFF images stream and big JPEG and WebP images can scale while decoding.
     public static let defaultPixelLimit = 1_000_000_000
 
-    /// Creates a decoder with its own TurboJPEG handle.
+    /// Creates a decoder.
     public init(pixelLimit: Int = ImageDecoder.defaultPixelLimit) {
         self.pixelLimit = pixelLimit
-        jpegHandle = tjInitDecompress()
-        var count: Int32 = 0
-        if let factors = tjGetScalingFactors(&count), count > 0 {
-            // Only downscaling factors: DCT upscaling would not match what Pillow feeds its resampler.
-            scalingFactors = UnsafeBufferPointer(start: factors, count: Int(count))
-                .filter { $0.num > 0 && $0.denom > 0 && $0.num <= $0.denom }
-        } else {
-            scalingFactors = [tjscalingfactor(num: 1, denom: 1)]
-        }
-    }
-
-    deinit {
-        if let jpegHandle { tjDestroy(jpegHandle) }
     }
 
     /// Decodes an image and hands its rows to `body`, top row first.
@@ -189,7 +174,7 @@ public final class ImageDecoder {
     /// - Parameters:
     ///   - bytes: the whole file; must stay valid until `body` returns.
     ///   - name: used only in error messages.
-    ///   - shorterSideAtLeast: when set, JPEGs are downscaled in the DCT domain by the smallest TurboJPEG factor
+    ///   - shorterSideAtLeast: when set, JPEGs are downscaled in the DCT domain by the smallest factor n/8
     ///     that keeps the shorter side ≥ this value (Pillow's `draft`), and WebPs by the same rule with factors
     ///     1/2, 1/4, 1/8; other formats are unaffected (they are always exact).
     ///   - body: reads the rows; it may stop early, and the rest is then never decoded.
@@ -197,7 +182,7 @@ public final class ImageDecoder {
                             _ body: (any ImageRows) throws -> T) throws -> T {
         let format = try ImageFormat.decodable(bytes, name: name)
         switch format {
-        case .jpeg: return try body(WholeImageRows(decodeJPEG(bytes, name: name, shorterSideAtLeast: shorterSideAtLeast)))
+        case .jpeg: return try body(JPEGRows(bytes, name: name, pixelLimit: pixelLimit, shorterSideAtLeast: shorterSideAtLeast))
         case .png: return try body(PNGRows(bytes, name: name, pixelLimit: pixelLimit))
         case .tiff: return try body(TIFFRows(bytes, name: name, pixelLimit: pixelLimit))
         case .gif: return try body(WholeImageRows(WholeFrameCodecs.gif(bytes, name: name, pixelLimit: pixelLimit)))
@@ -229,99 +214,14 @@ public final class ImageDecoder {
         try bytes.withUnsafeBytes { try decode($0, name: name, shorterSideAtLeast: shorterSideAtLeast) }
     }
 
-    /// The smallest TurboJPEG factor whose scaled shorter side is still ≥ `target`; 1/1 when none qualifies.
-    public func jpegScaledSize(width: Int, height: Int, shorterSideAtLeast target: Int?) -> (width: Int, height: Int) {
-        guard let target, target > 0 else { return (width, height) }
-        var best = (width: width, height: height)
-        for factor in scalingFactors {
-            let w = scaled(width, factor), h = scaled(height, factor)
-            if min(w, h) >= target && w * h < best.width * best.height { best = (w, h) }
-        }
-        return best
+    /// The DCT scale a JPEG of `width` x `height` decodes at: the smallest n/8 (n = 1…8) whose scaled shorter
+    /// side is still ≥ `target` (libjpeg rounds scaled sizes up), and the size it gives; 8/8 when none qualifies
+    /// or there is no target. Only downscaling: DCT upscaling would not match what Pillow feeds its resampler.
+    public static func jpegScale(width: Int, height: Int, shorterSideAtLeast target: Int?) -> (eighths: Int, width: Int, height: Int) {
+        func scaled(_ dimension: Int, _ eighths: Int) -> Int { (dimension * eighths + 7) / 8 }
+        guard let target, target > 0 else { return (8, width, height) }
+        let eighths = (1...8).first { min(scaled(width, $0), scaled(height, $0)) >= target } ?? 8
+        return (eighths, scaled(width, eighths), scaled(height, eighths))
     }
 
-    private func scaled(_ dimension: Int, _ factor: tjscalingfactor) -> Int {
-        (dimension * Int(factor.num) + Int(factor.denom) - 1) / Int(factor.denom)
-    }
-
-    private func jpegMessage() -> String {
-        String(cString: tjGetErrorStr2(jpegHandle))
-    }
-
-    private func decodeJPEG(_ bytes: UnsafeRawBufferPointer, name: String, shorterSideAtLeast: Int?) throws -> RGBImage {
-        guard let jpegHandle else {
-            throw ImageDecodeError(name: name, kind: .corrupt, reason: "TurboJPEG could not be initialised")
-        }
-        let source = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        let size = UInt(bytes.count)
-        var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
-        if tjDecompressHeader3(jpegHandle, source, size, &width, &height, &subsampling, &colorspace) != 0 {
-            throw jpegError(name: name, stage: "header")
-        }
-        guard width > 0, height > 0 else {
-            throw ImageDecodeError(name: name, kind: .corrupt, reason: "corrupt JPEG: zero-sized image")
-        }
-        if Int(width) * Int(height) > pixelLimit {
-            throw ImageDecodeError(
-                name: name, kind: .exceedsPixelLimit,
-                reason: "image \(width)x\(height) exceeds pixel limit \(pixelLimit)")
-        }
-        let target = jpegScaledSize(width: Int(width), height: Int(height), shorterSideAtLeast: shorterSideAtLeast)
-        let isCMYK = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
-        let channels = isCMYK ? 4 : 3
-        let format = isCMYK ? TJPF_CMYK : TJPF_RGB
-        var decoded = [UInt8](unsafeUninitializedCapacity: target.width * target.height * channels) { buffer, count in
-            count = buffer.count
-        }
-        let status = decoded.withUnsafeMutableBufferPointer { out in
-            tjDecompress2(jpegHandle, source, size, out.baseAddress, Int32(target.width), 0, Int32(target.height),
-                          Int32(format.rawValue), 0)
-        }
-        if status != 0 {
-            let message = jpegMessage()
-            let isWarning = tjGetErrorCode(jpegHandle) == Int32(TJERR_WARNING.rawValue)
-            // A warning for missing data means libjpeg padded the rest with grey: that image must be dead-lettered.
-            if !isWarning || Self.warningSpoilsPixels(message) {
-                throw jpegError(name: name, stage: "data", message: message)
-            }
-        }
-        if isCMYK {
-            decoded = Self.cmykToRGB(decoded, pixelCount: target.width * target.height)
-        }
-        return RGBImage(width: target.width, height: target.height, pixels: decoded)
-    }
-
-    /// Warnings like "extraneous bytes before marker" leave pixels intact (Pillow accepts them); these do not.
-    private static func warningSpoilsPixels(_ message: String) -> Bool {
-        let lowered = message.lowercased()
-        if lowered.contains("premature end") { return true }
-        if lowered.contains("extraneous bytes") { return false }
-        return lowered.contains("corrupt") || lowered.contains("bad huffman") || lowered.contains("invalid")
-    }
-
-    private func jpegError(name: String, stage: String, message: String? = nil) -> ImageDecodeError {
-        let text = message ?? jpegMessage()
-        let lowered = text.lowercased()
-        if lowered.contains("premature end") || lowered.contains("empty input") || lowered.contains("insufficient") {
-            return ImageDecodeError(name: name, kind: .truncated, reason: "truncated JPEG: \(text)")
-        }
-        return ImageDecodeError(name: name, kind: .corrupt, reason: "corrupt JPEG (\(stage)): \(text)")
-    }
-
-    /// Pillow's CMYK→RGB (`R = (255-K) - C*(255-K)/255`, same rounding); libjpeg hands back Adobe-inverted
-    /// samples, so each stored value is already `255 - C`.
-    private static func cmykToRGB(_ cmyk: [UInt8], pixelCount: Int) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: pixelCount * 3) { out, count in
-            cmyk.withUnsafeBufferPointer { input in
-                for i in 0..<pixelCount {
-                    let k = UInt32(input[4 * i + 3])
-                    for c in 0..<3 {
-                        let t = (255 - UInt32(input[4 * i + c])) * k + 128
-                        out[3 * i + c] = UInt8(k - (((t >> 8) + t) >> 8))
-                    }
-                }
-            }
-            count = pixelCount * 3
-        }
-    }
 }

@@ -2,6 +2,7 @@
 // link flags.
 import CGIF
 import CImageCodecs
+import CJPEG
 import CPNG
 import CPNGShim
 import CSTBImage
@@ -97,6 +98,62 @@ final class PNGRows: ImageRows {
         default:
             return ImageDecodeError(name: name, kind: .corrupt, reason: "corrupt PNG: \(text)")
         }
+    }
+}
+
+/// A JPEG decoded by libjpeg a scanline at a time, optionally scaled in the DCT domain.
+final class JPEGRows: ImageRows {
+    let width: Int
+    let height: Int
+    private let reader: OpaquePointer
+    private let name: String
+
+    /// `bytes` must outlive this object. With `shorterSideAtLeast`, the picture shrinks in the DCT domain by the
+    /// smallest factor n/8 that keeps its shorter side at least that (`ImageDecoder.jpegScale`).
+    init(_ bytes: UnsafeRawBufferPointer, name: String, pixelLimit: Int, shorterSideAtLeast: Int?) throws {
+        var message = [CChar](repeating: 0, count: 256)
+        var width: UInt32 = 0, height: UInt32 = 0
+        var opened: OpaquePointer?
+        var status = jpegshim_open(bytes.baseAddress, bytes.count, UInt64(pixelLimit), &opened, &width, &height, &message, message.count)
+        guard status == Int32(CODEC_OK.rawValue), let reader = opened else { throw Self.error(name: name, status: status, text: cText(message)) }
+        self.reader = reader
+        self.name = name
+        let eighths = ImageDecoder.jpegScale(width: Int(width), height: Int(height), shorterSideAtLeast: shorterSideAtLeast).eighths
+        status = jpegshim_start(reader, UInt32(eighths), &width, &height, &message, message.count)
+        self.width = Int(width)
+        self.height = Int(height)
+        guard status == Int32(CODEC_OK.rawValue) else { throw Self.error(name: name, status: status, text: cText(message)) }
+    }
+
+    deinit { jpegshim_close(reader) }
+
+    func feed(_ consume: (UnsafePointer<UInt8>, Int) throws -> Bool) throws {
+        try feedBands(width: width, height: height, messageCapacity: 256, consume) { buffer, count, message in
+            let status = jpegshim_read_rows(reader, buffer, UInt32(count), &message, message.count)
+            return status == Int32(CODEC_OK.rawValue) ? nil : Self.error(name: name, status: status, text: cText(message))
+        }
+        // libjpeg pads missing or corrupt data with grey and only warns: rows already handed over may be grey.
+        let warnings = String(cString: jpegshim_warnings(reader)).split(separator: "\n").map(String.init)
+        if let spoiling = warnings.first(where: Self.warningSpoilsPixels) {
+            throw Self.error(name: name, status: Int32(CODEC_CORRUPT.rawValue), text: spoiling, stage: "data")
+        }
+    }
+
+    /// Warnings like "extraneous bytes before marker" leave pixels intact (Pillow accepts them); these do not.
+    static func warningSpoilsPixels(_ message: String) -> Bool {
+        let lowered = message.lowercased()
+        if lowered.contains("premature end") { return true }
+        if lowered.contains("extraneous bytes") { return false }
+        return lowered.contains("corrupt") || lowered.contains("bad huffman") || lowered.contains("invalid")
+    }
+
+    static func error(name: String, status: Int32, text: String, stage: String = "header") -> ImageDecodeError {
+        if status == Int32(CODEC_TOO_LARGE.rawValue) { return ImageDecodeError(name: name, kind: .exceedsPixelLimit, reason: text) }
+        let lowered = text.lowercased()
+        if lowered.contains("premature end") || lowered.contains("empty input") || lowered.contains("insufficient") {
+            return ImageDecodeError(name: name, kind: .truncated, reason: "truncated JPEG: \(text)")
+        }
+        return ImageDecodeError(name: name, kind: .corrupt, reason: "corrupt JPEG (\(stage)): \(text)")
     }
 }
 

@@ -36,16 +36,16 @@ public final class SeriesLimit: @unchecked Sendable {
 
     /// The counter `name{labels}`, created (and possibly evicting the least recently used series) if new.
     public func counter(_ name: String, _ labels: [(String, String)]) -> Counter {
-        let made = metric(name, labels) { .counter(registry.makeCounter(name: name, labels: labels)) }
+        let made = metric(name, labels) { .counter(registry.makeCounter(descriptor: .named(name), labels: labels)) }
         if case .counter(let counter) = made { return counter }
-        return registry.makeCounter(name: name, labels: labels)
+        return registry.makeCounter(descriptor: .named(name), labels: labels)
     }
 
     /// The gauge `name{labels}`, created (and possibly evicting the least recently used series) if new.
     public func gauge(_ name: String, _ labels: [(String, String)]) -> Gauge {
-        let made = metric(name, labels) { .gauge(registry.makeGauge(name: name, labels: labels)) }
+        let made = metric(name, labels) { .gauge(registry.makeGauge(descriptor: .named(name), labels: labels)) }
         if case .gauge(let gauge) = made { return gauge }
-        return registry.makeGauge(name: name, labels: labels)
+        return registry.makeGauge(descriptor: .named(name), labels: labels)
     }
 
     /// Series currently kept under `name`.
@@ -90,5 +90,13 @@ public final class SeriesLimit: @unchecked Sendable {
             series[name] = table
             return made
         }
+    }
+}
+
+extension MetricNameDescriptor {
+    /// A descriptor whose name is `name` as written (our names are whole, `featstream_…_total`; their meaning
+    /// is documented in `MetricName`, not repeated as HELP text).
+    public static func named(_ name: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: "")
     }
 }

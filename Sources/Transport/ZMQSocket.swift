@@ -183,14 +183,55 @@ public final class ZMQSocket {
     }
 }
 
-/// Waits up to `timeoutMs` for any of `sockets` to have input; returns which do.
-public func waitForInput(_ sockets: [ZMQSocket], timeoutMs: Int) throws -> [Bool] {
+/// Waits up to `timeoutMs` for any of `sockets` to have input, or for `wakeup` to be signalled; returns
+/// which sockets have input (a wakeup is consumed here and shows only as an early return).
+public func waitForInput(_ sockets: [ZMQSocket], wakeup: Wakeup? = nil, timeoutMs: Int) throws -> [Bool] {
     var items = sockets.map { zmq_pollitem_t(socket: $0.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+    if let wakeup { items.append(zmq_pollitem_t(socket: nil, fd: wakeup.descriptor, events: Int16(ZMQ_POLLIN), revents: 0)) }
     let rc = zmq_poll(&items, Int32(items.count), timeoutMs)
     if rc < 0 {
         let error = zmq_errno()
         if error == EINTR { return sockets.map { _ in false } }
         throw ZMQError(call: "poll", errno: error)
     }
-    return items.map { $0.revents & Int16(ZMQ_POLLIN) != 0 }
+    if let wakeup, items[sockets.count].revents & Int16(ZMQ_POLLIN) != 0 { wakeup.consume() }
+    return items.prefix(sockets.count).map { $0.revents & Int16(ZMQ_POLLIN) != 0 }
+}
+
+/// Lets another thread end a driver's `waitForInput` at once (a self-pipe), so that a socket loop can wait
+/// for its sockets and for work handed over by a thread of its own without polling on a short timer.
+public final class Wakeup: @unchecked Sendable {
+    /// The pipe's read end, which `waitForInput` polls.
+    public let descriptor: Int32
+    private let writeEnd: Int32
+
+    /// Creates the pipe; throws when the process is out of descriptors.
+    public init() throws {
+        var ends: [Int32] = [0, 0]
+        guard pipe(&ends) == 0 else { throw ZMQError(call: "pipe", errno: errno) }
+        for end in ends {
+            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+        }
+        descriptor = ends[0]
+        writeEnd = ends[1]
+    }
+
+    deinit {
+        close(descriptor)
+        close(writeEnd)
+    }
+
+    /// Ends the current or next `waitForInput` that polls this wakeup. Safe from any thread; a full pipe
+    /// (signals nobody consumed yet) is as good as one more byte.
+    public func signal() {
+        var byte: UInt8 = 1
+        _ = write(writeEnd, &byte, 1)
+    }
+
+    /// Clears every signal so far (called by `waitForInput`).
+    func consume() {
+        var bytes = [UInt8](repeating: 0, count: 64)
+        while read(descriptor, &bytes, bytes.count) == bytes.count {}
+    }
 }

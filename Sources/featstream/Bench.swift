@@ -71,7 +71,7 @@ struct Bench: ParsableCommand {
         @OptionGroup var dataset: DatasetOptions
         @Option(help: "Images per backbone run.") var batch = 16
         @Option(help: "oneDNN threads (default: all cores).") var threads: Int?
-        @Option(help: "Decoder threads; decoding overlaps the backbone.") var decodeThreads = 1
+        @Option(help: "Decoder threads when the engine leaves cores free (decoding then overlaps the backbone); otherwise each batch is decoded between engine runs, one thread a core.") var decodeThreads = 1
         @Option(help: "Seconds between progress lines (one after the first batch, one at the end).") var every = 0.5
 
         func run() throws {

@@ -47,7 +47,7 @@ struct Extract: ParsableCommand {
     @Option(help: "oneDNN threads (default: all cores).")
     var threads: Int?
 
-    @Option(help: "Decoder threads; decoding overlaps the backbone.")
+    @Option(help: "Decoder threads when the engine leaves cores free (decoding then overlaps the backbone); otherwise each batch is decoded between engine runs, one thread a core.")
     var decodeThreads = 1
 
     @Option(help: "Feature element type in features.npy: f32 or f16.")

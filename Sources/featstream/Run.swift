@@ -58,8 +58,10 @@ struct Run: ParsableCommand {
             }
             let outURL = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
-            // Every role reads the backbone from `model`: with --resize, from a copy of its config that says so.
-            let model = try resize.map { try writeConfig(try ModelConfig.load(self.model), resize: $0, into: outURL) } ?? self.model
+            // Every role reads the backbone from `model`: with --resize or --precision, from a copy of its config
+            // that says so, so the head (and the model folder it writes) knows what the workers extracted with.
+            let model = resize == nil && precision == nil ? self.model
+                : try writeConfig(modelConfig, resize: resize ?? modelConfig.preprocess.resize, into: outURL)
             let control = "tcp://127.0.0.1:\(try freeLocalPort())"
             let dataAddress = "tcp://127.0.0.1:\(try freeLocalPort())"
             let cores = ProcessInfo.processInfo.activeProcessorCount
@@ -225,8 +227,9 @@ struct ClusterFailure: Error, CustomStringConvertible {
     var description: String { message }
 }
 
-/// Writes `config` with `preprocess.resize` set to `resize` as `OUT/backbone-config.json`, its file
-/// paths made absolute so it reads the same backbone from there; returns the file's path.
+/// Writes `config` (its precision included) with `preprocess.resize` set to `resize` as
+/// `OUT/backbone-config.json`, its file paths made absolute so it reads the same backbone (and int8
+/// calibration) from there; returns the file's path.
 func writeConfig(_ config: ModelConfig, resize: ResizeMode, into folder: URL) throws -> String {
     var config = config
     config.preprocess.resize = resize

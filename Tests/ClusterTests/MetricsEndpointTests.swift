@@ -21,7 +21,7 @@ final class MetricsEndpointTests: XCTestCase {
 
     func testLoopbackByDefaultAndSlowClientsDoNotDelayScrapes() throws {
         let registry = PrometheusCollectorRegistry()
-        registry.makeCounter(name: "featstream_test_total").increment(by: Int64(3))
+        registry.makeCounter(descriptor: .named("featstream_test_total")).increment(by: Int64(3))
         let endpoint = try MetricsEndpoint(registry: registry, port: 0)
         XCTAssertEqual(endpoint.host, "127.0.0.1")
         // Ten clients that connect and send nothing, and ten that send half a request head.

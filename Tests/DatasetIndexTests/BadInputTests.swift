@@ -18,6 +18,7 @@ final class BadInputTests: XCTestCase {
         XCTAssertEqual(flock(held, LOCK_EX | LOCK_NB), 0)
         XCTAssertThrowsError(try IndexScan.run(IndexSelection(path: d.path + "/list.csv", checkPaths: false), indexPath: indexPath)) { error in
             XCTAssertTrue("\(error)".contains("another process is scanning"), "\(error)")
+            XCTAssertTrue("\(error)".contains("pid \(getpid()) holds"), "\(error)")
         }
         close(held)
         XCTAssertEqual(try IndexScan.run(IndexSelection(path: d.path + "/list.csv", checkPaths: false), indexPath: indexPath).count, 1)

@@ -52,14 +52,14 @@ final class DecodeTests: XCTestCase {
     // Factors are n/8; the smallest one keeping the shorter side ≥ target wins (768·3/8 = 288 ≥ 256 > 768·2/8).
     func testDCTScalingPicksSmallestFactorKeepingShorterSide() throws {
         let decoder = ImageDecoder()
-        XCTAssertEqual(decoder.jpegScaledSize(width: 1024, height: 768, shorterSideAtLeast: 256).width, 384)
-        XCTAssertEqual(decoder.jpegScaledSize(width: 1024, height: 768, shorterSideAtLeast: 256).height, 288)
-        XCTAssertEqual(decoder.jpegScaledSize(width: 1024, height: 768, shorterSideAtLeast: 96).width, 128)
-        XCTAssertEqual(decoder.jpegScaledSize(width: 1024, height: 768, shorterSideAtLeast: 97).height, 192)
-        XCTAssertEqual(decoder.jpegScaledSize(width: 512, height: 512, shorterSideAtLeast: 256).width, 256)
-        XCTAssertEqual(decoder.jpegScaledSize(width: 500, height: 375, shorterSideAtLeast: 256).height, 282)
+        XCTAssertEqual(ImageDecoder.jpegScale(width: 1024, height: 768, shorterSideAtLeast: 256).width, 384)
+        XCTAssertEqual(ImageDecoder.jpegScale(width: 1024, height: 768, shorterSideAtLeast: 256).height, 288)
+        XCTAssertEqual(ImageDecoder.jpegScale(width: 1024, height: 768, shorterSideAtLeast: 96).width, 128)
+        XCTAssertEqual(ImageDecoder.jpegScale(width: 1024, height: 768, shorterSideAtLeast: 97).height, 192)
+        XCTAssertEqual(ImageDecoder.jpegScale(width: 512, height: 512, shorterSideAtLeast: 256).width, 256)
+        XCTAssertEqual(ImageDecoder.jpegScale(width: 500, height: 375, shorterSideAtLeast: 256).height, 282)
         // Never upscales in the DCT domain.
-        XCTAssertEqual(decoder.jpegScaledSize(width: 100, height: 80, shorterSideAtLeast: 256).width, 100)
+        XCTAssertEqual(ImageDecoder.jpegScale(width: 100, height: 80, shorterSideAtLeast: 256).width, 100)
 
         let bytes = try Fixtures.bytes("large_1024x768.jpg")
         let scaled = try decoder.decode(bytes, name: "large", shorterSideAtLeast: 256)

@@ -1,11 +1,13 @@
+import CJPEG
 import CPNG
 import Foundation
 import XCTest
 @testable import ImageInput
 
-/// A 168 Mpx PNG (10,500 x 16,000, like the clip art in issue 17) goes through decode, resize and crop in a child
-/// process whose peak resident set is measured by the kernel (its own VmHWM), against a child that does the
-/// same with a tiny PNG. A child that decodes the whole picture shows the measurement does see a full decode.
+/// A 168 Mpx PNG (10,500 x 16,000, like the clip art in issue 17), and a JPEG of the same size, go through decode,
+/// exact resize and crop in a child process whose peak resident set is measured by the kernel (its own VmHWM),
+/// against a child that does the same with a tiny image. A child that decodes the whole picture shows the
+/// measurement does see a full decode.
 final class LargeImageTests: XCTestCase {
     private static let childVariable = "IMAGEINPUT_MEMORY_CHILD"
     private static let width = 10_500, height = 16_000
@@ -44,16 +46,53 @@ final class LargeImageTests: XCTestCase {
     }
 
     func testHugePNGExtractsInBoundedMemory() throws {
+        try assertStreamsInBoundedMemory(format: "PNG", write: writePatternPNG)
+    }
+
+    /// `exact` mode decodes a JPEG at full size, a scanline at a time (libjpeg), never as a whole picture.
+    func testHugeJPEGExtractsInBoundedMemory() throws {
+        try assertStreamsInBoundedMemory(format: "JPEG", write: writeGreyJPEG)
+    }
+
+    private func assertStreamsInBoundedMemory(format: String, write: (String, Int, Int) throws -> Void,
+                                              file: StaticString = #filePath, line: UInt = #line) throws {
         let dir = try TemporaryDirectory()
-        let huge = dir.path + "/huge.png", tiny = dir.path + "/tiny.png"
-        try writePatternPNG(huge, width: Self.width, height: Self.height)
-        try writePatternPNG(tiny, width: 300, height: 200)
+        let huge = dir.path + "/huge." + format.lowercased(), tiny = dir.path + "/tiny." + format.lowercased()
+        try write(huge, Self.width, Self.height)
+        try write(tiny, 300, 200)
         let baseline = try childPeakMegabytes(mode: "stream", path: tiny)
         let streamed = try childPeakMegabytes(mode: "stream", path: huge)
         let whole = try childPeakMegabytes(mode: "whole", path: huge)
-        print("Peak resident set: tiny PNG \(baseline) MB, 168 Mpx PNG streamed \(streamed) MB, decoded whole \(whole) MB.")
-        XCTAssertLessThanOrEqual(streamed - baseline, 64, "streaming a 168 Mpx PNG must cost at most ~64 MB extra")
-        XCTAssertGreaterThan(whole - baseline, 400, "a whole-picture decode (504 MB of RGB) must show in the measurement")
+        print("Peak resident set: tiny \(format) \(baseline) MB, 168 Mpx \(format) streamed \(streamed) MB, decoded whole \(whole) MB.")
+        XCTAssertLessThanOrEqual(streamed - baseline, 64, "streaming a 168 Mpx \(format) must cost at most ~64 MB extra", file: file, line: line)
+        XCTAssertGreaterThan(whole - baseline, 400, "a whole-picture decode (504 MB of RGB) must show in the measurement", file: file, line: line)
+    }
+
+    /// A baseline JPEG of uniform grey 128 (so green is 128 after decoding, as the child checks), written by libjpeg.
+    private func writeGreyJPEG(_ path: String, width: Int, height: Int) throws {
+        guard let file = fopen(path, "wb") else { throw CocoaError(.fileWriteUnknown) }
+        defer { fclose(file) }
+        // libjpeg keeps pointers to both structures between calls: they must not move.
+        let errors = UnsafeMutablePointer<jpeg_error_mgr>.allocate(capacity: 1)
+        let jpeg = UnsafeMutablePointer<jpeg_compress_struct>.allocate(capacity: 1)
+        defer { errors.deallocate(); jpeg.deallocate() }
+        jpeg.initialize(to: jpeg_compress_struct())
+        jpeg.pointee.err = jpeg_std_error(errors)
+        jpeg_CreateCompress(jpeg, JPEG_LIB_VERSION, MemoryLayout<jpeg_compress_struct>.size)
+        defer { jpeg_destroy_compress(jpeg) }
+        jpeg_stdio_dest(jpeg, file)
+        jpeg.pointee.image_width = JDIMENSION(width)
+        jpeg.pointee.image_height = JDIMENSION(height)
+        jpeg.pointee.input_components = 3
+        jpeg.pointee.in_color_space = JCS_RGB
+        jpeg_set_defaults(jpeg)
+        jpeg_start_compress(jpeg, 1)
+        var row = [UInt8](repeating: 128, count: width * 3)
+        row.withUnsafeMutableBufferPointer { pixels in
+            var rows: [JSAMPROW?] = [pixels.baseAddress]
+            for _ in 0..<height { _ = jpeg_write_scanlines(jpeg, &rows, 1) }
+        }
+        jpeg_finish_compress(jpeg)
     }
 
     /// An RGB PNG written by libpng at zlib level 1 with the Up filter: every row after the first filters to

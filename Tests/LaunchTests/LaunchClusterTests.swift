@@ -216,10 +216,8 @@ final class LaunchClusterTests: XCTestCase {
     /// comes back it rejoins and is leased new shards, and its late batches add nothing twice.
     func testPartitionedWorkerRejoinsAfterTheLinkReturns() throws {
         try clusterUp(4)
-        let file = try variant(name: "rejoin.toml") { text in
-            text.replacingOccurrences(of: "split = \"val\"\n", with: "")   // all 1,200 demo images: a longer job
-                .replacingOccurrences(of: "batch = 8", with: "batch = 4")
-                .replacingOccurrences(of: "heartbeat_ms = 250", with: "heartbeat_ms = 100")
+        let file = try longJobVariant(name: "rejoin.toml") { text in
+            text.replacingOccurrences(of: "heartbeat_ms = 250", with: "heartbeat_ms = 100")
                 .replacingOccurrences(of: "lease_ms = 3000", with: "lease_ms = 1500")
         }
         let run = try LaunchRun(clusterFile: file, environment: environment())
@@ -248,11 +246,7 @@ final class LaunchClusterTests: XCTestCase {
     /// job completes with every image once.
     func testAWorkerKilledMidJobIsStartedAgain() throws {
         try clusterUp(4)
-        let file = try variant(name: "restart.toml") { text in
-            text.replacingOccurrences(of: "split = \"val\"\n", with: "")   // all 1,200 demo images: a longer job
-                .replacingOccurrences(of: "batch = 8", with: "batch = 4")
-                .replacingOccurrences(of: "startup_seconds = 3", with: "startup_seconds = 1")
-        }
+        let file = try longJobVariant(name: "restart.toml") { $0.replacingOccurrences(of: "startup_seconds = 3", with: "startup_seconds = 1") }
         let started = Date()
         let run = try LaunchRun(clusterFile: file, environment: environment())
         // Well past the start-up window (1 s from when every role is started): a role that fails within it
@@ -328,6 +322,13 @@ final class LaunchClusterTests: XCTestCase {
         let url = output.appendingPathComponent(name)
         try text.write(to: url, atomically: true, encoding: .utf8)
         return url.path
+    }
+
+    /// A variant over all 1,200 demo images in batches of 4 (a job long enough to act on mid-way), then `edit`.
+    func longJobVariant(name: String, _ edit: (String) -> String) throws -> String {
+        try variant(name: name) { text in
+            edit(text.replacingOccurrences(of: "split = \"val\"\n", with: "").replacingOccurrences(of: "batch = 8", with: "batch = 4"))
+        }
     }
 
     func assertStoreHasEveryRowOnce(file: StaticString = #filePath, line: UInt = #line) throws {

@@ -165,6 +165,48 @@ final class TrainedModelTests: XCTestCase {
         XCTAssertFalse(manifest.contains(scratch.path), "the manifest names a path outside the folder: \(manifest)")
     }
 
+    /// A job extracted in int8 trains its head on int8 features, so its model folder makes `predict` extract in
+    /// int8 too (calibration inside, the folder still movable) and says that classifier.onnx computes fp32.
+    func testAnInt8JobsModelFolderPredictsInInt8() throws {
+        let backbone = scratch.appendingPathComponent("backbone")
+        try FileManager.default.copyItem(atPath: Self.lite0, toPath: backbone.path)   // run writes its calibration beside it
+        let job = scratch.appendingPathComponent("job")
+        let run = try runFeatstream(["run", "--model", backbone.path, "--data", Self.valShard, "--workers", "1", "--out", job.path,
+                                     "--shard-size", "50", "--l2", "0.1", "--precision", "int8", "--calibration-images", "32"])
+        XCTAssertEqual(run.status, 0, run.output)
+        let model = job.appendingPathComponent("model")
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: model.appendingPathComponent("report.json"))) as! [String: Any]
+        let backboneLine = (report["summary"] as? [[String: String]])?.first { $0["label"] == "Backbone" }?["value"] ?? ""
+        XCTAssertTrue(backboneLine.contains("classifier.onnx computes the backbone in fp32"), backboneLine)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: model.appendingPathComponent("backbone.json"))) as! [String: Any]
+        XCTAssertEqual(config["precision"] as? String, "int8")
+        XCTAssertEqual(config["calibration"] as? String, "calibration.json")
+        XCTAssertEqual(try Data(contentsOf: model.appendingPathComponent("calibration.json")),
+                       try Data(contentsOf: backbone.appendingPathComponent("calibration.json")))
+
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.valImages.path).sorted().map { folder in
+            Self.valImages.appendingPathComponent(folder).appendingPathComponent(
+                try FileManager.default.contentsOfDirectory(atPath: Self.valImages.appendingPathComponent(folder).path).sorted()[0]).path
+        }
+        func predictions(_ folder: URL) throws -> [String] {
+            let result = try runFeatstream(["predict", "--model", folder.path, "--json", "--top-k", "3"] + files)
+            XCTAssertEqual(result.status, 0, result.output)
+            return result.output.split(separator: "\n").filter { $0.hasPrefix("{") }.map(String.init)
+        }
+        let int8 = try predictions(model)
+        XCTAssertEqual(int8.count, files.count)
+        let moved = scratch.appendingPathComponent("elsewhere/model")
+        try FileManager.default.createDirectory(at: moved.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.moveItem(at: model, to: moved)
+        try FileManager.default.removeItem(at: backbone)
+        XCTAssertEqual(try predictions(moved), int8, "the moved int8 folder predicts differently")
+        // The same folder told to run fp32 gives other probabilities: predict did run the int8 backbone.
+        var fp32Config = config
+        fp32Config["precision"] = nil
+        try JSONSerialization.data(withJSONObject: fp32Config).write(to: moved.appendingPathComponent("backbone.json"))
+        XCTAssertNotEqual(try predictions(moved), int8)
+    }
+
     /// With a memory budget far below the store's size, training streams the store on every pass and
     /// chooses the same L2 with the same validation results as in memory.
     func testOutOfCoreTrainingMatchesInMemoryTraining() throws {

@@ -26,6 +26,34 @@ typedef enum {
     CODEC_BAD_REQUEST = 6
 } codec_status;
 
+// MARK: JPEG (libjpeg), decoded a scanline at a time
+
+/// A JPEG being decoded row by row from a caller-owned buffer that must outlive it.
+typedef struct jpegshim_reader jpegshim_reader;
+
+/// Opens a JPEG held in memory and reads its header: `width` x `height` is the stored size. The pixel limit is
+/// checked here, before anything is decoded. Release with `jpegshim_close`.
+int jpegshim_open(const void *data, size_t size, uint64_t max_pixels,
+                  jpegshim_reader **reader, uint32_t *width, uint32_t *height, char *message, size_t message_capacity);
+
+/// Starts decoding to 8-bit RGB (grey expands, CMYK/YCCK convert as Pillow does), scaled by `scale_eighths`/8
+/// in the DCT domain (8: full size); `width` x `height` is the size the rows come out at. A baseline JPEG then
+/// holds a few rows of blocks whatever its size; a progressive one needs its coefficients (about 2 bytes a
+/// sample). Call once, after `jpegshim_open`.
+int jpegshim_start(jpegshim_reader *reader, uint32_t scale_eighths, uint32_t *width, uint32_t *height,
+                   char *message, size_t message_capacity);
+
+/// Decodes the next `count` rows into `dst` (`count * width * 3` bytes). After the last row the rest of the
+/// stream is read too, so warnings about its end are seen. After a failure the reader can only be closed.
+int jpegshim_read_rows(jpegshim_reader *reader, uint8_t *dst, uint32_t count, char *message, size_t message_capacity);
+
+/// libjpeg's warnings so far, one a line (empty when none): libjpeg pads missing or corrupt data and only
+/// warns, so the caller decides which warnings spoil the image.
+const char *jpegshim_warnings(const jpegshim_reader *reader);
+
+/// Releases a reader.
+void jpegshim_close(jpegshim_reader *reader);
+
 // MARK: TIFF (libtiff), decoded in bands of rows
 
 /// A TIFF being decoded band by band from a caller-owned buffer that must outlive it.
