@@ -4,7 +4,7 @@ import Foundation
 import ImageInput
 
 /// An input that could not be used, with the reason; written out instead of stopping the run.
-public struct DeadLetter: Codable, Sendable, Equatable, Hashable {
+public struct DeadLetter: Sendable, Equatable, Hashable {
     /// The item's key (or the manifest line, tar member or file the index scan rejected).
     public let key: String
     /// A sentence saying why.

@@ -95,7 +95,11 @@ func validationSplit(dataset: DatasetOptions?, store: String, fraction: Double) 
         // The index keeps no split column (INDEX.md §2): scan the `val` selection too and walk both in manifest
         // order. The val items are a subsequence of the job's, so each is the next job item with its key
         // (a repeated path takes its first unmatched occurrence); nothing per item is held but the result.
-        let validation = try scanIntoTemporaryIndex(IndexSelection(path: dataset.data, kind: .manifest, split: "val"))
+        // The job's own scan of this manifest just succeeded, so the only way this one fails is the
+        // selection itself: a manifest without a `split` column has no `val` rows (INDEX.md §3).
+        guard let validation = try? scanIntoTemporaryIndex(IndexSelection(path: dataset.data, kind: .manifest, split: "val")) else {
+            return (.fraction(fraction), classes)
+        }
         var next = 0
         for position in 0..<index.count where next < validation.count {
             if try index.item(position).key == validation.item(next).key {
