@@ -62,13 +62,16 @@ public final class ExtractionWriter {
                                  csvField(labelName), csvField(split(item))].joined(separator: ",") + "\n")
             rows += 1
         }
-        try record(batch.deadLetters)
+        for letter in batch.deadLetters { try writeDeadLetter(key: letter.key, reason: letter.reason) }
     }
 
-    /// Records inputs that were rejected before extraction (the index scan's dead letters).
-    public func record(_ letters: [DeadLetter]) throws {
-        for letter in letters { try deadLetters.append(csvField(letter.key) + "," + csvField(letter.reason) + "\n") }
-        deadLetterCount += letters.count
+    /// Records an input the index scan rejected; call for each before the first batch, so that
+    /// `dead_letters.csv` lists them first.
+    public func record(_ letter: IndexDeadLetter) throws { try writeDeadLetter(key: letter.key, reason: letter.reason) }
+
+    private func writeDeadLetter(key: String, reason: String) throws {
+        try deadLetters.append(csvField(key) + "," + csvField(reason) + "\n")
+        deadLetterCount += 1
     }
 
     /// Finalises every file; `summary` becomes `extraction.json`.

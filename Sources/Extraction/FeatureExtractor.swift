@@ -3,18 +3,13 @@ import DatasetIndex
 import Foundation
 import ImageInput
 
-/// An input that could not be used, with the reason; written out instead of stopping the run.
+/// An item that could not be decoded, with the reason; written out instead of stopping the run. (The index
+/// scan's own rejects are `IndexDeadLetter`s.)
 public struct DeadLetter: Sendable, Equatable, Hashable {
-    /// The item's key (or the manifest line, tar member or file the index scan rejected).
+    /// The item's key.
     public let key: String
     /// A sentence saying why.
     public let reason: String
-
-    /// A dead letter with the given fields, stored as given.
-    public init(key: String, reason: String) {
-        self.key = key
-        self.reason = reason
-    }
 }
 
 /// The features of one batch of images, in dataset order, with the items that could not be decoded.

@@ -111,10 +111,7 @@ struct Extract: ParsableCommand {
         let writer = try ExtractionWriter(directory: URL(fileURLWithPath: out), dtype: dtype,
                                           featureWidth: extractor.featureWidth, logitsWidth: extractor.logitsWidth,
                                           classes: try dataset.classNames(), split: metadataSplit(dataset, selected: split))
-        for i in 0..<dataset.deadLetterCount {
-            let letter = try dataset.deadLetter(i)
-            try writer.record([DeadLetter(key: letter.key, reason: letter.reason)])
-        }
+        for i in 0..<dataset.deadLetterCount { try writer.record(try dataset.deadLetter(i)) }
         try extractor.engine.warmUp()
         let progress = ProgressLine(total: dataset.count, label: "extract")
         let start = Date()
