@@ -112,15 +112,10 @@ public final class FeatureExtractor {
                     var decoded: [IndexedItem] = []
                     var dead: [DeadLetter] = []
                     for item in items[range] {
-                        do {
-                            let bytes = try item.locator.bytes()
-                            try bytes.withUnsafeBytes { raw in
-                                try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.pointer,
-                                                        slot: decoded.count, layout: layout)
-                            }
+                        if let reason = Self.decode(item, with: preprocessor, decoder, into: buffer.pointer, slot: decoded.count, layout: layout) {
+                            dead.append(DeadLetter(key: item.key, reason: reason))
+                        } else {
                             decoded.append(item)
-                        } catch {
-                            dead.append(DeadLetter(key: item.key, reason: Self.reason(error)))
                         }
                     }
                     buffer.items = decoded
@@ -134,13 +129,7 @@ public final class FeatureExtractor {
         }
         for number in 0..<batchCount {
             let buffer = pool.next(number)
-            var batch = ExtractedBatch(items: buffer.items, features: [], logits: nil, deadLetters: buffer.deadLetters)
-            if !buffer.items.isEmpty {
-                let outputs = try engine.run(UnsafeBufferPointer(start: buffer.pointer, count: buffer.items.count * imageFloats),
-                                             batch: buffer.items.count)
-                batch.features = outputs[0]
-                if outputs.count > 1 { batch.logits = outputs[1] }
-            }
+            let batch = try run(buffer, items: buffer.items, deadLetters: buffer.deadLetters)
             pool.release(buffer)
             try sink(batch)
         }
@@ -165,16 +154,7 @@ public final class FeatureExtractor {
             DispatchQueue.concurrentPerform(iterations: parts) { [preprocessor] part in
                 var slot = part
                 while slot < batch.count {
-                    let item = batch[slot]
-                    do {
-                        let bytes = try item.locator.bytes()
-                        try bytes.withUnsafeBytes { raw in
-                            try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer.pointer,
-                                                    slot: slot, layout: layout)
-                        }
-                    } catch {
-                        failures[slot] = Self.reason(error)
-                    }
+                    failures[slot] = Self.decode(batch[slot], with: preprocessor, decoder, into: buffer.pointer, slot: slot, layout: layout)
                     slot += parts
                 }
             }
@@ -187,15 +167,33 @@ public final class FeatureExtractor {
                 }
                 decoded.append(item)
             }
-            var extracted = ExtractedBatch(items: decoded, features: [], logits: nil, deadLetters: dead)
-            if !decoded.isEmpty {
-                let outputs = try engine.run(UnsafeBufferPointer(start: buffer.pointer, count: decoded.count * imageFloats),
-                                             batch: decoded.count)
-                extracted.features = outputs[0]
-                if outputs.count > 1 { extracted.logits = outputs[1] }
-            }
-            try sink(extracted)
+            try sink(try run(buffer, items: decoded, deadLetters: dead))
         }
+    }
+
+    /// Reads and decodes `item` into `slot` of `buffer`; nil when it worked, else the dead-letter reason.
+    private static func decode(_ item: IndexedItem, with preprocessor: ImagePreprocessor, _ decoder: ImageDecoder,
+                               into buffer: UnsafeMutablePointer<Float>, slot: Int, layout: TensorLayout) -> String? {
+        do {
+            let bytes = try item.locator.bytes()
+            try bytes.withUnsafeBytes { raw in
+                try preprocessor.decode(raw, name: item.key, with: decoder, into: buffer, slot: slot, layout: layout)
+            }
+            return nil
+        } catch {
+            return reason(error)
+        }
+    }
+
+    /// Runs the backbone on the first `items.count` images of `buffer`.
+    private func run(_ buffer: BatchPool.Buffer, items: [IndexedItem], deadLetters: [DeadLetter]) throws -> ExtractedBatch {
+        var batch = ExtractedBatch(items: items, features: [], logits: nil, deadLetters: deadLetters)
+        guard !items.isEmpty else { return batch }
+        let imageFloats = engine.imageElementCount
+        let outputs = try engine.run(UnsafeBufferPointer(start: buffer.pointer, count: items.count * imageFloats), batch: items.count)
+        batch.features = outputs[0]
+        if outputs.count > 1 { batch.logits = outputs[1] }
+        return batch
     }
 
     static func reason(_ error: Error) -> String {
