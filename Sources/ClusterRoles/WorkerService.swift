@@ -118,6 +118,7 @@ public final class WorkerService: @unchecked Sendable {
         control.onReject = { [metrics] in metrics.rejected($0) }
         if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
         session = WorkerSession(workerID: options.workerID, host: ProcessInfo.processInfo.hostName, pid: UInt32(getpid()),
+                                incarnation: UInt64.random(in: 0...UInt64.max),
                                 capabilities: ["model": config.name, "batch": String(options.batch)],
                                 stallLimitMs: UInt64(max(options.stallAfterSeconds, 1)) * 1000)
         draining.install()

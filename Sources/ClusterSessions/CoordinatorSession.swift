@@ -124,7 +124,7 @@ public final class CoordinatorSession {
                 outputs.append(.workerJoined(name: workerID, host: host, pid: pid))
             }
             workers[identity] = (workerID, now, FrameCodec.peerMinor(capabilities))
-            table.hello(worker: workerID, now: now)
+            table.hello(worker: workerID, incarnation: capabilities[Message.incarnationCapability], now: now)
             outputs.append(.send(identity, welcome))
         case .heartbeat:
             if let worker = workers[identity] {

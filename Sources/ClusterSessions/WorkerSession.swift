@@ -78,15 +78,23 @@ public struct WorkerSession: Sendable {
     private var lastProgressAt: UInt64 = 0
 
     /// A session for a worker; `capabilities` go in its `hello` (model, batch size) beside the protocol
-    /// version (`fswp`).
-    public init(workerID: String, host: String, pid: UInt32, capabilities: [String: String] = [:], outboxLimit: Int = 2,
-                stallLimitMs: UInt64 = 300_000) {
+    /// version (`fswp`) and `incarnation`, which must differ between processes (and between restarts) of
+    /// the same worker, so the coordinator counts a restart, and only a restart, as a loss (§8.3.7).
+    public init(workerID: String, host: String, pid: UInt32, incarnation: UInt64, capabilities: [String: String] = [:],
+                outboxLimit: Int = 2, stallLimitMs: UInt64 = 300_000) {
         self.workerID = workerID
         self.host = host
         self.pid = pid
-        self.capabilities = capabilities.merging([FrameCodec.versionCapability.key: FrameCodec.versionCapability.value]) { $1 }
+        self.capabilities = capabilities.merging([FrameCodec.versionCapability.key: FrameCodec.versionCapability.value,
+                                                  Message.incarnationCapability: Self.incarnationText(incarnation)]) { $1 }
         self.outboxLimit = max(1, outboxLimit)
         self.stallLimitMs = stallLimitMs
+    }
+
+    /// `incarnation` as the `hello` capability carries it: 16 hex digits.
+    static func incarnationText(_ incarnation: UInt64) -> String {
+        let hex = String(incarnation, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
     /// True once the session has stopped.

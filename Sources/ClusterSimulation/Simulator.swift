@@ -267,7 +267,10 @@ public final class ClusterSimulator {
 
     func startWorker(_ slot: Int) {
         let generation = (workers[slot]?.generation ?? 0) + 1
-        var session = WorkerSession(workerID: "w\(slot)", host: "sim", pid: UInt32(slot), outboxLimit: 2, stallLimitMs: Self.stallLimitMs)
+        // A restarted worker is a new process: a new incarnation (the generation), the same pid (a restart that
+        // reuses a pid must still count as one).
+        var session = WorkerSession(workerID: "w\(slot)", host: "sim", pid: UInt32(slot), incarnation: UInt64(generation),
+                                    outboxLimit: 2, stallLimitMs: Self.stallLimitMs)
         let outputs = session.start(now: now)
         workers[slot] = WorkerNode(session: session, generation: generation, identity: Array("w\(slot).\(generation)".utf8))
         down.remove(.worker(slot))

@@ -50,6 +50,8 @@ public struct LeaseTable: Sendable {
     private var pendingHeap = MinHeap<UInt32>()
     private var isPending: [Bool]
     private var workerLastSeen: [String: UInt64] = [:]
+    /// The process incarnation each worker last said hello with, when it declared one.
+    private var workerIncarnation: [String: String] = [:]
     /// The next attempt number to hand out; strictly increasing.
     public private(set) var nextAttempt: UInt32
     private var clockStart: UInt64?
@@ -102,15 +104,22 @@ public struct LeaseTable: Sendable {
 
     // MARK: - Inputs
 
-    /// Registers the worker as alive. A hello from a worker that still holds working leases means its
-    /// process restarted and lost that work, so those leases are revoked (reported by the next `tick`);
-    /// attempts it already finished keep waiting for the head's commit.
-    public mutating func hello(worker: String, now: UInt64) {
+    /// Registers the worker as alive. A hello from a worker that still holds working leases means it no
+    /// longer works on them, so they are revoked (reported by the next `tick`); attempts it already finished
+    /// keep waiting for the head's commit. Whether that counts as a loss (PROTOCOL.md §8.3.7) depends on
+    /// `incarnation`, the process's own id from its hello: the same one means the same process introducing
+    /// itself again (an answer it waited for was lost, so it never had the lease, or its report of it was
+    /// lost), which is `abandoned`; another one, or none, means a new process that lost the old one's work
+    /// (`workerRestarted`, a loss). Without the distinction, lost messages alone condemned a good item as
+    /// poison (simulator seed 609280).
+    public mutating func hello(worker: String, incarnation: String? = nil, now: UInt64) {
         observe(now)
         if workerLastSeen[worker] != nil {
-            revokeWorking(of: worker, reason: .workerRestarted)
+            let sameProcess = incarnation != nil && workerIncarnation[worker] == incarnation
+            revokeWorking(of: worker, reason: sameProcess ? .abandoned : .workerRestarted)
         }
         workerLastSeen[worker] = now
+        workerIncarnation[worker] = incarnation
     }
 
     /// Records that the worker is alive and renews every lease it is working on to `now + leaseMs`.
@@ -222,6 +231,7 @@ public struct LeaseTable: Sendable {
         for (worker, lastSeen) in workerLastSeen.sorted(by: { $0.key < $1.key })
         where now >= lastSeen && now - lastSeen >= settings.workerDeadAfterMs {
             workerLastSeen[worker] = nil
+            workerIncarnation[worker] = nil
             queuedEvents.append(.workerDead(worker))
             revokeWorking(of: worker, reason: .workerDead)
         }

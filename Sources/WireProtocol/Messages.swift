@@ -123,6 +123,9 @@ public enum Message: Equatable, Sendable {
     /// limit, and which exits to be restarted: the coordinator counts the attempt as lost with its worker,
     /// towards isolating a poison item (PROTOCOL.md §8.3.7).
     public static let stalledReasonPrefix = "stalled:"
+    /// The `hello` capability naming the worker process (PROTOCOL.md §5 `hello`): a `hello` with the
+    /// incarnation the worker already had is the same process introducing itself again, not a restart.
+    public static let incarnationCapability = "incarnation"
 
     // MARK: control plane, worker → coordinator
     /// First message of a worker (and again whenever it sees a new coordinator epoch).

@@ -138,7 +138,7 @@ final class HeadSessionTests: XCTestCase {
 
 final class WorkerSessionTests: XCTestCase {
     func welcomed() -> WorkerSession {
-        var worker = WorkerSession(workerID: "w0", host: "h", pid: 1)
+        var worker = WorkerSession(workerID: "w0", host: "h", pid: 1, incarnation: 7)
         _ = worker.start(now: 0)
         let outputs = worker.receiveControl(.welcome(epoch: 5, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 1), now: 1)
         XCTAssertTrue(outputs.contains(.effect(.connectHead("tcp://head"))))
@@ -198,7 +198,7 @@ final class WorkerSessionTests: XCTestCase {
     /// An extraction that hands over nothing for the stall limit while it may is given up as `stalled:` and
     /// the process aborts; one held back by the head's credits is not stalled, however long it waits.
     func testAnExtractionThatHandsOverNothingIsStalledButOneWaitingForCreditsIsNot() {
-        var worker = WorkerSession(workerID: "w0", host: "h", pid: 1, outboxLimit: 1, stallLimitMs: 1_000)
+        var worker = WorkerSession(workerID: "w0", host: "h", pid: 1, incarnation: 7, outboxLimit: 1, stallLimitMs: 1_000)
         _ = worker.start(now: 0)
         _ = worker.receiveControl(.welcome(epoch: 5, headAddress: "tcp://head", heartbeatIntervalMs: 100, deadAfterBeats: 5, plan: 1), now: 1)
         _ = worker.receiveControl(.assignment(shardID: 1, attempt: 3, leaseMs: 1000, items: []), now: 2)

@@ -141,6 +141,37 @@ final class PoisonIsolationTests: XCTestCase {
         }
     }
 
+    /// A `hello` from the process that held the lease (same incarnation: its answer or its report was lost)
+    /// revokes it without a loss; one from a new process (another incarnation, or none declared) is a loss.
+    /// Before, three lost messages and re-hellos condemned a good item (simulator seed 609280).
+    func testAHelloFromTheSameProcessIsNotALossAndOneFromANewProcessIs() {
+        func suspected(_ events: [LeaseEvent]) -> Bool { events.contains { if case .suspected = $0 { return true } else { return false } } }
+        func reasons(_ events: [LeaseEvent]) -> [RevocationReason] {
+            events.compactMap { if case let .reassigned(_, _, _, reason) = $0 { return reason } else { return nil } }
+        }
+        var table = LeaseTable(shards: makeShards(1, size: 4), settings: settings)
+        var now: UInt64 = 0
+        table.hello(worker: "w", incarnation: "a", now: now)
+        for _ in 0..<6 {
+            now += 10
+            _ = assigned(table.request(worker: "w", now: now))
+            table.hello(worker: "w", incarnation: "a", now: now)
+            let events = table.tick(now: now)
+            XCTAssertEqual(reasons(events), [.abandoned])
+            XCTAssertFalse(suspected(events), "a re-hello of the same process counted as a loss")
+        }
+        var lost = 0
+        for incarnation in ["b", nil, "c"] as [String?] {
+            now += 10
+            _ = assigned(table.request(worker: "w", now: now))
+            table.hello(worker: "w", incarnation: incarnation, now: now)
+            let events = table.tick(now: now)
+            XCTAssertEqual(reasons(events), [.workerRestarted])
+            lost += 1
+            XCTAssertEqual(suspected(events), lost == settings.lossLimit, "loss \(lost) of \(settings.lossLimit)")
+        }
+    }
+
     func testAWorkerThatCannotProbeGetsWholeAttemptsAndAnIsolatedShardIsNeverBackedUp() {
         var table = LeaseTable(shards: makeShards(2, size: 4), settings: settings)
         var now: UInt64 = 0
