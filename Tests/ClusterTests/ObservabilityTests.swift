@@ -8,7 +8,9 @@ import XCTest
 final class ObservabilityTests: XCTestCase {
     var cluster: ClusterHarness!
 
-    override func setUpWithError() throws { cluster = try ClusterHarness() }
+    // Small shards (100 of them) keep the job running while the test reads it: once the job is done, the
+    // workers leave and the coordinator drops their series.
+    override func setUpWithError() throws { cluster = try ClusterHarness(items: 200, shardSize: 2) }
     override func tearDown() { cluster.shutdown() }
 
     func testMetricsEndpointsAndStatusTable() throws {
@@ -19,10 +21,22 @@ final class ObservabilityTests: XCTestCase {
         try cluster.startWorker("w1")
         cluster.waitForCommittedShards(4)
         // w0 (the worker with a metrics port of this test's choosing) may start last on a busy machine.
-        cluster.waitUntil("w0 extracted images") {
+        // A worker counts a batch's images when extracted and its bytes when sent: wait for both.
+        cluster.waitUntil("w0 extracted and sent images") {
             let samples = (try? fetchMetrics("http://127.0.0.1:\(ports[2])")).map(MetricSample.parse) ?? []
             return (samples.first { $0.name == "featstream_images_total" }?.value ?? 0) > 0
+                && samples.contains { $0.name == "featstream_wire_bytes_total" && $0.labels["direction"] == "out" }
         }
+
+        // The coordinator publishes its per-worker series on its own clock: wait until both are in the scrape.
+        cluster.waitUntil("the coordinator publishes both workers") {
+            let samples = (try? fetchMetrics("http://127.0.0.1:\(ports[0])")).map(MetricSample.parse) ?? []
+            return ["w0", "w1"].allSatisfy { name in samples.contains { $0.name == "featstream_heartbeat_age_seconds" && $0.labels["worker"] == name } }
+        }
+        let status = try runFeatstream(["status", "http://127.0.0.1:\(ports[0])"])
+        XCTAssertEqual(status.status, 0, status.output)
+        XCTAssertTrue(status.output.contains("w0") && status.output.contains("w1"), status.output)
+        XCTAssertTrue(status.output.contains("job: "), status.output)
 
         // The store shows a shard once its record is appended; the coordinator counts it once the head's
         // sync is done and the acknowledgement has arrived, a few milliseconds later.
@@ -45,10 +59,6 @@ final class ObservabilityTests: XCTestCase {
         XCTAssertGreaterThan(worker.first { $0.name == "featstream_images_total" }?.value ?? 0, 0)
         XCTAssertTrue(worker.contains { $0.name == "featstream_wire_bytes_total" && $0.labels["direction"] == "out" })
 
-        let status = try runFeatstream(["status", "http://127.0.0.1:\(ports[0])"])
-        XCTAssertEqual(status.status, 0, status.output)
-        XCTAssertTrue(status.output.contains("w0") && status.output.contains("w1"), status.output)
-        XCTAssertTrue(status.output.contains("job: "), status.output)
         cluster.waitForCompletion()
         try cluster.assertExactlyOnce()
     }
