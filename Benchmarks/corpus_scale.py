@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Corpus-scale cluster benchmark (issue 15 §6): coordinator start → first lease, coordinator and worker
-peak RSS, at small and large manifests.
+"""Corpus-scale cluster benchmark (issue 15 §6): coordinator start → first lease (leases start while the
+coordinator still scans), coordinator start → scan finished, coordinator and worker peak RSS, at small and
+large manifests.
 
 Generates manifests under --work (nothing is checked in) whose lines cycle over real demo images (so the
 path check and decoding are real), starts a release coordinator, head and one worker on loopback
 (plaintext: this measures memory and start-up, not encryption), and reads machine state only: the
-coordinator's Prometheus counters (`featstream_shards_leased_total`, `..._committed_total`) and each
-process's own peak RSS (VmHWM in /proc/PID/status, read just before it is stopped). Sizes alternate
+coordinator's Prometheus samples (`featstream_shards_leased_total`, `..._committed_total`,
+`featstream_scanning`) and each process's own peak RSS (VmHWM in /proc/PID/status, read just before it is
+stopped, once the scan has ended and the worker committed --shards shards). Sizes alternate
 (small, large, small, large, ...) so both see the same machine load.
 
     python3 Benchmarks/corpus_scale.py                                # 2,000 vs 2,000,000 lines, 2 rounds
@@ -98,8 +100,11 @@ def one_job(binary, manifest, work, shards_to_commit):
             leased = counter(metrics, "featstream_shards_leased_total")
             if leased and "first_lease_s" not in result:
                 result["first_lease_s"] = round(time.monotonic() - start, 2)
+            scanning = counter(metrics, "featstream_scanning")
+            if scanning == 0 and leased and "scan_done_s" not in result:
+                result["scan_done_s"] = round(time.monotonic() - start, 2)
             committed = counter(metrics, "featstream_shards_committed_total") or 0
-            if committed >= shards_to_commit:
+            if committed >= shards_to_commit and "scan_done_s" in result:
                 break
             time.sleep(0.05)
         result["committed_shards"] = counter(metrics, "featstream_shards_committed_total")

@@ -101,7 +101,7 @@ public final class CoordinatorService {
     private let journal: CoordinatorJournal
     private let socket: MessageSocket
     private let context = ZMQContext()
-    private let shardCount: Int
+    private let plan: JobPlan
     private let progress: ProgressReport
     /// Prometheus metrics; `metrics.endpoint?.port` is where they are served.
     public let metrics: RoleMetricsRegistry
@@ -115,33 +115,32 @@ public final class CoordinatorService {
         var shard: Int = -1
     }
 
-    /// Opens (or builds) the dataset index, cuts it into shards, replays the journal and binds the control
-    /// socket.
+    /// Replays the journal, opens the dataset index or starts scanning it (leases begin with the scan's first
+    /// published shards, `JobPlan`), and binds the control socket.
     public init(options: CoordinatorOptions) throws {
         self.options = options
-        let hasProgress = (try? FileManager.default.attributesOfItem(atPath: options.journalPath)[.size] as? Int).flatMap { $0 } ?? 0 > 0
-        let index = try options.dataset.openIndex(at: options.indexPath, hasProgress: hasProgress, log: log.event)
-        let plan = IndexShardPlan(index: index, shardSize: options.shardSize)
-        shardCount = plan.shardCount
-        journal = try CoordinatorJournal.open(path: options.journalPath, plan: plan)
+        plan = try JobPlan(options: options, log: log.event)
+        journal = plan.journal
+        let initial = plan.initialPlan
         let settings = CoordinatorSessionSettings(
             lease: LeaseSettings(leaseMs: options.leaseMs, commitWaitMs: options.commitWaitMs,
                                  workerDeadAfterMs: options.heartbeatMs * options.deadAfterBeats, maxAttemptsInFlight: 2,
                                  stallAfterMs: options.stallMs),
             heartbeatMs: options.heartbeatMs, deadAfterBeats: options.deadAfterBeats, headAddress: options.headAddress)
-        session = CoordinatorSession(epoch: newEpoch(), plan: plan, settings: settings, journal: journal)
+        session = CoordinatorSession(epoch: newEpoch(), plan: initial, settings: settings, journal: journal)
         let router = try ZMQSocket(context, .router, highWaterMark: 1000, security: options.security)
         try router.bind(options.bind)
         if options.security.isCurve { log.event("security: \(options.security)") }
         socket = MessageSocket(router, log: log, accepting: .coordinatorControl)
-        progress = ProgressReport(total: plan.entryCount)
+        progress = ProgressReport()
         metrics = try RoleMetricsRegistry(role: "coordinator", port: options.metricsPort)
-        metrics.gauge(MetricName.shardsTotal).set(Double(plan.shardCount))
+        metrics.gauge(MetricName.shardsTotal).set(Double(initial.shardCount))
+        metrics.gauge(MetricName.scanning).set(Double(initial.isFinal ? 0 : 1))
         socket.onReject = { [metrics] in metrics.rejected($0) }
         if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
-        log.event("\(index.count) items in \(plan.shardCount) shards of \(options.shardSize); \(journal.committed.count) already "
-            + "committed (journal \(options.journalPath)); \(index.deadLetterCount) inputs rejected by the scan travel with their "
-            + "shards; shard plan \(JobPlanBinding.hex(plan.fingerprint)); listening on \(options.bind)")
+        log.event((initial.isFinal ? "\(initial.shardCount) shards of \(options.shardSize)" : "shards of \(options.shardSize) as the scan passes them")
+            + "; \(journal.committed.count) already committed (journal \(options.journalPath)); inputs rejected by the scan travel "
+            + "with their shards; job \(JobPlanBinding.hex(journal.fingerprint)); listening on \(options.bind)")
     }
 
     /// Serves until every shard is committed and the peers were told, then returns.
@@ -157,6 +156,15 @@ public final class CoordinatorService {
                     }
                     if perform(outputs) { return socket.counters }
                 }
+            }
+            if plan.isGrowing {
+                do {
+                    if let news = try plan.grow(session) { log.event(news) }
+                } catch {
+                    log.event("\(error); stopping")
+                    throw error
+                }
+                metrics.gauge(MetricName.shardsTotal).set(Double(session.table.progress.total))
             }
             let now = nowMs()
             let ticked: [CoordinatorOutput]
@@ -190,7 +198,7 @@ public final class CoordinatorService {
                 workerStats[worker]?.images += items
                 workerStats[worker]?.shard = -1
             case let .committed(_, items):
-                progress.committed(items: items, log: log, table: session.table.progress)
+                progress.committed(items: items, log: log, table: session.table.progress, planIsFinal: session.table.isPlanFinal)
                 metrics.counter(MetricName.shardsCommitted).increment()
                 metrics.counter(MetricName.images).increment(by: Int64(items))
             case .event(let event):
@@ -217,7 +225,7 @@ public final class CoordinatorService {
         case .stall(let report):
             log.event("stalled: \(report.description)")
         case .finished:
-            log.event("all \(shardCount) shards committed; telling every peer to shut down")
+            log.event("all \(session.table.progress.total) shards committed; telling every peer to shut down")
         case let .suspected(shardID, offsets):
             log.event("shard \(shardID): attempts keep dying with their workers; probing offsets \(offsets.lowerBound)..<\(offsets.upperBound) for a poison item")
         case let .poisoned(verdict, key):
@@ -230,9 +238,11 @@ public final class CoordinatorService {
 
     private func publishWorkerMetrics(now: UInt64) {
         let state = session.table.progress
-        let fraction = state.total > 0 ? Double(state.committed) / Double(state.total) : 1
+        // While the scan runs, progress is over the shards offered so far (`scanning` says so).
+        let fraction = state.total > 0 ? Double(state.committed) / Double(state.total) : (session.table.isPlanFinal ? 1 : 0)
         metrics.gauge(MetricName.progress).set(fraction)
-        metrics.gauge(MetricName.eta).set(progress.eta ?? -1)
+        metrics.gauge(MetricName.eta).set(session.table.isPlanFinal ? progress.eta(shardsLeft: state.total - state.committed, of: state.total) ?? -1 : -1)
+        metrics.gauge(MetricName.scanning).set(Double(session.table.isPlanFinal ? 0 : 1))
         let lastSeen = Dictionary(session.workerLastSeen.map { ($0.name, $0.lastSeen) }, uniquingKeysWith: max)
         // Names the session no longer tracks go too, so a flood of hellos cannot grow this table, and their
         // series leave the scrape (`featstream status` would list them with their last values).
@@ -250,12 +260,10 @@ public final class CoordinatorService {
 
 /// Items committed this run, the rate and the ETA: for the coordinator's progress lines and its metrics.
 final class ProgressReport {
-    let total: Int
     let start = Date()
     private(set) var items = 0
+    private var shardsThisRun = 0
     private var lastPrint = Date.distantPast
-
-    init(total: Int) { self.total = total }
 
     /// Images per second committed since this coordinator started.
     var rate: Double {
@@ -263,15 +271,23 @@ final class ProgressReport {
         return elapsed > 0 ? Double(items) / elapsed : 0
     }
 
-    /// Seconds to go at the current rate; `nil` before anything was committed.
-    var eta: Double? { rate > 0 ? Double(max(0, total - items)) / rate : nil }
+    /// Seconds to go at this run's shard rate, when `shardsLeft` of `total` remain; nil before anything was
+    /// committed. Only meaningful once the plan is final (the total is known).
+    func eta(shardsLeft: Int, of total: Int) -> Double? {
+        let elapsed = Date().timeIntervalSince(start)
+        guard shardsThisRun > 0, elapsed > 0 else { return nil }
+        return Double(shardsLeft) / (Double(shardsThisRun) / elapsed)
+    }
 
-    func committed(items count: Int, log: RoleLog, table: (committed: Int, leased: Int, pending: Int, total: Int)) {
+    func committed(items count: Int, log: RoleLog, table: (committed: Int, leased: Int, pending: Int, total: Int), planIsFinal: Bool) {
         items += count
+        shardsThisRun += 1
         let now = Date()
-        guard now.timeIntervalSince(lastPrint) >= 1 || table.committed == table.total else { return }
+        guard now.timeIntervalSince(lastPrint) >= 1 || (planIsFinal && table.committed == table.total) else { return }
         lastPrint = now
-        log.event(String(format: "progress %d/%d shards, %d leased, %d pending; %.1f img/s this run, ETA %.0f s",
-                         table.committed, table.total, table.leased, table.pending, rate, eta ?? 0))
+        let eta = planIsFinal ? eta(shardsLeft: table.total - table.committed, of: table.total).map { String(format: "ETA %.0f s", $0) } ?? "ETA unknown"
+            : "ETA unknown: the scan is still running"
+        log.event(String(format: "progress %d/%d%@ shards, %d leased, %d pending; %.1f img/s this run, %@",
+                         table.committed, table.total, planIsFinal ? "" : "+", table.leased, table.pending, rate, eta))
     }
 }

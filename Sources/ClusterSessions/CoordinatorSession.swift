@@ -1,4 +1,5 @@
 import Coordination
+import DatasetIndex
 import WireProtocol
 
 /// The coordinator's durable memory as the session needs it: `CoordinatorJournal` on disk, or the
@@ -16,6 +17,13 @@ public protocol CommitJournal: AnyObject {
     var poisonVerdicts: [PoisonVerdict] { get }
     /// Records a poison verdict (durably where the journal's format allows it).
     func append(_ verdict: PoisonVerdict) throws
+    /// Whether `shardID` is a shard of the job so far (a growing plan's journal knows more shards than a
+    /// restarted coordinator's table offers at first).
+    func mayCommit(shardID: UInt32) -> Bool
+    /// Durably records the scan prefix a growing plan's next shards are cut from.
+    func append(_ checkpoint: ScanCheckpoint) throws
+    /// Durably records the finished index a growing plan became final on.
+    func append(_ seal: CoordinatorJournal.Seal) throws
 }
 
 extension CoordinatorJournal: CommitJournal {}
@@ -79,7 +87,6 @@ public final class CoordinatorSession {
     /// The lease table (read it for progress and status).
     public private(set) var table: LeaseTable
     private let journal: CommitJournal
-    private let shardCount: Int
     /// The plan's fingerprint, told to every peer in `welcome` (a head binds its store to it).
     public let planFingerprint: UInt64
     /// `minor`: the protocol minor the worker's hello declared (a `probe` goes only to minor 1 or later).
@@ -100,7 +107,6 @@ public final class CoordinatorSession {
         self.epoch = epoch
         self.settings = settings
         self.journal = journal
-        self.shardCount = plan.shardCount
         self.planFingerprint = plan.fingerprint
         // Attempt numbers never repeat across restarts, so a head never mixes two incarnations' attempts.
         table = LeaseTable(plan: plan, settings: settings.lease, committed: journal.committed,
@@ -195,6 +201,16 @@ public final class CoordinatorSession {
         return outputs
     }
 
+    /// The plan grows (its scan published more entries) or becomes final: `checkpoint`, the scan prefix the
+    /// new shards are cut from, and `seal`, the finished index of a final plan, are journaled before the
+    /// table offers any new shard, so a restarted coordinator can check its rescan against them. Throws when
+    /// the journal fails (the process must stop and replay).
+    public func extendPlan(to plan: any ShardSource, checkpoint: ScanCheckpoint? = nil, seal: CoordinatorJournal.Seal? = nil) throws {
+        if let checkpoint { try journal.append(checkpoint) }
+        if let seal { try journal.append(seal) }
+        table.extend(to: plan)
+    }
+
     /// Advances time: lease expiries and dead workers, heartbeats, and the shutdown once the job is complete.
     /// Poison verdicts are journaled here; throws when the journal fails (the process must stop and replay).
     public func tick(now: UInt64) throws -> [CoordinatorOutput] {
@@ -233,7 +249,7 @@ public final class CoordinatorSession {
 
     /// Journals a commit before anything acts on it, so a crash never forgets an acknowledged shard.
     private func record(shardID: UInt32, attempt: UInt32, items: Int, now: UInt64) throws -> [CoordinatorOutput] {
-        guard Int(shardID) < shardCount else {
+        guard journal.mayCommit(shardID: shardID) else {
             unexpectedMessages += 1
             return []
         }

@@ -1,5 +1,6 @@
 import ClusterSessions
 import Coordination
+import DatasetIndex
 import FeatStreamTestSupport
 import FeatureCodec
 import FeatureStore
@@ -33,6 +34,8 @@ public struct SimulationOutcome: Sendable {
     public var head = HeadSessionCounters()
     /// Items that are not poison but were found so while injected faults killed the workers probing them.
     public var condemnedByFaults = 0
+    /// Whether the plan grew while a simulated scan ran (JOURNAL.md version 4) rather than being fixed at start.
+    public var grewPlan = false
 }
 
 /// A deterministic simulation of a whole job: one coordinator, one head and several workers, each the real
@@ -66,6 +69,10 @@ public final class ClusterSimulator {
         var slowExtraction: Bool
         /// Items that kill (true) or hang (false) every worker that decodes them, by index.
         var poison: [UInt64: Bool]
+        /// When set, the plan grows while a simulated scan runs (JOURNAL.md version 4): each coordinator
+        /// incarnation starts with no shard offered and offers 1–3 more every this-many ms, journaling a
+        /// checkpoint before it offers shards beyond the last one, and the seal when all are offered.
+        var scanStepMs: UInt64?
     }
 
     enum Node: Hashable, CustomStringConvertible {
@@ -132,6 +139,9 @@ public final class ClusterSimulator {
     var coordinator: CoordinatorSession?
     var journal: CoordinatorJournal?
     var coordinatorGeneration = 0
+    /// Shards this coordinator incarnation's scan has offered (growing plans), and when it offers more.
+    var offeredShards = 0
+    var nextScanStepAt: UInt64 = 0
     var head: HeadNode?
     var headGeneration = 0
     var workers: [WorkerNode?]
@@ -177,12 +187,17 @@ public final class ClusterSimulator {
                 if index % 13 != 5 { poison[index] = unit() < 0.5 }
             }
         }
-        schedule = Schedule(
+        var planned = Schedule(
             itemCount: itemCount, shardSize: pick(1...9), workerCount: pick(1...5), batchSize: pick(1...5),
             faultsUntil: calm ? 0 : pick(2_000...12_000),
             drop: unit() < 0.3 ? 0 : unit() * 0.15, duplicate: unit() < 0.5 ? 0 : unit() * 0.1,
             maxDelay: pick(1...60), crashRate: unit() * 0.0015, partitionRate: unit() * 0.001,
             diskFaultRate: unit() < 0.5 ? 0 : unit() * 0.05, slowExtraction: unit() < 0.2, poison: poison)
+        // Drawn from a generator of its own, so every seed whose plan is fixed keeps the schedule it had before
+        // growing plans were simulated (and the campaigns run on that simulator stay meaningful).
+        var growth = SplitMix64(seed: seed ^ 0x6772_6f77_696e_6721)
+        if Double.random(in: 0..<1, using: &growth) < 0.3 { planned.scanStepMs = UInt64.random(in: 5...400, using: &growth) }
+        schedule = planned
         self.rng = rng
         // Some inputs were rejected by the coordinator's scan (their assignment entry says why), and some items
         // cannot be decoded: both must end as dead letters, exactly once.
@@ -209,6 +224,7 @@ public final class ClusterSimulator {
     /// Runs the schedule to the end; throws the first violation.
     public func run() throws -> SimulationOutcome {
         outcome.items = schedule.itemCount
+        outcome.grewPlan = schedule.scanStepMs != nil
         try startCoordinator()
         try startHead()
         for slot in 0..<schedule.workerCount { startWorker(slot) }
@@ -231,12 +247,22 @@ public final class ClusterSimulator {
 
     func startCoordinator() throws {
         coordinatorGeneration += 1
-        journal = try CoordinatorJournal.open(path: journalURL.path, plan: plan)
+        var sessionPlan: any ShardSource = plan
+        if schedule.scanStepMs != nil {
+            // The job id is the plan's fingerprint, so the head's binding is checked as for a fixed plan.
+            journal = try CoordinatorJournal.openGrowing(path: journalURL.path, shardSize: plan.shardSize, newJobID: plan.fingerprint | 1)
+            // A sealed job's plan is final at once; otherwise the incarnation scans again from the start.
+            offeredShards = journal!.seal != nil ? plan.shardCount : 0
+            nextScanStepAt = now
+            sessionPlan = ShardPlanPrefix(plan, shardCount: offeredShards, isFinal: journal!.seal != nil, fingerprint: plan.fingerprint | 1)
+        } else {
+            journal = try CoordinatorJournal.open(path: journalURL.path, plan: plan)
+        }
         let settings = CoordinatorSessionSettings(
             lease: LeaseSettings(leaseMs: 1_000, commitWaitMs: 800, workerDeadAfterMs: 5 * Self.heartbeatMs,
                                  maxAttemptsInFlight: 2, stallAfterMs: 60_000, idleRetryMs: 50),
             heartbeatMs: Self.heartbeatMs, deadAfterBeats: 5, headAddress: "sim://head", maxWorkers: Self.maxWorkers)
-        coordinator = CoordinatorSession(epoch: rng.next() | 1, plan: plan, settings: settings, journal: journal!)
+        coordinator = CoordinatorSession(epoch: rng.next() | 1, plan: sessionPlan, settings: settings, journal: journal!)
         down.remove(.coordinator)
         schedule(.tick(.coordinator, generation: coordinatorGeneration), after: 1)
         log("coordinator started (generation \(coordinatorGeneration)); journal has \(journal!.committed.count) commits")
@@ -344,6 +370,9 @@ public final class ClusterSimulator {
     func tick(_ node: Node) throws {
         switch node {
         case .coordinator:
+            if let step = schedule.scanStepMs, offeredShards < plan.shardCount || !coordinator!.table.isPlanFinal, now >= nextScanStepAt {
+                try scanStep(every: step)
+            }
             let outputs: [CoordinatorOutput]
             do { outputs = try coordinator!.tick(now: now) } catch {
                 throw violation("the coordinator's journal failed: \(error)")
@@ -357,6 +386,28 @@ public final class ClusterSimulator {
             let outputs = workers[slot]!.session.tick(now: now)
             try perform(outputs, at: node)
         }
+    }
+
+    /// The simulated scan passes 1–3 more shards (a rescan passes those offered before again): the
+    /// checkpoint of a prefix beyond the journal's last one is journaled before it is offered, the seal with
+    /// the last shards. The checkpoint's digest stands for the prefix's content (the dataset never changes
+    /// here; the real scan's check of it is `CheckpointTests`).
+    func scanStep(every step: UInt64) throws {
+        nextScanStepAt = now + UInt64.random(in: 1...(2 * step), using: &rng)
+        offeredShards = min(plan.shardCount, offeredShards + Int.random(in: 1...3, using: &rng))
+        let entries = offeredShards == plan.shardCount ? plan.itemCount : offeredShards * plan.shardSize
+        let final = offeredShards == plan.shardCount
+        let isNew = UInt64(entries) > (journal!.checkpoints.last?.entries ?? 0) && journal!.seal == nil
+        let checkpoint = isNew ? ScanCheckpoint(items: UInt64(entries), deadLetters: 0, recordsCRC: UInt32(truncatingIfNeeded: plan.fingerprint),
+                                                keysCRC: UInt32(entries), deadLettersCRC: 0) : nil
+        let seal = final && journal!.seal == nil ? CoordinatorJournal.Seal(contentID: plan.fingerprint, entries: UInt64(plan.itemCount)) : nil
+        do {
+            try coordinator!.extendPlan(to: ShardPlanPrefix(plan, shardCount: offeredShards, isFinal: final, fingerprint: plan.fingerprint | 1),
+                                        checkpoint: checkpoint, seal: seal)
+        } catch {
+            throw violation("the coordinator's journal failed: \(error)")
+        }
+        log("scan offers \(offeredShards)/\(plan.shardCount) shards\(checkpoint != nil ? " (checkpoint journaled)" : "")\(seal != nil ? " (sealed)" : "")")
     }
 
     func deliver(_ message: Message, to node: Node, from: Node, identity: [UInt8]) throws {

@@ -1,3 +1,4 @@
+import DatasetIndex
 import DurableFile
 import Foundation
 import WireProtocol
@@ -34,7 +35,7 @@ public enum JournalError: Error, Equatable, CustomStringConvertible {
                 + "shard size changed since it was written: restore them, or use a new journal path"
         case let .unsupportedVersion(path, version):
             return "coordinator journal \(path) has format version \(version); this build reads versions "
-                + "\(CoordinatorJournal.readableVersions.lowerBound) and \(CoordinatorJournal.formatVersion) (Protocols/JOURNAL.md): finish that job with the build that "
+                + "\(CoordinatorJournal.readableVersions.lowerBound) to \(CoordinatorJournal.formatVersion) (Protocols/JOURNAL.md): finish that job with the build that "
                 + "started it, or move the journal aside to start the job over (every shard will be processed again)"
         case let .inUse(path, pid):
             return "coordinator journal \(path) is locked by " + (pid.map { "process \($0)" } ?? "another process")
@@ -56,23 +57,43 @@ public enum JournalError: Error, Equatable, CustomStringConvertible {
 /// record (an interrupted append) is tolerated: it is truncated away on open. The file is locked while open.
 public final class CoordinatorJournal {
     /// The on-disk format this build writes. Version 1 checksummed records with CRC-32 (zlib); version 2
-    /// uses CRC-32C, the checksum of frames and store records; version 3 adds poison verdicts.
-    public static let formatVersion: UInt32 = 3
+    /// uses CRC-32C, the checksum of frames and store records; version 3 adds poison verdicts; version 4
+    /// adds plans that grow while the dataset is scanned (scan checkpoints and the seal).
+    public static let formatVersion: UInt32 = 4
     /// The versions this build reads. A version-2 journal is resumed as version 2: its verdicts are not
-    /// journaled (a build that reads only version 2 would take them for damage).
-    public static let readableVersions: ClosedRange<UInt32> = 2...3
+    /// journaled (a build that reads only version 2 would take them for damage); a version-3 one as
+    /// version 3, with a plan fixed at start.
+    public static let readableVersions: ClosedRange<UInt32> = 2...4
 
     private enum Kind: UInt8 {
         case header = 1
         case committed = 2
         case attemptsReserved = 3
         case poisoned = 4
+        case checkpoint = 5
+        case sealed = 6
     }
 
+    /// The plan a coordinator opens its journal with.
     private struct PlanIdentity {
+        /// The plan's fingerprint; for a growing plan, the job id a new journal is created with.
         var fingerprint: UInt64
+        /// 0 for a growing plan (JOURNAL.md §2: its header says 0 shards).
         var shardCount: Int
         var shardSize: Int
+        var growing: Bool { shardCount == 0 }
+    }
+
+    /// The end of a growing plan's scan: the finished index's content id and its entry count.
+    public struct Seal: Sendable, Equatable {
+        public var contentID: UInt64
+        public var entries: UInt64
+
+        /// A seal with the given fields.
+        public init(contentID: UInt64, entries: UInt64) {
+            self.contentID = contentID
+            self.entries = entries
+        }
     }
 
     private static let magic: [UInt8] = Array("FSCJ".utf8)
@@ -99,19 +120,36 @@ public final class CoordinatorJournal {
     /// passes them to `LeaseTable(poisoned:)` instead of finding them again.
     public private(set) var poisonVerdicts: [PoisonVerdict]
 
+    /// The fingerprint the job is bound to: the plan's, or a growing plan's job id (from the header).
+    public let fingerprint: UInt64
+    /// Whether the journal serves a plan that grows while its scan runs (version 4, header shard count 0).
+    public let isGrowing: Bool
+    /// A growing plan's scan checkpoints, in the order journaled (entry counts increase).
+    public private(set) var checkpoints: [ScanCheckpoint]
+    /// A growing plan's seal, once its scan finished.
+    public private(set) var seal: Seal?
+
     private var file: DurableFile?
     private var endOffset: Int
     private var isUnusable = false
-    private let shardCount: Int
+    /// Shard ids below this may be committed: the plan's count, or what a growing plan has offered.
+    private var shardBound: Int
+    private let shardSize: Int
 
     /// Committed shard ids (the keys of `committedAttempts`), for `LeaseTable(committed:)`; kept as a set
     /// because the coordinator consults it on every commit.
     public private(set) var committed: Set<UInt32>
 
     private init(path: String, file: DurableFile, endOffset: Int, committedAttempts: [UInt32: UInt32],
-                 attemptsReservedThrough: UInt32, discardedTailBytes: Int, shardCount: Int, version: UInt32,
+                 attemptsReservedThrough: UInt32, discardedTailBytes: Int, plan: PlanIdentity, replay: Replay, version: UInt32,
                  poisonVerdicts: [PoisonVerdict]) {
         self.path = path
+        fingerprint = replay.fingerprint ?? plan.fingerprint
+        isGrowing = plan.growing
+        checkpoints = replay.checkpoints
+        seal = replay.seal
+        shardSize = plan.shardSize
+        shardBound = plan.growing ? replay.shardBound : plan.shardCount
         self.version = version
         self.poisonVerdicts = poisonVerdicts
         self.file = file
@@ -120,7 +158,6 @@ public final class CoordinatorJournal {
         self.committed = Set(committedAttempts.keys)
         self.attemptsReservedThrough = attemptsReservedThrough
         self.discardedTailBytes = discardedTailBytes
-        self.shardCount = shardCount
     }
 
     deinit { close() }
@@ -135,7 +172,33 @@ public final class CoordinatorJournal {
     /// size. A torn final record is truncated away; any other damage, a different plan, or a lock held by
     /// another process throws a `JournalError` naming the file.
     public static func open(path: String, fingerprint: UInt64, shardCount: Int, shardSize: Int) throws -> CoordinatorJournal {
-        let plan = PlanIdentity(fingerprint: fingerprint, shardCount: shardCount, shardSize: shardSize)
+        precondition(shardCount > 0, "a fixed plan has shards; a growing one opens with openGrowing")
+        return try open(path: path, plan: PlanIdentity(fingerprint: fingerprint, shardCount: shardCount, shardSize: shardSize))
+    }
+
+    /// Opens (creating it if absent) and locks the journal of a job whose plan grows while its dataset is
+    /// scanned (version 4): its shards of `shardSize` are offered as the scan's checkpoints are journaled,
+    /// and the job is bound to an id the journal keeps: `newJobID` for a new journal (nonzero), else the one
+    /// in its header. Throws as `open` does, and `planMismatch` for a journal of a plan fixed at start or of
+    /// another shard size.
+    public static func openGrowing(path: String, shardSize: Int, newJobID: UInt64) throws -> CoordinatorJournal {
+        precondition(newJobID != 0 && shardSize > 0)
+        return try open(path: path, plan: PlanIdentity(fingerprint: newJobID, shardCount: 0, shardSize: shardSize))
+    }
+
+    /// The format version and the fingerprint the job is bound to (the plan's, or a growing plan's job id)
+    /// of the journal at `path`, from its header without checking or locking anything; nil when there is no
+    /// header (absent or empty file, or not a journal).
+    public static func existingHeader(at path: String) -> (version: UInt32, fingerprint: UInt64)? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        let bytes = [UInt8](handle.readData(ofLength: headerVersionOffset + 12))
+        guard bytes.count == headerVersionOffset + 12, bytes[headerKindOffset] == Kind.header.rawValue,
+              Array(bytes[headerKindOffset + 1..<headerVersionOffset]) == magic else { return nil }
+        return (bytes.readLE(UInt32.self, at: headerVersionOffset), bytes.readLE(UInt64.self, at: headerVersionOffset + 4))
+    }
+
+    private static func open(path: String, plan: PlanIdentity) throws -> CoordinatorJournal {
         do {
             let file = try DurableFile.open(path, access: .readWrite, creation: .ifAbsent(mode: 0o644))
             do {
@@ -165,7 +228,7 @@ public final class CoordinatorJournal {
             return CoordinatorJournal(path: path, file: file, endOffset: endOffset, committedAttempts: replay.committed,
                                       attemptsReservedThrough: replay.reservedThrough,
                                       discardedTailBytes: bytes.count - replay.validLength,
-                                      shardCount: plan.shardCount, version: replay.version ?? formatVersion,
+                                      plan: plan, replay: replay, version: replay.version ?? (plan.growing ? formatVersion : 3),
                                       poisonVerdicts: replay.poisoned)
         } catch let error as DurableFileError {
             throw JournalError(error, journal: path)
@@ -174,7 +237,7 @@ public final class CoordinatorJournal {
 
     /// Durably records that the head committed `shardID` with `attempt`; returns only once it is on disk.
     public func append(shardID: UInt32, attempt: UInt32) throws {
-        precondition(Int(shardID) < shardCount, "shard \(shardID) is outside the plan")
+        precondition(Int(shardID) < shardBound, "shard \(shardID) is outside the plan")
         var payload: [UInt8] = [Kind.committed.rawValue]
         payload.appendLE(shardID)
         payload.appendLE(attempt)
@@ -196,7 +259,7 @@ public final class CoordinatorJournal {
     /// Durably records a poison verdict (version 3; a no-op on a resumed version-2 journal, whose
     /// coordinator would find the item again after a restart). A second verdict for an item is ignored.
     public func append(_ verdict: PoisonVerdict) throws {
-        precondition(Int(verdict.shardID) < shardCount, "shard \(verdict.shardID) is outside the plan")
+        precondition(Int(verdict.shardID) < shardBound, "shard \(verdict.shardID) is outside the plan")
         guard version >= 3, !poisonVerdicts.contains(where: { $0.shardID == verdict.shardID && $0.offset == verdict.offset })
         else { return }
         var payload: [UInt8] = [Kind.poisoned.rawValue]
@@ -206,6 +269,41 @@ public final class CoordinatorJournal {
         try appendRecord(payload)
         poisonVerdicts.append(verdict)
     }
+
+    /// Shard ids a commit may name: the plan's, or the shards a growing plan offered so far (a shard id
+    /// beyond them is no shard of this job yet).
+    public func mayCommit(shardID: UInt32) -> Bool { Int(shardID) < shardBound }
+
+    /// Durably records (growing plans) that the scan's first `checkpoint.entries` entries are as given,
+    /// before their shards are offered: a restarted coordinator's rescan must reach it unchanged
+    /// (`ScanOptions.expectedCheckpoints`). Entry counts must increase.
+    public func append(_ checkpoint: ScanCheckpoint) throws {
+        precondition(isGrowing && seal == nil && checkpoint.entries > (checkpoints.last?.entries ?? 0))
+        var payload: [UInt8] = [Kind.checkpoint.rawValue]
+        payload.appendLE(checkpoint.items)
+        payload.appendLE(checkpoint.deadLetters)
+        payload.appendLE(checkpoint.recordsCRC)
+        payload.appendLE(checkpoint.keysCRC)
+        payload.appendLE(checkpoint.deadLettersCRC)
+        try appendRecord(payload)
+        checkpoints.append(checkpoint)
+        shardBound = max(shardBound, Self.shards(checkpoint.entries, shardSize))
+    }
+
+    /// Durably records (growing plans) the finished index the plan is final on; a restarted coordinator
+    /// uses that index only if its content id is the same.
+    public func append(_ seal: Seal) throws {
+        precondition(isGrowing && self.seal == nil)
+        var payload: [UInt8] = [Kind.sealed.rawValue]
+        payload.appendLE(seal.contentID)
+        payload.appendLE(seal.entries)
+        try appendRecord(payload)
+        self.seal = seal
+        shardBound = Self.shards(seal.entries, shardSize)
+    }
+
+    /// Shards of `entries` entries, the last one possibly short.
+    private static func shards(_ entries: UInt64, _ shardSize: Int) -> Int { Int((entries + UInt64(shardSize) - 1) / UInt64(shardSize)) }
 
     /// Releases the file and its lock; later appends throw. Safe to call more than once.
     public func close() {
@@ -249,7 +347,9 @@ public final class CoordinatorJournal {
     private static func encodeHeader(plan: PlanIdentity) -> [UInt8] {
         var payload: [UInt8] = [Kind.header.rawValue]
         payload += magic
-        payload.appendLE(formatVersion)
+        // A fixed plan's new journal is still version 3: nothing in it needs version 4, and builds that read
+        // only version 3 can finish its job.
+        payload.appendLE(plan.growing ? formatVersion : 3)
         payload.appendLE(plan.fingerprint)
         payload.appendLE(UInt32(plan.shardCount))
         payload.appendLE(UInt32(plan.shardSize))
@@ -264,6 +364,12 @@ public final class CoordinatorJournal {
         var poisoned: [PoisonVerdict] = []
         var committed: [UInt32: UInt32] = [:]
         var reservedThrough: UInt32 = 0
+        /// A growing plan's job id, from the header.
+        var fingerprint: UInt64?
+        var checkpoints: [ScanCheckpoint] = []
+        var seal: Seal?
+        /// Shard ids below this may be committed (growing plans: what the checkpoints and seal offered).
+        var shardBound = 0
         /// Bytes up to the end of the last intact record.
         var validLength = 0
     }
@@ -324,7 +430,14 @@ public final class CoordinatorJournal {
             let fingerprint = payload.readLE(UInt64.self, at: 9)
             let shardCount = payload.readLE(UInt32.self, at: 17)
             let shardSize = payload.readLE(UInt32.self, at: 21)
-            if shardCount != plan.shardCount || shardSize != plan.shardSize || fingerprint != plan.fingerprint {
+            if plan.growing {
+                // A growing plan's fingerprint is the job id the journal was created with.
+                guard version >= 4, shardCount == 0, shardSize == plan.shardSize else {
+                    throw JournalError.planMismatch(path: path, detail: "journal: \(shardCount == 0 ? "a plan grown while scanning" : "\(shardCount) shards") "
+                        + "of \(shardSize)\(version < 4 ? " (version \(version), fixed at start)" : ""); now: a plan grown while scanning, shards of \(plan.shardSize)")
+                }
+                replay.fingerprint = fingerprint
+            } else if shardCount != plan.shardCount || shardSize != plan.shardSize || fingerprint != plan.fingerprint {
                 throw JournalError.planMismatch(path: path, detail: "journal: \(shardCount) shards of \(shardSize), "
                     + "fingerprint \(hex(fingerprint)); now: \(plan.shardCount) shards of \(plan.shardSize), "
                     + "fingerprint \(hex(plan.fingerprint))")
@@ -334,7 +447,9 @@ public final class CoordinatorJournal {
             guard payload.count == 9 else { throw corrupt("commit record of \(payload.count) bytes") }
             let shardID = payload.readLE(UInt32.self, at: 1)
             let attempt = payload.readLE(UInt32.self, at: 5)
-            guard Int(shardID) < plan.shardCount else { throw corrupt("commit of shard \(shardID) outside the plan") }
+            guard Int(shardID) < (plan.growing ? replay.shardBound : plan.shardCount) else {
+                throw corrupt("commit of shard \(shardID) outside the plan")
+            }
             if replay.committed[shardID] == nil { replay.committed[shardID] = attempt }
             // Attempts seen in commits were issued, so they count as reserved even if a reservation was lost.
             replay.reservedThrough = max(replay.reservedThrough, attempt)
@@ -346,10 +461,28 @@ public final class CoordinatorJournal {
             guard payload.count == 13 else { throw corrupt("poison verdict record of \(payload.count) bytes") }
             let verdict = PoisonVerdict(shardID: payload.readLE(UInt32.self, at: 1), offset: payload.readLE(UInt32.self, at: 5),
                                         losses: payload.readLE(UInt32.self, at: 9))
-            guard Int(verdict.shardID) < plan.shardCount else { throw corrupt("poison verdict for shard \(verdict.shardID) outside the plan") }
+            guard Int(verdict.shardID) < (plan.growing ? replay.shardBound : plan.shardCount) else {
+                throw corrupt("poison verdict for shard \(verdict.shardID) outside the plan")
+            }
             if !replay.poisoned.contains(where: { $0.shardID == verdict.shardID && $0.offset == verdict.offset }) {
                 replay.poisoned.append(verdict)
             }
+        case .checkpoint:
+            guard plan.growing, replay.seal == nil else { throw corrupt("scan checkpoint in a journal of a plan fixed at start or sealed") }
+            guard payload.count == 29 else { throw corrupt("scan checkpoint record of \(payload.count) bytes") }
+            let checkpoint = ScanCheckpoint(items: payload.readLE(UInt64.self, at: 1), deadLetters: payload.readLE(UInt64.self, at: 9),
+                                            recordsCRC: payload.readLE(UInt32.self, at: 17), keysCRC: payload.readLE(UInt32.self, at: 21),
+                                            deadLettersCRC: payload.readLE(UInt32.self, at: 25))
+            guard checkpoint.entries > (replay.checkpoints.last?.entries ?? 0) else { throw corrupt("scan checkpoint does not grow the plan") }
+            replay.checkpoints.append(checkpoint)
+            replay.shardBound = max(replay.shardBound, shards(checkpoint.entries, plan.shardSize))
+        case .sealed:
+            guard plan.growing, replay.seal == nil else { throw corrupt("seal in a journal of a plan fixed at start, or a second seal") }
+            guard payload.count == 17 else { throw corrupt("seal record of \(payload.count) bytes") }
+            let seal = Seal(contentID: payload.readLE(UInt64.self, at: 1), entries: payload.readLE(UInt64.self, at: 9))
+            guard seal.entries >= (replay.checkpoints.last?.entries ?? 0) else { throw corrupt("seal of fewer entries than a checkpoint") }
+            replay.seal = seal
+            replay.shardBound = shards(seal.entries, plan.shardSize)
         }
     }
 

@@ -40,8 +40,11 @@ public struct LeaseTable: Sendable {
 
     /// The settings the table was made with.
     public let settings: LeaseSettings
-    private let plan: any ShardSource
-    private let shardCount: Int
+    private var plan: any ShardSource
+    private var shardCount: Int
+    /// Commits and poison verdicts (replayed, or reported) of shards a growing plan does not hold yet.
+    private var committedAhead: Set<UInt32> = []
+    private var poisonedAhead: [PoisonVerdict] = []
     private var live: [[LiveAttempt]]
     /// `.some(nil)` marks a commit replayed from a journal, whose attempt is unknown.
     private var committedAttempt: [UInt32??]
@@ -82,24 +85,55 @@ public struct LeaseTable: Sendable {
                 poisoned: [PoisonVerdict] = []) {
         self.settings = settings
         self.plan = plan
-        self.shardCount = plan.shardCount
-        self.live = Array(repeating: [], count: shardCount)
-        self.committedAttempt = Array(repeating: nil, count: shardCount)
-        self.isPending = Array(repeating: false, count: shardCount)
+        self.shardCount = 0
+        self.live = []
+        self.committedAttempt = []
+        self.isPending = []
         self.nextAttempt = max(firstAttempt, 1)
-        for verdict in poisoned where Int(verdict.shardID) < shardCount && !committed.contains(verdict.shardID)
-            && Int(verdict.offset) < plan.itemCount(of: verdict.shardID) && self.poisoned[verdict.shardID]?[Int(verdict.offset)] == nil {
-            self.poisoned[verdict.shardID, default: [:]][Int(verdict.offset)] = verdict
-            poisonedCount += 1
+        committedAhead = committed
+        poisonedAhead = poisoned
+        grow(to: plan)
+    }
+
+    /// Takes the next plan of a job whose scan is still running: the same shards (same fingerprint and shard
+    /// size, at least as many shards) plus more, or the final plan. New shards go pending, except those
+    /// already committed (replayed from the journal, or reported while ahead of the plan); poison verdicts
+    /// for them apply. Emits `finished` when the final plan finds every shard committed.
+    public mutating func extend(to plan: any ShardSource) {
+        let wasComplete = isComplete
+        grow(to: plan)
+        if isComplete && !wasComplete { queuedEvents.append(.finished) }
+    }
+
+    private mutating func grow(to plan: any ShardSource) {
+        precondition(plan.fingerprint == self.plan.fingerprint && plan.shardSize == self.plan.shardSize
+            && plan.shardCount >= shardCount, "a plan may only grow")
+        let old = shardCount
+        self.plan = plan
+        shardCount = plan.shardCount
+        live += Array(repeating: [], count: shardCount - old)
+        committedAttempt += Array(repeating: nil, count: shardCount - old)
+        isPending += Array(repeating: false, count: shardCount - old)
+        var stillAhead: [PoisonVerdict] = []
+        for verdict in poisonedAhead {
+            guard Int(verdict.shardID) < shardCount else { stillAhead.append(verdict); continue }
+            if !committedAhead.contains(verdict.shardID) && Int(verdict.offset) < plan.itemCount(of: verdict.shardID)
+                && poisoned[verdict.shardID]?[Int(verdict.offset)] == nil {
+                poisoned[verdict.shardID, default: [:]][Int(verdict.offset)] = verdict
+                poisonedCount += 1
+            }
         }
-        for id in 0..<UInt32(shardCount) {
-            if committed.contains(id) {
+        // A final plan holds every shard: verdicts beyond it name nothing.
+        poisonedAhead = plan.isFinal ? [] : stillAhead
+        for id in UInt32(old)..<UInt32(shardCount) {
+            if committedAhead.remove(id) != nil {
                 committedAttempt[Int(id)] = .some(nil)
                 committedCount += 1
             } else {
                 markPending(id)
             }
         }
+        if plan.isFinal { committedAhead = [] }
     }
 
     // MARK: - Inputs
@@ -206,6 +240,11 @@ public struct LeaseTable: Sendable {
     @discardableResult
     public mutating func committed(shardID: UInt32, attempt: UInt32, now: UInt64) -> Bool {
         observe(now)
+        if Int(shardID) >= shardCount, !plan.isFinal {
+            // A shard of the growing plan not offered yet (a previous incarnation leased it before a restart):
+            // it is committed when the plan reaches it.
+            return committedAhead.insert(shardID).inserted
+        }
         guard Int(shardID) < shardCount, committedAttempt[Int(shardID)] == nil else { return false }
         committedAttempt[Int(shardID)] = .some(attempt)
         committedCount += 1
@@ -261,10 +300,14 @@ public struct LeaseTable: Sendable {
 
     // MARK: - Views
 
-    /// True once every shard is committed.
-    public var isComplete: Bool { committedCount == shardCount }
+    /// True once the plan is final and every shard is committed.
+    public var isComplete: Bool { plan.isFinal && committedCount == shardCount }
 
-    /// Shard counts by stage; `committed + leased + pending == total` always.
+    /// Whether the plan holds every shard of the job (false while its scan runs).
+    public var isPlanFinal: Bool { plan.isFinal }
+
+    /// Shard counts by stage; `committed + leased + pending == total` always. `total` is the plan's shard
+    /// count so far while it grows (`isPlanFinal`).
     public var progress: (committed: Int, leased: Int, pending: Int, total: Int) {
         (committedCount, running.count, shardCount - committedCount - running.count, shardCount)
     }

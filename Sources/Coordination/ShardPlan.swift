@@ -29,6 +29,14 @@ public protocol ShardSource: Sendable {
     func itemCount(of id: UInt32) -> Int
     /// The assignment's items of shard `id`, in offset order; `id < shardCount`.
     func items(of id: UInt32) -> [ItemRef]
+    /// Whether `shardCount` is every shard of the job. A plan read from a scan that is still running is not:
+    /// a later plan (`LeaseTable.extend`) keeps these shards as they are and adds more.
+    var isFinal: Bool { get }
+}
+
+extension ShardSource {
+    /// Plans cut from a finished item list are final.
+    public var isFinal: Bool { true }
 }
 
 /// How a dataset is cut into shards, and a fingerprint that changes whenever the cut or the data would.
@@ -131,4 +139,28 @@ public struct FNV1a64 {
             word >>= 8
         }
     }
+}
+
+/// The first `shardCount` shards of a plan, final only when told: a plan growing as a scan would publish
+/// it, for the simulator and tests (the coordinator's own growing plan is `IndexShardPlan` over a scan).
+public struct ShardPlanPrefix: ShardSource {
+    /// The whole plan the prefix grows towards.
+    public let whole: ShardPlan
+    public let shardCount: Int
+    public let isFinal: Bool
+    /// The job id the plan is bound to (a growing plan's journal keeps it); `whole`'s fingerprint by default.
+    public let fingerprint: UInt64
+
+    /// The first `shardCount` shards of `whole` (all of them when `isFinal`).
+    public init(_ whole: ShardPlan, shardCount: Int, isFinal: Bool = false, fingerprint: UInt64? = nil) {
+        precondition(shardCount <= whole.shardCount)
+        self.whole = whole
+        self.shardCount = isFinal ? whole.shardCount : shardCount
+        self.isFinal = isFinal
+        self.fingerprint = fingerprint ?? whole.fingerprint
+    }
+
+    public var shardSize: Int { whole.shardSize }
+    public func itemCount(of id: UInt32) -> Int { whole.itemCount(of: id) }
+    public func items(of id: UInt32) -> [ItemRef] { whole.items(of: id) }
 }

@@ -82,17 +82,48 @@ public struct ScanOptions: Sendable {
     public var publishIntervalMs = 100
     /// Item files sampled into the fingerprint at the end of an image-folder or manifest scan.
     public var sampledFiles = 64
+    /// Checkpoints of an earlier scan of this selection that this one must reach unchanged, or fail naming
+    /// the dataset as changed (`IndexWriter.expect`): a coordinator restarted before its scan finished
+    /// passes those its journal recorded.
+    public var expectedCheckpoints: [ScanCheckpoint] = []
 
     /// The default options.
     public init() {}
+}
+
+/// A prefix of a scan's entries (items and dead letters, in the order the scan wrote them) and its digest:
+/// the CRC-32C of the bytes its items occupy in the index's records and keys sections, and a CRC-32C over
+/// its dead letters' keys, reasons and positions. Equal checkpoints at equal entry counts mean the same
+/// items at the same positions with the same dead letters between them (Protocols/INDEX.md §6); a
+/// coordinator journals one before it leases shards of a prefix.
+public struct ScanCheckpoint: Sendable, Equatable, Hashable {
+    public var items: UInt64
+    public var deadLetters: UInt64
+    public var recordsCRC: UInt32
+    public var keysCRC: UInt32
+    public var deadLettersCRC: UInt32
+
+    /// A checkpoint with the given fields.
+    public init(items: UInt64, deadLetters: UInt64, recordsCRC: UInt32, keysCRC: UInt32, deadLettersCRC: UInt32) {
+        self.items = items
+        self.deadLetters = deadLetters
+        self.recordsCRC = recordsCRC
+        self.keysCRC = keysCRC
+        self.deadLettersCRC = deadLettersCRC
+    }
+
+    /// Items plus dead letters.
+    public var entries: UInt64 { items + deadLetters }
 }
 
 /// How far a scan has come; `finalItems` items are readable and will not change.
 public struct IndexProgress: Sendable, Equatable {
     /// Items written and readable through `IndexScan.items`.
     public var finalItems = 0
-    /// Dead letters so far.
+    /// Dead letters so far, readable through `IndexScan.deadLetter`.
     public var deadLetters = 0
+    /// The final entries with their CRCs at the last publication (nil before the first).
+    public var checkpoint: ScanCheckpoint?
     /// Whether every item is final: `finalItems` is the total, though the file is still being assembled
     /// and synced (`finished` follows).
     public var itemsComplete = false
@@ -202,15 +233,32 @@ public final class IndexScan: @unchecked Sendable {
         }
     }
 
+    /// Dead letter `i` (below `progress.deadLetters`), read from the part files while the scan runs.
+    public func deadLetter(_ i: Int) throws -> IndexDeadLetter {
+        lock.lock()
+        let (published, finishedIndex) = (state.deadLetters, result)
+        lock.unlock()
+        if let finishedIndex { return try finishedIndex.deadLetter(i) }
+        guard i >= 0, i < published, let writer else { throw IndexError("dead letter \(i) is not final yet (\(published) are)") }
+        let record = try indexIO { try writer.deadLetters.file.read(count: IndexLayout.deadLetterSize, at: i * IndexLayout.deadLetterSize) }
+        return try record.withUnsafeBytes { d in
+            func text(_ offset: UInt64, _ length: UInt32) throws -> String {
+                String(decoding: try indexIO { try writer.text.file.read(count: Int(length), at: Int(offset)) }, as: UTF8.self)
+            }
+            return IndexDeadLetter(key: try text(d.u64(0), d.u32(8)), reason: try text(d.u64(16), d.u32(12)), position: d.u64(24))
+        }
+    }
+
     private func resolve(_ relative: String) -> String {
         relative.hasPrefix("/") ? relative : (root.isEmpty ? relative : root + "/" + relative)
     }
 
-    func publish(items: Int, deadLetters: Int, sources: [String], complete: Bool = false) {
+    func publish(_ checkpoint: ScanCheckpoint, sources: [String], complete: Bool = false) {
         lock.lock()
-        state.finalItems = items
+        state.finalItems = Int(checkpoint.items)
+        state.checkpoint = checkpoint
         if complete { state.itemsComplete = true }
-        state.deadLetters = deadLetters
+        state.deadLetters = Int(checkpoint.deadLetters)
         if sources.count != self.sources.count { self.sources = sources }
         lock.broadcast()
         lock.unlock()
@@ -219,7 +267,11 @@ public final class IndexScan: @unchecked Sendable {
     func end(result: IndexedDataset?, failure: String?) {
         lock.lock()
         self.result = result
-        if let result { state.finalItems = result.count; state.deadLetters = result.deadLetterCount; state.itemsComplete = true }
+        if let result {
+            state.finalItems = result.count
+            state.deadLetters = result.deadLetterCount
+            state.itemsComplete = true
+        }
         state.failure = failure
         state.finished = true
         lock.broadcast()

@@ -122,6 +122,12 @@ public final class IndexWriter {
     public private(set) var sourcePaths: [String] = []
     private var fingerprintHash = FNV1a64()
     private var scratch: [UInt8] = []
+    /// Checkpoints of an earlier scan this one must reach unchanged (`expect`), by entry count.
+    private var expected: [ScanCheckpoint] = []
+    /// Entries (items plus dead letters) at which the next expected checkpoint is compared; `Int.max` when none.
+    private var nextExpectedEntries = Int.max
+    /// CRC-32C over each dead letter's key, reason (each followed by its u32 length) and u64 position.
+    private var deadLetterDigest = RunningCRC()
 
     /// Starts an index under `buildingDirectory` (created if needed; its part files are replaced).
     /// `root` is the folder item paths are relative to; `selection` is the canonical selection text (§2).
@@ -168,6 +174,7 @@ public final class IndexWriter {
                                  memberOffset: memberOffset, memberSize: memberSize, source: source)
         try keys.append(key)
         itemCount += 1
+        if itemCount + deadLetterCount == nextExpectedEntries { try verifyExpected() }
     }
 
     /// `appendItem` with a `String` key.
@@ -187,6 +194,51 @@ public final class IndexWriter {
         scratch.appendLE(r.offset); scratch.appendLE(UInt64(itemCount))
         try deadLetters.append(scratch)
         deadLetterCount += 1
+        // The digest covers what the dead letter says, not its record: the record points into the text section,
+        // which also holds fingerprint paths (a manifest read from a pipe has none), so equal dead letters can
+        // sit at other offsets in two scans of the same entries.
+        for part in [key, reason] {
+            var part = part
+            part.withUTF8 { deadLetterDigest.add(UnsafeRawBufferPointer($0)) }
+            withUnsafeBytes(of: UInt32(part.utf8.count).littleEndian) { deadLetterDigest.add($0) }
+        }
+        withUnsafeBytes(of: UInt64(itemCount).littleEndian) { deadLetterDigest.add($0) }
+        if itemCount + deadLetterCount == nextExpectedEntries { try verifyExpected() }
+    }
+
+    /// Makes the scan fail, naming the dataset as changed, unless it reaches each of `checkpoints` (taken by an
+    /// earlier scan of the same selection, `checkpoint()`) with the same items, dead letters and bytes: a
+    /// restarted coordinator rescans and must not lease entries that differ from those it leased before
+    /// (Protocols/INDEX.md §6). Call before the first append.
+    public func expect(_ checkpoints: [ScanCheckpoint]) {
+        expected = checkpoints.filter { $0.entries > 0 }.sorted { $0.entries < $1.entries }
+        nextExpectedEntries = expected.first.map { Int($0.entries) } ?? Int.max
+    }
+
+    /// The entries written so far and their digest (`ScanCheckpoint`); flushes the records, keys, dead letters
+    /// and the text they point into, so other threads can read every entry counted.
+    public func checkpoint() throws -> ScanCheckpoint {
+        for part in [keys, records, deadLetters, text] { try part.flush() }
+        return ScanCheckpoint(items: UInt64(itemCount), deadLetters: UInt64(deadLetterCount), recordsCRC: records.crc.value,
+                              keysCRC: keys.crc.value, deadLettersCRC: deadLetterDigest.value)
+    }
+
+    private func verifyExpected() throws {
+        let reached = try checkpoint()
+        let wanted = expected.removeFirst()
+        nextExpectedEntries = expected.first.map { Int($0.entries) } ?? Int.max
+        guard reached == wanted else {
+            throw IndexError("the dataset changed since this job leased its first \(wanted.entries) entries: the scan now finds "
+                + "\(reached.items) items and \(reached.deadLetters) rejected inputs there, where it found \(wanted.items) and "
+                + "\(wanted.deadLetters)\(reached.items == wanted.items && reached.deadLetters == wanted.deadLetters ? ", with other paths, labels or reasons" : "")")
+        }
+    }
+
+    /// Throws when the scan ended before an expected checkpoint (the dataset shrank since it was taken).
+    func verifyNothingExpectedIsLeft() throws {
+        guard let wanted = expected.first else { return }
+        throw IndexError("the dataset changed since this job leased its first \(wanted.entries) entries: the scan now ends "
+            + "after \(itemCount + deadLetterCount) (\(itemCount) items, \(deadLetterCount) rejected inputs)")
     }
 
     /// Adds one entry to the dataset fingerprint.
@@ -202,13 +254,6 @@ public final class IndexWriter {
         fingerprintHash.add(entry.size)
         fingerprintHash.add(UInt64(bitPattern: entry.mtimeNs))
         fingerprintHash.add(entry.sampleHash)
-    }
-
-    /// Writes buffered items to their part files and returns how many items other threads may now read.
-    public func publish() throws -> Int {
-        try keys.flush()
-        try records.flush()
-        return itemCount
     }
 
     /// Assembles the finished file at `path` (written to `path.tmp`, fsync'd, renamed, directory fsync'd) and

@@ -42,8 +42,7 @@ final class ScanContext {
     }
 
     func publish(complete: Bool = false) throws {
-        let items = try writer.publish()
-        scan.publish(items: items, deadLetters: writer.deadLetterCount, sources: writer.sourcePaths, complete: complete)
+        scan.publish(try writer.checkpoint(), sources: writer.sourcePaths, complete: complete)
     }
 
     /// Adds `sampledFiles` evenly spaced file items to the fingerprint (image folders and manifests).
@@ -169,6 +168,7 @@ struct ScanJob: @unchecked Sendable {
         let building = indexPath + ".building"
         let writer = try IndexWriter(buildingDirectory: building, kind: kind, root: root,
                                      selection: selection.canonical(kind: kind, absolutePath: path))
+        writer.expect(options.expectedCheckpoints)
         let context = ScanContext(writer: writer, selection: selection, options: options,
                                   temporaryDirectory: options.temporaryDirectory ?? building, scan: scan)
         return ScanJob(context: context, kind: kind, datasetPath: path, indexPath: indexPath, lockFile: lockFile)
@@ -192,6 +192,7 @@ struct ScanJob: @unchecked Sendable {
                 labelKind = context.labels.kind
                 classNames = context.labels.names
             }
+            try context.writer.verifyNothingExpectedIsLeft()
             if kind != .webDataset { try context.sampleItemFiles() }
             try context.publish(complete: true)
             let classCount = labelKind == .integers ? context.labels.classCount : classNames.count

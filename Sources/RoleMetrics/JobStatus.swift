@@ -78,6 +78,8 @@ public struct JobStatus: Codable, Equatable, Sendable {
     public var progress: Double
     /// Seconds to completion at the current rate; nil when unknown.
     public var etaSeconds: Double?
+    /// Whether the coordinator still scans the dataset: the total is the shards offered so far.
+    public var scanning: Bool
     /// Items in shards committed by this coordinator run.
     public var images: Int
     /// Frames the coordinator refused, by reason (empty when none).
@@ -115,6 +117,7 @@ public struct JobStatus: Codable, Equatable, Sendable {
                         leasesGranted: count(MetricName.shardsLeased), reassigned: count(MetricName.shardsReassigned))
         self.coordinator = coordinator
         etaSeconds = value(MetricName.eta).flatMap { $0 < 0 ? nil : $0 }
+        scanning = (value(MetricName.scanning) ?? 0) > 0
         images = count(MetricName.images)
         rejectedFrames = Dictionary(samples.filter { $0.name == MetricName.rejectedFrames }
             .map { ($0.labels["reason"] ?? "unknown", Int($0.value)) }, uniquingKeysWith: +)

@@ -17,8 +17,11 @@ public enum MetricName {
     public static let poisonItems = "featstream_poison_items_total"
     /// Gauge: committed shards over all shards, journal included (coordinator), 0...1.
     public static let progress = "featstream_progress_ratio"
-    /// Gauge: seconds to completion at the current rate, -1 when unknown (coordinator).
+    /// Gauge: seconds to completion at the current rate, -1 when unknown (coordinator; unknown while it scans).
     public static let eta = "featstream_eta_seconds"
+    /// Gauge: 1 while the coordinator still scans the dataset (its plan grows: `featstream_shards` counts the
+    /// shards offered so far, and progress is over those), else 0 (coordinator).
+    public static let scanning = "featstream_scanning"
     /// Gauge: batches a worker has in flight to the head (head, per worker).
     public static let creditsInFlight = "featstream_credits_in_flight"
     /// Gauge: batches a worker may still send before waiting for a credit (worker).

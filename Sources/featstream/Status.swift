@@ -67,9 +67,9 @@ struct Status: ParsableCommand {
             lines.append(String(format: "%-16@ %-20@ %9.1f %7@ %8.1fs ago", worker.name as NSString, worker.host as NSString,
                                 worker.imagesPerSecond, (worker.shard.map(String.init) ?? "-") as NSString, worker.heartbeatAgeSeconds ?? 0))
         }
-        let eta = status.etaSeconds.map { String(format: "%.0f s", $0) } ?? "unknown"
-        lines.append(String(format: "job: %d/%d shards (%.1f%%; %d leased, %d pending), %d images, ETA %@", status.shards.committed,
-                            status.shards.total, 100 * status.progress, status.shards.leased, status.shards.pending, status.images,
+        let eta = status.scanning ? "unknown (the dataset is still being scanned)" : status.etaSeconds.map { String(format: "%.0f s", $0) } ?? "unknown"
+        lines.append(String(format: "job: %d/%d%@ shards (%.1f%%; %d leased, %d pending), %d images, ETA %@", status.shards.committed,
+                            status.shards.total, (status.scanning ? "+" : "") as NSString, 100 * status.progress, status.shards.leased, status.shards.pending, status.images,
                             eta as NSString))
         if let store = status.store {
             lines.append("store: \(store.rows) rows, \(store.deadLetters) dead letters in \(store.shards) shards (\(store.path))")

@@ -1,6 +1,7 @@
 import ClusterSessions
 import FeatureCodec
 import Coordination
+import DatasetIndex
 import FeatureStore
 import WireProtocol
 import XCTest
@@ -235,12 +236,52 @@ final class CoordinatorSessionTests: XCTestCase {
         func reserveAttempts(through: UInt32) throws { attemptsReservedThrough = through }
         var poisonVerdicts: [PoisonVerdict] = []
         func append(_ verdict: PoisonVerdict) throws { poisonVerdicts.append(verdict) }
+        /// Shards the job has so far (3 for `makeSession`'s plan).
+        var shardBound = 3
+        var checkpoints: [ScanCheckpoint] = []
+        var seals: [CoordinatorJournal.Seal] = []
+        func mayCommit(shardID: UInt32) -> Bool { Int(shardID) < shardBound }
+        func append(_ checkpoint: ScanCheckpoint) throws { checkpoints.append(checkpoint) }
+        func append(_ seal: CoordinatorJournal.Seal) throws { seals.append(seal) }
     }
 
     func makeSession(journal: MemoryJournal, lease: LeaseSettings = LeaseSettings()) -> CoordinatorSession {
         let shards = (0..<3).map { Shard(id: UInt32($0), items: [ItemRef(index: UInt64($0), key: "k\($0)", label: 0, locator: .file(path: "/d/k\($0)"))]) }
         let settings = CoordinatorSessionSettings(lease: lease, heartbeatMs: 100, deadAfterBeats: 5, headAddress: "tcp://head")
         return CoordinatorSession(epoch: 11, plan: ShardPlan(shards: shards), settings: settings, journal: journal)
+    }
+
+    /// A plan growing while its scan runs: the checkpoint is journaled before any new shard is leased, a
+    /// commit of a shard the journal knows but the table does not offer yet is journaled and kept, one beyond
+    /// the journal's shards is unexpected; the seal makes the plan final and the job ends.
+    func testAGrowingPlanIsJournaledBeforeItsShardsAreLeased() throws {
+        let journal = MemoryJournal()
+        journal.shardBound = 0
+        let whole = ShardPlan(items: (0..<4).map { ItemRef(index: UInt64($0), key: "k\($0)", label: 0, locator: .file(path: "/d/k\($0)")) }, shardSize: 1)
+        let settings = CoordinatorSessionSettings(lease: LeaseSettings(), heartbeatMs: 100, deadAfterBeats: 5, headAddress: "tcp://head")
+        let coordinator = CoordinatorSession(epoch: 11, plan: ShardPlanPrefix(whole, shardCount: 0), settings: settings, journal: journal)
+        _ = try coordinator.receive(.hello(workerID: "w0", host: "h", pid: 1, capabilities: [:]), from: [1], now: 0)
+        XCTAssertEqual(try coordinator.receive(.shardRequest(workerID: "w0"), from: [1], now: 1).last,
+                       .send([1], .noWork(retryAfterMs: LeaseSettings().idleRetryMs)))
+        XCTAssertEqual(try coordinator.receive(.shardCommitted(shardID: 0, attempt: 1, items: 1, deadLetters: 0), from: [7], now: 2), [])
+        XCTAssertEqual(coordinator.unexpectedMessages, 1, "no shard is offered yet")
+        let checkpoint = ScanCheckpoint(items: 2, deadLetters: 0, recordsCRC: 1, keysCRC: 2, deadLettersCRC: 3)
+        try coordinator.extendPlan(to: ShardPlanPrefix(whole, shardCount: 2), checkpoint: checkpoint)
+        XCTAssertEqual(journal.checkpoints, [checkpoint])
+        journal.shardBound = 3   // as if a previous incarnation had offered three shards
+        XCTAssertEqual(try coordinator.receive(.shardCommitted(shardID: 2, attempt: 1, items: 1, deadLetters: 0), from: [7], now: 3),
+                       [.committed(shardID: 2, items: 1)])
+        XCTAssertEqual(journal.appends, [2])
+        let outputs = try coordinator.receive(.shardRequest(workerID: "w0"), from: [1], now: 4)
+        XCTAssertTrue(outputs.contains(.leased(shardID: 0, attempt: 1, worker: "w0")), "\(outputs)")
+        try coordinator.extendPlan(to: ShardPlanPrefix(whole, shardCount: 4, isFinal: true), seal: CoordinatorJournal.Seal(contentID: 5, entries: 4))
+        XCTAssertEqual(journal.seals, [CoordinatorJournal.Seal(contentID: 5, entries: 4)])
+        journal.shardBound = 4
+        for shard: UInt32 in [0, 1, 3] {
+            _ = try coordinator.receive(.shardCommitted(shardID: shard, attempt: 1, items: 1, deadLetters: 0), from: [7], now: 5)
+        }
+        XCTAssertTrue(coordinator.table.isComplete)
+        XCTAssertTrue(try coordinator.tick(now: 1_000).contains(.send([1], .shutdown(reason: "job complete"))))
     }
 
     func testAPeerOfAnEarlierIncarnationIsShownTheNewEpoch() throws {

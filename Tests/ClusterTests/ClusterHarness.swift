@@ -72,7 +72,7 @@ final class ClusterHarness {
 
     func startCoordinator(extra: [String] = []) throws {
         var command = RoleCommand.Coordinator(bind: control, headAddress: data, dataset: dataset,
-                                              journal: directory.appendingPathComponent("journal").path, security: security)
+                                              journal: journalPath, security: security)
         command.shardSize = shardSize
         command.tuning = ["--heartbeat-ms": 200, "--dead-after-beats": 5, "--lease-ms": 4000, "--commit-wait-ms": 3000, "--stall-ms": 10000]
         command.metricsPort = try metricsPort("coordinator")
@@ -119,18 +119,28 @@ final class ClusterHarness {
         while let head, head.isRunning, Date() < headDeadline { Thread.sleep(forTimeInterval: 0.1) }
     }
 
-    /// The job's shard plan as the coordinator cut it: its dataset index (in the job folder) and shard size.
+    /// The job's dataset index, as the coordinator built it in the job folder.
+    func jobIndex() throws -> IndexedDataset {
+        try IndexedDataset(path: directory.appendingPathComponent("dataset.index").path)
+    }
+
+    /// The coordinator's journal.
+    var journalPath: String { directory.appendingPathComponent("journal").path }
+
+    /// The job's shard plan as the coordinator cut it: its dataset index and shard size, bound to the job id
+    /// its journal keeps (JOURNAL.md version 4).
     func jobPlan() throws -> IndexShardPlan {
-        IndexShardPlan(index: try IndexedDataset(path: directory.appendingPathComponent("dataset.index").path), shardSize: shardSize)
+        let header = CoordinatorJournal.existingHeader(at: journalPath)
+        return IndexShardPlan(index: try jobIndex(), shardSize: shardSize, fingerprint: header.flatMap { $0.version >= 4 ? $0.fingerprint : nil })
     }
 
     /// Every entry of the job (each indexed item, and each input the scan rejected) is in the store exactly
     /// once, as a feature row or a dead letter; dead letters are resolved through the plan (shard, offset).
     func assertExactlyOnce(file: StaticString = #filePath, line: UInt = #line) throws {
         let store = try FeatureStore.open(at: storeURL)
-        let plan = try jobPlan()
-        var expected = Set(0..<UInt64(plan.index.count))
-        for letter in 0..<plan.index.deadLetterCount { expected.insert(ItemRef.rejectedIndexBase + UInt64(letter)) }
+        let plan = try jobPlan(), index = try jobIndex()
+        var expected = Set(0..<UInt64(index.count))
+        for letter in 0..<index.deadLetterCount { expected.insert(ItemRef.rejectedIndexBase + UInt64(letter)) }
         var shardItems: [UInt32: [ItemRef]] = [:]
         let report = store.exactlyOnceReport(expectedIndexes: expected) { shardID, entry in
             if shardItems[shardID] == nil { shardItems[shardID] = plan.items(of: shardID) }
@@ -142,7 +152,7 @@ final class ClusterHarness {
 
     /// The dataset positions of the job's items: `0..<count` of the coordinator's index (INDEX.md §1).
     func expectedIndexes() throws -> Set<UInt64> {
-        Set(0..<UInt64(try jobPlan().index.count))
+        Set(0..<UInt64(try jobIndex().count))
     }
 
     /// Shards committed in the store so far, as a read-only open sees them (0 before the store exists).

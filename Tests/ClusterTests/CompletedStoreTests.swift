@@ -1,12 +1,13 @@
 import FeatStreamTestSupport
+import Coordination
 import FeatureStore
 import Foundation
 import XCTest
 
 /// A store whose job is complete (`<store>/job-complete`), reused: the head checks the coordinator's shard
-/// plan before anything else. The same job's coordinator learns every shard from the head and finishes
-/// at once; another job's coordinator is refused as for an unfinished store; with no coordinator at all
-/// the head goes on after its wait. Real processes; every wait has a deadline and every check reads the
+/// plan before anything else. Another job's coordinator, or the same job's with its journal (and so its job
+/// id) lost, is refused as for an unfinished store; with no coordinator at all the head goes on after its
+/// wait. Real processes; every wait has a deadline and every check reads the
 /// store, the plan binding or an exit status.
 final class CompletedStoreTests: XCTestCase {
     var cluster: ClusterHarness!
@@ -35,7 +36,7 @@ final class CompletedStoreTests: XCTestCase {
         return (plan, shards, try Data(contentsOf: cluster.storeURL.appendingPathComponent("ingest.json")))
     }
 
-    func testACompletedStoreTellsItsOwnJobsCoordinatorEverything() throws {
+    func testACompletedStoreGoesOnAloneAndRefusesACoordinatorThatLostTheJobsJournal() throws {
         let job = try completeAJob()
 
         // No coordinator at all (a head restarted after its job, say to train): it goes on after its wait,
@@ -46,15 +47,16 @@ final class CompletedStoreTests: XCTestCase {
         XCTAssertEqual(storedShards(), job.shards)
         XCTAssertEqual(try Data(contentsOf: cluster.storeURL.appendingPathComponent("ingest.json")), job.ingest)
 
-        // The same job's coordinator with its journal lost, and no worker: it can finish only by learning
-        // every shard from the head's introduction.
+        // The same job's coordinator with its journal lost: the journal holds the job's id (JOURNAL.md
+        // version 4; the plan grew while the dataset was scanned, so no content fingerprint named it at
+        // start), so this is another job, and the store refuses it rather than trust that the dataset is
+        // the one its shards came from.
         try FileManager.default.removeItem(at: cluster.directory.appendingPathComponent("journal"))
         try cluster.startCoordinator()
         try cluster.startHead()
-        guard cluster.waitUntil("the coordinator finished from the head's report", timeout: 60, { cluster.coordinator?.isRunning == false }) else { return }
-        XCTAssertEqual(cluster.coordinator?.terminationStatus, 0, cluster.logTails())
-        guard cluster.waitUntil("the head ended", { cluster.head?.isRunning == false }) else { return }
-        XCTAssertEqual(cluster.head?.terminationStatus, 0, cluster.logTails())
+        guard cluster.waitUntil("the head refused the journal-less coordinator", timeout: 60, { cluster.head?.isRunning == false }) else { return }
+        XCTAssertNotEqual(cluster.head?.terminationStatus, 0, cluster.logTails())
+        XCTAssertNotEqual(CoordinatorJournal.existingHeader(at: cluster.journalPath)?.fingerprint, job.plan)
         XCTAssertEqual(try JobPlanBinding.read(root: cluster.storeURL), job.plan)
         XCTAssertEqual(storedShards(), job.shards)
         XCTAssertTrue(HeadJobMarker.exists(cluster.storeURL))

@@ -2,6 +2,7 @@ import FeatStreamTestSupport
 import XCTest
 import Foundation
 import WireProtocol
+import DatasetIndex
 @testable import Coordination
 
 final class CoordinatorJournalTests: XCTestCase {
@@ -74,6 +75,69 @@ final class CoordinatorJournalTests: XCTestCase {
         XCTAssertEqual(try fileBytes(), Array(second.prefix(second.count - 21)))
     }
 
+    /// JOURNAL.md version 4: a plan grown while scanning replays its job id (not the one offered to a new
+    /// journal), checkpoints, commits, verdict and seal; the same appends write the vector byte for byte.
+    func testVersion4VectorDecodesAndReencodes() throws {
+        let bytes = try vector("journal_v4_growing_plan")
+        try writeFile(bytes)
+        let first = ScanCheckpoint(items: 9, deadLetters: 1, recordsCRC: 0x1111_1111, keysCRC: 0x2222_2222, deadLettersCRC: 0x3333_3333)
+        let second = ScanCheckpoint(items: 17, deadLetters: 2, recordsCRC: 0x4444_4444, keysCRC: 0x5555_5555, deadLettersCRC: 0x6666_6666)
+        let seal = CoordinatorJournal.Seal(contentID: 0x0102_0304_0506_0708, entries: 21)
+        do {
+            let journal = try CoordinatorJournal.openGrowing(path: path, shardSize: 4, newJobID: 77)
+            XCTAssertEqual(journal.version, 4)
+            XCTAssertTrue(journal.isGrowing)
+            XCTAssertEqual(journal.fingerprint, 0xFEED_FACE_CAFE_BEEF, "the job id is the journal's, not a new one")
+            XCTAssertEqual(journal.checkpoints, [first, second])
+            XCTAssertEqual(journal.seal, seal)
+            XCTAssertEqual(journal.committedAttempts, [1: 2, 4: 7])
+            XCTAssertEqual(journal.attemptsReservedThrough, 64)
+            XCTAssertEqual(journal.poisonVerdicts, [PoisonVerdict(shardID: 3, offset: 1, losses: 3)])
+            XCTAssertTrue(journal.mayCommit(shardID: 5))
+            XCTAssertFalse(journal.mayCommit(shardID: 6), "21 entries are 6 shards of 4")
+        }
+        XCTAssertEqual(try fileBytes(), bytes, "opening an intact journal changes nothing")
+
+        try FileManager.default.removeItem(atPath: path)
+        do {
+            let journal = try CoordinatorJournal.openGrowing(path: path, shardSize: 4, newJobID: 0xFEED_FACE_CAFE_BEEF)
+            XCTAssertFalse(journal.mayCommit(shardID: 0), "a new growing plan offers nothing before its first checkpoint")
+            try journal.append(first)
+            try journal.reserveAttempts(through: 64)
+            try journal.append(shardID: 1, attempt: 2)
+            try journal.append(second)
+            try journal.append(PoisonVerdict(shardID: 3, offset: 1, losses: 3))
+            try journal.append(shardID: 4, attempt: 7)
+            try journal.append(seal)
+        }
+        XCTAssertEqual(try fileBytes(), bytes)
+    }
+
+    /// A commit of a shard no checkpoint offered is damage, as is any record of a growing plan in a journal of
+    /// a fixed one; a growing journal opened for a fixed plan, or the other way round, is another plan.
+    func testGrowingAndFixedPlansDoNotMix() throws {
+        try writeFile(try vector("journal_v4_commit_beyond_checkpoint_is_damage"))
+        XCTAssertThrowsError(try CoordinatorJournal.openGrowing(path: path, shardSize: 4, newJobID: 1)) { error in
+            guard case let JournalError.corrupt(_, offset, detail) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(offset, 70)
+            XCTAssertTrue(detail.contains("outside the plan"), detail)
+        }
+        try writeFile(try vector("journal_v4_growing_plan"))
+        XCTAssertThrowsError(try CoordinatorJournal.open(path: path, fingerprint: 0xFEED_FACE_CAFE_BEEF, shardCount: 6, shardSize: 4)) { error in
+            guard case JournalError.planMismatch = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertThrowsError(try CoordinatorJournal.openGrowing(path: path, shardSize: 8, newJobID: 1)) { error in
+            guard case JournalError.planMismatch = error else { return XCTFail("\(error)") }
+        }
+        try writeFile(try vector("journal_v3_plan_commits_reservation_poison"))
+        XCTAssertThrowsError(try CoordinatorJournal.openGrowing(path: path, shardSize: 4, newJobID: 1)) { error in
+            guard case let JournalError.planMismatch(_, detail) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(detail.contains("fixed at start"), detail)
+        }
+        XCTAssertEqual(CoordinatorJournal.existingHeader(at: path)?.version, 3)
+        XCTAssertEqual(CoordinatorJournal.existingHeader(at: path)?.fingerprint, 0x0123_4567_89AB_CDEF)
+    }
+
     /// A version-2 journal (written before poison verdicts) is still read and resumed as version 2: its
     /// commits go on being appended, verdicts are not (a version-2 reader would take them for damage).
     func testVersion2JournalIsResumedAsVersion2() throws {
@@ -107,7 +171,7 @@ final class CoordinatorJournalTests: XCTestCase {
         XCTAssertThrowsError(try CoordinatorJournal.open(path: path, fingerprint: 0x0123_4567_89AB_CDEF, shardCount: 10, shardSize: 4)) { error in
             XCTAssertEqual(error as? JournalError, .unsupportedVersion(path: path, version: 1))
             let text = "\(error)"
-            for part in [path, "format version 1", "reads versions 2 and 3", "move the journal aside"] {
+            for part in [path, "format version 1", "reads versions 2 to 4", "move the journal aside"] {
                 XCTAssertTrue(text.contains(part), "\(text) lacks \(part)")
             }
         }

@@ -257,4 +257,41 @@ final class LeaseTableTests: XCTestCase {
         }
         XCTAssertGreaterThan(seen.count, 20)
     }
+
+    /// A plan that grows while its scan runs: only offered shards are leased, in order; a commit ahead of the
+    /// plan (a previous incarnation's lease) holds when the plan reaches its shard, and a verdict too; the job
+    /// is never complete before the plan is final, and `finished` comes once, when it is.
+    func testAGrowingPlanLeasesWhatItOffersAndFinishesOnlyWhenFinal() {
+        let whole = ShardPlan(items: makeItems(10), shardSize: 2)
+        var table = LeaseTable(plan: ShardPlanPrefix(whole, shardCount: 0), settings: settings, committed: [3],
+                               poisoned: [PoisonVerdict(shardID: 2, offset: 1, losses: 3)])
+        XCTAssertEqual(table.request(worker: "w0", now: 0), .noWork(retryAfterMs: settings.idleRetryMs))
+        XCTAssertFalse(table.isComplete)
+        table.extend(to: ShardPlanPrefix(whole, shardCount: 2))
+        var leased: [UInt32] = []
+        for worker in ["w0", "w1", "w2"] {
+            if case let .assign(shardID, attempt, _, _) = table.request(worker: worker, now: 1) {
+                leased.append(shardID)
+                XCTAssertTrue(table.committed(shardID: shardID, attempt: attempt, now: 2))
+            }
+        }
+        XCTAssertEqual(leased, [0, 1], "nothing beyond the offered shards")
+        XCTAssertTrue(table.committed(shardID: 4, attempt: 9, now: 3), "a commit ahead of the plan is news, kept for later")
+        XCTAssertFalse(table.committed(shardID: 4, attempt: 9, now: 3))
+        XCTAssertFalse(table.isComplete)
+        XCTAssertFalse(table.tick(now: 4).contains(.finished))
+        table.extend(to: ShardPlanPrefix(whole, shardCount: 5))
+        XCTAssertEqual(table.progress.committed, 4, "shards 3 and 4 arrive committed")
+        guard case let .assign(two, attempt, items, _) = table.request(worker: "w0", now: 5) else { return XCTFail() }
+        XCTAssertEqual(two, 2)
+        XCTAssertEqual(items[1].locator, .rejected(reason: PoisonVerdict(shardID: 2, offset: 1, losses: 3).reason))
+        XCTAssertTrue(table.committed(shardID: two, attempt: attempt, now: 6))
+        XCTAssertFalse(table.isComplete, "every offered shard is committed, but more may come")
+        XCTAssertFalse(table.tick(now: 7).contains(.finished))
+        table.extend(to: ShardPlanPrefix(whole, shardCount: 5, isFinal: true))
+        XCTAssertTrue(table.isComplete)
+        XCTAssertEqual(table.tick(now: 8).filter { $0 == .finished }.count, 1)
+        XCTAssertEqual(table.request(worker: "w0", now: 9), .finished)
+        XCTAssertFalse(table.committed(shardID: 5, attempt: 1, now: 10), "beyond a final plan is no shard")
+    }
 }
