@@ -134,7 +134,7 @@ struct StandardizerAccumulator {
 }
 
 /// A training set that stays where it is: one pass over the source per objective evaluation.
-/// Only the labels, per-row weights and one block of standardized rows are in memory.
+/// Only the labels, per-row weights, one block of raw rows and one slice of standardized rows are in memory.
 struct StreamedData {
     let source: any TrainingRowSource
     let classCount: Int
