@@ -57,21 +57,23 @@ enum NarrowLayer {
     }()
 
     /// z = x · wᵀ: `rows` rows of x (row-major, `d` wide) against the `k` rows of w (`k × d`), into
-    /// z (`rows × k`, overwritten).
+    /// z (`rows × k`, overwritten). `kernels: false` takes the BLAS path (tests check both).
     @inline(__always)
-    static func logits(x: UnsafePointer<Float>, rows: Int, d: Int, w: UnsafePointer<Float>, k: Int, z: UnsafeMutablePointer<Float>) {
+    static func logits(x: UnsafePointer<Float>, rows: Int, d: Int, w: UnsafePointer<Float>, k: Int, z: UnsafeMutablePointer<Float>,
+                       kernels: Bool = hasKernels) {
         #if arch(x86_64)
-        if hasKernels { return fs_rows_dot_rows_avx2(x, rows, d, w, k, z) }
+        if kernels { return fs_rows_dot_rows_avx2(x, rows, d, w, k, z) }
         #endif
         BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: k, k: d, a: x, lda: d, b: w, ldb: d, c: z, ldc: k)
     }
 
     /// g += dzᵀ · x: the weight gradient (`k × d`) of `rows` rows, dz being `rows × k` and x `rows × d`.
+    /// `kernels: false` takes the BLAS path.
     @inline(__always)
     static func addWeightGradient(dz: UnsafePointer<Float>, rows: Int, k: Int, x: UnsafePointer<Float>, d: Int,
-                                  g: UnsafeMutablePointer<Float>) {
+                                  g: UnsafeMutablePointer<Float>, kernels: Bool = hasKernels) {
         #if arch(x86_64)
-        if hasKernels { return fs_add_rows_outer_avx2(dz, rows, k, x, d, g) }
+        if kernels { return fs_add_rows_outer_avx2(dz, rows, k, x, d, g) }
         #endif
         BLAS.gemm(transposeA: true, transposeB: false, m: k, n: d, k: rows, a: dz, lda: k, b: x, ldb: d, beta: 1, c: g, ldc: d)
     }

@@ -4,13 +4,17 @@ import XCTest
 /// The softmax layer's products (CPU kernels where the CPU has AVX2+FMA, else BLAS) and the streamed
 /// pass that standardizes slices itself, each against a reference computed another way.
 final class NarrowLayerTests: XCTestCase {
-    /// Shapes around the kernels' tiles (4 rows × 2 classes; 8- and 32-column vectors; scalar tails).
+    /// Shapes around the kernels' tiles (4 rows × 2 classes; 8- and 32-column vectors; scalar tails),
+    /// through the kernels and through BLAS, which is what a CPU without AVX2+FMA runs.
     func testNarrowLayerProductsMatchADoublePrecisionReference() {
         var rng = SplitMix64(seed: 91)
-        let shapes = [1, 3, 4, 5, 51].flatMap { rows in
-            [1, 7, 8, 9, 31, 32, 33, 70].flatMap { d in [1, 2, 3, 10].map { k in (rows: rows, d: d, k: k) } }
+        // The BLAS path always; the kernels too where the CPU has them.
+        let cases = (NarrowLayer.hasKernels ? [false, true] : [false]).flatMap { kernels in
+            [1, 3, 4, 5, 51].flatMap { rows in
+                [1, 7, 8, 9, 31, 32, 33, 70].flatMap { d in [1, 2, 3, 10].map { k in (kernels, rows, d, k) } }
+            }
         }
-        for (rows, d, k) in shapes {
+        for (kernels, rows, d, k) in cases {
             let x = (0..<(rows * d)).map { _ in rng.nextGaussian() }
             let w = (0..<(k * d)).map { _ in rng.nextGaussian() }
             let dz = (0..<(rows * k)).map { _ in rng.nextGaussian() }
@@ -20,16 +24,17 @@ final class NarrowLayerTests: XCTestCase {
             x.withUnsafeBufferPointer { x in
                 w.withUnsafeBufferPointer { w in
                     z.withUnsafeMutableBufferPointer { z in
-                        NarrowLayer.logits(x: x.baseAddress!, rows: rows, d: d, w: w.baseAddress!, k: k, z: z.baseAddress!)
+                        NarrowLayer.logits(x: x.baseAddress!, rows: rows, d: d, w: w.baseAddress!, k: k, z: z.baseAddress!, kernels: kernels)
                     }
                 }
                 dz.withUnsafeBufferPointer { dz in
                     g.withUnsafeMutableBufferPointer { g in
-                        NarrowLayer.addWeightGradient(dz: dz.baseAddress!, rows: rows, k: k, x: x.baseAddress!, d: d, g: g.baseAddress!)
+                        NarrowLayer.addWeightGradient(dz: dz.baseAddress!, rows: rows, k: k, x: x.baseAddress!, d: d, g: g.baseAddress!,
+                                                      kernels: kernels)
                     }
                 }
             }
-            let shape = "rows \(rows), d \(d), k \(k), kernels \(NarrowLayer.hasKernels)"
+            let shape = "rows \(rows), d \(d), k \(k), kernels \(kernels)"
             for r in 0..<rows {
                 for c in 0..<k {
                     var sum = 0.0, magnitude = 0.0
