@@ -75,7 +75,7 @@ let package = Package(
 
         // MARK: Head: training, exports and reports
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
-        .target(name: "HeadTraining", dependencies: ["COpenBLAS"]),
+        .target(name: "HeadTraining", dependencies: ["COpenBLAS", "CSIMDKernels"]),
         // Exports run the trainer's forward pass (one home for the head's maths) and NumpyFormat's writer.
         .target(name: "HeadExport", dependencies: ["ONNXProto", "HeadTraining", "NumpyFormat"]),
         .target(name: "HeadJob", dependencies: ["HeadTraining", "HeadExport", "FeatureStore", "FeatureCodec", "Extraction", "ImageInput"]),

@@ -102,6 +102,107 @@ void fs_shuffled_half_to_float_f16c(const uint8_t *src, float *dst, size_t n) {
     for (; i < n; i++) dst[i] = _cvtsh_ss((uint16_t)(lo[i] | hi[i] << 8));
 }
 
+int fs_cpu_has_avx2_fma(void) {
+    if (!fs_cpu_has_f16c()) return 0;  // AVX usable, with the OS saving YMM state
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_FMA)) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b & bit_AVX2) != 0;
+}
+
+__attribute__((target("avx2,fma")))
+static inline float fs_sum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// NR rows of x against NC rows of w: every x value loaded once serves NC products, every w value NR,
+// and the NR·NC independent accumulators hide the FMA latency. Called with constant NR and NC, so
+// the accumulator arrays live in registers.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void fs_dot_tile(const float *x, size_t d, const float *w, size_t k, float *z, int nr, int nc) {
+    __m256 acc[4][2];
+    for (int i = 0; i < nr; i++)
+        for (int c = 0; c < nc; c++) acc[i][c] = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 8 <= d; j += 8) {
+        __m256 wv[2];
+        for (int c = 0; c < nc; c++) wv[c] = _mm256_loadu_ps(w + c * d + j);
+        for (int i = 0; i < nr; i++) {
+            __m256 xv = _mm256_loadu_ps(x + i * d + j);
+            for (int c = 0; c < nc; c++) acc[i][c] = _mm256_fmadd_ps(xv, wv[c], acc[i][c]);
+        }
+    }
+    for (int i = 0; i < nr; i++) {
+        for (int c = 0; c < nc; c++) {
+            float s = fs_sum8(acc[i][c]);
+            for (size_t t = j; t < d; t++) s += x[i * d + t] * w[c * d + t];
+            z[i * k + c] = s;
+        }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+void fs_rows_dot_rows_avx2(const float *x, size_t rows, size_t d, const float *w, size_t k, float *z) {
+    size_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        size_t c = 0;
+        for (; c + 2 <= k; c += 2) fs_dot_tile(x + r * d, d, w + c * d, k, z + r * k + c, 4, 2);
+        if (c < k) fs_dot_tile(x + r * d, d, w + c * d, k, z + r * k + c, 4, 1);
+    }
+    for (; r < rows; r++) {
+        size_t c = 0;
+        for (; c + 2 <= k; c += 2) fs_dot_tile(x + r * d, d, w + c * d, k, z + r * k + c, 1, 2);
+        if (c < k) fs_dot_tile(x + r * d, d, w + c * d, k, z + r * k + c, 1, 1);
+    }
+}
+
+// NV vectors of 8 columns of g for NC classes. The rows' sum starts from zero and is added to g once,
+// so g (a running total over many calls) is not the accumulator of every single row's product.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void fs_outer_tile(const float *dz, size_t rows, size_t k, const float *x, size_t d, float *g, int nc, int nv) {
+    __m256 acc[2][4];
+    for (int c = 0; c < nc; c++)
+        for (int v = 0; v < nv; v++) acc[c][v] = _mm256_setzero_ps();
+    for (size_t r = 0; r < rows; r++) {
+        __m256 xv[4];
+        for (int v = 0; v < nv; v++) xv[v] = _mm256_loadu_ps(x + r * d + 8 * v);
+        for (int c = 0; c < nc; c++) {
+            __m256 b = _mm256_broadcast_ss(dz + r * k + c);
+            for (int v = 0; v < nv; v++) acc[c][v] = _mm256_fmadd_ps(b, xv[v], acc[c][v]);
+        }
+    }
+    for (int c = 0; c < nc; c++)
+        for (int v = 0; v < nv; v++) {
+            float *out = g + c * d + 8 * v;
+            _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), acc[c][v]));
+        }
+}
+
+__attribute__((target("avx2,fma")))
+void fs_add_rows_outer_avx2(const float *dz, size_t rows, size_t k, const float *x, size_t d, float *g) {
+    size_t j = 0;
+    for (; j + 32 <= d; j += 32) {
+        size_t c = 0;
+        for (; c + 2 <= k; c += 2) fs_outer_tile(dz + c, rows, k, x + j, d, g + c * d + j, 2, 4);
+        if (c < k) fs_outer_tile(dz + c, rows, k, x + j, d, g + c * d + j, 1, 4);
+    }
+    for (; j + 8 <= d; j += 8) {
+        size_t c = 0;
+        for (; c + 2 <= k; c += 2) fs_outer_tile(dz + c, rows, k, x + j, d, g + c * d + j, 2, 1);
+        if (c < k) fs_outer_tile(dz + c, rows, k, x + j, d, g + c * d + j, 1, 1);
+    }
+    for (; j < d; j++) {
+        for (size_t c = 0; c < k; c++) {
+            float s = 0;
+            for (size_t r = 0; r < rows; r++) s += dz[r * k + c] * x[r * d + j];
+            g[c * d + j] += s;
+        }
+    }
+}
+
 #else
 
 // Elsewhere the checks say no and Swift never calls the kernels; these only satisfy the linker.
@@ -110,5 +211,12 @@ int fs_cpu_has_f16c(void) { return 0; }
 uint32_t fs_crc32c_sse42(uint32_t state, const uint8_t *bytes, size_t n) { (void)bytes; (void)n; return state; }
 void fs_half_to_float_f16c(const uint8_t *src, float *dst, size_t n) { (void)src; (void)dst; (void)n; }
 void fs_shuffled_half_to_float_f16c(const uint8_t *src, float *dst, size_t n) { (void)src; (void)dst; (void)n; }
+int fs_cpu_has_avx2_fma(void) { return 0; }
+void fs_rows_dot_rows_avx2(const float *x, size_t rows, size_t d, const float *w, size_t k, float *z) {
+    (void)x; (void)rows; (void)d; (void)w; (void)k; (void)z;
+}
+void fs_add_rows_outer_avx2(const float *dz, size_t rows, size_t k, const float *x, size_t d, float *g) {
+    (void)dz; (void)rows; (void)k; (void)x; (void)d; (void)g;
+}
 
 #endif

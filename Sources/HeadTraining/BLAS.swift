@@ -1,4 +1,7 @@
 import COpenBLAS
+#if arch(x86_64)
+import CSIMDKernels
+#endif
 
 /// Sets how many threads OpenBLAS uses for every later matrix product in this process.
 ///
@@ -33,6 +36,46 @@ enum BLAS {
     @inline(__always)
     static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         cblas_saxpy(Int32(count), alpha, x, 1, y, 1)
+    }
+}
+
+/// The two products of a linear layer with few outputs (softmax regression: one per class), by
+/// AVX2+FMA kernels when the CPU has them, else by `BLAS.gemm`.
+///
+/// For outputs this narrow a general GEMM spends much of its time packing operands, and OpenBLAS
+/// 0.3.21 does not know recent CPUs (Emerald Rapids): it falls back to its SSE3 "Prescott" kernels,
+/// which took most of a streamed L-BFGS pass. The kernels sum in another order than BLAS, so results
+/// differ by float rounding only.
+enum NarrowLayer {
+    /// Whether the CPU kernels may run; cpuid is asked once (a VM exit under most hypervisors).
+    static let hasKernels: Bool = {
+        #if arch(x86_64)
+        return fs_cpu_has_avx2_fma() != 0
+        #else
+        return false
+        #endif
+    }()
+
+    /// z = x · wᵀ: `rows` rows of x (row-major, `d` wide) against the `k` rows of w (`k × d`), into
+    /// z (`rows × k`, overwritten). `kernels: false` takes the BLAS path (tests check both).
+    @inline(__always)
+    static func logits(x: UnsafePointer<Float>, rows: Int, d: Int, w: UnsafePointer<Float>, k: Int, z: UnsafeMutablePointer<Float>,
+                       kernels: Bool = hasKernels) {
+        #if arch(x86_64)
+        if kernels { return fs_rows_dot_rows_avx2(x, rows, d, w, k, z) }
+        #endif
+        BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: k, k: d, a: x, lda: d, b: w, ldb: d, c: z, ldc: k)
+    }
+
+    /// g += dzᵀ · x: the weight gradient (`k × d`) of `rows` rows, dz being `rows × k` and x `rows × d`.
+    /// `kernels: false` takes the BLAS path.
+    @inline(__always)
+    static func addWeightGradient(dz: UnsafePointer<Float>, rows: Int, k: Int, x: UnsafePointer<Float>, d: Int,
+                                  g: UnsafeMutablePointer<Float>, kernels: Bool = hasKernels) {
+        #if arch(x86_64)
+        if kernels { return fs_add_rows_outer_avx2(dz, rows, k, x, d, g) }
+        #endif
+        BLAS.gemm(transposeA: true, transposeB: false, m: k, n: d, k: rows, a: dz, lda: k, b: x, ldb: d, beta: 1, c: g, ldc: d)
     }
 }
 

@@ -83,9 +83,9 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public var lossTolerance: Double = 1e-9
     /// L-BFGS curvature pairs kept.
     public var lbfgsHistory: Int = 10
-    /// Threads training may use. Softmax regression splits each evaluation's rows across them, each
-    /// running single-threaded OpenBLAS on cache-sized blocks (deterministic: partial gradients are
-    /// summed in a fixed order); the MLP passes them to OpenBLAS. One by default, because the host
+    /// Threads training may use. Softmax regression splits each in-memory evaluation's rows across them,
+    /// each running the single-threaded fused pass on cache-sized slices (deterministic: partial gradients
+    /// are summed in a fixed order); the MLP passes them to OpenBLAS. One by default, because the host
     /// is usually also decoding and extracting.
     public var blasThreads: Int = 1
     /// Write the checkpoint every this many epochs (L-BFGS: iterations); the final state is always written.

@@ -172,6 +172,23 @@ struct FusedPass: @unchecked Sendable {
     let results: UnsafeMutablePointer<(lossSum: Double, correct: Int)>
 }
 
+/// What `Objective.fusedSoftmaxPass` needs to standardize raw rows itself: the standardizer's mean
+/// and reciprocal spread, and scratch for one slice (`sliceRows × dimension` floats).
+struct Standardizing {
+    let mean: UnsafePointer<Float>
+    let inverseStd: UnsafePointer<Float>
+    let scratch: UnsafeMutablePointer<Float>
+
+    /// Writes `rows` standardized rows of `x` into `scratch`: (x − mean) · (1/std), computed exactly
+    /// as `Standardizer.standardized` does, so streamed and in-memory fits see the same values.
+    func apply(_ x: UnsafePointer<Float>, rows: Int, dimension d: Int) {
+        for row in 0..<rows {
+            let source = x + row * d, target = scratch + row * d
+            for column in 0..<d { target[column] = (source[column] - mean[column]) * inverseStd[column] }
+        }
+    }
+}
+
 /// Statistics of one objective evaluation over a set of rows.
 struct ObjectiveValue {
     /// Mean (weighted) cross-entropy + (l2/2)·||W||², the quantity being minimised.
@@ -197,7 +214,7 @@ struct Objective {
         let b1 = parameters + layout.layer1Bias.lowerBound
         if layout.kind == .softmaxRegression {
             workspace.logits.withUnsafeMutableBufferPointer { z in
-                BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: k, k: d, a: x, lda: d, b: w1, ldb: d, c: z.baseAddress!, ldc: k)
+                NarrowLayer.logits(x: x, rows: rows, d: d, w: w1, k: k, z: z.baseAddress!)
                 addBias(z.baseAddress!, b1, rows: rows, columns: k)
             }
             return
@@ -303,9 +320,12 @@ struct Objective {
     }
 
     /// Softmax regression, one block of a streamed pass: the summed weighted cross-entropy of `rows`
-    /// standardized rows, and its gradient times `scale` written into `gradient` (overwritten; no penalty).
+    /// rows, and its gradient times `scale` written into `gradient` (overwritten; no penalty).
+    /// With `standardizing`, x holds raw rows that are standardized a cache-sized slice at a time
+    /// (the same arithmetic as `Standardizer.standardized`), so the block is not written out standardized.
     func accumulate(parameters: UnsafePointer<Float>, x: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
                     sampleWeights: UnsafePointer<Float>?, rows: Int, scale: Float,
+                    standardizing: Standardizing?,
                     gradient: UnsafeMutablePointer<Float>, workspace: Workspace) -> (lossSum: Double, correct: Int) {
         precondition(layout.kind == .softmaxRegression, "streamed passes are for softmax regression")
         workspace.reserve(rows: rows, layout: layout)
@@ -315,26 +335,31 @@ struct Objective {
                 let shared = FusedPass(parameters: parameters, x: x, labels: labels, sampleWeights: sampleWeights,
                                        logits: logits.baseAddress!, gradient: gradient, partialGradients: nil, results: results)
                 return fusedSoftmaxPass(shared, rows: 0..<rows, scale: scale, weightGradient: gradient,
-                                        biasGradient: gradient + layout.classCount * layout.dimension, includePenalty: false)
+                                        biasGradient: gradient + layout.classCount * layout.dimension, includePenalty: false,
+                                        standardizing: standardizing)
             }
         }
     }
 
+    /// Rows per slice of `fusedSoftmaxPass`: a slice of x (≤ 256 KB) stays in L2 between the two products.
+    var sliceRows: Int { max(8, min(256, 65_536 / layout.dimension)) }
+
     /// Softmax-regression loss and gradient over `rows`, accumulated into `weightGradient`/`biasGradient`
     /// (which it overwrites: W·l2-seeded when `includePenalty`, zero-seeded otherwise).
     ///
-    /// Row blocks are small enough to stay in L2 between the forward and the gradient product, so X is
+    /// Row slices are small enough to stay in L2 between the forward and the gradient product, so X is
     /// streamed from memory once per evaluation instead of twice; that halves the cost of these skinny
-    /// (classCount-wide), bandwidth-bound products.
+    /// (classCount-wide), bandwidth-bound products. With `standardizing`, each slice of raw rows is
+    /// standardized into its scratch first.
     func fusedSoftmaxPass(_ shared: FusedPass, rows: Range<Int>, scale: Float,
-                                  weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
-                                  includePenalty: Bool) -> (lossSum: Double, correct: Int) {
+                          weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>,
+                          includePenalty: Bool, standardizing: Standardizing? = nil) -> (lossSum: Double, correct: Int) {
         let d = layout.dimension, k = layout.classCount
-        let blockRows = max(8, min(256, 65_536 / d))
+        let sliceRows = self.sliceRows
         let w = shared.parameters + layout.layer1Weights.lowerBound
         let b = shared.parameters + layout.layer1Bias.lowerBound
         if includePenalty {
-            weightGradient.update(from: w, count: k * d)
+            for index in 0..<(k * d) { weightGradient[index] = l2 * w[index] }
         } else {
             weightGradient.update(repeating: 0, count: k * d)
         }
@@ -342,18 +367,20 @@ struct Objective {
         var lossSum = 0.0, correct = 0
         var first = rows.lowerBound
         while first < rows.upperBound {
-            let count = min(blockRows, rows.upperBound - first)
-            let xb = shared.x + first * d, zb = shared.logits + first * k
-            BLAS.gemm(transposeA: false, transposeB: true, m: count, n: k, k: d, a: xb, lda: d, b: w, ldb: d, c: zb, ldc: k)
+            let count = min(sliceRows, rows.upperBound - first)
+            var xb = shared.x + first * d
+            let zb = shared.logits + first * k
+            if let standardizing {
+                standardizing.apply(xb, rows: count, dimension: d)
+                xb = UnsafePointer(standardizing.scratch)
+            }
+            NarrowLayer.logits(x: xb, rows: count, d: d, w: w, k: k, z: zb)
             addBias(zb, b, rows: count, columns: k)
             let block = crossEntropy(logits: zb, labels: shared.labels + first, sampleWeights: shared.sampleWeights.map { $0 + first },
                                      rows: count, gradientScale: scale)
             lossSum += block.lossSum
             correct += block.correct
-            // beta = l2 on the first block scales the copy of W made above into the penalty gradient.
-            let beta: Float = first == rows.lowerBound ? (includePenalty ? l2 : 0) : 1
-            BLAS.gemm(transposeA: true, transposeB: false, m: k, n: d, k: count, a: zb, lda: k, b: xb, ldb: d,
-                      beta: beta, c: weightGradient, ldc: d)
+            NarrowLayer.addWeightGradient(dz: zb, rows: count, k: k, x: xb, d: d, g: weightGradient)
             for row in 0..<count {
                 for column in 0..<k { biasGradient[column] += zb[row * k + column] }
             }

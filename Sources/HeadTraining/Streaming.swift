@@ -134,7 +134,7 @@ struct StandardizerAccumulator {
 }
 
 /// A training set that stays where it is: one pass over the source per objective evaluation.
-/// Only the labels, per-row weights and one block of standardized rows are in memory.
+/// Only the labels, per-row weights, one block of raw rows and one slice of standardized rows are in memory.
 struct StreamedData {
     let source: any TrainingRowSource
     let classCount: Int
@@ -165,13 +165,18 @@ struct StreamedData {
     }
 
     /// The objective at penalty `l2` over every row, one streamed pass per call.
+    ///
+    /// Blocks arrive raw; the fused pass standardizes them a cache-sized slice at a time, so a block
+    /// is read from memory once (widened by the source) instead of also being written out standardized
+    /// and read back.
     func evaluator(layout: ParameterLayout, l2: Float) -> LBFGS.Evaluate {
         let objective = Objective(layout: layout, l2: 0)
         let workspace = Workspace()
         let data = self
         let d = layout.dimension
         let rows = source.rowCount
-        var standardized = [Float](repeating: 0, count: blockRows * d)
+        let inverseStd = standardizer.std.map { 1 / $0 }
+        var scratch = [Float](repeating: 0, count: objective.sliceRows * d)
         var blockGradient = [Float](repeating: 0, count: layout.parameterCount)
         return { parameters, gradient in
             var lossSum = 0.0, correct = 0
@@ -179,15 +184,21 @@ struct StreamedData {
             let labels = data.source.labels
             try! data.source.forEachBlock(maxRows: data.blockRows) { first, block in
                 let count = block.count / d
-                data.standardizer.standardize(block, into: &standardized)
                 let part = parameters.withUnsafeBufferPointer { p in
-                    standardized.withUnsafeBufferPointer { x in
-                        labels.withUnsafeBufferPointer { l in
-                            blockGradient.withUnsafeMutableBufferPointer { g in
-                                data.weights.withUnsafeBufferPointerOrNil { w in
-                                    objective.accumulate(parameters: p.baseAddress!, x: x.baseAddress!, labels: l.baseAddress! + first,
-                                                         sampleWeights: w.map { $0 + first }, rows: count, scale: 1 / Float(rows),
-                                                         gradient: g.baseAddress!, workspace: workspace)
+                    labels.withUnsafeBufferPointer { l in
+                        blockGradient.withUnsafeMutableBufferPointer { g in
+                            data.weights.withUnsafeBufferPointerOrNil { w in
+                                data.standardizer.mean.withUnsafeBufferPointer { mean in
+                                    inverseStd.withUnsafeBufferPointer { inverseStd in
+                                        scratch.withUnsafeMutableBufferPointer { scratch in
+                                            let standardizing = Standardizing(mean: mean.baseAddress!, inverseStd: inverseStd.baseAddress!,
+                                                                              scratch: scratch.baseAddress!)
+                                            return objective.accumulate(parameters: p.baseAddress!, x: block.baseAddress!,
+                                                                        labels: l.baseAddress! + first, sampleWeights: w.map { $0 + first },
+                                                                        rows: count, scale: 1 / Float(rows), standardizing: standardizing,
+                                                                        gradient: g.baseAddress!, workspace: workspace)
+                                        }
+                                    }
                                 }
                             }
                         }

@@ -26,4 +26,17 @@ void fs_half_to_float_f16c(const uint8_t *src, float *dst, size_t n);
 /// Converts n byte-shuffled halves (n low bytes, then n high bytes) at src to floats. F16C only.
 void fs_shuffled_half_to_float_f16c(const uint8_t *src, float *dst, size_t n);
 
+/// 1 when the CPU has AVX2 and FMA and the OS saves YMM state.
+int fs_cpu_has_avx2_fma(void);
+
+/// z[r·k + c] = Σⱼ x[r·d + j] · w[c·d + j] for r < rows, c < k: row-major x (rows × d) times the
+/// transpose of row-major w (k × d), the logits of a linear layer with few outputs, where a general
+/// GEMM spends its time packing. AVX2 + FMA only.
+void fs_rows_dot_rows_avx2(const float *x, size_t rows, size_t d, const float *w, size_t k, float *z);
+
+/// g[c·d + j] += Σᵣ dz[r·k + c] · x[r·d + j]: adds the transpose of dz (rows × k) times x (rows × d)
+/// to g (k × d), the weight gradient of that layer. The rows are summed first, then added to g.
+/// AVX2 + FMA only.
+void fs_add_rows_outer_avx2(const float *dz, size_t rows, size_t k, const float *x, size_t d, float *g);
+
 #endif
