@@ -108,7 +108,7 @@ struct Run: ParsableCommand {
                 worker.batch = batch
                 worker.threads = threads
                 worker.dtype = dtype
-                worker.precision = precision?.rawValue
+                // No --precision: the config copy in `model` says it, one home for every role.
                 worker.metricsPort = try freeLocalPort()
                 worker.stallAfter = stallAfter
                 workerCommands.append(worker)
