@@ -241,7 +241,7 @@ public final class CoordinatorService {
         // While the scan runs, progress is over the shards offered so far (`scanning` says so).
         let fraction = state.total > 0 ? Double(state.committed) / Double(state.total) : (session.table.isPlanFinal ? 1 : 0)
         metrics.gauge(MetricName.progress).set(fraction)
-        metrics.gauge(MetricName.eta).set(session.table.isPlanFinal ? progress.eta(shardsLeft: state.total - state.committed, of: state.total) ?? -1 : -1)
+        metrics.gauge(MetricName.eta).set(session.table.isPlanFinal ? progress.eta(shardsLeft: state.total - state.committed) ?? -1 : -1)
         metrics.gauge(MetricName.scanning).set(Double(session.table.isPlanFinal ? 0 : 1))
         let lastSeen = Dictionary(session.workerLastSeen.map { ($0.name, $0.lastSeen) }, uniquingKeysWith: max)
         // Names the session no longer tracks go too, so a flood of hellos cannot grow this table, and their
@@ -271,9 +271,9 @@ final class ProgressReport {
         return elapsed > 0 ? Double(items) / elapsed : 0
     }
 
-    /// Seconds to go at this run's shard rate, when `shardsLeft` of `total` remain; nil before anything was
+    /// Seconds to go at this run's shard rate, when `shardsLeft` shards remain; nil before anything was
     /// committed. Only meaningful once the plan is final (the total is known).
-    func eta(shardsLeft: Int, of total: Int) -> Double? {
+    func eta(shardsLeft: Int) -> Double? {
         let elapsed = Date().timeIntervalSince(start)
         guard shardsThisRun > 0, elapsed > 0 else { return nil }
         return Double(shardsLeft) / (Double(shardsThisRun) / elapsed)
@@ -285,7 +285,7 @@ final class ProgressReport {
         let now = Date()
         guard now.timeIntervalSince(lastPrint) >= 1 || (planIsFinal && table.committed == table.total) else { return }
         lastPrint = now
-        let eta = planIsFinal ? eta(shardsLeft: table.total - table.committed, of: table.total).map { String(format: "ETA %.0f s", $0) } ?? "ETA unknown"
+        let eta = planIsFinal ? eta(shardsLeft: table.total - table.committed).map { String(format: "ETA %.0f s", $0) } ?? "ETA unknown"
             : "ETA unknown: the scan is still running"
         log.event(String(format: "progress %d/%d%@ shards, %d leased, %d pending; %.1f img/s this run, %@",
                          table.committed, table.total, planIsFinal ? "" : "+", table.leased, table.pending, rate, eta))
