@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """What int8 costs in accuracy: featstream --precision int8 against fp32 on Fashion-MNIST, per bundled model.
 
-For each model: `featstream calibrate` on the first --calibration-images train images (a calibration file
-of its own, in a scratch copy of the model folder), then `featstream extract` of class-balanced train and
-test subsets in fp32 and in int8, then:
+For each model and each --clip-percentiles value: `featstream calibrate --clip-percentile P` on the first
+--calibration-images train images (a calibration file of its own, in a scratch copy of the model folder;
+P = 100 is plain min/max), then `featstream extract` of class-balanced train and test subsets in int8 (and
+once in fp32), then:
   - feature cosine int8 vs fp32 per test image (median and 1st percentile);
   - head top-1 on the test subset for each, with `featstream bench train` (same L2, same data).
 
 Usage: python3 Benchmarks/int8_accuracy.py --featstream .build/release/featstream
          [--train-per-class 300] [--test-per-class 100] [--calibration-images 512] [--l2 1e-3]
+         [--clip-percentiles 100 99.99]
 """
 import argparse
 import json
@@ -33,14 +35,16 @@ def main():
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--calibration-images", type=int, default=512)
     parser.add_argument("--l2", default="1e-3")
+    parser.add_argument("--clip-percentiles", nargs="+", type=float, default=[100.0],
+                        help="calibration clip percentiles to compare (100: min/max)")
     args = parser.parse_args()
     scratch = tempfile.mkdtemp(prefix="featstream-int8-")
     train_rows = balanced_manifest("train", args.train_per_class, os.path.join(scratch, "train.csv"))
     test_rows = balanced_manifest("val", args.test_per_class, os.path.join(scratch, "test.csv"))
     print(f"Fashion-MNIST: {len(train_rows)} train / {len(test_rows)} test images; calibration on the first "
           f"{args.calibration_images} train-manifest images; softmax regression, l2 = {args.l2}")
-    print("| model | cosine int8 vs fp32, median | 1st percentile | fp32 top-1 | int8 top-1 | difference (pp) |")
-    print("|---|---|---|---|---|---|")
+    print("| model | calibration | cosine int8 vs fp32, median | 1st percentile | fp32 top-1 | int8 top-1 | difference (pp) |")
+    print("|---|---|---|---|---|---|---|")
     for model in args.models:
         # A private copy of the folder, so the calibration file lands there and not in the shared models.
         source = os.path.join(HOME, "models", model)
@@ -51,24 +55,30 @@ def main():
                 os.symlink(os.path.realpath(os.path.join(source, name)), os.path.join(folder, name))
         os.remove(os.path.join(folder, "model.json"))
         shutil.copy(os.path.join(source, "model.json"), os.path.join(folder, "model.json"))
-        subprocess.run([args.featstream, "calibrate", "--model", folder, "--data", os.path.join(scratch, "train.csv"),
-                        "--images", str(args.calibration_images)], check=True, capture_output=True)
-        dirs = {}
-        for precision in ["fp32", "int8"]:
+
+        def extract(precision, tag):
+            dirs = {}
             for split in ["train", "test"]:
-                out = os.path.join(scratch, f"{model}-{precision}-{split}")
+                out = os.path.join(scratch, f"{model}-{tag}-{split}")
                 subprocess.run([args.featstream, "extract", "--model", folder, "--precision", precision,
                                 "--data", os.path.join(scratch, f"{split}.csv"), "--out", out], check=True, capture_output=True)
-                dirs[precision, split] = out
-        a = np.load(os.path.join(dirs["fp32", "test"], "features.npy")).astype(np.float64)
-        b = np.load(os.path.join(dirs["int8", "test"], "features.npy")).astype(np.float64)
-        cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        top1 = {}
-        for precision in ["fp32", "int8"]:
-            top1[precision] = run_json([args.featstream, "bench", "train", "--train", dirs[precision, "train"],
-                                        "--test", dirs[precision, "test"], "--l2", args.l2, "--repeats", "1"])["accuracy"]
-        print(f"| {model} | {np.median(cosine):.5f} | {np.percentile(cosine, 1):.5f} | {100 * top1['fp32']:.2f}% | "
-              f"{100 * top1['int8']:.2f}% | {100 * (top1['int8'] - top1['fp32']):+.2f} |", flush=True)
+                dirs[split] = out
+            top1 = run_json([args.featstream, "bench", "train", "--train", dirs["train"], "--test", dirs["test"],
+                             "--l2", args.l2, "--repeats", "1"])["accuracy"]
+            return dirs, top1
+
+        fp32, fp32_top1 = extract("fp32", "fp32")
+        a = np.load(os.path.join(fp32["test"], "features.npy")).astype(np.float64)
+        for percentile in args.clip_percentiles:
+            subprocess.run([args.featstream, "calibrate", "--model", folder, "--data", os.path.join(scratch, "train.csv"),
+                            "--images", str(args.calibration_images), "--clip-percentile", str(percentile)],
+                           check=True, capture_output=True)
+            int8, int8_top1 = extract("int8", f"int8-{percentile}")
+            b = np.load(os.path.join(int8["test"], "features.npy")).astype(np.float64)
+            cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            method = "min/max" if percentile >= 100 else f"{percentile:g}th percentile"
+            print(f"| {model} | {method} | {np.median(cosine):.5f} | {np.percentile(cosine, 1):.5f} | {100 * fp32_top1:.2f}% | "
+                  f"{100 * int8_top1:.2f}% | {100 * (int8_top1 - fp32_top1):+.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,23 @@ public struct Calibration: Codable, Sendable, Equatable {
         }
     }
 
-    /// How ranges were measured: "minmax" (the only method implemented).
+    /// How ranges were measured: "minmax", or "percentile P" (each range clipped to the P-th percentile of
+    /// its tensor's magnitudes, `clipped(atPercentile:)`).
     public var method: String
     /// The images the ranges come from, as the caller named them (dataset keys).
     public var images: [String]
     /// Range per tensor name.
     public var ranges: [String: Range]
+    /// Per tensor, how many values fell into each magnitude bin (`magnitudeBin`): what a percentile clip is
+    /// read from. Not stored in the file.
+    var magnitudes: [String: [UInt64]] = [:]
+
+    private enum CodingKeys: String, CodingKey { case method, images, ranges }
+
+    /// Equal when the file would be: the same method, images and ranges (the counts are not stored).
+    public static func == (a: Calibration, b: Calibration) -> Bool {
+        a.method == b.method && a.images == b.images && a.ranges == b.ranges
+    }
 
     public init(method: String = "minmax", images: [String] = [], ranges: [String: Range] = [:]) {
         self.method = method
@@ -30,14 +41,53 @@ public struct Calibration: Codable, Sendable, Equatable {
         self.ranges = ranges
     }
 
-    /// Widens the range of `name` to include `values`.
+    /// Widens the range of `name` to include `values`, and counts their magnitudes.
     mutating func observe(_ name: String, _ values: UnsafeBufferPointer<Float>) {
         var low = ranges[name]?.min ?? .infinity, high = ranges[name]?.max ?? -.infinity
-        for v in values {
-            low = Swift.min(low, v)
-            high = Swift.max(high, v)
+        var bins = magnitudes[name] ?? [UInt64](repeating: 0, count: Self.magnitudeBins)
+        bins.withUnsafeMutableBufferPointer { bins in
+            for v in values {
+                low = Swift.min(low, v)
+                high = Swift.max(high, v)
+                let bin = Self.magnitudeBin(v)
+                if bin < Self.magnitudeBins { bins[bin] += 1 }
+            }
         }
         ranges[name] = Range(min: low, max: high)
+        magnitudes[name] = bins
+    }
+
+    /// The percentile `featstream calibrate` and `run` clip to unless told otherwise; nil: plain min/max.
+    public static let defaultClipPercentile: Double? = nil
+
+    /// Bins of |x| by its float exponent and top 5 mantissa bits: 32 bins an octave (3% wide), exact for
+    /// every finite float; infinities and NaNs fall past the last bin and are not counted.
+    static let magnitudeBins = 255 << 5
+    static func magnitudeBin(_ value: Float) -> Int { Int((value.bitPattern & 0x7FFF_FFFF) >> 18) }
+    /// The largest magnitude bin `bin` holds (its upper edge).
+    static func magnitudeBinTop(_ bin: Int) -> Float { Float(bitPattern: UInt32(bin + 1) << 18) }
+
+    /// The ranges clipped to the `percentile`-th percentile (0–100) of each tensor's magnitudes over every
+    /// calibration value: one outlier no longer sets the scale of a whole tensor, which keeps resolution
+    /// for the bulk of it (the outliers saturate instead). A range already inside the clip is kept; a
+    /// tensor without counted magnitudes keeps its min/max.
+    public func clipped(atPercentile percentile: Double) -> Calibration {
+        var result = Calibration(method: "percentile \(percentile)", images: images, ranges: ranges)
+        for (name, range) in ranges {
+            guard let bins = magnitudes[name] else { continue }
+            let total = bins.reduce(0, +)
+            guard total > 0 else { continue }
+            let wanted = UInt64((Double(total) * percentile / 100).rounded(.up))
+            var seen: UInt64 = 0, bin = 0
+            while bin < bins.count - 1 {
+                seen += bins[bin]
+                if seen >= wanted { break }
+                bin += 1
+            }
+            let clip = Self.magnitudeBinTop(bin)
+            result.ranges[name] = Range(min: Swift.max(range.min, -clip), max: Swift.min(range.max, clip))
+        }
+        return result
     }
 }
 

@@ -5,12 +5,13 @@ import ImageInput
 
 extension ModelConfig {
     /// Measures the activation ranges `--precision int8` needs on the first `images` decodable
-    /// images of `dataset`, in dataset order, with the fp32 engine.
+    /// images of `dataset`, in dataset order, with the fp32 engine: each tensor's min and max, clipped to
+    /// the `clipPercentile`-th percentile of its magnitudes when given (`Calibration.clipped`).
     ///
     /// - Returns: the calibration (listing the images used) and how many undecodable items were skipped.
     /// - Throws: `IndexError` when no item of the dataset decodes.
-    public func calibrate(on dataset: IndexedDataset, images: Int = 512, batch: Int = 16,
-                          threads: Int? = nil) throws -> (calibration: Calibration, skipped: Int) {
+    public func calibrate(on dataset: IndexedDataset, images: Int = 512, batch: Int = 16, threads: Int? = nil,
+                          clipPercentile: Double? = Calibration.defaultClipPercentile) throws -> (calibration: Calibration, skipped: Int) {
         let engine = try BackboneEngine(modelPath: onnxPath, input: input.name, outputs: [featureNode],
                                         maxBatch: batch, threads: threads)
         let preprocessor = try ImagePreprocessor(preprocess)
@@ -46,7 +47,7 @@ extension ModelConfig {
         guard !calibration.images.isEmpty else {
             throw IndexError("no decodable image in the dataset to calibrate \(name) on")
         }
-        return (calibration, skipped)
+        return (clipPercentile.map { calibration.clipped(atPercentile: $0) } ?? calibration, skipped)
     }
 
     /// Writes `calibration` as JSON to `path` (default: `calibrationPath`, where int8 engines read it).

@@ -75,13 +75,17 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Images per backbone run.") var batch = 16
     @Option(help: "oneDNN threads (default: all cores).") var threads: Int?
     @Option(help: "Where to write the calibration (default: the model's calibration path).") var out: String?
+    @Option(help: "Clip each range to this percentile (0-100) of its tensor's magnitudes; 100: plain min/max.")
+    var clipPercentile: Double = Calibration.defaultClipPercentile ?? 100
 
     func run() throws {
         do {
+            guard clipPercentile > 0 && clipPercentile <= 100 else { throw ValidationError("--clip-percentile must be in (0, 100]") }
             let config = try ModelConfig.load(model)
             announceInferredConfig(config, command: "calibrate")
             let dataset = try scanIntoTemporaryIndex(IndexSelection(path: data, kind: format))
-            let (calibration, skipped) = try config.calibrate(on: dataset, images: images, batch: batch, threads: threads)
+            let (calibration, skipped) = try config.calibrate(on: dataset, images: images, batch: batch, threads: threads,
+                                                              clipPercentile: clipPercentile < 100 ? clipPercentile : nil)
             let target = out ?? config.calibrationPath
             try config.write(calibration, to: target)
             print("calibrated \(calibration.ranges.count) tensors (convolution inputs and outputs) on \(calibration.images.count) images"
