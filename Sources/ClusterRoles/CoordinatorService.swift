@@ -27,6 +27,13 @@ public struct DatasetSelection: Sendable {
         self.limit = limit
     }
 
+    /// Why a job with a journal cannot go on over this dataset: it changed since the job indexed it.
+    func changedError(_ changes: [String]) -> IndexError {
+        IndexError("the dataset \(path) changed since this job indexed it (\(changes.count) change(s): \(changes.prefix(10).joined(separator: "; "))"
+            + "\(changes.count > 10 ? "; …" : "")); the job already has a journal, whose shards may name other files now. "
+            + "Start a new job (another --out/--journal), or remove the job folder to start over")
+    }
+
     /// The selection as the dataset index names it (INDEX.md §2).
     public var indexSelection: IndexSelection { IndexSelection(path: path, kind: format, split: split, limit: limit) }
 
@@ -42,11 +49,7 @@ public struct DatasetSelection: Sendable {
             return index
         case let .datasetChanged(_, changes):
             let listed = changes.prefix(10).map(\.description).joined(separator: "; ")
-            guard !hasProgress else {
-                throw IndexError("the dataset \(path) changed since this job indexed it (\(changes.count) change(s): \(listed)"
-                    + "\(changes.count > 10 ? "; …" : "")); the job already has a journal, whose shards may name other files now. "
-                    + "Start a new job (another --out/--journal), or remove the job folder to start over")
-            }
+            guard !hasProgress else { throw changedError(changes.map(\.description)) }
             log("the dataset changed since \(indexPath) was built (\(listed)); nothing was committed yet, so it is scanned again")
         case .absent(let reason):
             log("scanning the dataset into \(indexPath) (\(reason))")

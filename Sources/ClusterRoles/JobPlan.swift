@@ -51,7 +51,7 @@ final class JobPlan {
                 log("reusing the dataset index \(options.indexPath) (\(found.count) items; the job's plan)")
                 index = found
             case let .datasetChanged(_, changes):
-                throw IndexError(Self.changedText(selection.path, changes.map(\.description)))
+                throw selection.changedError(changes.map(\.description))
             default:
                 log("the job's dataset index \(options.indexPath) is missing or another; scanning again to the same content")
                 index = try IndexScan.run(selection.indexSelection, indexPath: options.indexPath,
@@ -124,11 +124,6 @@ final class JobPlan {
     static let lowWater = 256
 
     private static let startOver = "start a new job (another --out or --journal), or remove the job folder to start over"
-
-    private static func changedText(_ path: String, _ changes: [String]) -> String {
-        "the dataset \(path) changed since this job indexed it (\(changes.count) change(s): \(changes.prefix(10).joined(separator: "; "))"
-            + "\(changes.count > 10 ? "; …" : "")); the job already has a journal, whose shards may name other files now. " + startOver
-    }
 
     private static func scanOptions(expecting checkpoints: [ScanCheckpoint]) -> ScanOptions {
         var options = ScanOptions()
