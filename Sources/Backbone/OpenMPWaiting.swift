@@ -13,6 +13,14 @@ import Foundation
 /// default (batch 16: within noise). So featstream spins 10,000 turns unless told otherwise.
 /// libgomp reads its wait policy once, when it is loaded, so it must be in the environment before the
 /// process starts.
+///
+/// The spin holds only while libgomp manages no more threads than there are cores. Each thread that
+/// starts a parallel region gets a thread pool of its own, and beyond the core count libgomp's idle
+/// threads spin a "throttled" 100 turns whatever `GOMP_SPINCOUNT` says, so they sleep at almost every
+/// barrier. A process should therefore call the engine (building it included) from one thread only: a
+/// worker that built its engine on its main thread and extracted on another paid a futex sleep and
+/// wake-up per primitive, about 700 a second per thread, and ran its job at 0.88× of backbone-only
+/// instead of 0.95×.
 public enum OpenMPWaiting {
     /// Turns an idle OpenMP thread spins before it sleeps, unless the environment says otherwise.
     public static let spinCount = 10_000

@@ -108,12 +108,17 @@ public final class WorkerService: @unchecked Sendable {
         self.options = options
         log = RoleLog(role: "worker \(options.workerID)")
         let config = try ModelConfig.load(options.model)
-        extractor = try FeatureExtractor(config: config, batchSize: options.batch, threads: options.threads, precision: options.precision)
+        // The engine is built and warmed up on the thread that will run it (see `ExtractionThread`).
+        extractor = try extractionThread.run {
+            let extractor = try FeatureExtractor(config: config, batchSize: options.batch, threads: options.threads,
+                                                 precision: options.precision)
+            try extractor.engine.warmUp()
+            return extractor
+        }
         extractionWakeup = try Wakeup()
         let dealer = try ZMQSocket(context, .dealer, highWaterMark: 16, security: options.controlSecurity)
         try dealer.connect(options.coordinator)
         control = MessageSocket(dealer, log: log, accepting: .workerControl)
-        try extractor.engine.warmUp()
         metrics = try RoleMetricsRegistry(role: "worker", port: options.metricsPort)
         control.onReject = { [metrics] in metrics.rejected($0) }
         if let port = metrics.endpoint?.port { log.event("metrics on port \(port)") }
@@ -305,6 +310,10 @@ public struct WorkerStalled: Error, CustomStringConvertible {
 /// The one thread that runs the worker's extractions, for the life of the process. The backbone's OpenMP
 /// team belongs to the thread that calls into it: a new calling thread per shard built a new team (and
 /// oneDNN's per-thread scratch space) every shard: 128-item chunks on a new thread each ran about 10% slower.
+///
+/// Every oneDNN call of the worker, the engine's construction and warm-up included, runs on this one
+/// thread: a second calling thread gives libgomp a second thread pool, more threads than cores, and its
+/// throttled spin (see `OpenMPWaiting`).
 final class ExtractionThread: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [() -> Void] = []
@@ -330,6 +339,19 @@ final class ExtractionThread: @unchecked Sendable {
         pending.append(work)
         condition.signal()
         condition.unlock()
+    }
+
+    /// Runs `work` on the thread after whatever was submitted before it, and returns its result (or
+    /// rethrows its error) once it has run.
+    func run<Result>(_ work: @escaping () throws -> Result) throws -> Result {
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var outcome: Swift.Result<Result, Error>?
+        submit {
+            outcome = Swift.Result { try work() }
+            done.signal()
+        }
+        done.wait()
+        return try outcome!.get()
     }
 }
 

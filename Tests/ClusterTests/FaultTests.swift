@@ -73,12 +73,15 @@ final class FaultTests: XCTestCase {
         try cluster.startHead(credits: 2)
         try cluster.startWorker("w0")
         try cluster.startWorker("w1")
-        cluster.waitForCommittedShards(4)
-        kill(cluster.head!.processIdentifier, SIGSTOP)
         // Each worker sends until its credits are spent, then waits (its credits_available gauge reads 0).
         func creditsLeft(_ worker: String) -> Double? {
             cluster.metrics(worker).first { $0.name == MetricName.creditsAvailable }?.value
         }
+        cluster.waitForCommittedShards(4)
+        // Both must hold credits before the head stops: a worker that starts late could otherwise find the
+        // head stopped before its first credit, and never send at all (its gauge appears with its first batch).
+        cluster.waitUntil("both workers sent a batch", timeout: 60) { ["w0", "w1"].allSatisfy { creditsLeft($0) != nil } }
+        kill(cluster.head!.processIdentifier, SIGSTOP)
         cluster.waitUntil("both workers spent their credits", timeout: 60) { ["w0", "w1"].allSatisfy { creditsLeft($0) == 0 } }
         let before = cluster.workers.values.map { cluster.residentKiB($0) }
         // An observation window, not a wait for something: blocked workers must not grow while it lasts.
