@@ -6,13 +6,16 @@ For each model and each --clip-percentiles value: `featstream calibrate --clip-p
 P = 100 is plain min/max), then `featstream extract` of class-balanced train and test subsets in int8 (and
 once in fp32), then:
   - feature cosine int8 vs fp32 per test image (median and 1st percentile);
-  - head top-1 on the test subset for each, with `featstream bench train` (same L2, same data).
+  - head top-1 on the test subset for each, with `featstream bench train` (same L2, same data), and the
+    difference with a 95% interval paired on the test images (from the images one head gets right and
+    the other wrong).
 
 Usage: python3 Benchmarks/int8_accuracy.py --featstream .build/release/featstream
          [--train-per-class 300] [--test-per-class 100] [--calibration-images 512] [--l2 1e-3]
          [--clip-percentiles 100 99.99]
 """
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -43,7 +46,7 @@ def main():
     test_rows = balanced_manifest("val", args.test_per_class, os.path.join(scratch, "test.csv"))
     print(f"Fashion-MNIST: {len(train_rows)} train / {len(test_rows)} test images; calibration on the first "
           f"{args.calibration_images} train-manifest images; softmax regression, l2 = {args.l2}")
-    print("| model | calibration | cosine int8 vs fp32, median | 1st percentile | fp32 top-1 | int8 top-1 | difference (pp) |")
+    print("| model | calibration | cosine int8 vs fp32, median | 1st percentile | fp32 top-1 | int8 top-1 | difference (pp, ± 95% paired interval) |")
     print("|---|---|---|---|---|---|---|")
     for model in args.models:
         # A private copy of the folder, so the calibration file lands there and not in the shared models.
@@ -63,22 +66,33 @@ def main():
                 subprocess.run([args.featstream, "extract", "--model", folder, "--precision", precision,
                                 "--data", os.path.join(scratch, f"{split}.csv"), "--out", out], check=True, capture_output=True)
                 dirs[split] = out
+            predictions = os.path.join(scratch, f"{model}-{tag}-predictions.npy")
             top1 = run_json([args.featstream, "bench", "train", "--train", dirs["train"], "--test", dirs["test"],
-                             "--l2", args.l2, "--repeats", "1"])["accuracy"]
-            return dirs, top1
+                             "--l2", args.l2, "--repeats", "1", "--predictions", predictions])["accuracy"]
+            return dirs, top1, np.load(predictions)
 
-        fp32, fp32_top1 = extract("fp32", "fp32")
+        fp32, fp32_top1, fp32_predicted = extract("fp32", "fp32")
+        with open(os.path.join(fp32["test"], "metadata.csv"), newline="") as metadata:
+            rows = list(csv.DictReader(metadata))
+        labels = np.empty(len(rows), dtype=np.int64)
+        for row in rows:
+            labels[int(row["row"])] = int(row["label"])
         a = np.load(os.path.join(fp32["test"], "features.npy")).astype(np.float64)
         for percentile in args.clip_percentiles:
             subprocess.run([args.featstream, "calibrate", "--model", folder, "--data", os.path.join(scratch, "train.csv"),
                             "--images", str(args.calibration_images), "--clip-percentile", str(percentile)],
                            check=True, capture_output=True)
-            int8, int8_top1 = extract("int8", f"int8-{percentile}")
+            int8, int8_top1, int8_predicted = extract("int8", f"int8-{percentile}")
             b = np.load(os.path.join(int8["test"], "features.npy")).astype(np.float64)
             cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
             method = "min/max" if percentile >= 100 else f"{percentile:g}th percentile"
+            # Paired on the same test images: only the images one head gets right and the other wrong move
+            # the difference, so its standard error comes from those (McNemar), not from two binomials.
+            gained = np.mean((int8_predicted == labels) & (fp32_predicted != labels))
+            lost = np.mean((int8_predicted != labels) & (fp32_predicted == labels))
+            error = np.sqrt((gained + lost - (gained - lost) ** 2) / len(labels))
             print(f"| {model} | {method} | {np.median(cosine):.5f} | {np.percentile(cosine, 1):.5f} | {100 * fp32_top1:.2f}% | "
-                  f"{100 * int8_top1:.2f}% | {100 * (int8_top1 - fp32_top1):+.2f} |", flush=True)
+                  f"{100 * int8_top1:.2f}% | {100 * (int8_top1 - fp32_top1):+.2f} ± {196 * error:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

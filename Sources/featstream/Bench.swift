@@ -134,6 +134,8 @@ struct Bench: ParsableCommand {
         @Option(help: "Threads.") var threads = 1
         @Option(help: "L-BFGS max-abs gradient tolerance (scikit-learn's tol).") var tol: Float = 1e-5
         @Option(help: "Timed runs; the fastest is reported.") var repeats = 5
+        @Option(help: "With --l2: write the class predicted for each --test row here (.npy, int64), for paired comparisons.")
+        var predictions: String?
         @Option(help: "Instead: the online pass over --train in shards of this many rows, in file order, without and with replay; top-1 on --test.")
         var onlineShardRows: Int?
 
@@ -143,6 +145,9 @@ struct Bench: ParsableCommand {
                 let array = try NumpyArray(contentsOf: root.appendingPathComponent("features.npy"))
                 let metadata = try String(contentsOf: root.appendingPathComponent("metadata.csv"), encoding: .utf8)
                 return try labeledFeatures(features: array.values, shape: array.shape, metadataCSV: metadata)
+            }
+            if predictions != nil, l2 == nil || onlineShardRows != nil {
+                throw ValidationError("--predictions needs --l2 (and no --online-shard-rows)")
             }
             let trainSet = try load(train), testSet = try load(test)
             if let onlineShardRows {
@@ -161,10 +166,13 @@ struct Bench: ParsableCommand {
                                                             trainRows: trainSet.count, testRows: testSet.count)))
                 return
             }
-            var best = (accuracy: 0.0, seconds: Double.infinity)
+            var best = (accuracy: 0.0, seconds: Double.infinity, predictions: [Int32]())
             for _ in 0..<max(1, repeats) {
                 let result = try benchmarkTraining(train: trainSet, test: testSet, l2: l2, threads: threads, gradientTolerance: tol)
                 if result.seconds < best.seconds { best = result }
+            }
+            if let predictions {
+                try NumpyEncoding.int64Array(best.predictions.map(Int64.init)).write(to: URL(fileURLWithPath: predictions))
             }
             print(try benchJSON(TrainingBenchmarkReport(impl: "featstream", accuracy: best.accuracy, seconds: best.seconds, l2: Double(l2),
                                                         c: 1 / (Double(l2) * Double(trainSet.count)), trainRows: trainSet.count,
