@@ -20,6 +20,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,18 @@ def raw_pixels(rows, classes, out):
         writer.writerow(["row", "index", "key", "label", "label_name", "split"])
         for i, (p, name) in enumerate(rows):
             writer.writerow([i, i, p, classes.index(name), name, ""])
+
+
+def private_model_copy(model, folder):
+    """A copy of $FEATSTREAM_HOME/models/MODEL at `folder` (links to its files, its own model.json, no
+    calibration.json), so that `featstream calibrate` writes there and not into the shared models."""
+    source = os.path.join(HOME, "models", model)
+    os.makedirs(folder)
+    for name in os.listdir(source):
+        if name not in ("calibration.json", "model.json"):
+            os.symlink(os.path.realpath(os.path.join(source, name)), os.path.join(folder, name))
+    shutil.copy(os.path.join(source, "model.json"), os.path.join(folder, "model.json"))
+    return folder
 
 
 def run_json(command):

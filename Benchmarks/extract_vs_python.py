@@ -40,7 +40,9 @@ import time
 
 import numpy as np
 
-HOME = os.environ.get("FEATSTREAM_HOME") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".featstream")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from accuracy import HOME, private_model_copy  # noqa: E402
+
 SAMPLES = os.path.join(HOME, "data", "imagenet-samples", "imagenet_*.jpg")
 
 # The Python user's script, run as `python3 -c PYTHON_WAY MODEL_DIR MANIFEST OUT.npy BATCH`.
@@ -151,15 +153,7 @@ def main():
               "int8 / Python | cosine Python vs fp32 |")
         print("|---|---|---|---|---|---|---|---|")
         for model in args.models:
-            source = os.path.join(HOME, "models", model)
-            # A private copy of the model folder: the int8 calibration lands there, not in the shared models.
-            folder = os.path.join(scratch, "model-" + model)
-            os.makedirs(folder)
-            for name in os.listdir(source):
-                if name != "calibration.json":
-                    os.symlink(os.path.realpath(os.path.join(source, name)), os.path.join(folder, name))
-            os.remove(os.path.join(folder, "model.json"))
-            shutil.copy(os.path.join(source, "model.json"), os.path.join(folder, "model.json"))
+            folder = private_model_copy(model, os.path.join(scratch, "model-" + model))
             for image_format, manifest in manifests.items():
                 if args.int8 and not os.path.exists(os.path.join(folder, "calibration.json")):
                     subprocess.run([args.featstream, "calibrate", "--model", folder, "--data", manifest, "--images", "64"],

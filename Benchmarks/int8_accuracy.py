@@ -18,7 +18,6 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from accuracy import HOME, balanced_manifest, run_json  # noqa: E402
+from accuracy import HOME, balanced_manifest, private_model_copy, run_json  # noqa: E402
 
 
 def main():
@@ -49,15 +48,7 @@ def main():
     print("| model | calibration | cosine int8 vs fp32, median | 1st percentile | fp32 top-1 | int8 top-1 | difference (pp, ± 95% paired interval) |")
     print("|---|---|---|---|---|---|---|")
     for model in args.models:
-        # A private copy of the folder, so the calibration file lands there and not in the shared models.
-        source = os.path.join(HOME, "models", model)
-        folder = os.path.join(scratch, model)
-        os.makedirs(folder)
-        for name in os.listdir(source):
-            if name != "calibration.json":
-                os.symlink(os.path.realpath(os.path.join(source, name)), os.path.join(folder, name))
-        os.remove(os.path.join(folder, "model.json"))
-        shutil.copy(os.path.join(source, "model.json"), os.path.join(folder, "model.json"))
+        folder = private_model_copy(model, os.path.join(scratch, model))
 
         def extract(precision, tag):
             dirs = {}
