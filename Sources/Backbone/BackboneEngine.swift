@@ -110,6 +110,10 @@ public final class BackboneEngine {
     /// Convolutions of the full-batch network that run in int8 (empty in fp32).
     public var int8Convolutions: [String] { networks[maxBatch]?.int8Convolutions ?? [] }
 
+    /// Concats of the full-batch network that copy nothing: their inputs are written straight into
+    /// their slices of the Concat's buffer (fp32 with batch 1 only; see `ConcatPlacement`).
+    public var inPlaceConcats: [String] { networks[maxBatch]?.inPlaceConcats ?? [] }
+
     /// Tensors the full-batch int8 network plans to keep in u8/s8 (the rest are f32).
     public var int8Tensors: Set<String> { networks[maxBatch]?.int8Tensors ?? [] }
 

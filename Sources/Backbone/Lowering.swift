@@ -6,7 +6,9 @@ import Foundation
 /// Layout policy: convolutions write channel-blocked tensors (nChw16c on AVX-512, nChw8c otherwise),
 /// which is measurably faster than letting oneDNN pick; every other op works in whatever layout its
 /// input has, and a reorder is inserted only where an op needs a different one. Intermediate buffers
-/// come from a pool and are reused as soon as their last reader has run.
+/// come from a pool and are reused as soon as their last reader has run. With batch 1, a Concat's
+/// inputs are written straight into their slices of its output where oneDNN allows it
+/// (`ConcatPlacement`), so the Concat copies nothing.
 final class CompiledNetwork {
     /// Input elements expected per call, in the ONNX input's own layout.
     let inputShape: [Int]
@@ -62,11 +64,23 @@ final class CompiledNetwork {
     /// The names of `int8Storage` (for tests and diagnostics).
     var int8Tensors: Set<String> { Set(int8Storage.keys) }
 
+    /// Which tensors live in a slice of a Concat's buffer (empty for int8 networks and batch > 1).
+    private let concatPlacement: ConcatPlacement
+    /// The pool slot of each `concatPlacement` root, once the first of its tensors is made.
+    private var rootSlots: [Int: Int] = [:]
+    /// Names whose current value is their `concatPlacement` region (rather than a buffer of their own).
+    private var inRegion: Set<String> = []
+    /// Concats that copy nothing because their inputs were written in place (for tests and diagnostics).
+    private(set) var inPlaceConcats: [String] = []
+
     init(plan: Plan, context: DNNLContext, calibration: Calibration? = nil) throws {
         self.context = context
         self.calibration = calibration
         graphInput = plan.input
         int8Storage = Self.int8Storage(plan, calibration: calibration)
+        // int8 tensors are nhwc u8/s8 at per-tensor scales a Concat would have to reconcile: in-place
+        // Concat is an fp32 optimisation only.
+        concatPlacement = calibration == nil ? ConcatPlacement(plan: plan, channelBlock: DNNLContext.channelBlock) : ConcatPlacement()
         inputShape = plan.shapes[plan.input]!
         outputShapes = plan.outputs.map { name in
             let shape = plan.shapes[name]!
@@ -111,6 +125,10 @@ final class CompiledNetwork {
             }
             temporaries.removeAll()
             if lastUse[step.output] == nil { release(step.output) }
+            for (root, description) in concatPlacement.roots.enumerated() where description.lastConcat == index {
+                // Nothing more is placed in this root: its buffer now lives only as long as its views.
+                if let slot = rootSlots[root] { releaseSlot(slot) }
+            }
         }
         if plan.outputs.contains(plan.input) {
             try emitOutput(plan.input, index: plan.outputs.firstIndex(of: plan.input)!)
@@ -226,6 +244,20 @@ final class CompiledNetwork {
                                          (DNNL_ARG_BIAS, try constant(bias)), (DNNL_ARG_DST, dst.memory)])
 
         case .concat(let axis):
+            if concatPlacement.regions[step.output] != nil {
+                // In place: the inputs already sit side by side in this Concat's buffer. One whose
+                // producer wrote another layout (so not in its region) is copied there now, before
+                // any Concat covering its region is read.
+                for name in step.inputs where !inRegion.contains(name) {
+                    let produced = values[name]!
+                    let placed = try regionValue(name)
+                    try emitReorder(from: produced, to: placed, label: step.label)
+                    if let slot = produced.slot { releaseSlot(slot) }
+                }
+                try regionValue(step.output)
+                inPlaceConcats.append(step.label)
+                return
+            }
             var sources = step.inputs.map { values[$0]! }
             var pd: PrimitiveDesc
             if let blocked = try? makeConcat(sources.map(\.md), axis: axis), !blocked.isReference {
@@ -456,10 +488,15 @@ final class CompiledNetwork {
         return slots.count - 1
     }
 
-    /// A fresh value for `name`; when `reusing` names a dead input with the same layout, its buffer is reused in place.
+    /// A fresh value for `name`: its slice of a Concat's buffer when `concatPlacement` placed it
+    /// there and `md` is that slice's layout; otherwise, when `reusing` names a dead input with the
+    /// same layout, that input's buffer in place; otherwise a pooled buffer.
     @discardableResult
     func output(_ name: String, md: MemoryDesc, reusing source: String? = nil,
                         isLastUse: (String) -> Bool = { _ in false }) throws -> Value {
+        if let region = concatPlacement.regions[name], md.same(as: try regionMD(region)) {
+            return try regionValue(name)
+        }
         if let source, let value = values[source], let slot = value.slot, isLastUse(source),
            slots[slot].views == 1, value.md.same(as: md) {
             return try alias(name, of: value, md: md)
@@ -494,8 +531,50 @@ final class CompiledNetwork {
 
     func release(_ name: String) {
         guard let value = values.removeValue(forKey: name), let slot = value.slot else { return }
+        releaseSlot(slot)
+    }
+
+    /// Drops one view of `slot`; it returns to the pool at zero.
+    private func releaseSlot(_ slot: Int) {
         slots[slot].views -= 1
         if slots[slot].views == 0 { freeSlots.append(slot) }
+    }
+
+    /// The layout of a `ConcatPlacement` region: dense, channel-blocked, batch 1.
+    private func regionMD(_ region: ConcatPlacement.Region) throws -> MemoryDesc {
+        let dims = concatPlacement.roots[region.root].dims
+        return try .tagged([1, region.channels, dims[2], dims[3]], DNNLContext.blockedTag)
+    }
+
+    /// `name`'s value as its slice of its root's buffer, which is allocated on first use.
+    ///
+    /// With batch 1, channel block b of nChw16c (or nChw8c) is the b-th run of H·W·block floats, so a
+    /// slice starting at a channel that is a multiple of the block is a dense tensor of its own
+    /// `channelOffset · H · W` floats into the buffer. The root's slot holds one view per live
+    /// placed value, plus one from its allocation until the root's last placed Concat is lowered,
+    /// so the buffer cannot return to the pool between the producers that fill it.
+    @discardableResult
+    private func regionValue(_ name: String) throws -> Value {
+        let region = concatPlacement.regions[name]!
+        let root = concatPlacement.roots[region.root]
+        let slot: Int
+        if let existing = rootSlots[region.root] {
+            slot = existing
+            slots[slot].views += 1
+        } else {
+            let rootMD = try MemoryDesc.tagged(root.dims, DNNLContext.blockedTag)
+            slot = takeSlot(rootMD.byteCount)
+            slots[slot].views += 1  // the allocation's own view, released after `root.lastConcat`
+            rootSlots[region.root] = slot
+        }
+        let md = try regionMD(region)
+        let offset = region.channelOffset * root.dims[2] * root.dims[3] * MemoryLayout<Float>.size
+        precondition(region.channelOffset % DNNLContext.channelBlock == 0 && offset + md.byteCount <= slots[slot].capacity,
+                     "concat region of '\(name)' does not fit its root")
+        let value = Value(md: md, memory: try makeMemory(md, pointer: slots[slot].pointer + offset), slot: slot)
+        values[name] = value
+        inRegion.insert(name)
+        return value
     }
 
     /// `value` in layout `md`, converting through a pooled buffer when the layouts differ.

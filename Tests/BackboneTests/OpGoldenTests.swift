@@ -50,6 +50,23 @@ final class OpGoldenTests: XCTestCase {
             }
         }
     }
+
+    /// At batch 1 a Concat's inputs are written straight into their slices of its buffer, so the
+    /// Concat copies nothing, except where a tensor cannot live in one place: `concat_in_place` has
+    /// a prefix Concat sharing its longer sibling's buffer, a pooled input, an input made by a
+    /// Reshape (copied into its slice), a 10-channel last input, an input that two Concats want
+    /// (the second copies) and a Concat of a Concat (copies). The result must still match onnxruntime.
+    func testBatch1ConcatsCopyOnlyWhereATensorCannotLiveInOnePlace() throws {
+        let dir = Self.goldens.appendingPathComponent("ops/concat_in_place")
+        let input = try NumpyArray(contentsOf: dir.appendingPathComponent("input.npy"))
+        XCTAssertEqual(input.shape[0], 1, "the case is batch 1")
+        let engine = try BackboneEngine(modelPath: dir.appendingPathComponent("model.onnx").path,
+                                        input: "x", outputs: ["y"], maxBatch: 1, threads: 2)
+        XCTAssertEqual(engine.referenceKernels, [])
+        XCTAssertEqual(engine.inPlaceConcats, ["Concat 'cat_prefix'", "Concat 'cat_root'", "Concat 'cat_tail'"])
+        XCTAssertEqual(engine.implementations.map(\.step).filter { $0.hasPrefix("Concat") }, ["Concat 'cat_conflict'", "Concat 'concat_29'"])
+        try check("concat_in_place")
+    }
 }
 
 /// max |a - b| / max |b|: the relative error measure the acceptance bar is stated in.

@@ -36,4 +36,25 @@ final class ZooTests: XCTestCase {
             }
         }
     }
+
+    /// At batch 1, every Concat of DenseNet-121 (each layer's growing feature list), SqueezeNet's
+    /// Fire modules and GoogLeNet's Inception blocks copies nothing: its inputs are written in place
+    /// (no Concat primitive, no reorder into a Concat), and the features still match onnxruntime.
+    func testZooConcatsRunInPlaceAtBatch1() throws {
+        guard FileManager.default.fileExists(atPath: Self.zoo.path) else {
+            return XCTFail("zoo missing at \(Self.zoo.path): run `bash Ops/setup.sh --goldens`")
+        }
+        for (name, concats) in [("densenet121", 58), ("squeezenet1.1", 8), ("googlenet", 9)] {
+            let dir = Self.zoo.appendingPathComponent(name)
+            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model.json"))) as! [String: Any]
+            let input = try NumpyArray(contentsOf: dir.appendingPathComponent("input.npy"))
+            let expected = try NumpyArray(contentsOf: dir.appendingPathComponent("features.npy"))
+            let engine = try BackboneEngine(modelPath: dir.appendingPathComponent("model.onnx").path, input: "input",
+                                            outputs: [config["featureNode"] as! String], maxBatch: 1, threads: 2)
+            XCTAssertEqual(engine.inPlaceConcats.count, concats, name)
+            XCTAssertEqual(engine.implementations.map(\.step).filter { $0.contains("Concat") }, [], name)
+            let features = try input.values.withUnsafeBufferPointer { try engine.run($0, batch: 1) }[0]
+            XCTAssertLessThan(maxRelativeError(features, expected.values), 1e-4, name)
+        }
+    }
 }

@@ -398,6 +398,22 @@ def op_cases() -> list[tuple[Case, str]]:
     y = c.node("MatMul", ["x", c.weight([16, 24], fan_in=16)])
     add(c, c.node("Add", [y, c.const(c.rng.standard_normal(24).astype(np.float32), "b")]))
 
+    # Batch 1 on purpose: that is where the engine writes Concat inputs straight into their slice of
+    # the output (Sources/Backbone/ConcatPlacement.swift); OpGoldenTests checks which Concats copy.
+    c = Case("concat_in_place", [1, 8, 12, 12],
+             "batch-1 Concats: a DenseNet-style prefix chain, a tensor two Concats want, a pooled input, "
+             "one made by a Reshape, a 10-channel last input, a Concat of a Concat")
+    a = c.node("Relu", [c.conv("x", 8, 16, 3, pads=[1, 1, 1, 1])])
+    b = c.conv(a, 16, 16, 1)
+    prefix = c.node("Concat", [a, b], out="cat_prefix", axis=1)
+    d = c.conv(c.node("Relu", [c.batchnorm(prefix, 32)]), 32, 16, 3, pads=[1, 1, 1, 1])
+    root = c.node("Concat", [a, b, d], out="cat_root", axis=1)
+    conflict = c.node("Concat", [a, c.conv(a, 16, 16, 3, pads=[1, 1, 1, 1])], out="cat_conflict", axis=1)
+    p = c.node("MaxPool", [root], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+    r = c.node("Reshape", [c.conv(root, 48, 16, 1), c.const(np.array([0, 16, 12, 12], np.int64), "shape")])
+    tail = c.node("Concat", [p, r, c.conv(conflict, 32, 10, 1)], out="cat_tail", axis=1)
+    add(c, c.node("Concat", [tail, b], axis=1))
+
     return cases
 
 
