@@ -11,6 +11,16 @@ final class ZooTests: XCTestCase {
     static let models = ["resnet50", "mobilenet-v2", "mobilenet-v3-large", "efficientnet-b0", "regnety-800mf", "densenet121",
                          "squeezenet1.1", "googlenet", "convnext-tiny", "tf-style-mobilenet", "pytorch-dynamic-flatten"]
 
+    /// Zoo model `name` as a batch-1 engine up to its feature node, with its input tensor and onnxruntime's features.
+    static func load(_ name: String) throws -> (engine: BackboneEngine, input: NumpyArray, expected: NumpyArray) {
+        let dir = zoo.appendingPathComponent(name)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model.json"))) as! [String: Any]
+        let engine = try BackboneEngine(modelPath: dir.appendingPathComponent("model.onnx").path, input: "input",
+                                        outputs: [config["featureNode"] as! String], maxBatch: 1, threads: 2)
+        return (engine, try NumpyArray(contentsOf: dir.appendingPathComponent("input.npy")),
+                try NumpyArray(contentsOf: dir.appendingPathComponent("features.npy")))
+    }
+
     /// Every zoo model loads with no reference kernel (a load error by default) and its features
     /// match onnxruntime's within 1e-4 relative error.
     func testEveryZooModelMatchesOnnxruntimeWithoutReferenceKernels() throws {
@@ -19,12 +29,7 @@ final class ZooTests: XCTestCase {
         }
         for name in Self.models {
             do {
-                let dir = Self.zoo.appendingPathComponent(name)
-                let config = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model.json"))) as! [String: Any]
-                let input = try NumpyArray(contentsOf: dir.appendingPathComponent("input.npy"))
-                let expected = try NumpyArray(contentsOf: dir.appendingPathComponent("features.npy"))
-                let engine = try BackboneEngine(modelPath: dir.appendingPathComponent("model.onnx").path, input: "input",
-                                                outputs: [config["featureNode"] as! String], maxBatch: 1, threads: 2)
+                let (engine, input, expected) = try Self.load(name)
                 XCTAssertEqual(engine.referenceKernels, [], name)
                 let features = try input.values.withUnsafeBufferPointer { try engine.run($0, batch: 1) }[0]
                 XCTAssertEqual(features.count, expected.values.count, "\(name): feature width")
@@ -45,12 +50,7 @@ final class ZooTests: XCTestCase {
             return XCTFail("zoo missing at \(Self.zoo.path): run `bash Ops/setup.sh --goldens`")
         }
         for (name, concats) in [("densenet121", 58), ("squeezenet1.1", 8), ("googlenet", 9)] {
-            let dir = Self.zoo.appendingPathComponent(name)
-            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model.json"))) as! [String: Any]
-            let input = try NumpyArray(contentsOf: dir.appendingPathComponent("input.npy"))
-            let expected = try NumpyArray(contentsOf: dir.appendingPathComponent("features.npy"))
-            let engine = try BackboneEngine(modelPath: dir.appendingPathComponent("model.onnx").path, input: "input",
-                                            outputs: [config["featureNode"] as! String], maxBatch: 1, threads: 2)
+            let (engine, input, expected) = try Self.load(name)
             XCTAssertEqual(engine.inPlaceConcats.count, concats, name)
             XCTAssertEqual(engine.implementations.map(\.step).filter { $0.contains("Concat") }, [], name)
             let features = try input.values.withUnsafeBufferPointer { try engine.run($0, batch: 1) }[0]
