@@ -206,7 +206,6 @@ public final class Launcher: @unchecked Sendable {
         let startedAt = Date()
         let coordinator = running[0], head = running[1]
         var restarts = WorkerRestarts(count: running.count)
-        var workersGoneAt: Date?
         while true {
             if let signal = interrupted() { return "interrupted by signal \(signal)" }
             let inStartup = Date().timeIntervalSince(startedAt) < Double(definition.job.startupSeconds)
@@ -239,9 +238,8 @@ public final class Launcher: @unchecked Sendable {
                     ?? "head on \(head.role.host) did not finish within \(definition.job.finishSeconds) s of the coordinator"
             }
             // The coordinator waits forever for workers; with none left the job cannot finish.
-            if workers.allSatisfy({ $0.exitStatus != nil }) {
-                workersGoneAt = workersGoneAt ?? Date()
-                if Date().timeIntervalSince(workersGoneAt!) > 15 { return "every worker is gone and the job is not complete" }
+            if restarts.everyWorkerGone(noneRunning: workers.allSatisfy { $0.exitStatus != nil }) {
+                return "every worker is gone and the job is not complete"
             }
             Thread.sleep(forTimeInterval: 0.1)
         }

@@ -10,6 +10,9 @@ import Foundation
 /// so any failure after the start-up window counts (failures within it stop the launch). Restarts back
 /// off from 0.25 s, doubling to 8 s, so a crash loop cannot spin; a process that lived a minute starts the
 /// backoff again.
+///
+/// The coordinator waits for workers for ever, so a supervisor gives the job up once no worker process has
+/// run for `allGoneSeconds` in a row (`everyWorkerGone`).
 public struct WorkerRestarts: Sendable {
     /// The status a worker exits with when its extraction stalled (`EX_TEMPFAIL`).
     public static let stalledExitStatus: Int32 = 75
@@ -17,6 +20,7 @@ public struct WorkerRestarts: Sendable {
     private var startedAt: [Date]
     private var deaths: [Int]
     private var diedAt: [Date?]
+    private var allGoneSince: Date?
     /// Restarts so far, for the run's summary.
     public private(set) var restarts = 0
 
@@ -48,6 +52,20 @@ public struct WorkerRestarts: Sendable {
         }
         let backoff = min(8, 0.25 * pow(2, Double(deaths[slot] - 1)))
         return now.timeIntervalSince(diedAt[slot]!) >= backoff
+    }
+
+    /// How long no worker may run before a supervisor gives the job up: longer than the longest backoff,
+    /// so workers that are only waiting to be started again never trip it.
+    public static let allGoneSeconds: Double = 15
+
+    /// Call on every supervision tick with whether no worker process runs now: true once none has run for
+    /// `allGoneSeconds` in a row. Any worker running resets the clock, so moments when every worker happened
+    /// to be dead at once, with restarts in between, never add up (they once did: a run whose workers a poison
+    /// item killed twice together had its coordinator killed while it was ending the finished job).
+    public mutating func everyWorkerGone(noneRunning: Bool, now: Date = Date()) -> Bool {
+        guard noneRunning else { allGoneSince = nil; return false }
+        allGoneSince = allGoneSince ?? now
+        return now.timeIntervalSince(allGoneSince!) > Self.allGoneSeconds
     }
 
     /// Worker `slot` was started again at `now`.

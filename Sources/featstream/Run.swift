@@ -129,7 +129,7 @@ struct Run: ParsableCommand {
 
             // The job is over when the coordinator exits; it fails if the head dies, or if the coordinator
             // has not finished a while after every worker is gone. A worker that crashed or hung comes back.
-            var workersGoneAt: Date?
+            var workersGone = false
             while coordinatorProcess.isRunning && !supervisor.stopping {
                 if !headProcess.isRunning && headProcess.terminationStatus != 0 { break }
                 for (slot, process) in workerProcesses.enumerated()
@@ -139,9 +139,9 @@ struct Run: ParsableCommand {
                     workerProcesses[slot] = again
                     restarts.started(slot)
                 }
-                if workerProcesses.allSatisfy({ !$0.isRunning }) {
-                    workersGoneAt = workersGoneAt ?? Date()
-                    if Date().timeIntervalSince(workersGoneAt!) > 15 { break }
+                if restarts.everyWorkerGone(noneRunning: workerProcesses.allSatisfy { !$0.isRunning }) {
+                    workersGone = true
+                    break
                 }
                 Thread.sleep(forTimeInterval: 0.1)
             }
@@ -159,6 +159,9 @@ struct Run: ParsableCommand {
             while headProcess.isRunning && !supervisor.stopping { Thread.sleep(forTimeInterval: 0.1) }
             supervisor.stopAll(graceSeconds: 5)
             if supervisor.stopping { throw ClusterFailure(message: "stopped by signal; every role was stopped") }
+            if workersGone && !finished {
+                throw ClusterFailure(message: "every worker is gone and the job is not complete (their log lines say why); the coordinator was stopped")
+            }
             guard coordinatorProcess.terminationStatus == 0, headProcess.terminationStatus == 0 else {
                 throw ClusterFailure(message: "coordinator exited with \(coordinatorProcess.terminationStatus), head with \(headProcess.terminationStatus)")
             }

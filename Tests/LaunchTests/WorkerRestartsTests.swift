@@ -30,4 +30,17 @@ final class WorkerRestartsTests: XCTestCase {
         XCTAssertTrue(restarts.due(0, restartable: true, now: now + 0.25))
         XCTAssertEqual(restarts.restarts, 7)
     }
+
+    /// The give-up clock counts only time in one stretch with no worker running: stretches with restarts
+    /// between them never add up (a run once killed its coordinator while it was ending a finished job,
+    /// because two moments of both workers dead, 16 s apart, counted as one).
+    func testEveryWorkerGoneCountsOnlyOneUnbrokenStretch() {
+        var restarts = WorkerRestarts(count: 2)
+        let start = Date(timeIntervalSince1970: 1_000)
+        XCTAssertFalse(restarts.everyWorkerGone(noneRunning: true, now: start))
+        XCTAssertFalse(restarts.everyWorkerGone(noneRunning: false, now: start + 1))
+        XCTAssertFalse(restarts.everyWorkerGone(noneRunning: true, now: start + 16), "a new stretch starts here")
+        XCTAssertFalse(restarts.everyWorkerGone(noneRunning: true, now: start + 16 + WorkerRestarts.allGoneSeconds))
+        XCTAssertTrue(restarts.everyWorkerGone(noneRunning: true, now: start + 16.5 + WorkerRestarts.allGoneSeconds))
+    }
 }
