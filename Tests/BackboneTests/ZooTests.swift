@@ -57,4 +57,16 @@ final class ZooTests: XCTestCase {
             XCTAssertLessThan(maxRelativeError(features, expected.values), 1e-4, name)
         }
     }
+
+    /// At batch 1, ResNet-50's thirteen 3×3 stride-1 convolutions run oneDNN's Winograd kernels, which its
+    /// `auto` algorithm takes only from batch 4 up (ResNet-50 at batch 1: 1.27× onnxruntime with them,
+    /// 1.03× without, Benchmarks/backbone_vs_ort.py). oneDNN has Winograd only for AVX-512.
+    func testResNetThreeByThreeConvolutionsRunWinogradAtBatch1() throws {
+        let (engine, input, expected) = try Self.load("resnet50")
+        let implementations = engine.implementations.map(\.implementation)
+        try XCTSkipUnless(implementations.contains { $0.contains("avx512") }, "oneDNN has Winograd kernels only for AVX-512")
+        XCTAssertEqual(implementations.filter { $0.contains("wino") }.count, 13, "\(implementations)")
+        let features = try input.values.withUnsafeBufferPointer { try engine.run($0, batch: 1) }[0]
+        XCTAssertLessThan(maxRelativeError(features, expected.values), 1e-4)
+    }
 }
