@@ -49,9 +49,14 @@ def balanced_manifest(split, per_class, path):
 
 def raw_pixels(rows, classes, out):
     """The baseline: the 784 pixel values / 255 as features, in the layout `featstream extract` writes."""
+    save_features(np.stack([np.asarray(Image.open(p), dtype=np.float32).reshape(-1) / 255 for p, _ in rows]),
+                  rows, classes, out)
+
+
+def save_features(features, rows, classes, out):
+    """Features of `rows` (path, class name) in the layout `featstream extract` writes, for `bench train`."""
     os.makedirs(out, exist_ok=True)
-    np.save(os.path.join(out, "features.npy"),
-            np.stack([np.asarray(Image.open(p), dtype=np.float32).reshape(-1) / 255 for p, _ in rows]))
+    np.save(os.path.join(out, "features.npy"), features)
     with open(os.path.join(out, "metadata.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["row", "index", "key", "label", "label_name", "split"])

@@ -61,15 +61,19 @@ def ort_rate(model_dir, batch, threads, seconds):
     return json.loads(out.strip().splitlines()[-1])["imagesPerSecond"]
 
 
-def preprocessed_images(model_dir, data, count):
-    """The first `count` images of an ImageFolder dataset, preprocessed as the model config says (Pillow)."""
+def first_images(data, count):
+    """The first `count` image files of an ImageFolder dataset, by path."""
+    root = os.path.join(data, "imagefolder") if os.path.isdir(os.path.join(data, "imagefolder")) else data
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
+                  if f.lower().endswith((".jpg", ".jpeg", ".png")))[:count]
+
+
+def preprocessed_images(model_dir, files):
+    """(input name, 1×… tensor) for each image file, preprocessed as the model config says (Pillow)."""
     import numpy as np
     from PIL import Image
     config = json.load(open(os.path.join(model_dir, "model.json")))
     pre = config["preprocess"]
-    root = os.path.join(data, "imagefolder") if os.path.isdir(os.path.join(data, "imagefolder")) else data
-    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
-                   if f.lower().endswith((".jpg", ".jpeg", ".png")))[:count]
     for path in files:
         image = Image.open(path).convert("RGB")
         scale = pre["resizeShorterSide"] / min(image.size)
@@ -84,8 +88,9 @@ def preprocessed_images(model_dir, data, count):
         yield config["input"]["name"], np.ascontiguousarray(x[None])
 
 
-def ort_int8_model(model_dir, data, count, work_dir):
-    """onnxruntime's own static int8 quantisation of the model (QDQ), made once per model."""
+def ort_int8_model(model_dir, calibration_files, work_dir):
+    """onnxruntime's own static int8 quantisation of the model (QDQ, per-channel s8 weights, u8 activations,
+    min/max calibration on `calibration_files`), made once per model and work_dir."""
     from onnxruntime import quantization as q
     name = os.path.basename(os.path.normpath(model_dir))
     target = os.path.join(work_dir, name, "model.int8.onnx")
@@ -107,7 +112,7 @@ def ort_int8_model(model_dir, data, count, work_dir):
 
     class Reader(q.CalibrationDataReader):
         def __init__(self):
-            self.items = iter(preprocessed_images(model_dir, data, count))
+            self.items = iter(preprocessed_images(model_dir, calibration_files))
 
         def get_next(self):
             item = next(self.items, None)
@@ -174,7 +179,7 @@ def main():
         for batch in args.batches:
             ort, swift, base, int8, ort8 = [], [], [], [], []
             if args.ort_int8:
-                ort8_dir = os.path.dirname(ort_int8_model(model_dir, args.calibration_data, args.calibration_images, args.work_dir))
+                ort8_dir = os.path.dirname(ort_int8_model(model_dir, first_images(args.calibration_data, args.calibration_images), args.work_dir))
             for _ in range(args.rounds):
                 ort.append(ort_rate(model_dir, batch, args.threads, args.seconds))
                 swift.append(swift_rate(args.featstream, model_dir, batch, args.threads, args.seconds))
