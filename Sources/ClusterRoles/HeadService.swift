@@ -186,6 +186,9 @@ public final class HeadService {
         store = try HeadStore(url: URL(fileURLWithPath: options.storePath), dtype: options.dtype, metadata: options.metadata)
         if let existing = store.store {
             log.event("reopened store \(options.storePath): \(existing.committedShards.count) shards committed")
+            if let wanted = options.metadata.precision, let mismatch = existing.metadata.precisionMismatch(wanted: wanted, store: options.storePath) {
+                throw HeadConfigurationError(message: mismatch)
+            }
         }
         // The job's model fixes the row width before any peer speaks: no batch can choose it.
         if let expected = options.featureDimension {

@@ -57,7 +57,7 @@ public final class FeatureStore {
         self.writerLock = writerLock
         self.dtype = dtype
         self.dimension = manifest.dimension
-        self.metadata = StoreMetadata(model: manifest.model, classNames: manifest.classNames)
+        self.metadata = StoreMetadata(model: manifest.model, classNames: manifest.classNames, precision: manifest.precision)
         self.created = manifest.created
         self.shardsByID = shards
         self.writer = writer
@@ -92,7 +92,7 @@ public final class FeatureStore {
 
         let manifest = StoreManifest(formatVersion: formatVersion, dtype: dtype.name, dimension: dimension,
                                      created: ISO8601DateFormatter().string(from: Date()),
-                                     model: metadata.model, classNames: metadata.classNames)
+                                     model: metadata.model, classNames: metadata.classNames, precision: metadata.precision)
         // store.json appears whole or not at all, so a crash during create never leaves a half-written manifest.
         let staging = root.appendingPathComponent(".store.json.tmp-\(UUID().uuidString)")
         try Durability.publish(try jsonEncoder().encode(manifest), staging: staging, as: manifestURL,

@@ -11,11 +11,26 @@ public struct StoreMetadata: Codable, Equatable, Sendable {
     public var model: String?
     /// Class names, indexed by label.
     public var classNames: [String]?
+    /// The precision the backbone extracted the features at ("fp32" or "int8"): a head trained on them
+    /// must be fed features of the same precision. Nil in stores created before it was recorded.
+    public var precision: String?
 
     /// Metadata with any subset of fields.
-    public init(model: String? = nil, classNames: [String]? = nil) {
+    public init(model: String? = nil, classNames: [String]? = nil, precision: String? = nil) {
         self.model = model
         self.classNames = classNames
+        self.precision = precision
+    }
+
+    /// Why features recorded at this metadata's `precision` must not meet a model config at `wanted`, or
+    /// nil when they may (same precision, or a store from before precision was recorded). The one
+    /// wording for the head reopening a store and for `featstream train` (STORE.md §1).
+    public func precisionMismatch(wanted: String, store: String) -> String? {
+        guard let precision, precision != wanted else { return nil }
+        return "the store \(store) holds features extracted at \(precision), but the model config says \(wanted): "
+            + "a head trained on one is wrong on the other. Give the config the job used"
+            + (precision == "int8" ? " (\"precision\": \"int8\", with its calibration.json)" : " (fp32)")
+            + ", or use another store"
     }
 }
 
@@ -80,6 +95,7 @@ struct StoreManifest: Codable {
     var created: String
     var model: String?
     var classNames: [String]?
+    var precision: String?
 }
 
 /// Where a shard's record is.

@@ -164,7 +164,7 @@ public struct StoreSummary: CustomStringConvertible {
             "store: \(path)",
             "dtype: \(dtype.name)  dimension: \(dimension)  created: \(created)",
         ]
-        if let model = metadata.model { lines.append("model: \(model)") }
+        if let model = metadata.model { lines.append("model: \(model)" + (metadata.precision.map { ", extracted at \($0)" } ?? "")) }
         if let classes = metadata.classNames { lines.append("classes: \(classes.count)") }
         let range = shardIDRange.map { " (ids \($0.lowerBound)–\($0.upperBound))" } ?? ""
         lines.append("shards: \(shards)\(range)")

@@ -154,7 +154,8 @@ struct Head: ParsableCommand {
                 var options = HeadOptions(bind: bind, coordinator: coordinator, storePath: store)
                 options.creditWindow = credits
                 options.dtype = try parseDType(dtype)
-                options.metadata = StoreMetadata(model: backbone?.name, classNames: classes)
+                options.metadata = StoreMetadata(model: backbone?.name, classNames: classes,
+                                                 precision: backbone.map { ($0.precision ?? .fp32).rawValue })
                 options.featureDimension = try expectedFeatureDimension(given: featureDimension, model: backbone)
                 options.metricsPort = metricsPort
                 (options.dataSecurity, options.controlSecurity) = try security.resolve(role: "head", endpoints: [bind, coordinator]).head()

@@ -268,6 +268,27 @@ final class SecurityTests: XCTestCase {
         XCTAssertEqual(try FeatureStore.open(at: cluster.storeURL).dimension, 1280)
     }
 
+    /// A store records the precision its job's model config extracts at (STORE.md §1); a head whose config
+    /// says another refuses to reopen it, naming both, and leaves it as it was.
+    func testHeadRefusesAStoreOfAnotherPrecision() throws {
+        let lite0 = ClusterHarness.home.appendingPathComponent("models/efficientnet-lite0")
+        try cluster.startHead(extra: ["--model", lite0.path])
+        XCTAssertTrue(eventually(30) { (try? FeatureStore.open(at: cluster.storeURL))?.metadata.precision == "fp32" }, cluster.logTails())
+        cluster.kill(cluster.head)
+        let int8 = cluster.directory.appendingPathComponent("lite0-int8")
+        try FileManager.default.createDirectory(at: int8, withIntermediateDirectories: true)
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: lite0.appendingPathComponent("model.json"))) as! [String: Any]
+        config["onnx"] = lite0.appendingPathComponent(config["onnx"] as! String).path
+        config["precision"] = "int8"
+        try JSONSerialization.data(withJSONObject: config).write(to: int8.appendingPathComponent("model.json"))
+        let run = try runProcess(productsDirectory.appendingPathComponent("featstream"),
+                                 ["head", "--bind", cluster.data, "--coordinator", cluster.control, "--store", cluster.storeURL.path,
+                                  "--model", int8.path, "--keys", cluster.keys.url.path])
+        XCTAssertNotEqual(run.status, 0, run.output)
+        XCTAssertTrue(run.output.contains("extracted at fp32") && run.output.contains("says int8"), run.output)
+        XCTAssertEqual(try FeatureStore.open(at: cluster.storeURL).metadata.precision, "fp32")
+    }
+
     /// The servers' own keys are bound to their roles too: the head's key cannot lease work or forge a
     /// shutdown at the coordinator, and the coordinator's key is not admitted to the head's data socket
     /// (only worker keys are), so it cannot send batches or hellos there.

@@ -25,7 +25,7 @@ func makeContents(base: UInt64, count: UInt32, dead: Set<UInt32> = [], dimension
 final class FeatureStoreTests: XCTestCase {
     func testCommitAndReopenRoundTripsF32() throws {
         let root = try makeTemporaryDirectory(self).appendingPathComponent("store")
-        let metadata = StoreMetadata(model: "resnet50", classNames: ["cat", "dog"])
+        let metadata = StoreMetadata(model: "resnet50", classNames: ["cat", "dog"], precision: "int8")
         do {
             let store = try FeatureStore.create(at: root, dtype: .f32, dimension: 3, metadata: metadata)
             XCTAssertTrue(try store.commit(makeContents(base: 100, count: 4, dead: [2]), shardID: 1, attempt: 3))
@@ -37,6 +37,9 @@ final class FeatureStoreTests: XCTestCase {
         let store = try FeatureStore.open(at: root, verifyChecksums: true)
         XCTAssertEqual(store.committedShards, [0, 1])
         XCTAssertEqual(store.metadata, metadata)
+        XCTAssertNil(store.metadata.precisionMismatch(wanted: "int8", store: root.path))
+        XCTAssertNotNil(store.metadata.precisionMismatch(wanted: "fp32", store: root.path))
+        XCTAssertNil(StoreMetadata().precisionMismatch(wanted: "fp32", store: root.path), "a store from before the record")
         XCTAssertEqual(store.dtype, .f32)
         XCTAssertEqual(store.rowCount, 6)
         XCTAssertEqual(store.deadLetterCount, 1)

@@ -174,6 +174,14 @@ final class TrainedModelTests: XCTestCase {
         let run = try runFeatstream(["run", "--model", backbone.path, "--data", Self.valShard, "--workers", "1", "--out", job.path,
                                      "--shard-size", "50", "--l2", "0.1", "--precision", "int8", "--calibration-images", "32"])
         XCTAssertEqual(run.status, 0, run.output)
+        // The store records the precision, so training it again with an fp32 config is refused, naming both
+        // (the fp32 job's store says fp32: `Self.job`).
+        let store = job.appendingPathComponent("store")
+        XCTAssertEqual(try FeatureStore.open(at: store).metadata.precision, "int8")
+        XCTAssertEqual(try FeatureStore.open(at: Self.job.directory.appendingPathComponent("store")).metadata.precision, "fp32")
+        let retrain = try runFeatstream(["train", "--store", store.path, "--model", Self.lite0, "--out", scratch.appendingPathComponent("retrained").path])
+        XCTAssertNotEqual(retrain.status, 0, retrain.output)
+        XCTAssertTrue(retrain.output.contains("extracted at int8") && retrain.output.contains("says fp32"), retrain.output)
         let model = job.appendingPathComponent("model")
         let report = try JSONSerialization.jsonObject(with: Data(contentsOf: model.appendingPathComponent("report.json"))) as! [String: Any]
         let backboneLine = (report["summary"] as? [[String: String]])?.first { $0["label"] == "Backbone" }?["value"] ?? ""
