@@ -50,7 +50,7 @@ public func benchmarkBackbone(config: ModelConfig, batch: Int, threads: Int, sec
         images += batch
     }
     let elapsed = Date().timeIntervalSince(start)
-    return BackboneBenchmark(model: config.name, precision: (config.precision ?? .fp32).rawValue, batch: batch, threads: threads, images: images,
+    return BackboneBenchmark(model: config.name, precision: config.precisionName, batch: batch, threads: threads, images: images,
                              seconds: elapsed, imagesPerSecond: Double(images) / elapsed)
 }
 

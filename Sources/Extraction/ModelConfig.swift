@@ -90,6 +90,10 @@ public struct ModelConfig: Codable, Sendable {
         return config
     }
 
+    /// The precision this config extracts at, named as stores, reports and `extract`'s metadata name it
+    /// ("fp32" when the config says none).
+    public var precisionName: String { (precision ?? .fp32).rawValue }
+
     /// Where the int8 calibration is (or will be written by `featstream calibrate`).
     public var calibrationPath: String { resolve(calibration ?? "calibration.json").path }
 

@@ -155,7 +155,7 @@ struct Head: ParsableCommand {
                 options.creditWindow = credits
                 options.dtype = try parseDType(dtype)
                 options.metadata = StoreMetadata(model: backbone?.name, classNames: classes,
-                                                 precision: backbone.map { ($0.precision ?? .fp32).rawValue })
+                                                 precision: backbone?.precisionName)
                 options.featureDimension = try expectedFeatureDimension(given: featureDimension, model: backbone)
                 options.metricsPort = metricsPort
                 (options.dataSecurity, options.controlSecurity) = try security.resolve(role: "head", endpoints: [bind, coordinator]).head()

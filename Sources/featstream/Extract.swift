@@ -130,7 +130,7 @@ struct Extract: ParsableCommand {
         let rate = seconds > 0 ? Double(dataset.count) / seconds : 0
         try writer.finish(summary: [
             "model": config.name, "featureNode": config.featureNode, "featureWidth": extractor.featureWidth,
-            "dtype": dtype.name, "precision": (config.precision ?? .fp32).rawValue, "dataset": data, "format": dataset.kind.name,
+            "dtype": dtype.name, "precision": config.precisionName, "dataset": data, "format": dataset.kind.name,
             "images": dataset.count, "features": writer.rows, "deadLetters": writer.deadLetterCount,
             "seconds": seconds, "imagesPerSecond": rate, "batch": batch, "threads": extractor.engine.threads,
             "resize": config.preprocess.resize.rawValue, "exifOrientation": config.preprocess.exifOrientation,

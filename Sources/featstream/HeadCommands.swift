@@ -136,7 +136,7 @@ struct Train: ParsableCommand {
         try runRole("train") {
             let featureStore = try FeatureStore.open(at: URL(fileURLWithPath: store))
             let backbone = try ModelConfig.load(model)
-            if let mismatch = featureStore.metadata.precisionMismatch(wanted: (backbone.precision ?? .fp32).rawValue, store: store) {
+            if let mismatch = featureStore.metadata.precisionMismatch(wanted: backbone.precisionName, store: store) {
                 throw ValidationError(mismatch)
             }
             let datasetOptions = try data.map { try DatasetOptions.parse(jobDatasetArguments($0, format, self.split, limit)) }
