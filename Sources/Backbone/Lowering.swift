@@ -319,9 +319,9 @@ final class CompiledNetwork {
         // onnxruntime against 1.06× direct, README), so fp32 asks for it first, `auto` where oneDNN has none.
         let winograd = !useInt8 && groups == 1 && conv.weightShape.suffix(2) == [3, 3]
             && conv.strides.allSatisfy { $0 == 1 } && conv.dilations.allSatisfy { $0 == 1 }
-        var algorithm = winograd ? dnnl_convolution_winograd : dnnl_convolution_auto
 
-        func describe(src srcChoice: MemoryDesc, dst dstChoice: MemoryDesc) throws -> PrimitiveDesc {
+        func describe(src srcChoice: MemoryDesc, dst dstChoice: MemoryDesc,
+                      algorithm: dnnl_alg_kind_t = dnnl_convolution_auto) throws -> PrimitiveDesc {
             var srcMD = srcChoice
             var weightsMD = try MemoryDesc.any(weightDims, type: useInt8 ? dnnl_s8 : dnnl_f32)
             var biasMD = try MemoryDesc.plain([conv.outChannels])
@@ -387,9 +387,8 @@ final class CompiledNetwork {
         }
         if winograd {
             for (srcChoice, dstChoice) in candidates where chosen == nil {
-                if let pd = try? describe(src: srcChoice, dst: dstChoice), !pd.isReference { chosen = pd }
+                if let pd = try? describe(src: srcChoice, dst: dstChoice, algorithm: dnnl_convolution_winograd), !pd.isReference { chosen = pd }
             }
-            algorithm = dnnl_convolution_auto
         }
         for (srcChoice, dstChoice) in candidates where chosen == nil {
             do {

@@ -59,8 +59,8 @@ final class ZooTests: XCTestCase {
     }
 
     /// At batch 1, ResNet-50's thirteen 3×3 stride-1 convolutions run oneDNN's Winograd kernels, which its
-    /// `auto` algorithm takes only from batch 4 up (ResNet-50 at batch 1: 1.27× onnxruntime with them,
-    /// 1.03× without, Benchmarks/backbone_vs_ort.py). oneDNN has Winograd only for AVX-512.
+    /// `auto` algorithm takes only from batch 4 up (ResNet-50 at batch 1: 1.24× onnxruntime with them,
+    /// 1.06× without, README's engine figures). oneDNN has Winograd only for AVX-512.
     func testResNetThreeByThreeConvolutionsRunWinogradAtBatch1() throws {
         let (engine, input, expected) = try Self.load("resnet50")
         let implementations = engine.implementations.map(\.implementation)
